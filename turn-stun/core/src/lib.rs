@@ -1,0 +1,1 @@
+//! natter-turn-core: sans-IO STUN/TURN codec and allocation state.
