@@ -1,0 +1,1500 @@
+//! The TURN server state machine (RFC 8656 with RFC 8489 STUN).
+//!
+//! # Driving contract
+//!
+//! The driver owns the sockets and the clock. After each `handle_*` call it drains
+//! [`Server::poll_event`] and [`Server::poll_transmit`], then sleeps until
+//! [`Server::poll_timeout`] (or the next input) and calls [`Server::handle_timeout`].
+//!
+//! * Datagrams and stream frames from clients go to [`Server::handle_datagram`] with
+//!   the 5-tuple they arrived on; datagrams arriving on a relay socket go to
+//!   [`Server::handle_peer_datagram`] with the allocation that owns the socket.
+//! * An accepted Allocate yields [`Event::RelayRequested`]: the driver binds a relay
+//!   socket and answers with [`Server::handle_relay_bound`] (the core never touches
+//!   sockets, so it cannot choose a free port itself).
+//! * [`Event::AllocationClosed`] and [`Event::ReservationReleased`] tell the driver to
+//!   drop the corresponding sockets; a closed stream connection is reported with
+//!   [`Server::handle_connection_closed`].
+//!
+//! Time is always passed in; the core never reads a clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::alloc::{Allocation, BindCheck, TokenBucket};
+use crate::auth::{AuthError, Credentials, LongTermKey, NonceError, NonceIssuer};
+use crate::codec::{
+    Attribute, AttributeType, CHANNEL_MAX, CHANNEL_MIN, ChannelData, ChannelDataError, Class,
+    DecodeError, ErrorCode, Family, IntegrityKind, Message, MessageBuilder, Method, TransactionId,
+    looks_like_channel_data,
+};
+use crate::policy::{PeerPolicy, PeerRefusal};
+
+/// How a client reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Plain UDP.
+    Udp,
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP (TURNS).
+    Tls,
+}
+
+impl Transport {
+    /// Stream transports need ChannelData padded to 4 bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// A short name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// The 5-tuple identifying a client's connection to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// Transport protocol.
+    pub transport: Transport,
+    /// The client's address as seen by the server.
+    pub client: SocketAddr,
+    /// The server address it reached.
+    pub server: SocketAddr,
+}
+
+/// Identifies an allocation (and its relay socket in the driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocationId(pub u64);
+
+/// Identifies a port reserved by EVEN-PORT with the R bit (RFC 8656 §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReservationId(pub u64);
+
+/// Where a [`Transmit`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// Back to a client over the 5-tuple.
+    Client(FiveTuple),
+    /// Out of an allocation's relay socket to a peer.
+    Peer {
+        /// Whose relay socket sends it.
+        allocation: AllocationId,
+        /// The peer.
+        peer: SocketAddr,
+    },
+}
+
+/// Bytes for the driver to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub destination: Destination,
+    /// Payload: a STUN message, ChannelData frame, or relayed application data.
+    pub payload: Vec<u8>,
+}
+
+/// Which port a relay socket should get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRequest {
+    /// Any free port in the range.
+    Any,
+    /// An even port (EVEN-PORT); with `reserve_next`, also bind port + 1 and keep it
+    /// under that reservation until it is claimed or released.
+    Even {
+        /// Reservation to hold the next-higher port under.
+        reserve_next: Option<ReservationId>,
+    },
+    /// The socket held under this reservation (RESERVATION-TOKEN).
+    Reserved(ReservationId),
+}
+
+/// A relay socket the driver must bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayRequest {
+    /// The allocation being created.
+    pub allocation: AllocationId,
+    /// Address family of the relay socket.
+    pub family: Family,
+    /// Port constraints.
+    pub port: PortRequest,
+}
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its lifetime ran out.
+    Expired,
+    /// The client deleted it (Refresh with LIFETIME 0).
+    Deleted,
+    /// The stream connection it belonged to closed.
+    ConnectionClosed,
+}
+
+/// Things the driver must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Bind a relay socket, then call [`Server::handle_relay_bound`].
+    RelayRequested(RelayRequest),
+    /// An allocation exists; `relay` is the bound local address.
+    AllocationCreated {
+        /// Its id.
+        allocation: AllocationId,
+        /// Client connection.
+        five_tuple: FiveTuple,
+        /// The relay socket's local address.
+        relay: SocketAddr,
+        /// The authenticated username.
+        username: String,
+    },
+    /// An allocation is gone: close its relay socket (and, on streams, the connection).
+    AllocationClosed {
+        /// Its id.
+        allocation: AllocationId,
+        /// Client connection.
+        five_tuple: FiveTuple,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A reserved port was not claimed in time (or the allocation that asked for it
+    /// failed): close the socket held for it.
+    ReservationReleased(ReservationId),
+}
+
+/// Why an input was dropped without an answer. The driver may log these at debug
+/// level; they are normal on the open internet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not STUN.
+    #[error("malformed STUN message: {0}")]
+    Stun(#[from] DecodeError),
+    /// Not ChannelData.
+    #[error("malformed ChannelData: {0}")]
+    ChannelData(#[from] ChannelDataError),
+    /// Neither STUN nor ChannelData.
+    #[error("{0} bytes that are neither STUN nor ChannelData")]
+    Unrecognized(usize),
+}
+
+/// Limits; every one is enforced and none defaults to unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Live allocations per username (486 Allocation Quota Reached beyond it).
+    pub allocations_per_user: u32,
+    /// Live allocations on the server (508 Insufficient Capacity beyond it).
+    pub allocations_total: u32,
+    /// Live permissions per allocation (508 beyond it).
+    pub permissions_per_allocation: u32,
+    /// Live channel bindings per allocation (508 beyond it).
+    pub channels_per_allocation: u32,
+    /// Relayed bytes per second per allocation, each direction; excess is dropped.
+    pub bandwidth_bytes_per_sec: u64,
+    /// Sustained rate of 401/438 answers per source IP; beyond it requests are dropped
+    /// unanswered, so the server cannot be used to reflect traffic.
+    pub unauthenticated_per_source_per_sec: u32,
+    /// Burst of 401/438 answers per source IP.
+    pub unauthenticated_burst: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Quotas {
+        Quotas {
+            allocations_per_user: 64,
+            allocations_total: 10_000,
+            permissions_per_allocation: 64,
+            channels_per_allocation: 64,
+            bandwidth_bytes_per_sec: 1_250_000,
+            unauthenticated_per_source_per_sec: 50,
+            unauthenticated_burst: 200,
+        }
+    }
+}
+
+/// A pairing of the monotonic clock with Unix time, so the core can check REST
+/// username expiry and nonce age from the `Instant`s it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// A monotonic instant.
+    pub at: Instant,
+    /// Unix seconds at that instant.
+    pub unix_secs: u64,
+}
+
+/// Everything the core needs; the driver fills it from its configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Who can authenticate, and the realm.
+    pub credentials: Credentials,
+    /// Secret key for stateless nonces and reservation tokens; random per process.
+    pub nonce_key: [u8; 32],
+    /// How long a nonce stays valid (then 438 Stale Nonce).
+    pub nonce_lifetime_secs: u64,
+    /// Lifetime given when the client asks for less (RFC 8656: 600 s).
+    pub default_lifetime_secs: u32,
+    /// Upper bound on a requested lifetime (RFC 8656 recommends 3600 s).
+    pub max_lifetime_secs: u32,
+    /// Peer address policy.
+    pub policy: PeerPolicy,
+    /// Limits.
+    pub quotas: Quotas,
+    /// Advertised instead of the relay socket's IP (same family only), for NAT.
+    pub external_ip: Option<IpAddr>,
+    /// Address families the driver can bind relay sockets for.
+    pub relay_ipv4: bool,
+    /// See `relay_ipv4`.
+    pub relay_ipv6: bool,
+    /// When set, Allocate requests are answered with 300 Try Alternate pointing here
+    /// (after authentication, so the redirect is integrity-protected).
+    pub alternate_server: Option<SocketAddr>,
+    /// Unix time reference.
+    pub clock: WallClock,
+}
+
+/// Counters for metrics; the driver samples them with [`Server::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Allocations created since start.
+    pub allocations_created: u64,
+    /// Allocations closed since start.
+    pub allocations_closed: u64,
+    /// Packets relayed client → peer.
+    pub packets_to_peer: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_client: u64,
+    /// Binding requests answered.
+    pub binding_requests: u64,
+    /// 401 challenges to requests without credentials (the normal first round trip).
+    pub challenges: u64,
+    /// Inputs that failed to decode.
+    pub malformed: u64,
+    /// Authentication failures, indexed by [`AuthFailure`].
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
+    /// Refusals, indexed by [`Refusal`].
+    pub refusals: [u64; Refusal::ALL.len()],
+}
+
+/// Why authentication failed (metrics label values from [`AuthFailure::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Username not known (or not a REST username).
+    UnknownUser,
+    /// REST username past its expiry.
+    ExpiredCredentials,
+    /// MESSAGE-INTEGRITY did not match (wrong password).
+    BadIntegrity,
+    /// NONCE expired or not ours: 438.
+    StaleNonce,
+    /// MESSAGE-INTEGRITY without USERNAME, REALM or NONCE: 400.
+    MissingAttributes,
+    /// The server has no credentials configured.
+    NoCredentialsConfigured,
+    /// A request on an allocation with a username other than its creator's: 441.
+    WrongCredentials,
+}
+
+impl AuthFailure {
+    /// Every variant, in index order.
+    pub const ALL: [AuthFailure; 7] = [
+        AuthFailure::UnknownUser,
+        AuthFailure::ExpiredCredentials,
+        AuthFailure::BadIntegrity,
+        AuthFailure::StaleNonce,
+        AuthFailure::MissingAttributes,
+        AuthFailure::NoCredentialsConfigured,
+        AuthFailure::WrongCredentials,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::ExpiredCredentials => "expired_credentials",
+            AuthFailure::BadIntegrity => "bad_integrity",
+            AuthFailure::StaleNonce => "stale_nonce",
+            AuthFailure::MissingAttributes => "missing_attributes",
+            AuthFailure::NoCredentialsConfigured => "no_credentials_configured",
+            AuthFailure::WrongCredentials => "wrong_credentials",
+        }
+    }
+}
+
+/// Why a request or packet was refused (metrics label values from [`Refusal::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Peer in a denied range.
+    PeerDenied,
+    /// Peer is one of our own listening addresses.
+    OwnAddress,
+    /// Per-user allocation quota.
+    UserQuota,
+    /// Server-wide allocation quota.
+    TotalQuota,
+    /// Per-allocation permission quota.
+    PermissionQuota,
+    /// Per-allocation channel quota.
+    ChannelQuota,
+    /// Packet dropped by the bandwidth limit.
+    Bandwidth,
+    /// Packet dropped for lack of a permission.
+    NoPermission,
+    /// 401/438 answer suppressed by the per-source rate limit.
+    RateLimited,
+    /// REQUESTED-TRANSPORT other than UDP (or address family not available).
+    Unsupported,
+    /// The driver could not bind a relay socket.
+    RelayUnavailable,
+    /// Request on a 5-tuple without (or with another) allocation: 437.
+    AllocationMismatch,
+    /// Malformed or inconsistent request: 400/420.
+    BadRequest,
+    /// Redirected with 300 Try Alternate.
+    Redirected,
+}
+
+impl Refusal {
+    /// Every variant, in index order.
+    pub const ALL: [Refusal; 14] = [
+        Refusal::PeerDenied,
+        Refusal::OwnAddress,
+        Refusal::UserQuota,
+        Refusal::TotalQuota,
+        Refusal::PermissionQuota,
+        Refusal::ChannelQuota,
+        Refusal::Bandwidth,
+        Refusal::NoPermission,
+        Refusal::RateLimited,
+        Refusal::Unsupported,
+        Refusal::RelayUnavailable,
+        Refusal::AllocationMismatch,
+        Refusal::BadRequest,
+        Refusal::Redirected,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PeerDenied => "peer_denied",
+            Refusal::OwnAddress => "own_address",
+            Refusal::UserQuota => "user_quota",
+            Refusal::TotalQuota => "total_quota",
+            Refusal::PermissionQuota => "permission_quota",
+            Refusal::ChannelQuota => "channel_quota",
+            Refusal::Bandwidth => "bandwidth",
+            Refusal::NoPermission => "no_permission",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Unsupported => "unsupported",
+            Refusal::RelayUnavailable => "relay_unavailable",
+            Refusal::AllocationMismatch => "allocation_mismatch",
+            Refusal::BadRequest => "bad_request",
+            Refusal::Redirected => "redirected",
+        }
+    }
+}
+
+/// RFC 8656 §14.7: UDP is protocol 17.
+const TRANSPORT_UDP: u8 = 17;
+/// RFC 8656 §7.2: an unclaimed reserved port is released after about 30 s.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// Housekeeping interval: expiry of allocations and reservations is acted on with
+/// this precision (permissions and channels are also checked exactly at use).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Sources tracked by the 401 rate limiter; beyond this, new sources are not
+/// answered until the sweep forgets idle ones (fail closed under a spoofing flood).
+const MAX_LIMITED_SOURCES: usize = 65_536;
+
+/// Attributes we understand in requests; other comprehension-required ones earn 420.
+fn known_attribute(typ: u16) -> bool {
+    matches!(
+        AttributeType(typ),
+        AttributeType::USERNAME
+            | AttributeType::MESSAGE_INTEGRITY
+            | AttributeType::MESSAGE_INTEGRITY_SHA256
+            | AttributeType::REALM
+            | AttributeType::NONCE
+            | AttributeType::CHANNEL_NUMBER
+            | AttributeType::LIFETIME
+            | AttributeType::XOR_PEER_ADDRESS
+            | AttributeType::DATA
+            | AttributeType::REQUESTED_ADDRESS_FAMILY
+            | AttributeType::EVEN_PORT
+            | AttributeType::REQUESTED_TRANSPORT
+            | AttributeType::RESERVATION_TOKEN
+            | AttributeType::PASSWORD_ALGORITHM
+            | AttributeType::PRIORITY
+            | AttributeType::USE_CANDIDATE
+    )
+}
+
+/// An authenticated request's credentials.
+struct Authed {
+    username: String,
+    key: LongTermKey,
+    kind: IntegrityKind,
+}
+
+/// How to answer a request.
+#[derive(Clone, Copy)]
+struct ReplyTo {
+    five_tuple: FiveTuple,
+    method: Method,
+    tid: TransactionId,
+    fingerprint: bool,
+}
+
+struct Pending {
+    five_tuple: FiveTuple,
+    username: String,
+    key: LongTermKey,
+    kind: IntegrityKind,
+    tid: TransactionId,
+    fingerprint: bool,
+    family: Family,
+    lifetime: Duration,
+    /// Reservation to register once bound (EVEN-PORT with R).
+    reserve: Option<(ReservationId, [u8; 8])>,
+    /// ADDITIONAL-ADDRESS-FAMILY was asked for but we give only one family.
+    refused_additional: Option<Family>,
+}
+
+struct Reservation {
+    id: ReservationId,
+    family: Family,
+    expires: Instant,
+}
+
+/// The sans-IO TURN server. See the module docs for the driving contract.
+pub struct Server {
+    config: ServerConfig,
+    nonces: NonceIssuer,
+    allocations: HashMap<AllocationId, Allocation>,
+    by_five_tuple: HashMap<FiveTuple, AllocationId>,
+    per_user: HashMap<String, u32>,
+    pending: HashMap<AllocationId, Pending>,
+    reservations: HashMap<[u8; 8], Reservation>,
+    unauth_limiter: HashMap<IpAddr, TokenBucket>,
+    next_id: u64,
+    next_sweep: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Server {
+    /// A server with no allocations.
+    pub fn new(config: ServerConfig) -> Server {
+        let nonces = NonceIssuer::new(config.nonce_key, config.nonce_lifetime_secs);
+        Server {
+            config,
+            nonces,
+            allocations: HashMap::new(),
+            by_five_tuple: HashMap::new(),
+            per_user: HashMap::new(),
+            pending: HashMap::new(),
+            reservations: HashMap::new(),
+            unauth_limiter: HashMap::new(),
+            next_id: 1,
+            next_sweep: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// The allocation on a 5-tuple, if any.
+    pub fn allocation_for(&self, five_tuple: &FiveTuple) -> Option<AllocationId> {
+        self.by_five_tuple.get(five_tuple).copied()
+    }
+
+    /// The advertised relay address of an allocation.
+    pub fn relayed_address(&self, allocation: AllocationId) -> Option<SocketAddr> {
+        self.allocations.get(&allocation).map(|a| a.advertised)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    // ---- mutators ----
+
+    /// Starts (or stops, with `None`) redirecting new allocations elsewhere, e.g. while
+    /// draining this node.
+    pub fn set_alternate_server(&mut self, alternate: Option<SocketAddr>) {
+        self.config.alternate_server = alternate;
+    }
+
+    // ---- outputs ----
+
+    /// Next datagram or frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.allocations.is_empty()
+            && self.reservations.is_empty()
+            && self.unauth_limiter.is_empty()
+        {
+            None
+        } else {
+            self.next_sweep
+        }
+    }
+
+    // ---- inputs ----
+
+    /// Expires allocations, permissions, channels and reservations due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| t > now) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
+        let expired: Vec<AllocationId> = self
+            .allocations
+            .values()
+            .filter(|a| a.expires <= now)
+            .map(|a| a.id)
+            .collect();
+        for id in expired {
+            self.close_allocation(id, CloseReason::Expired);
+        }
+        for alloc in self.allocations.values_mut() {
+            alloc.purge(now);
+        }
+        let events = &mut self.events;
+        self.reservations.retain(|_, r| {
+            let keep = r.expires > now;
+            if !keep {
+                events.push_back(Event::ReservationReleased(r.id));
+            }
+            keep
+        });
+        self.unauth_limiter.retain(|_, bucket| !bucket.is_full(now));
+    }
+
+    /// A datagram (UDP) or one frame (TCP/TLS) from a client.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        five_tuple: FiveTuple,
+        data: &[u8],
+    ) -> Result<(), InputError> {
+        self.arm_sweep(now);
+        if looks_like_channel_data(data) {
+            let cd = ChannelData::decode(data).inspect_err(|_| self.stats.malformed += 1)?;
+            self.relay_channel_data(now, five_tuple, cd);
+            return Ok(());
+        }
+        if data.first().is_none_or(|b| b & 0xC0 != 0) {
+            self.stats.malformed += 1;
+            return Err(InputError::Unrecognized(data.len()));
+        }
+        let msg = Message::decode(data).inspect_err(|_| self.stats.malformed += 1)?;
+        let reply = ReplyTo {
+            five_tuple,
+            method: msg.method,
+            tid: msg.transaction_id,
+            fingerprint: msg.has_fingerprint(),
+        };
+        match (msg.class, msg.method) {
+            (Class::Request, Method::BINDING) => self.on_binding(&msg, reply),
+            (Class::Request, Method::ALLOCATE) => self.on_allocate(now, &msg, reply),
+            (Class::Request, Method::REFRESH) => self.on_refresh(now, &msg, reply),
+            (Class::Request, Method::CREATE_PERMISSION) => {
+                self.on_create_permission(now, &msg, reply)
+            }
+            (Class::Request, Method::CHANNEL_BIND) => self.on_channel_bind(now, &msg, reply),
+            (Class::Indication, Method::SEND) => self.on_send(now, &msg, five_tuple),
+            (Class::Request, _) => {
+                self.count(Refusal::BadRequest);
+                self.reply_error(&reply, ErrorCode::BAD_REQUEST, None, |_| {});
+            }
+            // Responses and other indications are not for a server; RFC 8489 §6.3 says ignore.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A datagram that arrived on `allocation`'s relay socket from `peer`.
+    pub fn handle_peer_datagram(
+        &mut self,
+        now: Instant,
+        allocation: AllocationId,
+        peer: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(alloc) = self.allocations.get_mut(&allocation) else {
+            return;
+        };
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        if alloc.expires <= now {
+            return;
+        }
+        if !alloc.has_permission(peer.ip(), now) {
+            self.stats.refusals[Refusal::NoPermission as usize] += 1;
+            return;
+        }
+        if !alloc.to_client.take(data.len() as u64, now) {
+            self.stats.refusals[Refusal::Bandwidth as usize] += 1;
+            return;
+        }
+        let ft = alloc.five_tuple;
+        let payload = match alloc.channel_for_peer(peer, now) {
+            Some(channel) => {
+                let mut out = Vec::with_capacity(data.len() + 8);
+                ChannelData { channel, data }.encode(ft.transport.is_stream(), &mut out);
+                out
+            }
+            None => {
+                let mut b = MessageBuilder::new(
+                    Class::Indication,
+                    Method::DATA,
+                    data_indication_tid(alloc, peer),
+                );
+                b.add(&Attribute::XorPeerAddress(peer))
+                    .add(&Attribute::Data(data));
+                b.finish(None, false)
+            }
+        };
+        self.stats.packets_to_client += 1;
+        self.stats.bytes_to_client += data.len() as u64;
+        self.transmits.push_back(Transmit {
+            destination: Destination::Client(ft),
+            payload,
+        });
+    }
+
+    /// The driver's answer to [`Event::RelayRequested`]: the bound local address, or
+    /// `None` when no socket could be bound. Returns false when the allocation is no
+    /// longer wanted (its connection closed meanwhile): the driver drops the socket.
+    pub fn handle_relay_bound(
+        &mut self,
+        now: Instant,
+        allocation: AllocationId,
+        bound: Option<SocketAddr>,
+    ) -> bool {
+        let Some(p) = self.pending.remove(&allocation) else {
+            return false;
+        };
+        let reply = ReplyTo {
+            five_tuple: p.five_tuple,
+            method: Method::ALLOCATE,
+            tid: p.tid,
+            fingerprint: p.fingerprint,
+        };
+        let auth = Some((&p.key, p.kind));
+        let Some(local) = bound else {
+            self.count(Refusal::RelayUnavailable);
+            if let Some((id, _)) = p.reserve {
+                self.events.push_back(Event::ReservationReleased(id));
+            }
+            self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, auth, |_| {});
+            return false;
+        };
+        let advertised = match self.config.external_ip {
+            Some(ip) if Family::of(ip) == Family::of(local.ip()) => {
+                SocketAddr::new(ip, local.port())
+            }
+            _ => local,
+        };
+        let mut alloc = Allocation::new(
+            allocation,
+            p.five_tuple,
+            p.family,
+            advertised,
+            p.username.clone(),
+            p.key.clone(),
+            p.tid,
+            p.lifetime,
+            self.config.quotas.bandwidth_bytes_per_sec,
+            now,
+        );
+        if let Some((id, token)) = p.reserve {
+            self.reservations.insert(
+                token,
+                Reservation {
+                    id,
+                    family: p.family,
+                    expires: now + RESERVATION_LIFETIME,
+                },
+            );
+            alloc.reservation_token = Some(token);
+        }
+        *self.per_user.entry(p.username.clone()).or_default() += 1;
+        self.by_five_tuple.insert(p.five_tuple, allocation);
+        self.stats.allocations_created += 1;
+        self.events.push_back(Event::AllocationCreated {
+            allocation,
+            five_tuple: p.five_tuple,
+            relay: local,
+            username: p.username.clone(),
+        });
+        self.send_allocate_success(&reply, &alloc, p.kind, p.refused_additional);
+        self.allocations.insert(allocation, alloc);
+        self.arm_sweep(now);
+        true
+    }
+
+    /// A stream connection closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn handle_connection_closed(&mut self, _now: Instant, five_tuple: FiveTuple) {
+        self.pending.retain(|_, p| p.five_tuple != five_tuple);
+        if let Some(id) = self.by_five_tuple.get(&five_tuple).copied() {
+            self.close_allocation(id, CloseReason::ConnectionClosed);
+        }
+    }
+
+    // ---- request handlers ----
+
+    fn on_binding(&mut self, msg: &Message<'_>, reply: ReplyTo) {
+        let unknown =
+            msg.unknown_required(|t| known_attribute(t) || t == AttributeType::FINGERPRINT.0);
+        if !unknown.is_empty() {
+            self.count(Refusal::BadRequest);
+            self.reply_error(&reply, ErrorCode::UNKNOWN_ATTRIBUTE, None, |b| {
+                b.add(&Attribute::UnknownAttributes(unknown));
+            });
+            return;
+        }
+        self.stats.binding_requests += 1;
+        let client = reply.five_tuple.client;
+        self.reply(&reply, Class::Success, None, |b| {
+            b.add(&Attribute::XorMappedAddress(client));
+            // For RFC 3489-era clients that only read MAPPED-ADDRESS.
+            b.add(&Attribute::MappedAddress(client));
+        });
+    }
+
+    fn on_allocate(&mut self, now: Instant, msg: &Message<'_>, reply: ReplyTo) {
+        let Some(auth) = self.authenticate(now, msg, &reply) else {
+            return;
+        };
+        let key = Some((&auth.key, auth.kind));
+        if !self.check_unknown(msg, &reply, key) {
+            return;
+        }
+        let ft = reply.five_tuple;
+        if let Some(&id) = self.by_five_tuple.get(&ft) {
+            let alloc = &self.allocations[&id];
+            if alloc.allocate_tid == reply.tid {
+                // A retransmission of the request that created it: answer it again.
+                let alloc = self
+                    .allocations
+                    .remove(&id)
+                    .expect("present: looked up above");
+                self.send_allocate_success(&reply, &alloc, auth.kind, None);
+                self.allocations.insert(id, alloc);
+            } else {
+                self.count(Refusal::AllocationMismatch);
+                self.reply_error(&reply, ErrorCode::ALLOCATION_MISMATCH, key, |_| {});
+            }
+            return;
+        }
+        if self.pending.values().any(|p| p.five_tuple == ft) {
+            return; // still binding the relay for a retransmitted request
+        }
+        if let Some(alternate) = self.config.alternate_server {
+            self.count(Refusal::Redirected);
+            self.reply_error(&reply, ErrorCode::TRY_ALTERNATE, key, |b| {
+                b.add(&Attribute::AlternateServer(alternate));
+            });
+            return;
+        }
+        match self.allocate_params(msg) {
+            Err(code) => {
+                self.count(if code.code == 400 {
+                    Refusal::BadRequest
+                } else {
+                    Refusal::Unsupported
+                });
+                self.reply_error(&reply, code, key, |_| {});
+            }
+            Ok(params) => self.start_allocation(now, reply, auth, params),
+        }
+    }
+
+    fn start_allocation(
+        &mut self,
+        now: Instant,
+        reply: ReplyTo,
+        auth: Authed,
+        params: AllocateParams,
+    ) {
+        let key = Some((&auth.key, auth.kind));
+        let quotas = self.config.quotas;
+        let live = self.allocations.len() + self.pending.len();
+        if live >= quotas.allocations_total as usize {
+            self.count(Refusal::TotalQuota);
+            self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+            return;
+        }
+        let user_pending = self
+            .pending
+            .values()
+            .filter(|p| p.username == auth.username)
+            .count();
+        let user_live =
+            self.per_user.get(&auth.username).copied().unwrap_or(0) as usize + user_pending;
+        if user_live >= quotas.allocations_per_user as usize {
+            self.count(Refusal::UserQuota);
+            self.reply_error(&reply, ErrorCode::ALLOCATION_QUOTA_REACHED, key, |_| {});
+            return;
+        }
+        let id = AllocationId(self.next_id);
+        self.next_id += 1;
+        let (family, port, reserve) = match params.port {
+            PortChoice::Token(token) => match self.reservations.remove(&token) {
+                Some(r) if r.expires > now => (r.family, PortRequest::Reserved(r.id), None),
+                Some(r) => {
+                    self.events.push_back(Event::ReservationReleased(r.id));
+                    self.count(Refusal::RelayUnavailable);
+                    self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+                    return;
+                }
+                None => {
+                    self.count(Refusal::RelayUnavailable);
+                    self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+                    return;
+                }
+            },
+            PortChoice::Even { reserve: true } => {
+                let rid = ReservationId(id.0);
+                let token = self.reservation_token(id);
+                (
+                    params.family,
+                    PortRequest::Even {
+                        reserve_next: Some(rid),
+                    },
+                    Some((rid, token)),
+                )
+            }
+            PortChoice::Even { reserve: false } => (
+                params.family,
+                PortRequest::Even { reserve_next: None },
+                None,
+            ),
+            PortChoice::Any => (params.family, PortRequest::Any, None),
+        };
+        if !self.family_available(family) {
+            self.count(Refusal::Unsupported);
+            if let PortRequest::Reserved(rid) = port {
+                self.events.push_back(Event::ReservationReleased(rid));
+            }
+            self.reply_error(&reply, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, key, |_| {});
+            return;
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                five_tuple: reply.five_tuple,
+                username: auth.username,
+                key: auth.key,
+                kind: auth.kind,
+                tid: reply.tid,
+                fingerprint: reply.fingerprint,
+                family,
+                lifetime: self.lifetime(params.lifetime),
+                reserve,
+                refused_additional: params.additional,
+            },
+        );
+        self.events.push_back(Event::RelayRequested(RelayRequest {
+            allocation: id,
+            family,
+            port,
+        }));
+    }
+
+    fn allocate_params(&self, msg: &Message<'_>) -> Result<AllocateParams, ErrorCode<'static>> {
+        let bad = |_| ErrorCode::BAD_REQUEST;
+        match msg.get(AttributeType::REQUESTED_TRANSPORT).map_err(bad)? {
+            Some(Attribute::RequestedTransport(TRANSPORT_UDP)) => {}
+            Some(_) => return Err(ErrorCode::UNSUPPORTED_TRANSPORT),
+            None => return Err(ErrorCode::BAD_REQUEST),
+        }
+        let requested = match msg
+            .get(AttributeType::REQUESTED_ADDRESS_FAMILY)
+            .map_err(bad)?
+        {
+            Some(Attribute::RequestedAddressFamily(f)) => Some(f),
+            _ => None,
+        };
+        let additional = match msg
+            .get(AttributeType::ADDITIONAL_ADDRESS_FAMILY)
+            .map_err(bad)?
+        {
+            Some(Attribute::AdditionalAddressFamily(Family::V6)) => Some(Family::V6),
+            Some(_) => return Err(ErrorCode::BAD_REQUEST), // §7.2: only IPv6 may be additional
+            None => None,
+        };
+        let even = match msg.get(AttributeType::EVEN_PORT).map_err(bad)? {
+            Some(Attribute::EvenPort(reserve)) => Some(reserve),
+            _ => None,
+        };
+        let token = match msg.get(AttributeType::RESERVATION_TOKEN).map_err(bad)? {
+            Some(Attribute::ReservationToken(t)) => Some(t),
+            _ => None,
+        };
+        // §7.2: these combinations are contradictory.
+        if (token.is_some() && (even.is_some() || requested.is_some() || additional.is_some()))
+            || (requested.is_some() && additional.is_some())
+        {
+            return Err(ErrorCode::BAD_REQUEST);
+        }
+        let lifetime = match msg.get(AttributeType::LIFETIME).map_err(bad)? {
+            Some(Attribute::Lifetime(secs)) => Some(secs),
+            _ => None,
+        };
+        let port = match (token, even) {
+            (Some(t), _) => PortChoice::Token(t),
+            (None, Some(reserve)) => PortChoice::Even { reserve },
+            (None, None) => PortChoice::Any,
+        };
+        // Dual allocation is not offered: IPv4 is allocated and the IPv6 half refused
+        // with ADDRESS-ERROR-CODE, which RFC 8656 §7.2 allows.
+        Ok(AllocateParams {
+            family: requested.unwrap_or(Family::V4),
+            port,
+            lifetime,
+            additional,
+        })
+    }
+
+    fn on_refresh(&mut self, now: Instant, msg: &Message<'_>, reply: ReplyTo) {
+        let Some((auth, id)) = self.authenticate_on_allocation(now, msg, &reply) else {
+            return;
+        };
+        let key = Some((&auth.key, auth.kind));
+        let requested = match msg.get(AttributeType::LIFETIME) {
+            Ok(Some(Attribute::Lifetime(secs))) => Some(secs),
+            Ok(_) => None,
+            Err(_) => {
+                self.count(Refusal::BadRequest);
+                self.reply_error(&reply, ErrorCode::BAD_REQUEST, key, |_| {});
+                return;
+            }
+        };
+        if let Ok(Some(Attribute::RequestedAddressFamily(f))) =
+            msg.get(AttributeType::REQUESTED_ADDRESS_FAMILY)
+            && f != self.allocations[&id].family
+        {
+            self.count(Refusal::BadRequest);
+            self.reply_error(&reply, ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH, key, |_| {});
+            return;
+        }
+        if requested == Some(0) {
+            self.close_allocation(id, CloseReason::Deleted);
+            self.reply(&reply, Class::Success, key, |b| {
+                b.add(&Attribute::Lifetime(0));
+            });
+            return;
+        }
+        let lifetime = self.lifetime(requested);
+        let alloc = self
+            .allocations
+            .get_mut(&id)
+            .expect("present: authenticate_on_allocation found it");
+        alloc.expires = now + lifetime;
+        alloc.lifetime = lifetime;
+        let secs = lifetime.as_secs() as u32;
+        self.reply(&reply, Class::Success, key, |b| {
+            b.add(&Attribute::Lifetime(secs));
+        });
+    }
+
+    fn on_create_permission(&mut self, now: Instant, msg: &Message<'_>, reply: ReplyTo) {
+        let Some((auth, id)) = self.authenticate_on_allocation(now, msg, &reply) else {
+            return;
+        };
+        let key = Some((&auth.key, auth.kind));
+        let peers: Vec<SocketAddr> = match msg.get_all(AttributeType::XOR_PEER_ADDRESS) {
+            Ok(list) if !list.is_empty() => list
+                .into_iter()
+                .filter_map(|a| match a {
+                    Attribute::XorPeerAddress(p) => Some(p),
+                    _ => None,
+                })
+                .collect(),
+            _ => {
+                self.count(Refusal::BadRequest);
+                self.reply_error(&reply, ErrorCode::BAD_REQUEST, key, |_| {});
+                return;
+            }
+        };
+        for peer in &peers {
+            if let Err(code) = self.check_peer(id, *peer) {
+                self.reply_error(&reply, code, key, |_| {});
+                return;
+            }
+        }
+        let max = self.config.quotas.permissions_per_allocation as usize;
+        let alloc = self
+            .allocations
+            .get_mut(&id)
+            .expect("present: authenticate_on_allocation found it");
+        let ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).collect();
+        if alloc.live_permissions(now) + alloc.new_permissions(ips.iter(), now) > max {
+            self.count(Refusal::PermissionQuota);
+            self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+            return;
+        }
+        for ip in ips {
+            alloc.install_permission(ip, now);
+        }
+        self.reply(&reply, Class::Success, key, |_| {});
+    }
+
+    fn on_channel_bind(&mut self, now: Instant, msg: &Message<'_>, reply: ReplyTo) {
+        let Some((auth, id)) = self.authenticate_on_allocation(now, msg, &reply) else {
+            return;
+        };
+        let key = Some((&auth.key, auth.kind));
+        let number = match msg.get(AttributeType::CHANNEL_NUMBER) {
+            Ok(Some(Attribute::ChannelNumber(n))) if (CHANNEL_MIN..=CHANNEL_MAX).contains(&n) => n,
+            _ => {
+                self.count(Refusal::BadRequest);
+                self.reply_error(&reply, ErrorCode::BAD_REQUEST, key, |_| {});
+                return;
+            }
+        };
+        let peer = match msg.get(AttributeType::XOR_PEER_ADDRESS) {
+            Ok(Some(Attribute::XorPeerAddress(p))) => {
+                SocketAddr::new(p.ip().to_canonical(), p.port())
+            }
+            _ => {
+                self.count(Refusal::BadRequest);
+                self.reply_error(&reply, ErrorCode::BAD_REQUEST, key, |_| {});
+                return;
+            }
+        };
+        if let Err(code) = self.check_peer(id, peer) {
+            self.reply_error(&reply, code, key, |_| {});
+            return;
+        }
+        let quotas = self.config.quotas;
+        let alloc = self
+            .allocations
+            .get_mut(&id)
+            .expect("present: authenticate_on_allocation found it");
+        match alloc.check_bind(number, peer, now) {
+            BindCheck::Conflict => {
+                self.count(Refusal::BadRequest);
+                self.reply_error(&reply, ErrorCode::BAD_REQUEST, key, |_| {});
+                return;
+            }
+            BindCheck::New
+                if alloc.live_channels(now) >= quotas.channels_per_allocation as usize =>
+            {
+                self.count(Refusal::ChannelQuota);
+                self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+                return;
+            }
+            BindCheck::New | BindCheck::Refresh => {}
+        }
+        if alloc.live_permissions(now) + alloc.new_permissions(std::iter::once(&peer.ip()), now)
+            > quotas.permissions_per_allocation as usize
+        {
+            self.count(Refusal::PermissionQuota);
+            self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+            return;
+        }
+        alloc.bind_channel(number, peer, now);
+        self.reply(&reply, Class::Success, key, |_| {});
+    }
+
+    fn on_send(&mut self, now: Instant, msg: &Message<'_>, ft: FiveTuple) {
+        let Some(&id) = self.by_five_tuple.get(&ft) else {
+            return;
+        };
+        let (Ok(Some(Attribute::XorPeerAddress(peer))), Ok(Some(Attribute::Data(data)))) = (
+            msg.get(AttributeType::XOR_PEER_ADDRESS),
+            msg.get(AttributeType::DATA),
+        ) else {
+            self.count(Refusal::BadRequest);
+            return;
+        };
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        self.relay_to_peer(now, id, peer, data);
+    }
+
+    fn relay_channel_data(&mut self, now: Instant, ft: FiveTuple, cd: ChannelData<'_>) {
+        let Some(&id) = self.by_five_tuple.get(&ft) else {
+            return;
+        };
+        let Some(peer) = self
+            .allocations
+            .get(&id)
+            .and_then(|a| a.channel_peer(cd.channel, now))
+        else {
+            self.count(Refusal::NoPermission);
+            return;
+        };
+        self.relay_to_peer(now, id, peer, cd.data);
+    }
+
+    fn relay_to_peer(&mut self, now: Instant, id: AllocationId, peer: SocketAddr, data: &[u8]) {
+        let Some(alloc) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        if alloc.expires <= now {
+            return;
+        }
+        if Family::of(peer.ip()) != alloc.family || !alloc.has_permission(peer.ip(), now) {
+            self.stats.refusals[Refusal::NoPermission as usize] += 1;
+            return;
+        }
+        if !alloc.to_peer.take(data.len() as u64, now) {
+            self.stats.refusals[Refusal::Bandwidth as usize] += 1;
+            return;
+        }
+        self.stats.packets_to_peer += 1;
+        self.stats.bytes_to_peer += data.len() as u64;
+        self.transmits.push_back(Transmit {
+            destination: Destination::Peer {
+                allocation: id,
+                peer,
+            },
+            payload: data.to_vec(),
+        });
+    }
+
+    // ---- authentication ----
+
+    /// RFC 8489 §9.2.4. Answers and returns `None` when the request is not authenticated.
+    fn authenticate(&mut self, now: Instant, msg: &Message<'_>, reply: &ReplyTo) -> Option<Authed> {
+        let client = reply.five_tuple.client.ip();
+        let Some(_) = msg.integrity_kind() else {
+            self.stats.challenges += 1;
+            self.challenge(now, reply, ErrorCode::UNAUTHENTICATED);
+            return None;
+        };
+        let (username, nonce) = match (
+            msg.get(AttributeType::USERNAME),
+            msg.get(AttributeType::REALM),
+            msg.get(AttributeType::NONCE),
+        ) {
+            (
+                Ok(Some(Attribute::Username(u))),
+                Ok(Some(Attribute::Realm(_))),
+                Ok(Some(Attribute::Nonce(n))),
+            ) => (u, n),
+            _ => {
+                self.fail(AuthFailure::MissingAttributes);
+                self.reply_error(reply, ErrorCode::BAD_REQUEST, None, |_| {});
+                return None;
+            }
+        };
+        let unix = self.unix_secs(now);
+        if let Err(e) = self.nonces.check(nonce, unix, client) {
+            // A nonce from before a restart (other key) is stale too: the client retries.
+            debug_assert!(matches!(
+                e,
+                NonceError::Expired { .. } | NonceError::Forged | NonceError::Malformed
+            ));
+            self.fail(AuthFailure::StaleNonce);
+            self.challenge(now, reply, ErrorCode::STALE_NONCE);
+            return None;
+        }
+        let key = match self.config.credentials.key_for(username, unix) {
+            Ok(key) => key,
+            Err(e) => {
+                self.fail(match e {
+                    AuthError::UnknownUser => AuthFailure::UnknownUser,
+                    AuthError::Expired { .. } => AuthFailure::ExpiredCredentials,
+                    AuthError::NoCredentialsConfigured => AuthFailure::NoCredentialsConfigured,
+                });
+                self.challenge(now, reply, ErrorCode::UNAUTHENTICATED);
+                return None;
+            }
+        };
+        match msg.verify_integrity(&key.0) {
+            Ok(kind) => Some(Authed {
+                username: username.to_owned(),
+                key,
+                kind,
+            }),
+            Err(_) => {
+                self.fail(AuthFailure::BadIntegrity);
+                self.challenge(now, reply, ErrorCode::UNAUTHENTICATED);
+                None
+            }
+        }
+    }
+
+    /// Authenticates a request that must refer to the 5-tuple's allocation and be
+    /// made with the credentials that created it.
+    fn authenticate_on_allocation(
+        &mut self,
+        now: Instant,
+        msg: &Message<'_>,
+        reply: &ReplyTo,
+    ) -> Option<(Authed, AllocationId)> {
+        let auth = self.authenticate(now, msg, reply)?;
+        let key = Some((&auth.key, auth.kind));
+        if !self.check_unknown(msg, reply, key) {
+            return None;
+        }
+        let Some(&id) = self.by_five_tuple.get(&reply.five_tuple) else {
+            self.count(Refusal::AllocationMismatch);
+            self.reply_error(reply, ErrorCode::ALLOCATION_MISMATCH, key, |_| {});
+            return None;
+        };
+        if self.allocations[&id].username != auth.username {
+            self.fail(AuthFailure::WrongCredentials);
+            self.reply_error(reply, ErrorCode::WRONG_CREDENTIALS, key, |_| {});
+            return None;
+        }
+        Some((auth, id))
+    }
+
+    /// Sends 401/438 with REALM and a fresh NONCE, unless the source is over its rate.
+    fn challenge(&mut self, now: Instant, reply: &ReplyTo, code: ErrorCode<'static>) {
+        let source = reply.five_tuple.client.ip().to_canonical();
+        let quotas = self.config.quotas;
+        let limiter_full = self.unauth_limiter.len() >= MAX_LIMITED_SOURCES;
+        let allowed = match self.unauth_limiter.get_mut(&source) {
+            Some(bucket) => bucket.take(1, now),
+            None if limiter_full => false,
+            None => {
+                let mut bucket = TokenBucket::with_capacity(
+                    u64::from(quotas.unauthenticated_per_source_per_sec),
+                    u64::from(quotas.unauthenticated_burst),
+                    now,
+                );
+                let ok = bucket.take(1, now);
+                self.unauth_limiter.insert(source, bucket);
+                self.arm_sweep(now);
+                ok
+            }
+        };
+        if !allowed {
+            self.count(Refusal::RateLimited);
+            return;
+        }
+        let nonce = self.nonces.issue(self.unix_secs(now), source);
+        let realm = self.config.credentials.realm().to_owned();
+        self.reply_error(reply, code, None, |b| {
+            b.add(&Attribute::Realm(&realm))
+                .add(&Attribute::Nonce(&nonce));
+        });
+    }
+
+    fn check_unknown(
+        &mut self,
+        msg: &Message<'_>,
+        reply: &ReplyTo,
+        key: Option<(&LongTermKey, IntegrityKind)>,
+    ) -> bool {
+        let unknown = msg.unknown_required(known_attribute);
+        if unknown.is_empty() {
+            return true;
+        }
+        self.count(Refusal::BadRequest);
+        self.reply_error(reply, ErrorCode::UNKNOWN_ATTRIBUTE, key, |b| {
+            b.add(&Attribute::UnknownAttributes(unknown));
+        });
+        false
+    }
+
+    /// Policy and family checks for a peer of allocation `id`; counts the refusal.
+    fn check_peer(&mut self, id: AllocationId, peer: SocketAddr) -> Result<(), ErrorCode<'static>> {
+        if Family::of(peer.ip().to_canonical()) != self.allocations[&id].family {
+            self.count(Refusal::BadRequest);
+            return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        match self.config.policy.check(peer) {
+            Ok(()) => Ok(()),
+            Err(PeerRefusal::OwnAddress(_)) => {
+                self.count(Refusal::OwnAddress);
+                Err(ErrorCode::FORBIDDEN)
+            }
+            Err(PeerRefusal::Denied { .. }) => {
+                self.count(Refusal::PeerDenied);
+                Err(ErrorCode::FORBIDDEN)
+            }
+        }
+    }
+
+    // ---- helpers ----
+
+    fn send_allocate_success(
+        &mut self,
+        reply: &ReplyTo,
+        alloc: &Allocation,
+        kind: IntegrityKind,
+        refused_additional: Option<Family>,
+    ) {
+        let relayed = alloc.advertised;
+        let lifetime = alloc.lifetime.as_secs() as u32;
+        let client = reply.five_tuple.client;
+        let token = alloc.reservation_token;
+        self.reply(reply, Class::Success, Some((&alloc.key, kind)), |b| {
+            b.add(&Attribute::XorRelayedAddress(relayed))
+                .add(&Attribute::Lifetime(lifetime))
+                .add(&Attribute::XorMappedAddress(client));
+            if let Some(t) = token {
+                b.add(&Attribute::ReservationToken(t));
+            }
+            if let Some(family) = refused_additional {
+                b.add(&Attribute::AddressErrorCode(
+                    family,
+                    ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                ));
+            }
+        });
+    }
+
+    fn close_allocation(&mut self, id: AllocationId, reason: CloseReason) {
+        let Some(alloc) = self.allocations.remove(&id) else {
+            return;
+        };
+        self.by_five_tuple.remove(&alloc.five_tuple);
+        if let Some(count) = self.per_user.get_mut(&alloc.username) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(&alloc.username);
+            }
+        }
+        self.stats.allocations_closed += 1;
+        self.events.push_back(Event::AllocationClosed {
+            allocation: id,
+            five_tuple: alloc.five_tuple,
+            reason,
+        });
+    }
+
+    /// RFC 8656 §7.2: max(default, min(requested, max)).
+    fn lifetime(&self, requested: Option<u32>) -> Duration {
+        let max = self.config.max_lifetime_secs;
+        let default = self.config.default_lifetime_secs.min(max);
+        let secs = requested.map_or(default, |r| r.min(max).max(default));
+        Duration::from_secs(u64::from(secs))
+    }
+
+    fn family_available(&self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.config.relay_ipv4,
+            Family::V6 => self.config.relay_ipv6,
+        }
+    }
+
+    /// An unguessable 8-byte token derived from the nonce key and the allocation id.
+    fn reservation_token(&self, id: AllocationId) -> [u8; 8] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.config.nonce_key)
+            .expect("HMAC takes any key length");
+        mac.update(b"reservation");
+        mac.update(&id.0.to_be_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut token = [0u8; 8];
+        token.copy_from_slice(&full[..8]);
+        token
+    }
+
+    fn unix_secs(&self, now: Instant) -> u64 {
+        self.config.clock.unix_secs
+            + now
+                .saturating_duration_since(self.config.clock.at)
+                .as_secs()
+    }
+
+    fn arm_sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
+    fn count(&mut self, refusal: Refusal) {
+        self.stats.refusals[refusal as usize] += 1;
+    }
+
+    fn fail(&mut self, failure: AuthFailure) {
+        self.stats.auth_failures[failure as usize] += 1;
+    }
+
+    fn reply(
+        &mut self,
+        to: &ReplyTo,
+        class: Class,
+        auth: Option<(&LongTermKey, IntegrityKind)>,
+        build: impl FnOnce(&mut MessageBuilder),
+    ) {
+        let mut b = MessageBuilder::new(class, to.method, to.tid);
+        build(&mut b);
+        let payload = b.finish(auth.map(|(k, kind)| (kind, &k.0[..])), to.fingerprint);
+        self.transmits.push_back(Transmit {
+            destination: Destination::Client(to.five_tuple),
+            payload,
+        });
+    }
+
+    fn reply_error(
+        &mut self,
+        to: &ReplyTo,
+        code: ErrorCode<'static>,
+        auth: Option<(&LongTermKey, IntegrityKind)>,
+        build: impl FnOnce(&mut MessageBuilder),
+    ) {
+        self.reply(to, Class::Error, auth, |b| {
+            b.add(&Attribute::ErrorCode(code));
+            build(b);
+        });
+    }
+}
+
+/// A Data indication's transaction id only has to be unique-ish (RFC 8656 §11.3);
+/// a cheap mix of the allocation id and peer avoids needing a random source.
+fn data_indication_tid(alloc: &Allocation, peer: SocketAddr) -> TransactionId {
+    let mut tid = [0u8; 12];
+    tid[..8].copy_from_slice(&alloc.id.0.to_be_bytes());
+    tid[8..10].copy_from_slice(&peer.port().to_be_bytes());
+    tid[10] = 0x44;
+    tid[11] = 0x49;
+    TransactionId(tid)
+}
+
+struct AllocateParams {
+    family: Family,
+    port: PortChoice,
+    lifetime: Option<u32>,
+    additional: Option<Family>,
+}
+
+enum PortChoice {
+    Any,
+    Even { reserve: bool },
+    Token([u8; 8]),
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
