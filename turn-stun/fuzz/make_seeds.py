@@ -57,8 +57,8 @@ for name in sorted(os.listdir(FIXTURES)):
 channel = {
     "padded": channel_data(0x4000, b"hello"),
     "unpadded": channel_data(0x4001, b"abc", pad=False),
-    "empty": channel_data(0x4FFF, b""),
-    "bad-number": channel_data(0x5000, b"x"),
+    "empty": channel_data(0x7FFF, b""),
+    "bad-number": channel_data(0x8000, b"x"),
     "truncated": struct.pack("!HH", 0x4000, 100) + b"short",
 }
 seeds = {

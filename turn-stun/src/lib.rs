@@ -1,1 +1,349 @@
-//! natter-turn
+//! Natter's STUN/TURN server: a thin tokio driver around the sans-IO
+//! [`natter_turn_core`]. It listens on UDP and TCP (and TLS when configured), binds
+//! one relay socket per allocation from the port range, and feeds everything to the
+//! core from a single task (see `driver`).
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), natter_turn::TurnError> {
+//! let config = natter_turn::TurnConfig::default();
+//! let server = natter_turn::TurnServer::bind(config).await?;
+//! println!("{:?}", server.local_addrs());
+//! server.run(natter_common::shutdown::on_signals()).await
+//! # }
+//! ```
+
+mod config;
+mod driver;
+mod metrics;
+mod relay;
+mod stream;
+mod tls;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use natter_common::Shutdown;
+use natter_turn_core::auth::Credentials;
+use natter_turn_core::policy::PeerPolicy;
+use natter_turn_core::{Server, ServerConfig, WallClock};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{info, warn};
+
+pub use config::{CidrList, PortRange, StaticUsers, TurnConfig};
+pub use natter_turn_core as core;
+pub use tls::TlsReloader;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// The configuration is invalid; the message names the key.
+    #[error("invalid TURN configuration: {0}")]
+    Config(String),
+    /// A listening socket could not be bound.
+    #[error("cannot bind TURN {what} listener on {addr}: {source}")]
+    Bind {
+        /// `udp`, `tcp` or `tls`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TURN TLS: {0}")]
+    Tls(String),
+    /// Another I/O failure.
+    #[error("TURN I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The bound listening addresses (with ephemeral ports resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddrs {
+    /// UDP listener.
+    pub udp: SocketAddr,
+    /// TCP listener (same port as UDP).
+    pub tcp: SocketAddr,
+    /// TLS listener, when configured.
+    pub tls: Option<SocketAddr>,
+}
+
+/// A bound, not yet running, TURN server.
+pub struct TurnServer {
+    config: TurnConfig,
+    core: Server,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    tls: Option<(TcpListener, TlsReloader)>,
+    relay_ip: IpAddr,
+    addrs: LocalAddrs,
+}
+
+/// Receive buffer asked for on the client-facing UDP socket.
+const LISTEN_RECV_BUFFER: usize = 4 << 20;
+/// Capacity of the channel from connection and relay tasks to the core task.
+const INBOX_CAPACITY: usize = 4096;
+
+impl TurnServer {
+    /// Validates `config` and binds the listeners. With neither an auth secret nor
+    /// static users the server still starts, refuses every allocation, and says so
+    /// once in the log.
+    pub async fn bind(config: TurnConfig) -> Result<TurnServer, TurnError> {
+        config.validate().map_err(TurnError::Config)?;
+        let (udp, tcp) = bind_udp_and_tcp(config.listen)?;
+        let udp_addr = udp.local_addr()?;
+        let tcp_addr = tcp.local_addr()?;
+        let tls = match (
+            config.tls_listen,
+            &config.tls_cert_path,
+            &config.tls_key_path,
+        ) {
+            (Some(addr), Some(cert), Some(key)) => {
+                let reloader = TlsReloader::load(cert, key)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| TurnError::Bind {
+                        what: "tls",
+                        addr,
+                        source,
+                    })?;
+                Some((listener, reloader))
+            }
+            _ => None,
+        };
+        let tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+        let relay_ip = config
+            .relay_ip
+            .unwrap_or_else(|| relay_ip_for(config.listen.ip()));
+
+        // Our own listening addresses are never valid peers. For a wildcard listener,
+        // list the concrete addresses clients (and so peers) could use to reach it.
+        let mut own_ips = vec![
+            relay_ip,
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        own_ips.extend(config.external_ip);
+        let mut own = Vec::new();
+        for listener in [Some(udp_addr), Some(tcp_addr), tls_addr]
+            .into_iter()
+            .flatten()
+        {
+            if listener.ip().is_unspecified() {
+                own.extend(
+                    own_ips
+                        .iter()
+                        .map(|ip| SocketAddr::new(*ip, listener.port())),
+                );
+            } else {
+                own.push(listener);
+            }
+        }
+
+        let static_users: Vec<(&str, &str)> = config
+            .static_users
+            .0
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.expose()))
+            .collect();
+        let credentials = Credentials::new(
+            &config.realm,
+            Some(config.auth_secret.expose().as_bytes()),
+            static_users,
+        );
+        if credentials.is_empty() {
+            warn!(
+                "TURN has no auth_secret (NATTER_TURN__AUTH_SECRET) and no static users: \
+                 every allocation will be refused"
+            );
+        }
+        let now = Instant::now();
+        let unix_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let core = Server::new(ServerConfig {
+            credentials,
+            nonce_key: random_key()?,
+            nonce_lifetime_secs: config.nonce_lifetime_secs,
+            default_lifetime_secs: config.default_lifetime_secs,
+            max_lifetime_secs: config.max_lifetime_secs,
+            policy: PeerPolicy::new(config.allowed_peers.0.clone(), own),
+            quotas: config.quotas(),
+            external_ip: config.external_ip,
+            relay_ipv4: relay_ip.is_ipv4(),
+            relay_ipv6: relay_ip.is_ipv6(),
+            alternate_server: config.alternate_server,
+            clock: WallClock { at: now, unix_secs },
+        });
+        let addrs = LocalAddrs {
+            udp: udp_addr,
+            tcp: tcp_addr,
+            tls: tls_addr,
+        };
+        Ok(TurnServer {
+            config,
+            core,
+            udp,
+            tcp,
+            tls,
+            relay_ip,
+            addrs,
+        })
+    }
+
+    /// Where the server listens.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.addrs
+    }
+
+    /// The IP relay sockets bind to.
+    pub fn relay_ip(&self) -> IpAddr {
+        self.relay_ip
+    }
+
+    /// A handle that reloads the TLS certificate (the server also does so on SIGHUP).
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.as_ref().map(|(_, r)| r.clone())
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes every allocation's socket.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), TurnError> {
+        let TurnServer {
+            config,
+            core,
+            udp,
+            tcp,
+            tls,
+            relay_ip,
+            addrs,
+        } = self;
+        info!(
+            udp = %addrs.udp, tcp = %addrs.tcp, tls = ?addrs.tls, relay_ip = %relay_ip,
+            external_ip = ?config.external_ip, port_range = %config.port_range, realm = %config.realm,
+            "TURN server listening"
+        );
+        let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let limit = Arc::new(Semaphore::new(config.max_tcp_connections as usize));
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(stream::accept_loop(
+            tcp,
+            None,
+            inbox_tx.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        ));
+        if let Some((listener, reloader)) = tls {
+            tasks.spawn(reload_on_sighup(reloader.clone(), shutdown.clone()));
+            tasks.spawn(stream::accept_loop(
+                listener,
+                Some(reloader),
+                inbox_tx.clone(),
+                limit,
+                shutdown.clone(),
+            ));
+        }
+        let binder = relay::RelayBinder::new(
+            relay_ip,
+            config.port_range,
+            u64::from_le_bytes(random_bytes::<8>()?),
+        );
+        let driver = driver::Driver::new(core, Arc::new(udp), binder, inbox_tx, shutdown.clone())?;
+        driver.run(inbox_rx).await;
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Binds UDP and TCP on the same address; with port 0, retries until both get the
+/// same ephemeral port.
+fn bind_udp_and_tcp(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), TurnError> {
+    let attempts = if listen.port() == 0 { 16 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let udp = std::net::UdpSocket::bind(listen).map_err(|source| TurnError::Bind {
+            what: "udp",
+            addr: listen,
+            source,
+        })?;
+        let udp_addr = udp.local_addr()?;
+        match std::net::TcpListener::bind(udp_addr) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true)?;
+                tcp.set_nonblocking(true)?;
+                let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(LISTEN_RECV_BUFFER);
+                let _ = socket2::SockRef::from(&udp).set_send_buffer_size(LISTEN_RECV_BUFFER);
+                return Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?));
+            }
+            Err(e) => last_err = Some((udp_addr, e)),
+        }
+    }
+    let (addr, source) = last_err.expect("at least one attempt was made");
+    Err(TurnError::Bind {
+        what: "tcp",
+        addr,
+        source,
+    })
+}
+
+/// The relay IP when none is configured: the listen IP when specific, else the
+/// address the host would use for outbound traffic. A UDP `connect` picks a route
+/// and source address without sending anything; 192.0.2.1 is a documentation
+/// address (RFC 5737) used only for that route lookup.
+fn relay_ip_for(listen: IpAddr) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let detected = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
+    detected.unwrap_or_else(|| {
+        warn!("cannot determine this host's address for relaying; using 127.0.0.1 (set NATTER_TURN__RELAY_IP)");
+        IpAddr::from(Ipv4Addr::LOCALHOST)
+    })
+}
+
+async fn reload_on_sighup(reloader: TlsReloader, shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; TLS certificate reload disabled");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match reloader.reload() {
+            Ok(()) => {
+                info!("TURN TLS certificate reloaded");
+                ::metrics::counter!("natter_turn_tls_reloads_total", "result" => "ok").increment(1);
+            }
+            Err(e) => {
+                warn!(error = %e, "TURN TLS certificate reload failed; keeping the previous one");
+                ::metrics::counter!("natter_turn_tls_reloads_total", "result" => "error")
+                    .increment(1);
+            }
+        }
+    }
+}
+
+fn random_key() -> Result<[u8; 32], TurnError> {
+    random_bytes::<32>()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], TurnError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out)
+        .map_err(|e| TurnError::Io(io::Error::other(format!("random source: {e}"))))?;
+    Ok(out)
+}

@@ -665,7 +665,7 @@ fn channel_bind_errors() {
     let ft = Harness::udp(1);
     h.allocate(ft);
     assert_eq!(code(&bind(&mut h, ft, 0x3FFF, "198.51.100.1:1")), Some(400));
-    assert_eq!(code(&bind(&mut h, ft, 0x5000, "198.51.100.1:1")), Some(400));
+    assert_eq!(code(&bind(&mut h, ft, 0x8000, "198.51.100.1:1")), Some(400));
     assert_eq!(
         decode(&bind(&mut h, ft, 0x4000, "198.51.100.1:1")).class,
         Class::Success

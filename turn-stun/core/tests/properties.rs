@@ -139,7 +139,7 @@ proptest! {
     }
 
     #[test]
-    fn channel_data_round_trips(channel in 0x4000u16..=0x4FFF, data in proptest::collection::vec(any::<u8>(), 0..2000), pad in any::<bool>()) {
+    fn channel_data_round_trips(channel in 0x4000u16..=0x7FFF, data in proptest::collection::vec(any::<u8>(), 0..2000), pad in any::<bool>()) {
         let mut out = Vec::new();
         ChannelData { channel, data: &data }.encode(pad, &mut out);
         if pad {

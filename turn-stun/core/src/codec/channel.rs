@@ -4,13 +4,15 @@ use super::message::HEADER_LEN;
 
 /// Lowest valid channel number (RFC 8656 §12).
 pub const CHANNEL_MIN: u16 = 0x4000;
-/// Highest valid channel number; 0x5000..=0xFFFF are reserved.
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Highest channel number we accept. RFC 8656 narrowed the range to 0x4FFF, but
+/// RFC 5766 allowed up to 0x7FFF and deployed clients (coturn's among them) still
+/// pick numbers there; every such number still demultiplexes as ChannelData.
+pub const CHANNEL_MAX: u16 = 0x7FFF;
 
 /// A ChannelData message borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelData<'a> {
-    /// Channel number, 0x4000..=0x4FFF.
+    /// Channel number, 0x4000..=0x7FFF.
     pub channel: u16,
     /// Application data.
     pub data: &'a [u8],
@@ -22,8 +24,8 @@ pub enum ChannelDataError {
     /// Fewer than the 4 header bytes.
     #[error("ChannelData is {0} bytes, shorter than its 4-byte header")]
     TooShort(usize),
-    /// Channel number outside 0x4000..=0x4FFF.
-    #[error("channel number {0:#06x} is outside 0x4000..=0x4fff")]
+    /// Channel number outside 0x4000..=0x7FFF.
+    #[error("channel number {0:#06x} is outside 0x4000..=0x7fff")]
     BadChannel(u16),
     /// The length field claims more than is there.
     #[error("ChannelData declares {declared} bytes of data but carries {actual}")]
@@ -151,8 +153,12 @@ mod tests {
             })
         );
         assert_eq!(
-            ChannelData::decode(&[0x50, 0x00, 0x00, 0x00]),
-            Err(ChannelDataError::BadChannel(0x5000))
+            ChannelData::decode(&[0x80, 0x00, 0x00, 0x00]),
+            Err(ChannelDataError::BadChannel(0x8000))
+        );
+        assert_eq!(
+            ChannelData::decode(&[0x7F, 0xFF, 0x00, 0x00]).map(|c| c.channel),
+            Ok(0x7FFF)
         );
         assert_eq!(
             ChannelData::decode(&[0x40]),

@@ -1,0 +1,370 @@
+//! The core task: owns the sans-IO [`Server`], the UDP listener and the relay
+//! sockets, and follows the core's contract — apply one input, drain events and
+//! transmits, sleep until the next input or `poll_timeout`. Work per wake-up is
+//! bounded by [`BATCH`] so one busy source cannot starve the others.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use natter_common::Shutdown;
+use natter_turn_core::{AllocationId, Destination, Event, FiveTuple, Server, Transport};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{Instrument, Span, debug, info, info_span, trace};
+
+use crate::metrics::Published;
+use crate::relay::RelayBinder;
+use crate::stream::ConnHandle;
+
+/// Inputs handled per wake-up before outputs are flushed and other sources polled.
+pub(crate) const BATCH: usize = 256;
+/// Datagrams a relay reader collects per hand-off to the core task.
+const RELAY_BATCH: usize = 64;
+/// A stream connection that has not allocated within this is closed.
+const CONNECTION_ALLOCATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest datagram we receive (and so relay).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Messages from the connection and relay tasks to the core task.
+pub(crate) enum Inbound {
+    /// A frame from a stream client.
+    Client { ft: FiveTuple, data: Vec<u8> },
+    /// Datagrams from peers on one allocation's relay socket.
+    Peer {
+        id: AllocationId,
+        packets: Vec<(SocketAddr, Vec<u8>)>,
+    },
+    /// A stream connection is ready.
+    Opened { ft: FiveTuple, conn: ConnHandle },
+    /// A stream connection ended.
+    Closed { ft: FiveTuple },
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    cancel: Shutdown,
+    span: Span,
+}
+
+pub(crate) struct Driver {
+    pub(crate) core: Server,
+    pub(crate) udp: Arc<UdpSocket>,
+    pub(crate) udp_addr: SocketAddr,
+    pub(crate) binder: RelayBinder,
+    relays: HashMap<AllocationId, Relay>,
+    /// Relay sockets bound for allocations the core has not confirmed yet.
+    unclaimed: HashMap<AllocationId, std::net::UdpSocket>,
+    conns: HashMap<FiveTuple, ConnHandle>,
+    inbox: mpsc::Sender<Inbound>,
+    shutdown: Shutdown,
+    published: Published,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        core: Server,
+        udp: Arc<UdpSocket>,
+        binder: RelayBinder,
+        inbox: mpsc::Sender<Inbound>,
+        shutdown: Shutdown,
+    ) -> io::Result<Driver> {
+        let udp_addr = udp.local_addr()?;
+        Ok(Driver {
+            core,
+            udp,
+            udp_addr,
+            binder,
+            relays: HashMap::new(),
+            unclaimed: HashMap::new(),
+            conns: HashMap::new(),
+            inbox,
+            shutdown,
+            published: Published::default(),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown.clone();
+        let udp = self.udp.clone();
+        loop {
+            let deadline = self.core.poll_timeout();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = udp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.client_datagram(from, &buf[..n]);
+                    }
+                    for _ in 1..BATCH {
+                        match udp.try_recv_from(&mut buf) {
+                            Ok((n, from)) => self.client_datagram(from, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(msg) = inbox.recv() => {
+                    self.inbound(msg);
+                    for _ in 1..BATCH {
+                        match inbox.try_recv() {
+                            Ok(msg) => self.inbound(msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+                _ = tick.tick() => self.housekeeping(),
+            }
+            self.flush().await;
+        }
+        for relay in self.relays.values() {
+            relay.cancel.cancel();
+        }
+        for conn in self.conns.values() {
+            conn.close.cancel();
+        }
+        self.housekeeping();
+        info!(
+            allocations = self.core.allocation_count(),
+            "TURN server stopped"
+        );
+    }
+
+    fn client_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        let ft = FiveTuple {
+            transport: Transport::Udp,
+            client: from,
+            server: self.udp_addr,
+        };
+        if let Err(e) = self.core.handle_datagram(Instant::now(), ft, data) {
+            trace!(client = %from, error = %e, "dropped datagram");
+        }
+    }
+
+    fn inbound(&mut self, msg: Inbound) {
+        let now = Instant::now();
+        match msg {
+            Inbound::Client { ft, data } => {
+                if let Err(e) = self.core.handle_datagram(now, ft, &data) {
+                    trace!(client = %ft.client, error = %e, "dropped frame");
+                }
+            }
+            Inbound::Peer { id, packets } => {
+                for (from, data) in packets {
+                    self.core.handle_peer_datagram(now, id, from, &data);
+                }
+            }
+            Inbound::Opened { ft, conn } => {
+                self.conns.insert(ft, conn);
+            }
+            Inbound::Closed { ft } => {
+                self.conns.remove(&ft);
+                self.core.handle_connection_closed(now, ft);
+            }
+        }
+    }
+
+    /// Acts on events, then sends transmits, until the core has nothing more.
+    async fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.core.poll_event() {
+                progressed = true;
+                self.event(event);
+            }
+            while let Some(t) = self.core.poll_transmit() {
+                progressed = true;
+                self.transmit(t.destination, t.payload).await;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::RelayRequested(req) => {
+                let socket = self.binder.bind(req.family, req.port);
+                let bound = socket.as_ref().and_then(|s| s.local_addr().ok());
+                if bound.is_none() {
+                    debug!(allocation = req.allocation.0, "no relay port available");
+                }
+                if self.core.handle_relay_bound(now, req.allocation, bound)
+                    && let Some(socket) = socket
+                {
+                    self.unclaimed.insert(req.allocation, socket);
+                }
+            }
+            Event::AllocationCreated {
+                allocation,
+                five_tuple,
+                relay,
+                username,
+            } => {
+                let span = info_span!(
+                    "turn_allocation",
+                    id = allocation.0,
+                    user = %username,
+                    client = %five_tuple.client,
+                    transport = five_tuple.transport.as_str(),
+                );
+                let Some(std_socket) = self.unclaimed.remove(&allocation) else {
+                    return;
+                };
+                let socket = match UdpSocket::from_std(std_socket) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        span.in_scope(
+                            || tracing::warn!(error = %e, "cannot register relay socket"),
+                        );
+                        return;
+                    }
+                };
+                span.in_scope(|| info!(relay = %relay, "allocation created"));
+                let cancel = self.shutdown.child_token();
+                tokio::spawn(
+                    relay_reader(
+                        allocation,
+                        socket.clone(),
+                        self.inbox.clone(),
+                        cancel.clone(),
+                    )
+                    .instrument(span.clone()),
+                );
+                self.relays.insert(
+                    allocation,
+                    Relay {
+                        socket,
+                        cancel,
+                        span,
+                    },
+                );
+            }
+            Event::AllocationClosed {
+                allocation,
+                five_tuple,
+                reason,
+            } => {
+                if let Some(relay) = self.relays.remove(&allocation) {
+                    relay.cancel.cancel();
+                    relay.span.in_scope(|| info!(?reason, "allocation closed"));
+                }
+                self.unclaimed.remove(&allocation);
+                // RFC 8656 §3.1: a stream allocation and its connection end together.
+                if five_tuple.transport.is_stream()
+                    && let Some(conn) = self.conns.get(&five_tuple)
+                {
+                    conn.close.cancel();
+                }
+            }
+            Event::ReservationReleased(id) => self.binder.release(id),
+        }
+    }
+
+    async fn transmit(&mut self, destination: Destination, payload: Vec<u8>) {
+        match destination {
+            Destination::Client(ft) if ft.transport == Transport::Udp => {
+                send_udp(&self.udp, &payload, ft.client).await;
+            }
+            Destination::Client(ft) => {
+                if let Some(conn) = self.conns.get(&ft)
+                    && conn.tx.try_send(payload).is_err()
+                {
+                    metrics::counter!("natter_turn_dropped_total", "reason" => "stream_backlog")
+                        .increment(1);
+                }
+            }
+            Destination::Peer { allocation, peer } => {
+                if let Some(relay) = self.relays.get(&allocation) {
+                    send_udp(&relay.socket, &payload, peer).await;
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        // Stream connections that never allocate are closed, so idle sockets cannot
+        // pile up against the connection limit.
+        let now = Instant::now();
+        for (ft, conn) in &self.conns {
+            if now.duration_since(conn.opened) > CONNECTION_ALLOCATE_TIMEOUT
+                && self.core.allocation_for(ft).is_none()
+            {
+                conn.close.cancel();
+            }
+        }
+        self.published.publish(
+            self.core.stats(),
+            self.core.allocation_count(),
+            self.conns.len(),
+        );
+    }
+}
+
+async fn send_udp(socket: &UdpSocket, payload: &[u8], to: SocketAddr) {
+    match socket.try_send_to(payload, to) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if socket.send_to(payload, to).await.is_err() {
+                metrics::counter!("natter_turn_dropped_total", "reason" => "send_error")
+                    .increment(1);
+            }
+        }
+        Err(_) => {
+            metrics::counter!("natter_turn_dropped_total", "reason" => "send_error").increment(1)
+        }
+    }
+}
+
+/// Reads one relay socket and hands datagrams to the core task in batches. The
+/// receive buffer is per thread, not per task: an idle allocation costs no 64 KiB.
+async fn relay_reader(
+    id: AllocationId,
+    socket: Arc<UdpSocket>,
+    inbox: mpsc::Sender<Inbound>,
+    cancel: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = socket.readable() => if r.is_err() { return },
+        }
+        let packets = drain_socket(&socket);
+        if !packets.is_empty() && inbox.send(Inbound::Peer { id, packets }).await.is_err() {
+            return;
+        }
+    }
+}
+
+thread_local! {
+    /// One receive buffer per runtime worker thread, shared by all relay readers.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
+fn drain_socket(socket: &UdpSocket) -> Vec<(SocketAddr, Vec<u8>)> {
+    RECV_BUF.with_borrow_mut(|buf| {
+        let mut packets = Vec::new();
+        while packets.len() < RELAY_BATCH {
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => packets.push((from, buf[..n].to_vec())),
+                Err(_) => break,
+            }
+        }
+        packets
+    })
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

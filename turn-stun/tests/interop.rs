@@ -1,0 +1,231 @@
+//! Interop with coturn's client tools (an independent implementation), against our
+//! server started in-process on loopback with ephemeral ports. Asserts what
+//! /work/shared/checks/turn-interop.sh asserts: STUN binding; relaying over UDP and
+//! TCP with REST credentials, all packets relayed; wrong password and expired
+//! username refused; and, on the default peer policy, relaying to 127.0.0.1 refused.
+//!
+//! Needs the Debian package `coturn` (its client tools only). Missing tools fail
+//! the test: run the project's dependency script.
+
+use std::net::UdpSocket;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use natter_turn::{TurnConfig, TurnServer};
+use natter_turn_core::auth::rest_password;
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "interop-secret";
+
+fn require_tools() {
+    for tool in [
+        "turnutils_stunclient",
+        "turnutils_uclient",
+        "turnutils_peer",
+        "timeout",
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{tool} not found on PATH: run the project's dependency script \
+             (it installs the Debian package `coturn`, whose client tools these tests use)"
+        );
+    }
+}
+
+async fn start(allow_loopback: bool) -> (u16, natter_common::Shutdown) {
+    let mut config = TurnConfig::for_tests();
+    config.auth_secret = natter_common::Secret::new(SECRET);
+    if allow_loopback {
+        config.allowed_peers = "127.0.0.1/32".parse().unwrap();
+    }
+    let server = TurnServer::bind(config).await.expect("bind");
+    let port = server.local_addrs().udp.port();
+    let shutdown = natter_common::Shutdown::new();
+    tokio::spawn(server.run(shutdown.clone()));
+    (port, shutdown)
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_peer() -> (u16, Child) {
+    let port = free_udp_port();
+    let child = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnutils_peer starts");
+    // Wait until the peer's UDP port is taken, rather than sleeping a fixed time.
+    for _ in 0..100 {
+        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            return (port, child);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("turnutils_peer did not bind 127.0.0.1:{port}");
+}
+
+fn creds(offset_secs: i64, user: &str) -> (String, String) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let username = format!("{}:{user}", now + offset_secs);
+    let password = rest_password(SECRET.as_bytes(), &username);
+    (username, password)
+}
+
+/// Runs a tool under `timeout` (coturn's clients hang instead of failing).
+async fn run(secs: u32, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("timeout(1) runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The last `tot_send_msgs` / `tot_recv_msgs` figures of a uclient run.
+fn totals(out: &str) -> (Option<u64>, Option<u64>) {
+    let last = |key: &str| {
+        out.match_indices(key).last().and_then(|(i, _)| {
+            out[i + key.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+    };
+    (last("tot_send_msgs="), last("tot_recv_msgs="))
+}
+
+async fn uclient(
+    port: u16,
+    peer_port: u16,
+    user: &str,
+    pass: &str,
+    tcp: bool,
+    messages: &str,
+) -> String {
+    let (port, peer_port) = (port.to_string(), peer_port.to_string());
+    let mut args = vec!["turnutils_uclient"];
+    if tcp {
+        args.push("-t");
+    }
+    args.extend([
+        "-u",
+        user,
+        "-w",
+        pass,
+        "-p",
+        &port,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port,
+    ]);
+    if messages == "full" {
+        args.extend(["-m", "10", "-n", "300", "-l", "200", "-z", "5"]);
+    } else {
+        args.extend(["-m", "1", "-n", "5"]);
+    }
+    args.push("127.0.0.1");
+    run(if messages == "full" { 30 } else { 10 }, &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_clients_bind_relay_and_are_refused_when_they_should_be() {
+    require_tools();
+    let (port, shutdown) = start(true).await;
+    let (peer_port, _peer) = start_peer().await;
+
+    let out = run(
+        10,
+        &["turnutils_stunclient", "-p", &port.to_string(), "127.0.0.1"],
+    )
+    .await;
+    assert!(
+        out.contains("reflexive addr"),
+        "STUN binding failed:\n{out}"
+    );
+
+    let (user, pass) = creds(600, "alice");
+    for tcp in [false, true] {
+        let out = uclient(port, peer_port, &user, &pass, tcp, "full").await;
+        let (sent, recv) = totals(&out);
+        let transport = if tcp { "tcp" } else { "udp" };
+        assert!(
+            sent.is_some_and(|s| s > 0) && sent == recv,
+            "relay over {transport}: sent={sent:?} recv={recv:?}\n{}",
+            tail(&out)
+        );
+    }
+
+    let (user, _) = creds(600, "mallory");
+    let out = uclient(
+        port,
+        peer_port,
+        &user,
+        "d3JvbmcgcGFzc3dvcmQ=",
+        false,
+        "short",
+    )
+    .await;
+    assert!(
+        !relayed_any(&out),
+        "wrong password relayed:\n{}",
+        tail(&out)
+    );
+
+    let (user, pass) = creds(-60, "alice");
+    let out = uclient(port, peer_port, &user, &pass, false, "short").await;
+    assert!(
+        !relayed_any(&out),
+        "expired credentials relayed:\n{}",
+        tail(&out)
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_policy_refuses_relaying_to_loopback() {
+    require_tools();
+    let (port, shutdown) = start(false).await;
+    let (peer_port, _peer) = start_peer().await;
+    let (user, pass) = creds(600, "alice");
+    for tcp in [false, true] {
+        let out = uclient(port, peer_port, &user, &pass, tcp, "short").await;
+        assert!(
+            !relayed_any(&out),
+            "relayed to 127.0.0.1 (tcp={tcp}):\n{}",
+            tail(&out)
+        );
+    }
+    shutdown.cancel();
+}
+
+fn relayed_any(out: &str) -> bool {
+    totals(out).1.is_some_and(|r| r > 0)
+}
+
+fn tail(out: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
