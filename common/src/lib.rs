@@ -3,8 +3,26 @@
 //! limits and graceful shutdown. No service crate depends on another; they all
 //! depend on this one.
 
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod random;
+pub mod ratelimit;
 pub mod secret;
+pub mod secrets_file;
 pub mod shutdown;
+pub mod telemetry;
+pub mod token;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use api::{ApiError, ApiJson, Authed, TokenVerifier};
+pub use clock::{Clock, SharedClock, SystemClock, UnixMillis};
+pub use db::Db;
 pub use secret::Secret;
 pub use shutdown::Shutdown;

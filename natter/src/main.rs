@@ -1,1 +1,104 @@
-fn main() {}
+//! `natter`: the one binary of the Natter messaging and calls backend.
+//!
+//! `natter serve [all|auth]` runs services, `natter migrate` applies database
+//! migrations, `natter config print` shows the effective configuration.
+
+mod config;
+mod serve;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use config::Config;
+use natter_common::telemetry::LogFormat;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "natter", version, about = "Self-hostable messaging and calls backend")]
+struct Cli {
+    /// TOML configuration file (environment variables NATTER_<SECTION>__<KEY> override it).
+    #[arg(long, global = true, env = "NATTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for embedded state (SQLite, media, secrets, outboxes). Env: NATTER_DATA_DIR.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services (default: all of them in one process).
+    Serve {
+        /// Which service to run.
+        #[arg(value_enum, default_value = "all")]
+        service: Service,
+    },
+    /// Apply every service's database migrations, then exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, secrets redacted.
+    Print,
+}
+
+/// A service `natter serve` can run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub(crate) enum Service {
+    /// Every service in one process.
+    All,
+    /// Registration, accounts, devices, tokens, keys.
+    Auth,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(dir) = &cli.data_dir {
+        cfg.data_dir = dir.clone();
+    }
+    if let Some(format) = cli.log_format {
+        cfg.log.format = format;
+    }
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = match load(&cli) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("natter: {e}");
+            std::process::exit(2);
+        }
+    };
+    match cli.command {
+        Command::Config { command: ConfigCommand::Print } => {
+            print!("{}", toml::to_string_pretty(&cfg).context("render configuration")?);
+            Ok(())
+        }
+        Command::Migrate => {
+            natter_common::telemetry::init(&cfg.log);
+            runtime()?.block_on(serve::migrate(&cfg))
+        }
+        Command::Serve { service } => {
+            natter_common::telemetry::init(&cfg.log);
+            runtime()?.block_on(serve::serve(cfg, service))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+}

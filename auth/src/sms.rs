@@ -1,0 +1,207 @@
+//! Sending one-time codes. The outbox (default) appends JSON lines to a file that
+//! people and QA read; the webhook posts to an SMS/voice provider with retries.
+//! Neither logs the code.
+
+use crate::config::{SmsBackend, SmsConfig};
+use crate::phone::E164;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+/// How the code is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Text message.
+    Sms,
+    /// Phone call reading the code.
+    Voice,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Sms => "sms",
+            Transport::Voice => "voice",
+        }
+    }
+}
+
+/// One code to deliver.
+#[derive(Debug, Clone)]
+pub struct CodeMessage {
+    /// Recipient.
+    pub to: E164,
+    /// The code (never logged).
+    pub code: String,
+    /// SMS or voice.
+    pub transport: Transport,
+    /// The registration session, for correlation in the outbox.
+    pub session_id: String,
+}
+
+/// Why a code could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SmsError {
+    /// Writing the outbox failed.
+    #[error("sms outbox: {0}")]
+    Outbox(#[from] std::io::Error),
+    /// The provider refused or never answered.
+    #[error("sms webhook: {0}")]
+    Webhook(String),
+}
+
+/// Delivers one-time codes.
+#[async_trait]
+pub trait SmsSender: Send + Sync + 'static {
+    /// Sends `msg`, or says why not.
+    async fn send(&self, msg: &CodeMessage) -> Result<(), SmsError>;
+}
+
+/// Builds the sender the config asks for.
+pub fn from_config(cfg: &SmsConfig, data_dir: &std::path::Path) -> Result<std::sync::Arc<dyn SmsSender>, String> {
+    Ok(match cfg.backend {
+        SmsBackend::Outbox => std::sync::Arc::new(OutboxSms::new(data_dir.join("outbox").join("sms.jsonl"), cfg.text_template.clone())),
+        SmsBackend::Webhook => std::sync::Arc::new(WebhookSms::new(cfg.clone())?),
+    })
+}
+
+/// Appends `{"to","code","transport","session_id","text","sent_at"}` lines to a file.
+pub struct OutboxSms {
+    path: PathBuf,
+    text_template: String,
+    // Appends from concurrent requests must not interleave within a line.
+    lock: Mutex<()>,
+}
+
+#[derive(Serialize)]
+struct OutboxLine<'a> {
+    to: &'a str,
+    code: &'a str,
+    transport: &'a str,
+    session_id: &'a str,
+    text: String,
+    sent_at: i64,
+}
+
+impl OutboxSms {
+    /// Writes to `path`, creating its directory when needed.
+    pub fn new(path: PathBuf, text_template: String) -> Self {
+        Self {
+            path,
+            text_template,
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+#[async_trait]
+impl SmsSender for OutboxSms {
+    async fn send(&self, msg: &CodeMessage) -> Result<(), SmsError> {
+        let line = OutboxLine {
+            to: msg.to.as_str(),
+            code: &msg.code,
+            transport: msg.transport.as_str(),
+            session_id: &msg.session_id,
+            text: self.text_template.replace("{code}", &msg.code),
+            sent_at: natter_common::Clock::now_secs(&natter_common::SystemClock),
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        let _guard = self.lock.lock().await;
+        if let Some(dir) = self.path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .await?;
+        f.write_all(&bytes).await?;
+        f.flush().await?;
+        tracing::info!(session_id = %msg.session_id, transport = msg.transport.as_str(), "code written to the sms outbox");
+        Ok(())
+    }
+}
+
+/// Posts codes to an HTTP provider, retrying server errors and timeouts with
+/// exponential backoff (250 ms, 500 ms, 1 s, …).
+pub struct WebhookSms {
+    cfg: SmsConfig,
+    client: reqwest::Client,
+}
+
+impl WebhookSms {
+    /// A sender for `cfg` (which must be a webhook config).
+    pub fn new(cfg: SmsConfig) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(cfg.webhook_timeout_ms))
+            .build()
+            .map_err(|e| format!("auth.sms: cannot build HTTP client: {e}"))?;
+        Ok(Self { cfg, client })
+    }
+
+    fn body(&self, msg: &CodeMessage) -> String {
+        let text = self.cfg.text_template.replace("{code}", &msg.code);
+        let json = self.cfg.webhook_content_type.contains("json");
+        let esc = |s: &str| {
+            if json {
+                // serde_json escapes; strip the surrounding quotes.
+                let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+                quoted[1..quoted.len() - 1].to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        self.cfg
+            .webhook_body_template
+            .replace("{to}", &esc(msg.to.as_str()))
+            .replace("{code}", &esc(&msg.code))
+            .replace("{transport}", &esc(msg.transport.as_str()))
+            .replace("{text}", &esc(&text))
+    }
+}
+
+#[async_trait]
+impl SmsSender for WebhookSms {
+    async fn send(&self, msg: &CodeMessage) -> Result<(), SmsError> {
+        let body = self.body(msg);
+        let mut last_error = String::new();
+        for attempt in 1..=self.cfg.webhook_attempts {
+            let mut req = self
+                .client
+                .post(&self.cfg.webhook_url)
+                .header(reqwest::header::CONTENT_TYPE, &self.cfg.webhook_content_type)
+                .body(body.clone());
+            if !self.cfg.webhook_authorization.is_empty() {
+                req = req.header(
+                    reqwest::header::AUTHORIZATION,
+                    self.cfg.webhook_authorization.expose(),
+                );
+            }
+            match req.send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    tracing::info!(session_id = %msg.session_id, attempt, "code handed to the sms provider");
+                    return Ok(());
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    last_error = format!("provider answered {status}");
+                    // A 4xx other than 429 will not get better by retrying.
+                    if status.is_client_error() && status.as_u16() != 429 {
+                        break;
+                    }
+                }
+                Err(e) => last_error = format!("request failed: {e}"),
+            }
+            tracing::warn!(session_id = %msg.session_id, attempt, error = %last_error, "sms provider attempt failed");
+            if attempt < self.cfg.webhook_attempts {
+                tokio::time::sleep(Duration::from_millis(250 << (attempt - 1).min(5))).await;
+            }
+        }
+        Err(SmsError::Webhook(last_error))
+    }
+}

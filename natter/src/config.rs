@@ -1,0 +1,156 @@
+//! The one typed configuration of the `natter` binary: every service's section
+//! under one struct. Defaults are in code; a TOML file (`--config`) and
+//! `NATTER_<SECTION>__<KEY>` environment variables override them.
+
+use natter_auth::AuthConfig;
+use natter_common::config::{ConfigError, TokensConfig};
+use natter_common::db::DatabaseConfig;
+use natter_common::http::HttpConfig;
+use natter_common::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything `natter` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where embedded state lives: SQLite file, media, generated secrets, outboxes.
+    pub(crate) data_dir: PathBuf,
+    /// HTTP listener (API and WebSocket).
+    pub(crate) http: HttpConfig,
+    /// SQLite (default) or PostgreSQL.
+    pub(crate) database: DatabaseConfig,
+    /// Log format and filter.
+    pub(crate) log: LogConfig,
+    /// Access-token keys and lifetime.
+    pub(crate) tokens: TokensConfig,
+    /// Registration, accounts, devices, keys.
+    pub(crate) auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./natter-data"),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+            tokens: TokensConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Top-level keys, and so the environment prefixes (`NATTER_<KEY>…`) read.
+const SECTIONS: &[&str] = &["data_dir", "http", "database", "log", "tokens", "auth"];
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment; validates.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let cfg: Config = natter_common::config::load(file, SECTIONS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what types cannot; errors name the key.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("data_dir: must not be empty".into()));
+        }
+        if self.tokens.access_ttl_secs < 30 || self.tokens.access_ttl_secs > 24 * 3600 {
+            return Err(ConfigError("tokens.access_ttl_secs: must be within 30..=86400".into()));
+        }
+        let url = self.database.url.expose();
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(
+                "database.url: must start with sqlite:, postgres:// or postgresql:// (or be empty for SQLite in the data dir)".into(),
+            ));
+        }
+        self.auth.validate().map_err(ConfigError)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./natter-data"));
+        assert!(c.database.url.is_empty());
+    }
+
+    #[test]
+    fn wrong_values_name_their_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_HTTP__LISTEN", "not-an-address");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("http.listen"), "{err}");
+            assert!(err.contains("NATTER_HTTP__LISTEN"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_AUTH__MAX_CODE_ATTEMPTS", "many");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("auth.max_code_attempts"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_DATABASE__URL", "mysql://x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("database.url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn misspelt_keys_are_refused_and_unrelated_env_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_HTTP__LISTN", "127.0.0.1:1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("listn"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_TEST_POSTGRES_URL", "postgres://x");
+            Config::load(None).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "natter.toml",
+                "data_dir = \"/srv/natter\"\n[http]\nlisten = \"127.0.0.1:9000\"\n[auth]\ncode_ttl_secs = 300\n",
+            )?;
+            jail.set_env("NATTER_HTTP__LISTEN", "127.0.0.1:9001");
+            jail.set_env("NATTER_DATA_DIR", "/tmp/nd");
+            let c = Config::load(Some(Path::new("natter.toml"))).unwrap();
+            assert_eq!(c.http.listen.to_string(), "127.0.0.1:9001");
+            assert_eq!(c.auth.code_ttl_secs, 300);
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/nd"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_config_hides_secrets() {
+        let mut c = Config::default();
+        c.tokens.signing_key = natter_common::Secret::new("super-secret-key");
+        c.database.url = natter_common::Secret::new("postgres://u:pw@h/db");
+        let printed = toml::to_string(&c).unwrap();
+        assert!(!printed.contains("super-secret-key"));
+        assert!(!printed.contains("pw@h"));
+        assert!(printed.contains("[redacted]"));
+    }
+}
