@@ -114,7 +114,9 @@ impl AuthConfig {
             ("limit_lookup_per_user", self.limit_lookup_per_user),
         ] {
             if q.count == 0 || q.period_secs == 0 {
-                return Err(format!("auth.{key}: count and period_secs must be positive"));
+                return Err(format!(
+                    "auth.{key}: count and period_secs must be positive"
+                ));
             }
         }
         crate::secrets::SecretHasher::new(self.argon2).map_err(|e| format!("auth.argon2: {e}"))?;
@@ -173,7 +175,8 @@ impl Default for SmsConfig {
             backend: SmsBackend::Outbox,
             webhook_url: String::new(),
             webhook_authorization: Secret::default(),
-            webhook_body_template: r#"{"to":"{to}","channel":"{transport}","text":"{text}"}"#.into(),
+            webhook_body_template: r#"{"to":"{to}","channel":"{transport}","text":"{text}"}"#
+                .into(),
             webhook_content_type: "application/json".into(),
             text_template: "Your Natter code is {code}. Do not share it.".into(),
             webhook_attempts: 3,
@@ -185,7 +188,9 @@ impl Default for SmsConfig {
 impl SmsConfig {
     fn validate(&self) -> Result<(), String> {
         if self.backend == SmsBackend::Webhook {
-            if !(self.webhook_url.starts_with("http://") || self.webhook_url.starts_with("https://")) {
+            if !(self.webhook_url.starts_with("http://")
+                || self.webhook_url.starts_with("https://"))
+            {
                 return Err("auth.sms.webhook_url: must be an http:// or https:// URL when backend = \"webhook\"".into());
             }
             if self.webhook_attempts == 0 {

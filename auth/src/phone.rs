@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn normalises_formatted_numbers() {
         assert_eq!(parse("+1 (415) 555-2671").unwrap().as_str(), "+14155552671");
-        assert_eq!(parse(" +44 20 7946 0958 ").unwrap().as_str(), "+442079460958");
+        assert_eq!(
+            parse(" +44 20 7946 0958 ").unwrap().as_str(),
+            "+442079460958"
+        );
         assert_eq!(parse("+49 30 901820").unwrap().as_str(), "+4930901820");
     }
 
@@ -96,7 +99,10 @@ mod tests {
         assert_eq!(parse(""), Err(PhoneError::Empty));
         assert_eq!(parse("4155552671"), Err(PhoneError::NotInternational));
         assert!(matches!(parse("+hello"), Err(PhoneError::Unparseable(_))));
-        assert!(matches!(parse("+1 415"), Err(PhoneError::Invalid(_) | PhoneError::Unparseable(_))));
+        assert!(matches!(
+            parse("+1 415"),
+            Err(PhoneError::Invalid(_) | PhoneError::Unparseable(_))
+        ));
         assert_eq!(parse(&"+1".repeat(40)), Err(PhoneError::TooLong));
     }
 

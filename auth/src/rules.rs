@@ -77,22 +77,39 @@ pub enum KeyError {
 pub fn decode_key(field: &'static str, b64: &str, expected: usize) -> Result<Vec<u8>, KeyError> {
     // Refuse oversize input before decoding it.
     if b64.len() > expected * 2 + 4 {
-        return Err(KeyError::Length { field, expected, got: b64.len() * 3 / 4 });
+        return Err(KeyError::Length {
+            field,
+            expected,
+            got: b64.len() * 3 / 4,
+        });
     }
-    let bytes = B64.decode(b64.trim()).map_err(|_| KeyError::Base64(field))?;
+    let bytes = B64
+        .decode(b64.trim())
+        .map_err(|_| KeyError::Base64(field))?;
     if bytes.len() != expected {
-        return Err(KeyError::Length { field, expected, got: bytes.len() });
+        return Err(KeyError::Length {
+            field,
+            expected,
+            got: bytes.len(),
+        });
     }
     Ok(bytes)
 }
 
 /// Checks that `signature` is `signing_key`'s Ed25519 signature of `prekey`.
-pub fn verify_prekey_signature(signing_key: &[u8], prekey: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-    let key_bytes: [u8; 32] = signing_key.try_into().map_err(|_| KeyError::BadSigningKey)?;
+pub fn verify_prekey_signature(
+    signing_key: &[u8],
+    prekey: &[u8],
+    signature: &[u8],
+) -> Result<(), KeyError> {
+    let key_bytes: [u8; 32] = signing_key
+        .try_into()
+        .map_err(|_| KeyError::BadSigningKey)?;
     let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| KeyError::BadSigningKey)?;
     let sig_bytes: [u8; 64] = signature.try_into().map_err(|_| KeyError::BadSignature)?;
     let sig = Signature::from_bytes(&sig_bytes);
-    key.verify_strict(prekey, &sig).map_err(|_| KeyError::BadSignature)
+    key.verify_strict(prekey, &sig)
+        .map_err(|_| KeyError::BadSignature)
 }
 
 #[cfg(test)]
@@ -138,16 +155,28 @@ mod tests {
         let sig = sk.sign(&prekey).to_bytes();
         let pk = sk.verifying_key().to_bytes();
         assert_eq!(verify_prekey_signature(&pk, &prekey, &sig), Ok(()));
-        assert_eq!(verify_prekey_signature(&pk, &[8u8; 32], &sig), Err(KeyError::BadSignature));
-        assert_eq!(verify_prekey_signature(&pk, &prekey, &sig[..63]), Err(KeyError::BadSignature));
+        assert_eq!(
+            verify_prekey_signature(&pk, &[8u8; 32], &sig),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            verify_prekey_signature(&pk, &prekey, &sig[..63]),
+            Err(KeyError::BadSignature)
+        );
     }
 
     #[test]
     fn key_decoding() {
         let k = B64.encode([1u8; 32]);
         assert_eq!(decode_key("identity_key", &k, 32).unwrap(), vec![1u8; 32]);
-        assert!(matches!(decode_key("identity_key", &B64.encode([1u8; 31]), 32), Err(KeyError::Length { got: 31, .. })));
-        assert_eq!(decode_key("identity_key", "!!!", 32), Err(KeyError::Base64("identity_key")));
+        assert!(matches!(
+            decode_key("identity_key", &B64.encode([1u8; 31]), 32),
+            Err(KeyError::Length { got: 31, .. })
+        ));
+        assert_eq!(
+            decode_key("identity_key", "!!!", 32),
+            Err(KeyError::Base64("identity_key"))
+        );
         assert!(decode_key("identity_key", &"A".repeat(10_000), 32).is_err());
     }
 }

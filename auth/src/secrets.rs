@@ -2,8 +2,8 @@
 //! (slow, because they are guessable), high-entropy tokens with SHA-256 (fast,
 //! because they are not).
 
-use argon2::{PasswordHash, PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{PasswordHash, PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -83,7 +83,8 @@ impl SecretHasher {
 
     /// Synchronous verify (benchmarks, blocking contexts).
     pub fn verify_blocking(&self, secret: &str, stored: &str) -> Result<bool, HashError> {
-        let parsed = PasswordHash::new(stored).map_err(|e| HashError(format!("stored hash: {e}")))?;
+        let parsed =
+            PasswordHash::new(stored).map_err(|e| HashError(format!("stored hash: {e}")))?;
         // The stored hash carries its own parameters, so old hashes keep verifying
         // after the configured cost changes.
         match self.argon2().verify_password(secret.as_bytes(), &parsed) {
@@ -105,7 +106,12 @@ mod tests {
     use super::*;
 
     fn cheap() -> SecretHasher {
-        SecretHasher::new(Argon2Params { memory_kib: 64, iterations: 1, parallelism: 1 }).unwrap()
+        SecretHasher::new(Argon2Params {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .unwrap()
     }
 
     #[tokio::test]
@@ -128,6 +134,13 @@ mod tests {
 
     #[test]
     fn invalid_params_are_refused() {
-        assert!(SecretHasher::new(Argon2Params { memory_kib: 1, iterations: 0, parallelism: 0 }).is_err());
+        assert!(
+            SecretHasher::new(Argon2Params {
+                memory_kib: 1,
+                iterations: 0,
+                parallelism: 0
+            })
+            .is_err()
+        );
     }
 }

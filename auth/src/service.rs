@@ -32,11 +32,25 @@ impl AuthService {
         cfg.validate()?;
         let store = store::for_db(db);
         if migrate {
-            store.migrate().await.map_err(|e| format!("auth: migrations failed: {e}"))?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| format!("auth: migrations failed: {e}"))?;
         }
         let sms = crate::sms::from_config(&cfg.sms, data_dir)?;
-        let state = AuthState::new(cfg, store.clone(), sms, clock.clone(), tokens, access_ttl_secs)?;
-        Ok(Self { state, store, clock })
+        let state = AuthState::new(
+            cfg,
+            store.clone(),
+            sms,
+            clock.clone(),
+            tokens,
+            access_ttl_secs,
+        )?;
+        Ok(Self {
+            state,
+            store,
+            clock,
+        })
     }
 
     /// The HTTP routes.

@@ -62,9 +62,15 @@ pub trait SmsSender: Send + Sync + 'static {
 }
 
 /// Builds the sender the config asks for.
-pub fn from_config(cfg: &SmsConfig, data_dir: &std::path::Path) -> Result<std::sync::Arc<dyn SmsSender>, String> {
+pub fn from_config(
+    cfg: &SmsConfig,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn SmsSender>, String> {
     Ok(match cfg.backend {
-        SmsBackend::Outbox => std::sync::Arc::new(OutboxSms::new(data_dir.join("outbox").join("sms.jsonl"), cfg.text_template.clone())),
+        SmsBackend::Outbox => std::sync::Arc::new(OutboxSms::new(
+            data_dir.join("outbox").join("sms.jsonl"),
+            cfg.text_template.clone(),
+        )),
         SmsBackend::Webhook => std::sync::Arc::new(WebhookSms::new(cfg.clone())?),
     })
 }
@@ -174,7 +180,10 @@ impl SmsSender for WebhookSms {
             let mut req = self
                 .client
                 .post(&self.cfg.webhook_url)
-                .header(reqwest::header::CONTENT_TYPE, &self.cfg.webhook_content_type)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    &self.cfg.webhook_content_type,
+                )
                 .body(body.clone());
             if !self.cfg.webhook_authorization.is_empty() {
                 req = req.header(

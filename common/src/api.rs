@@ -4,8 +4,8 @@
 //! Every error body is `{"error": {"code": "<stable_code>", "message": "<for people>"}}`.
 //! Codes are stable API; messages may change.
 
-use crate::token::{Claims, TokenError, TokenKeys};
 use crate::clock::SharedClock;
+use crate::token::{Claims, TokenError, TokenKeys};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

@@ -41,28 +41,24 @@ pub struct ConfigError(pub String);
 /// Only variables whose first segment names one of `sections` (or `top_level`
 /// keys) are read, so unrelated `NATTER_*` variables do not break start-up while
 /// a misspelt key inside a known section still does.
-pub fn load<T>(
-    file: Option<&Path>,
-    sections: &'static [&'static str],
-) -> Result<T, ConfigError>
+pub fn load<T>(file: Option<&Path>, sections: &'static [&'static str]) -> Result<T, ConfigError>
 where
     T: Serialize + DeserializeOwned + Default,
 {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !path.exists() {
-            return Err(ConfigError(format!("config file {} not found", path.display())));
+            return Err(ConfigError(format!(
+                "config file {} not found",
+                path.display()
+            )));
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(
-        Env::prefixed("NATTER_")
-            .split("__")
-            .filter(move |key| {
-                let first = key.as_str().split('.').next().unwrap_or_default();
-                sections.iter().any(|s| s.eq_ignore_ascii_case(first))
-            }),
-    );
+    figment = figment.merge(Env::prefixed("NATTER_").split("__").filter(move |key| {
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        sections.iter().any(|s| s.eq_ignore_ascii_case(first))
+    }));
     figment.extract::<T>().map_err(|e| {
         let msgs: Vec<String> = e.into_iter().map(describe).collect();
         ConfigError(msgs.join("; "))

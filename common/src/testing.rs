@@ -31,7 +31,9 @@ impl TestDb {
             max_connections: 8,
             ..DatabaseConfig::default()
         };
-        let db = Db::connect(&cfg, dir.path()).await.expect("open sqlite test database");
+        let db = Db::connect(&cfg, dir.path())
+            .await
+            .expect("open sqlite test database");
         Self {
             db,
             pg_name: None,
@@ -79,9 +81,11 @@ impl TestDb {
         if let Some(name) = &self.pg_name
             && let Ok(mut admin) = PgConnection::connect(&postgres_admin_url()).await
         {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
         }
     }
 }
@@ -110,7 +114,10 @@ pub struct TempDir(std::path::PathBuf);
 impl TempDir {
     /// Creates `<tmp>/<prefix>-<random>`.
     pub fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", hex::encode(crate::random::bytes::<8>())));
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}",
+            hex::encode(crate::random::bytes::<8>())
+        ));
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self(path)
     }
@@ -139,6 +146,9 @@ mod tests {
             super::replace_db_name("postgres://u:p@h/db?sslmode=disable", "t2"),
             "postgres://u:p@h/t2?sslmode=disable"
         );
-        assert_eq!(super::replace_db_name("postgres://h:5432", "t3"), "postgres://h:5432/t3");
+        assert_eq!(
+            super::replace_db_name("postgres://h:5432", "t3"),
+            "postgres://h:5432/t3"
+        );
     }
 }

@@ -138,7 +138,11 @@ impl TokenKeys {
         let mut sig = [0u8; 32];
         match B64.decode_slice(sig_b64, &mut sig) {
             Ok(32) => {}
-            _ => return Err(TokenError::Malformed("signature is not 32 bytes of base64url")),
+            _ => {
+                return Err(TokenError::Malformed(
+                    "signature is not 32 bytes of base64url",
+                ));
+            }
         }
         let mut mac = key.mac.clone();
         mac.update(signed.as_bytes());
@@ -199,7 +203,13 @@ mod tests {
         let t = keys.sign(&claims(2000));
         let (head, rest) = t.split_once('.').unwrap();
         let (_, sig) = rest.split_once('.').unwrap();
-        let forged_claims = B64.encode(serde_json::to_vec(&Claims { dev: 1, ..claims(2000) }).unwrap());
+        let forged_claims = B64.encode(
+            serde_json::to_vec(&Claims {
+                dev: 1,
+                ..claims(2000)
+            })
+            .unwrap(),
+        );
         let forged = format!("{head}.{forged_claims}.{sig}");
         assert_eq!(keys.verify(&forged, 0), Err(TokenError::BadSignature));
         // Same key, but a header claiming another algorithm: refused before HMAC.

@@ -46,7 +46,14 @@ pub(super) async fn check_second_factors(
             .await
             .map_err(ApiError::internal)?;
         if !right {
-            return Err(failure(state, account, StatusCode::LOCKED, "wrong_pin", "wrong registration-lock PIN").await);
+            return Err(failure(
+                state,
+                account,
+                StatusCode::LOCKED,
+                "wrong_pin",
+                "wrong registration-lock PIN",
+            )
+            .await);
         }
     }
     if account.totp_enabled {
@@ -66,11 +73,23 @@ pub(super) async fn check_second_factors(
             }
         };
         if !ok {
-            return Err(failure(state, account, StatusCode::FORBIDDEN, "wrong_totp", "wrong TOTP or recovery code").await);
+            return Err(failure(
+                state,
+                account,
+                StatusCode::FORBIDDEN,
+                "wrong_totp",
+                "wrong TOTP or recovery code",
+            )
+            .await);
         }
     }
     if account.sf_failures > 0 {
-        state.0.store.second_factor_succeeded(&account.user_id).await.map_err(ApiError::internal)?;
+        state
+            .0
+            .store
+            .second_factor_succeeded(&account.user_id)
+            .await
+            .map_err(ApiError::internal)?;
     }
     Ok(())
 }
@@ -88,7 +107,12 @@ async fn failure(
     match state
         .0
         .store
-        .second_factor_failed(&account.user_id, now, max, i64::from(cfg.second_factor_lockout_secs) * 1000)
+        .second_factor_failed(
+            &account.user_id,
+            now,
+            max,
+            i64::from(cfg.second_factor_lockout_secs) * 1000,
+        )
         .await
     {
         Ok((failures, locked_until)) if locked_until > now => {
@@ -109,7 +133,8 @@ async fn failure(
 }
 
 fn totp_for(state: &AuthState, account: &Account, secret_b32: &str) -> Result<Totp, ApiError> {
-    let secret = TotpSecret::try_from_base32(secret_b32).map_err(|e| ApiError::internal(format!("stored totp secret: {e}")))?;
+    let secret = TotpSecret::try_from_base32(secret_b32)
+        .map_err(|e| ApiError::internal(format!("stored totp secret: {e}")))?;
     Builder::new()
         .with_secret(secret)
         .with_account_name(account.number.clone())
@@ -153,7 +178,13 @@ fn new_recovery_code() -> String {
     let raw: String = (0..16)
         .map(|_| char::from(ALPHABET[natter_common::random::below(32) as usize]))
         .collect();
-    format!("{}-{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12], &raw[12..16])
+    format!(
+        "{}-{}-{}-{}",
+        &raw[0..4],
+        &raw[4..8],
+        &raw[8..12],
+        &raw[12..16]
+    )
 }
 
 async fn own_account(state: &AuthState, user_id: &str) -> Result<Account, ApiError> {
@@ -198,9 +229,17 @@ pub(super) async fn delete_account(
     LiveDevice(me): LiveDevice,
 ) -> Result<StatusCode, ApiError> {
     if me.device_id != 1 {
-        return Err(ApiError::forbidden("not_primary", "only the primary device can delete the account"));
+        return Err(ApiError::forbidden(
+            "not_primary",
+            "only the primary device can delete the account",
+        ));
     }
-    state.0.store.delete_account(&me.user_id).await.map_err(ApiError::internal)?;
+    state
+        .0
+        .store
+        .delete_account(&me.user_id)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(user_id = %me.user_id, "account deleted");
     metrics::counter!("auth_accounts_deleted_total").increment(1);
     Ok(StatusCode::NO_CONTENT)
@@ -218,8 +257,18 @@ pub(super) async fn set_registration_lock(
     ApiJson(req): ApiJson<PinRequest>,
 ) -> Result<StatusCode, ApiError> {
     rules::check_pin(&req.pin).map_err(|m| ApiError::bad_request("invalid_pin", m))?;
-    let hash = state.0.hasher.hash(req.pin).await.map_err(ApiError::internal)?;
-    state.0.store.set_reglock(&me.user_id, Some(&hash)).await.map_err(ApiError::internal)?;
+    let hash = state
+        .0
+        .hasher
+        .hash(req.pin)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .0
+        .store
+        .set_reglock(&me.user_id, Some(&hash))
+        .await
+        .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,7 +281,12 @@ pub(super) async fn clear_registration_lock(
     State(state): State<AuthState>,
     LiveDevice(me): LiveDevice,
 ) -> Result<StatusCode, ApiError> {
-    state.0.store.set_reglock(&me.user_id, None).await.map_err(ApiError::internal)?;
+    state
+        .0
+        .store
+        .set_reglock(&me.user_id, None)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -251,13 +305,25 @@ pub(super) async fn enrol_totp(
 ) -> Result<(StatusCode, Json<TotpEnrolment>), ApiError> {
     let account = own_account(&state, &me.user_id).await?;
     if account.totp_enabled {
-        return Err(ApiError::conflict("totp_enabled", "TOTP is already enabled; disable it first"));
+        return Err(ApiError::conflict(
+            "totp_enabled",
+            "TOTP is already enabled; disable it first",
+        ));
     }
     let secret = TotpSecret::from(natter_common::random::bytes::<20>()).to_base32();
     let totp = totp_for(&state, &account, &secret)?;
-    let uri = totp.to_url().map_err(|e| ApiError::internal(format!("totp url: {e}")))?;
-    let qr = totp.to_qr_base64().map_err(|e| ApiError::internal(format!("totp qr: {e}")))?;
-    state.0.store.set_totp_pending(&me.user_id, &secret).await.map_err(ApiError::internal)?;
+    let uri = totp
+        .to_url()
+        .map_err(|e| ApiError::internal(format!("totp url: {e}")))?;
+    let qr = totp
+        .to_qr_base64()
+        .map_err(|e| ApiError::internal(format!("totp qr: {e}")))?;
+    state
+        .0
+        .store
+        .set_totp_pending(&me.user_id, &secret)
+        .await
+        .map_err(ApiError::internal)?;
     Ok((
         StatusCode::CREATED,
         Json(TotpEnrolment {
@@ -286,17 +352,30 @@ pub(super) async fn confirm_totp(
 ) -> Result<Json<RecoveryCodes>, ApiError> {
     let account = own_account(&state, &me.user_id).await?;
     if account.totp_enabled || account.totp_secret.is_none() {
-        return Err(ApiError::conflict("no_totp_enrolment", "start enrolment with POST /v1/account/totp first"));
+        return Err(ApiError::conflict(
+            "no_totp_enrolment",
+            "start enrolment with POST /v1/account/totp first",
+        ));
     }
     let code = req.code.unwrap_or_default();
     if !check_totp(&state, &account, &code).await? {
         return Err(ApiError::bad_request("wrong_totp", "wrong TOTP code"));
     }
     let codes: Vec<String> = (0..10).map(|_| new_recovery_code()).collect();
-    let hashes: Vec<String> = codes.iter().map(|c| token_digest(&normalise_recovery(c))).collect();
-    state.0.store.enable_totp(&me.user_id, &hashes).await.map_err(ApiError::internal)?;
+    let hashes: Vec<String> = codes
+        .iter()
+        .map(|c| token_digest(&normalise_recovery(c)))
+        .collect();
+    state
+        .0
+        .store
+        .enable_totp(&me.user_id, &hashes)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(user_id = %me.user_id, "totp enabled");
-    Ok(Json(RecoveryCodes { recovery_codes: codes }))
+    Ok(Json(RecoveryCodes {
+        recovery_codes: codes,
+    }))
 }
 
 /// Disable TOTP, proving possession with a current code or a recovery code.
@@ -316,15 +395,30 @@ pub(super) async fn disable_totp(
 ) -> Result<StatusCode, ApiError> {
     let account = own_account(&state, &me.user_id).await?;
     if !account.totp_enabled {
-        return Err(ApiError::conflict("totp_not_enabled", "TOTP is not enabled"));
+        return Err(ApiError::conflict(
+            "totp_not_enabled",
+            "TOTP is not enabled",
+        ));
     }
     // Same rules (and lockout) as at registration, minus the PIN.
     let without_pin = Account {
         reglock_hash: None,
         ..account
     };
-    check_second_factors(&state, &without_pin, None, req.code.as_deref(), req.recovery_code.as_deref()).await?;
-    state.0.store.disable_totp(&me.user_id).await.map_err(ApiError::internal)?;
+    check_second_factors(
+        &state,
+        &without_pin,
+        None,
+        req.code.as_deref(),
+        req.recovery_code.as_deref(),
+    )
+    .await?;
+    state
+        .0
+        .store
+        .disable_totp(&me.user_id)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(user_id = %me.user_id, "totp disabled");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -362,10 +456,12 @@ pub(super) async fn update_profile(
     ApiJson(req): ApiJson<ProfileUpdateRequest>,
 ) -> Result<Json<Profile>, ApiError> {
     if let Some(name) = &req.display_name {
-        rules::check_text("display_name", name, 64).map_err(|m| ApiError::bad_request("invalid_profile", m))?;
+        rules::check_text("display_name", name, 64)
+            .map_err(|m| ApiError::bad_request("invalid_profile", m))?;
     }
     if let Some(about) = &req.about {
-        rules::check_text("about", about, 140).map_err(|m| ApiError::bad_request("invalid_profile", m))?;
+        rules::check_text("about", about, 140)
+            .map_err(|m| ApiError::bad_request("invalid_profile", m))?;
     }
     if let Some(Some(hash)) = &req.avatar {
         rules::check_media_hash(hash).map_err(|m| ApiError::bad_request("invalid_profile", m))?;
@@ -375,7 +471,12 @@ pub(super) async fn update_profile(
         about: req.about,
         avatar: req.avatar,
     };
-    state.0.store.update_profile(&me.user_id, &update).await.map_err(ApiError::internal)?;
+    state
+        .0
+        .store
+        .update_profile(&me.user_id, &update)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(profile_of(own_account(&state, &me.user_id).await?)))
 }
 
@@ -390,7 +491,12 @@ pub(super) async fn get_profile(
     LiveDevice(_me): LiveDevice,
     Path(user_id): Path<String>,
 ) -> Result<Json<Profile>, ApiError> {
-    let account = state.0.store.account(&user_id).await.map_err(ApiError::internal)?;
+    let account = state
+        .0
+        .store
+        .account(&user_id)
+        .await
+        .map_err(ApiError::internal)?;
     account
         .map(|a| Json(profile_of(a)))
         .ok_or_else(|| ApiError::not_found("user_not_found", "no such user"))
@@ -419,8 +525,14 @@ pub(super) async fn lookup_number(
         .lookup_per_user
         .check(&me.user_id, state.now_ms())
         .map_err(|r| ApiError::too_many("rate_limited", "too many lookups", r.secs()))?;
-    let number = phone::parse(&req.number).map_err(|e| ApiError::bad_request("invalid_phone_number", e.to_string()))?;
-    let account = state.0.store.account_by_number(number.as_str()).await.map_err(ApiError::internal)?;
+    let number = phone::parse(&req.number)
+        .map_err(|e| ApiError::bad_request("invalid_phone_number", e.to_string()))?;
+    let account = state
+        .0
+        .store
+        .account_by_number(number.as_str())
+        .await
+        .map_err(ApiError::internal)?;
     account
         .map(|a| Json(LookupResponse { user_id: a.user_id }))
         .ok_or_else(|| ApiError::not_found("user_not_found", "no account has this number"))

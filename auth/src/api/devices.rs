@@ -30,7 +30,12 @@ pub(super) async fn list_devices(
     State(state): State<AuthState>,
     LiveDevice(me): LiveDevice,
 ) -> Result<Json<DeviceList>, ApiError> {
-    let devices = state.0.store.devices(&me.user_id).await.map_err(ApiError::internal)?;
+    let devices = state
+        .0
+        .store
+        .devices(&me.user_id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(DeviceList {
         devices: devices.iter().map(info).collect(),
     }))
@@ -50,7 +55,10 @@ pub(super) async fn create_link_code(
     LiveDevice(me): LiveDevice,
 ) -> Result<(StatusCode, Json<LinkCodeResponse>), ApiError> {
     if me.device_id != 1 {
-        return Err(ApiError::forbidden("not_primary", "only the primary device can link devices"));
+        return Err(ApiError::forbidden(
+            "not_primary",
+            "only the primary device can link devices",
+        ));
     }
     let code = natter_common::random::token();
     let expires_at = state.now_ms() + i64::from(state.0.cfg.link_code_ttl_secs) * 1000;
@@ -86,16 +94,32 @@ pub(super) async fn link_device(
     ApiJson(req): ApiJson<LinkRequest>,
 ) -> Result<(StatusCode, Json<Credentials>), ApiError> {
     let now = state.now_ms();
-    state.0.limits.link_per_ip.check(&ip.to_string(), now).map_err(|r| {
-        ApiError::too_many("rate_limited", "too many link attempts from this address", r.secs())
-    })?;
+    state
+        .0
+        .limits
+        .link_per_ip
+        .check(&ip.to_string(), now)
+        .map_err(|r| {
+            ApiError::too_many(
+                "rate_limited",
+                "too many link attempts from this address",
+                r.secs(),
+            )
+        })?;
     let name = req.device_name.trim();
     if name.is_empty() {
-        return Err(ApiError::bad_request("invalid_device_name", "device_name must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_device_name",
+            "device_name must not be empty",
+        ));
     }
-    rules::check_text("device_name", name, 64).map_err(|m| ApiError::bad_request("invalid_device_name", m))?;
+    rules::check_text("device_name", name, 64)
+        .map_err(|m| ApiError::bad_request("invalid_device_name", m))?;
     if req.link_code.len() > 128 {
-        return Err(ApiError::bad_request("invalid_link_code", "unknown, used or expired link code"));
+        return Err(ApiError::bad_request(
+            "invalid_link_code",
+            "unknown, used or expired link code",
+        ));
     }
     let (device, refresh) = state.new_device(name);
     let max = i64::from(state.0.cfg.max_linked_devices);
@@ -108,9 +132,15 @@ pub(super) async fn link_device(
     match outcome {
         Linked::Device(d) => {
             tracing::info!(user_id = %d.user_id, device_id = d.device_id, "device linked");
-            Ok((StatusCode::CREATED, Json(state.credentials(&d, refresh, device.refresh.expires_at))))
+            Ok((
+                StatusCode::CREATED,
+                Json(state.credentials(&d, refresh, device.refresh.expires_at)),
+            ))
         }
-        Linked::InvalidCode => Err(ApiError::bad_request("invalid_link_code", "unknown, used or expired link code")),
+        Linked::InvalidCode => Err(ApiError::bad_request(
+            "invalid_link_code",
+            "unknown, used or expired link code",
+        )),
         Linked::TooManyDevices => Err(ApiError::conflict(
             "too_many_devices",
             format!("an account can have at most {max} linked devices; remove one first"),
@@ -143,11 +173,22 @@ pub(super) async fn remove_device(
         ));
     }
     if me.device_id != 1 && me.device_id != target {
-        return Err(ApiError::forbidden("not_primary", "only the primary device can remove other devices"));
+        return Err(ApiError::forbidden(
+            "not_primary",
+            "only the primary device can remove other devices",
+        ));
     }
-    let removed = state.0.store.remove_device(&me.user_id, target).await.map_err(ApiError::internal)?;
+    let removed = state
+        .0
+        .store
+        .remove_device(&me.user_id, target)
+        .await
+        .map_err(ApiError::internal)?;
     if !removed {
-        return Err(ApiError::not_found("device_not_found", format!("no device {device_id}")));
+        return Err(ApiError::not_found(
+            "device_not_found",
+            format!("no device {device_id}"),
+        ));
     }
     tracing::info!(user_id = %me.user_id, device_id = target, "device removed");
     Ok(StatusCode::NO_CONTENT)

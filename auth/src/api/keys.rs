@@ -21,7 +21,10 @@ fn decode_prekeys(list: &[PrekeyDto], max: u32) -> Result<Vec<OneTimePrekey>, Ap
     if list.len() > max as usize {
         return Err(ApiError::bad_request(
             "too_many_prekeys",
-            format!("at most {max} one-time prekeys per device; got {}", list.len()),
+            format!(
+                "at most {max} one-time prekeys per device; got {}",
+                list.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -35,7 +38,8 @@ fn decode_prekeys(list: &[PrekeyDto], max: u32) -> Result<Vec<OneTimePrekey>, Ap
             }
             Ok(OneTimePrekey {
                 key_id: i64::from(p.key_id),
-                public_key: rules::decode_key("one_time_prekeys[].public_key", &p.public_key, 32).map_err(key_error)?,
+                public_key: rules::decode_key("one_time_prekeys[].public_key", &p.public_key, 32)
+                    .map_err(key_error)?,
             })
         })
         .collect()
@@ -77,10 +81,18 @@ pub(super) async fn put_keys(
     ApiJson(req): ApiJson<PutKeysRequest>,
 ) -> Result<Json<PrekeyCount>, ApiError> {
     let max = state.0.cfg.max_one_time_prekeys;
-    let identity_key = rules::decode_key("identity_key", &req.identity_key, 32).map_err(key_error)?;
+    let identity_key =
+        rules::decode_key("identity_key", &req.identity_key, 32).map_err(key_error)?;
     let signing_key = rules::decode_key("signing_key", &req.signing_key, 32).map_err(key_error)?;
-    let spk_public = rules::decode_key("signed_prekey.public_key", &req.signed_prekey.public_key, 32).map_err(key_error)?;
-    let spk_signature = rules::decode_key("signed_prekey.signature", &req.signed_prekey.signature, 64).map_err(key_error)?;
+    let spk_public = rules::decode_key(
+        "signed_prekey.public_key",
+        &req.signed_prekey.public_key,
+        32,
+    )
+    .map_err(key_error)?;
+    let spk_signature =
+        rules::decode_key("signed_prekey.signature", &req.signed_prekey.signature, 64)
+            .map_err(key_error)?;
     rules::verify_prekey_signature(&signing_key, &spk_public, &spk_signature).map_err(key_error)?;
     let prekeys = decode_prekeys(&req.one_time_prekeys, max)?;
     let keys = DeviceKeys {
@@ -92,17 +104,28 @@ pub(super) async fn put_keys(
         updated_at: state.now_ms(),
     };
     let store = &state.0.store;
-    store.put_device_keys(&me.user_id, me.device_id, &keys).await.map_err(ApiError::internal)?;
+    store
+        .put_device_keys(&me.user_id, me.device_id, &keys)
+        .await
+        .map_err(ApiError::internal)?;
     let count = if prekeys.is_empty() {
-        store.count_prekeys(&me.user_id, me.device_id).await.map_err(ApiError::internal)?
+        store
+            .count_prekeys(&me.user_id, me.device_id)
+            .await
+            .map_err(ApiError::internal)?
     } else {
         added_result(
-            store.add_prekeys(&me.user_id, me.device_id, &prekeys, max).await.map_err(ApiError::internal)?,
+            store
+                .add_prekeys(&me.user_id, me.device_id, &prekeys, max)
+                .await
+                .map_err(ApiError::internal)?,
             max,
         )?
     };
     tracing::info!(user_id = %me.user_id, device_id = me.device_id, one_time_prekeys = count, "keys uploaded");
-    Ok(Json(PrekeyCount { one_time_prekeys: count }))
+    Ok(Json(PrekeyCount {
+        one_time_prekeys: count,
+    }))
 }
 
 /// Add one-time prekeys (all or nothing).
@@ -142,12 +165,28 @@ pub(super) async fn count_prekeys(
     State(state): State<AuthState>,
     LiveDevice(me): LiveDevice,
 ) -> Result<Json<PrekeyCount>, ApiError> {
-    let n = state.0.store.count_prekeys(&me.user_id, me.device_id).await.map_err(ApiError::internal)?;
-    Ok(Json(PrekeyCount { one_time_prekeys: n }))
+    let n = state
+        .0
+        .store
+        .count_prekeys(&me.user_id, me.device_id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(PrekeyCount {
+        one_time_prekeys: n,
+    }))
 }
 
-async fn claim(state: &AuthState, user_id: &str, device_id: i64) -> Result<Option<PrekeyBundle>, ApiError> {
-    let claimed = state.0.store.claim_bundle(user_id, device_id).await.map_err(ApiError::internal)?;
+async fn claim(
+    state: &AuthState,
+    user_id: &str,
+    device_id: i64,
+) -> Result<Option<PrekeyBundle>, ApiError> {
+    let claimed = state
+        .0
+        .store
+        .claim_bundle(user_id, device_id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(claimed.map(|(keys, otk)| {
         if otk.is_none() {
             metrics::counter!("auth_prekeys_exhausted_total").increment(1);
@@ -223,9 +262,17 @@ pub(super) async fn get_user_bundles(
     LiveDevice(me): LiveDevice,
     Path(user_id): Path<String>,
 ) -> Result<Json<BundleList>, ApiError> {
-    let devices = state.0.store.devices_with_keys(&user_id).await.map_err(ApiError::internal)?;
+    let devices = state
+        .0
+        .store
+        .devices_with_keys(&user_id)
+        .await
+        .map_err(ApiError::internal)?;
     if devices.is_empty() {
-        return Err(ApiError::not_found("keys_not_found", "no device of that user has published keys"));
+        return Err(ApiError::not_found(
+            "keys_not_found",
+            "no device of that user has published keys",
+        ));
     }
     check_fetch_limit(&state, &me.user_id, devices.len() as u32)?;
     let mut bundles = Vec::with_capacity(devices.len());

@@ -106,7 +106,12 @@ impl AuthState {
     }
 
     /// The credentials response for a stored device and its refresh token.
-    fn credentials(&self, device: &Device, refresh_token: String, refresh_expires_at_ms: i64) -> Credentials {
+    fn credentials(
+        &self,
+        device: &Device,
+        refresh_token: String,
+        refresh_expires_at_ms: i64,
+    ) -> Credentials {
         let now = self.0.clock.now_secs();
         let exp = now + self.0.access_ttl_secs;
         let claims = Claims {
@@ -187,7 +192,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -206,7 +216,10 @@ fn api_router() -> OpenApiRouter<AuthState> {
         .routes(routes!(devices::link_device))
         .routes(routes!(devices::remove_device))
         .routes(routes!(account::get_account, account::delete_account))
-        .routes(routes!(account::set_registration_lock, account::clear_registration_lock))
+        .routes(routes!(
+            account::set_registration_lock,
+            account::clear_registration_lock
+        ))
         .routes(routes!(account::enrol_totp))
         .routes(routes!(account::confirm_totp))
         .routes(routes!(account::disable_totp))

@@ -36,9 +36,17 @@ fn to_response(s: &RegSession, max_attempts: u32) -> SessionResponse {
 
 /// Loads a session that is still usable, or the error saying why not.
 async fn live_session(state: &AuthState, id: &str) -> Result<RegSession, ApiError> {
-    let session = state.0.store.session(id).await.map_err(ApiError::internal)?;
+    let session = state
+        .0
+        .store
+        .session(id)
+        .await
+        .map_err(ApiError::internal)?;
     let Some(session) = session else {
-        return Err(ApiError::not_found("session_not_found", "no such registration session"));
+        return Err(ApiError::not_found(
+            "session_not_found",
+            "no such registration session",
+        ));
     };
     if session.expires_at <= state.now_ms() {
         return Err(ApiError::new(
@@ -54,8 +62,12 @@ async fn live_session(state: &AuthState, id: &str) -> Result<RegSession, ApiErro
 fn check_send_limits(state: &AuthState, ip: &str, number: &phone::E164) -> Result<(), ApiError> {
     let now = state.now_ms();
     let l = &state.0.limits;
-    l.per_ip.check(ip, now).map_err(|r| rate_limited("codes from this address", r))?;
-    l.per_number.check(number.as_str(), now).map_err(|r| rate_limited("codes for this number", r))?;
+    l.per_ip
+        .check(ip, now)
+        .map_err(|r| rate_limited("codes from this address", r))?;
+    l.per_number
+        .check(number.as_str(), now)
+        .map_err(|r| rate_limited("codes for this number", r))?;
     l.per_prefix
         .check(number.pumping_prefix(), now)
         .map_err(|r| rate_limited("codes for numbers in this range", r))?;
@@ -63,18 +75,34 @@ fn check_send_limits(state: &AuthState, ip: &str, number: &phone::E164) -> Resul
 }
 
 /// Makes, stores (hashed) and sends a new code for `session`.
-async fn send_code(state: &AuthState, session: &RegSession, transport: Transport) -> Result<RegSession, ApiError> {
+async fn send_code(
+    state: &AuthState,
+    session: &RegSession,
+    transport: Transport,
+) -> Result<RegSession, ApiError> {
     let cfg = &state.0.cfg;
     let now = state.now_ms();
     let code = natter_common::random::digits(6);
-    let code_hash = state.0.hasher.hash(code.clone()).await.map_err(ApiError::internal)?;
+    let code_hash = state
+        .0
+        .hasher
+        .hash(code.clone())
+        .await
+        .map_err(ApiError::internal)?;
     let sends = session.sends + 1;
     let code_expires_at = now + i64::from(cfg.code_ttl_secs) * 1000;
-    let next_send_at = now + i64::from(rules::resend_wait_secs(sends, &cfg.resend_waits_secs)) * 1000;
+    let next_send_at =
+        now + i64::from(rules::resend_wait_secs(sends, &cfg.resend_waits_secs)) * 1000;
     let recorded = state
         .0
         .store
-        .record_code_sent(&session.id, session.sends, &code_hash, code_expires_at, next_send_at)
+        .record_code_sent(
+            &session.id,
+            session.sends,
+            &code_hash,
+            code_expires_at,
+            next_send_at,
+        )
         .await
         .map_err(ApiError::internal)?;
     if !recorded {
@@ -118,7 +146,8 @@ pub(super) async fn create_session(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
-    let number = phone::parse(&req.number).map_err(|e| ApiError::bad_request("invalid_phone_number", e.to_string()))?;
+    let number = phone::parse(&req.number)
+        .map_err(|e| ApiError::bad_request("invalid_phone_number", e.to_string()))?;
     check_send_limits(&state, &ip.to_string(), &number)?;
     let now = state.now_ms();
     let session = RegSession {
@@ -134,10 +163,18 @@ pub(super) async fn create_session(
         verified_at: None,
         used: false,
     };
-    state.0.store.insert_session(&session).await.map_err(ApiError::internal)?;
+    state
+        .0
+        .store
+        .insert_session(&session)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(session_id = %session.id, "registration session created");
     let session = send_code(&state, &session, req.transport.unwrap_or(Transport::Sms)).await?;
-    Ok((StatusCode::CREATED, Json(to_response(&session, state.0.cfg.max_code_attempts))))
+    Ok((
+        StatusCode::CREATED,
+        Json(to_response(&session, state.0.cfg.max_code_attempts)),
+    ))
 }
 
 /// A session's state.
@@ -181,24 +218,33 @@ pub(super) async fn resend_code(
     let req: ResendRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ResendRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?
     };
     let session = live_session(&state, &session_id).await?;
     if session.verified_at.is_some() {
-        return Err(ApiError::conflict("already_verified", "this session is already verified"));
+        return Err(ApiError::conflict(
+            "already_verified",
+            "this session is already verified",
+        ));
     }
     let cfg = &state.0.cfg;
     if session.sends >= i64::from(cfg.max_sends_per_session) {
         let wait = ((session.expires_at - state.now_ms()) / 1000).max(1) as u64;
         return Err(ApiError::too_many(
             "too_many_codes",
-            format!("{} codes were sent in this session; start a new session later", session.sends),
+            format!(
+                "{} codes were sent in this session; start a new session later",
+                session.sends
+            ),
             wait,
         ));
     }
     let now = state.now_ms();
     if now < session.next_send_at {
-        let wait = RetryAfter { wait_ms: session.next_send_at - now };
+        let wait = RetryAfter {
+            wait_ms: session.next_send_at - now,
+        };
         return Err(ApiError::too_many(
             "resend_too_soon",
             format!("wait {} s before asking for another code", wait.secs()),
@@ -244,7 +290,10 @@ pub(super) async fn verify_code(
     }
     rules::check_code_shape(&req.code).map_err(|m| ApiError::bad_request("invalid_code", m))?;
     let Some(code_hash) = session.code_hash.clone() else {
-        return Err(ApiError::conflict("no_code_sent", "no code was sent in this session yet"));
+        return Err(ApiError::conflict(
+            "no_code_sent",
+            "no code was sent in this session yet",
+        ));
     };
     if session.code_expires_at <= now {
         return Err(ApiError::new(
@@ -256,7 +305,13 @@ pub(super) async fn verify_code(
     // Count the attempt before checking, atomically, so parallel guesses cannot
     // exceed the cap.
     let max = i64::from(cfg.max_code_attempts);
-    let Some(attempts) = state.0.store.take_attempt(&session.id, max).await.map_err(ApiError::internal)? else {
+    let Some(attempts) = state
+        .0
+        .store
+        .take_attempt(&session.id, max)
+        .await
+        .map_err(ApiError::internal)?
+    else {
         let wait = ((session.expires_at - now) / 1000).max(1) as u64;
         return Err(ApiError::too_many(
             "too_many_attempts",
@@ -264,15 +319,28 @@ pub(super) async fn verify_code(
             wait,
         ));
     };
-    let right = state.0.hasher.verify(req.code, code_hash).await.map_err(ApiError::internal)?;
+    let right = state
+        .0
+        .hasher
+        .verify(req.code, code_hash)
+        .await
+        .map_err(ApiError::internal)?;
     if !right {
         metrics::counter!("auth_code_checks_total", "outcome" => "wrong").increment(1);
         let left = max - attempts;
-        return Err(ApiError::bad_request("wrong_code", format!("wrong code; {left} attempts left"))
-            .with_details(serde_json::json!({ "attempts_left": left })));
+        return Err(ApiError::bad_request(
+            "wrong_code",
+            format!("wrong code; {left} attempts left"),
+        )
+        .with_details(serde_json::json!({ "attempts_left": left })));
     }
     metrics::counter!("auth_code_checks_total", "outcome" => "right").increment(1);
-    state.0.store.mark_verified(&session.id, now).await.map_err(ApiError::internal)?;
+    state
+        .0
+        .store
+        .mark_verified(&session.id, now)
+        .await
+        .map_err(ApiError::internal)?;
     tracing::info!(session_id = %session.id, "registration session verified");
     let session = live_session(&state, &session.id).await?;
     Ok(Json(to_response(&session, cfg.max_code_attempts)))
@@ -298,17 +366,33 @@ pub(super) async fn register(
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
     let name = req.device_name.trim();
     if name.is_empty() {
-        return Err(ApiError::bad_request("invalid_device_name", "device_name must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_device_name",
+            "device_name must not be empty",
+        ));
     }
-    rules::check_text("device_name", name, 64).map_err(|m| ApiError::bad_request("invalid_device_name", m))?;
+    rules::check_text("device_name", name, 64)
+        .map_err(|m| ApiError::bad_request("invalid_device_name", m))?;
     let session = live_session(&state, &req.session_id).await?;
     if session.verified_at.is_none() {
-        return Err(ApiError::forbidden("session_not_verified", "verify the code first"));
+        return Err(ApiError::forbidden(
+            "session_not_verified",
+            "verify the code first",
+        ));
     }
     if session.used {
-        return Err(ApiError::conflict("session_used", "this session was already used to register"));
+        return Err(ApiError::conflict(
+            "session_used",
+            "this session was already used to register",
+        ));
     }
-    if let Some(account) = state.0.store.account_by_number(&session.number).await.map_err(ApiError::internal)? {
+    if let Some(account) = state
+        .0
+        .store
+        .account_by_number(&session.number)
+        .await
+        .map_err(ApiError::internal)?
+    {
         account::check_second_factors(
             &state,
             &account,
@@ -331,7 +415,10 @@ pub(super) async fn register(
         Registered::Created(a) => (a, false),
         Registered::Reregistered(a) => (a, true),
         Registered::SessionUnusable => {
-            return Err(ApiError::conflict("session_used", "this session was already used to register"));
+            return Err(ApiError::conflict(
+                "session_used",
+                "this session was already used to register",
+            ));
         }
     };
     let stored = state
@@ -344,7 +431,11 @@ pub(super) async fn register(
     tracing::info!(user_id = %account.user_id, device_id = 1, reregistered, "account registered");
     metrics::counter!("auth_registrations_total", "kind" => if reregistered { "reregistered" } else { "created" }).increment(1);
     let credentials = state.credentials(&stored, refresh, device.refresh.expires_at);
-    let status = if reregistered { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if reregistered {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
         status,
         Json(RegisterResponse {

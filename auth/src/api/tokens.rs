@@ -27,12 +27,24 @@ pub(super) async fn refresh(
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<Credentials>, ApiError> {
     let now = state.now_ms();
-    state.0.limits.refresh_per_ip.check(&ip.to_string(), now).map_err(|r| {
-        ApiError::too_many("rate_limited", "too many refreshes from this address", r.secs())
-    })?;
+    state
+        .0
+        .limits
+        .refresh_per_ip
+        .check(&ip.to_string(), now)
+        .map_err(|r| {
+            ApiError::too_many(
+                "rate_limited",
+                "too many refreshes from this address",
+                r.secs(),
+            )
+        })?;
     // Tokens are 43 characters; anything far longer is not one of ours.
     if req.refresh_token.is_empty() || req.refresh_token.len() > 128 {
-        return Err(ApiError::unauthorized("invalid_refresh_token", "unknown or expired refresh token"));
+        return Err(ApiError::unauthorized(
+            "invalid_refresh_token",
+            "unknown or expired refresh token",
+        ));
     }
     let token = natter_common::random::token();
     let next = NewRefresh {
@@ -42,7 +54,12 @@ pub(super) async fn refresh(
     let outcome = state
         .0
         .store
-        .rotate_refresh(&token_digest(&req.refresh_token), &next, new_generation(), now)
+        .rotate_refresh(
+            &token_digest(&req.refresh_token),
+            &next,
+            new_generation(),
+            now,
+        )
         .await
         .map_err(ApiError::internal)?;
     match outcome {
@@ -60,7 +77,10 @@ pub(super) async fn refresh(
         }
         Rotated::Invalid => {
             metrics::counter!("auth_token_refreshes_total", "outcome" => "invalid").increment(1);
-            Err(ApiError::unauthorized("invalid_refresh_token", "unknown or expired refresh token"))
+            Err(ApiError::unauthorized(
+                "invalid_refresh_token",
+                "unknown or expired refresh token",
+            ))
         }
     }
 }

@@ -288,7 +288,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// One device.
     async fn device(&self, user_id: &str, device_id: i64) -> StoreResult<Option<Device>>;
     /// Stores a device-link code (hashed) for the account.
-    async fn insert_link_code(&self, user_id: &str, code_hash: &str, expires_at: UnixMillis) -> StoreResult<()>;
+    async fn insert_link_code(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        expires_at: UnixMillis,
+    ) -> StoreResult<()>;
     /// In one transaction: consumes the link code and adds a device with the
     /// lowest free id in 2..=max_linked+1.
     async fn link_device(
@@ -301,7 +306,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Removes a device (its tokens and keys go with it). False if unknown.
     async fn remove_device(&self, user_id: &str, device_id: i64) -> StoreResult<bool>;
     /// Revokes every refresh token of a device and moves it to `new_generation`.
-    async fn revoke_device(&self, user_id: &str, device_id: i64, new_generation: i64) -> StoreResult<()>;
+    async fn revoke_device(
+        &self,
+        user_id: &str,
+        device_id: i64,
+        new_generation: i64,
+    ) -> StoreResult<()>;
     /// Uses a refresh token: marks it used and stores `next`, or detects a replay
     /// (then revokes the device with `revoke_generation`).
     async fn rotate_refresh(
@@ -317,7 +327,12 @@ pub trait AuthStore: Send + Sync + 'static {
     // --- key directory ---
     /// Sets a device's identity and signed prekey. When the identity key changes,
     /// its old one-time prekeys are dropped (they belong to the old identity).
-    async fn put_device_keys(&self, user_id: &str, device_id: i64, keys: &DeviceKeys) -> StoreResult<()>;
+    async fn put_device_keys(
+        &self,
+        user_id: &str,
+        device_id: i64,
+        keys: &DeviceKeys,
+    ) -> StoreResult<()>;
     /// Adds one-time prekeys, all or nothing, keeping at most `max` per device.
     async fn add_prekeys(
         &self,

@@ -35,7 +35,8 @@ impl PgStore {
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// Inserts a device and its first refresh token inside transaction `$tx`.
@@ -698,5 +699,17 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, for_update = "", skip_locked = "", migrations = ("./migrations/sqlite", "./migrations/postgres"), pool = Sqlite);
-sql_store!(PgStore, for_update = " FOR UPDATE", skip_locked = " FOR UPDATE SKIP LOCKED", migrations = ("./migrations/sqlite", "./migrations/postgres"), pool = Postgres);
+sql_store!(
+    SqliteStore,
+    for_update = "",
+    skip_locked = "",
+    migrations = ("./migrations/sqlite", "./migrations/postgres"),
+    pool = Sqlite
+);
+sql_store!(
+    PgStore,
+    for_update = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    migrations = ("./migrations/sqlite", "./migrations/postgres"),
+    pool = Postgres
+);
