@@ -72,6 +72,10 @@ fn describe(e: figment::Error) -> String {
         e.path.join(".")
     };
     let source = match &e.metadata {
+        // Name the exact variable, not just "NATTER_ environment variable(s)".
+        Some(md) if md.name.contains("environment") && !e.path.is_empty() => {
+            format!(" (from environment variable {})", env_var_name(&e.path))
+        }
         Some(md) => match &md.source {
             Some(src) => format!(" (from {} {src})", md.name),
             None => format!(" (from {})", md.name),
@@ -79,6 +83,12 @@ fn describe(e: figment::Error) -> String {
         None => String::new(),
     };
     format!("{key}: {}{source}", e.kind)
+}
+
+/// `["http", "listen"]` -> `NATTER_HTTP__LISTEN`.
+pub fn env_var_name(path: &[String]) -> String {
+    let parts: Vec<String> = path.iter().map(|p| p.to_ascii_uppercase()).collect();
+    format!("NATTER_{}", parts.join("__"))
 }
 
 /// Deserializes a list from either a list or a comma-separated string (the form

@@ -58,7 +58,9 @@ impl Config {
             return Err(ConfigError("data_dir: must not be empty".into()));
         }
         if self.tokens.access_ttl_secs < 30 || self.tokens.access_ttl_secs > 24 * 3600 {
-            return Err(ConfigError("tokens.access_ttl_secs: must be within 30..=86400".into()));
+            return Err(ConfigError(
+                "tokens.access_ttl_secs: must be within 30..=86400".into(),
+            ));
         }
         let url = self.database.url.expose();
         if !(url.is_empty()
@@ -76,6 +78,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error by design.
 mod tests {
     use super::*;
 
