@@ -2,18 +2,28 @@
 //! sockets, and follows the core's contract — apply one input, drain events and
 //! transmits, sleep until the next input or `poll_timeout`. Work per wake-up is
 //! bounded by [`BATCH`] so one busy source cannot starve the others.
+//!
+//! Relay sockets are read by this task too, through one readiness future per
+//! socket in a `FuturesUnordered`: no task, channel or copy per relayed packet, and
+//! under overload packets wait (or drop) in the kernel's socket buffers instead of
+//! queueing in user space, which keeps latency bounded.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use natter_common::Shutdown;
 use natter_turn_core::{AllocationId, Destination, Event, FiveTuple, Server, Transport};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{Instrument, Span, debug, info, info_span, trace};
+use tracing::{Span, debug, info, info_span, trace};
 
 use crate::metrics::Published;
 use crate::relay::RelayBinder;
@@ -21,22 +31,21 @@ use crate::stream::ConnHandle;
 
 /// Inputs handled per wake-up before outputs are flushed and other sources polled.
 pub(crate) const BATCH: usize = 256;
-/// Datagrams a relay reader collects per hand-off to the core task.
+/// Datagrams read from one relay socket per readiness event.
 const RELAY_BATCH: usize = 64;
+
+/// Resolves with the allocation id when its relay socket is readable, or `None`
+/// once the relay is cancelled.
+type RelayReady = Pin<Box<dyn Future<Output = Option<AllocationId>> + Send>>;
 /// A stream connection that has not allocated within this is closed.
 const CONNECTION_ALLOCATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest datagram we receive (and so relay).
 const MAX_DATAGRAM: usize = 65_536;
 
-/// Messages from the connection and relay tasks to the core task.
+/// Messages from the stream connection tasks to the core task.
 pub(crate) enum Inbound {
     /// A frame from a stream client.
     Client { ft: FiveTuple, data: Vec<u8> },
-    /// Datagrams from peers on one allocation's relay socket.
-    Peer {
-        id: AllocationId,
-        packets: Vec<(SocketAddr, Vec<u8>)>,
-    },
     /// A stream connection is ready.
     Opened { ft: FiveTuple, conn: ConnHandle },
     /// A stream connection ended.
@@ -57,8 +66,8 @@ pub(crate) struct Driver {
     relays: HashMap<AllocationId, Relay>,
     /// Relay sockets bound for allocations the core has not confirmed yet.
     unclaimed: HashMap<AllocationId, std::net::UdpSocket>,
+    relay_ready: FuturesUnordered<RelayReady>,
     conns: HashMap<FiveTuple, ConnHandle>,
-    inbox: mpsc::Sender<Inbound>,
     shutdown: Shutdown,
     published: Published,
 }
@@ -68,7 +77,6 @@ impl Driver {
         core: Server,
         udp: Arc<UdpSocket>,
         binder: RelayBinder,
-        inbox: mpsc::Sender<Inbound>,
         shutdown: Shutdown,
     ) -> io::Result<Driver> {
         let udp_addr = udp.local_addr()?;
@@ -79,8 +87,8 @@ impl Driver {
             binder,
             relays: HashMap::new(),
             unclaimed: HashMap::new(),
+            relay_ready: FuturesUnordered::new(),
             conns: HashMap::new(),
-            inbox,
             shutdown,
             published: Published::default(),
         })
@@ -91,13 +99,27 @@ impl Driver {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer, re-armed only when the core's deadline changes.
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        // Registered once: a fresh `cancelled()` future per iteration would take the
+        // token's lock twice per wake-up.
         let shutdown = self.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let udp = self.udp.clone();
         loop {
             let deadline = self.core.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                }
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 r = udp.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
                         self.client_datagram(from, &buf[..n]);
@@ -109,6 +131,11 @@ impl Driver {
                         }
                     }
                 }
+                Some(ready) = self.relay_ready.next(), if !self.relay_ready.is_empty() => {
+                    if let Some(id) = ready {
+                        self.drain_relay(id, &mut buf);
+                    }
+                }
                 Some(msg) = inbox.recv() => {
                     self.inbound(msg);
                     for _ in 1..BATCH {
@@ -118,7 +145,10 @@ impl Driver {
                         }
                     }
                 }
-                _ = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.core.handle_timeout(Instant::now());
+                }
                 _ = tick.tick() => self.housekeeping(),
             }
             self.flush().await;
@@ -134,6 +164,24 @@ impl Driver {
             allocations = self.core.allocation_count(),
             "TURN server stopped"
         );
+    }
+
+    /// Reads up to [`RELAY_BATCH`] datagrams from an allocation's relay socket into
+    /// the core, then waits for the socket again.
+    fn drain_relay(&mut self, id: AllocationId, buf: &mut [u8]) {
+        let Some(relay) = self.relays.get(&id) else {
+            return;
+        };
+        let socket = relay.socket.clone();
+        let now = Instant::now();
+        for _ in 0..RELAY_BATCH {
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => self.core.handle_peer_datagram(now, id, from, &buf[..n]),
+                Err(_) => break,
+            }
+        }
+        let cancel = self.relays[&id].cancel.clone();
+        self.relay_ready.push(wait_readable(id, socket, cancel));
     }
 
     fn client_datagram(&mut self, from: SocketAddr, data: &[u8]) {
@@ -153,11 +201,6 @@ impl Driver {
             Inbound::Client { ft, data } => {
                 if let Err(e) = self.core.handle_datagram(now, ft, &data) {
                     trace!(client = %ft.client, error = %e, "dropped frame");
-                }
-            }
-            Inbound::Peer { id, packets } => {
-                for (from, data) in packets {
-                    self.core.handle_peer_datagram(now, id, from, &data);
                 }
             }
             Inbound::Opened { ft, conn } => {
@@ -230,15 +273,8 @@ impl Driver {
                 };
                 span.in_scope(|| info!(relay = %relay, "allocation created"));
                 let cancel = self.shutdown.child_token();
-                tokio::spawn(
-                    relay_reader(
-                        allocation,
-                        socket.clone(),
-                        self.inbox.clone(),
-                        cancel.clone(),
-                    )
-                    .instrument(span.clone()),
-                );
+                self.relay_ready
+                    .push(wait_readable(allocation, socket.clone(), cancel.clone()));
                 self.relays.insert(
                     allocation,
                     Relay {
@@ -324,47 +360,12 @@ async fn send_udp(socket: &UdpSocket, payload: &[u8], to: SocketAddr) {
     }
 }
 
-/// Reads one relay socket and hands datagrams to the core task in batches. The
-/// receive buffer is per thread, not per task: an idle allocation costs no 64 KiB.
-async fn relay_reader(
-    id: AllocationId,
-    socket: Arc<UdpSocket>,
-    inbox: mpsc::Sender<Inbound>,
-    cancel: Shutdown,
-) {
-    loop {
+fn wait_readable(id: AllocationId, socket: Arc<UdpSocket>, cancel: Shutdown) -> RelayReady {
+    Box::pin(async move {
         tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = socket.readable() => if r.is_err() { return },
+            biased;
+            _ = cancel.cancelled() => None,
+            r = socket.readable() => r.ok().map(|()| id),
         }
-        let packets = drain_socket(&socket);
-        if !packets.is_empty() && inbox.send(Inbound::Peer { id, packets }).await.is_err() {
-            return;
-        }
-    }
-}
-
-thread_local! {
-    /// One receive buffer per runtime worker thread, shared by all relay readers.
-    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
-}
-
-fn drain_socket(socket: &UdpSocket) -> Vec<(SocketAddr, Vec<u8>)> {
-    RECV_BUF.with_borrow_mut(|buf| {
-        let mut packets = Vec::new();
-        while packets.len() < RELAY_BATCH {
-            match socket.try_recv_from(buf) {
-                Ok((n, from)) => packets.push((from, buf[..n].to_vec())),
-                Err(_) => break,
-            }
-        }
-        packets
     })
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
 }

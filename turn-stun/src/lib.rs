@@ -71,13 +71,14 @@ pub struct LocalAddrs {
     pub tls: Option<SocketAddr>,
 }
 
-/// A bound, not yet running, TURN server.
+/// A bound, not yet running, TURN server. Sockets are kept as std sockets until
+/// [`TurnServer::run`] registers them with the server's own runtime.
 pub struct TurnServer {
     config: TurnConfig,
     core: Server,
-    udp: UdpSocket,
-    tcp: TcpListener,
-    tls: Option<(TcpListener, TlsReloader)>,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, TlsReloader)>,
     relay_ip: IpAddr,
     addrs: LocalAddrs,
 }
@@ -103,8 +104,8 @@ impl TurnServer {
         ) {
             (Some(addr), Some(cert), Some(key)) => {
                 let reloader = TlsReloader::load(cert, key)?;
-                let listener = TcpListener::bind(addr)
-                    .await
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
                     .map_err(|source| TurnError::Bind {
                         what: "tls",
                         addr,
@@ -210,7 +211,33 @@ impl TurnServer {
     }
 
     /// Serves until `shutdown` is cancelled, then closes every allocation's socket.
+    ///
+    /// The server runs on a dedicated thread with a single-threaded tokio runtime:
+    /// every relayed packet is handled by one task (the sans-IO core is one state
+    /// machine), and keeping that task and its sockets on one thread avoids a
+    /// cross-thread wake-up per packet. Dropping the returned future also stops it.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), TurnError> {
+        let stop = shutdown.child_token();
+        let _stop_on_drop = stop.clone().drop_guard();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("natter-turn".to_owned())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(TurnError::Io)
+                    .and_then(|rt| rt.block_on(self.serve(stop)));
+                let _ = done_tx.send(result);
+            })?;
+        done_rx.await.unwrap_or_else(|_| {
+            Err(TurnError::Io(io::Error::other(
+                "the TURN server thread panicked",
+            )))
+        })
+    }
+
+    async fn serve(self, shutdown: Shutdown) -> Result<(), TurnError> {
         let TurnServer {
             config,
             core,
@@ -225,6 +252,8 @@ impl TurnServer {
             external_ip = ?config.external_ip, port_range = %config.port_range, realm = %config.realm,
             "TURN server listening"
         );
+        let udp = UdpSocket::from_std(udp)?;
+        let tcp = TcpListener::from_std(tcp)?;
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let limit = Arc::new(Semaphore::new(config.max_tcp_connections as usize));
         let mut tasks = tokio::task::JoinSet::new();
@@ -236,6 +265,7 @@ impl TurnServer {
             shutdown.clone(),
         ));
         if let Some((listener, reloader)) = tls {
+            let listener = TcpListener::from_std(listener)?;
             tasks.spawn(reload_on_sighup(reloader.clone(), shutdown.clone()));
             tasks.spawn(stream::accept_loop(
                 listener,
@@ -250,7 +280,9 @@ impl TurnServer {
             config.port_range,
             u64::from_le_bytes(random_bytes::<8>()?),
         );
-        let driver = driver::Driver::new(core, Arc::new(udp), binder, inbox_tx, shutdown.clone())?;
+        // The driver keeps a sender so its inbox never reports closed while it runs.
+        let _inbox_keepalive = inbox_tx;
+        let driver = driver::Driver::new(core, Arc::new(udp), binder, shutdown.clone())?;
         driver.run(inbox_rx).await;
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
@@ -260,7 +292,9 @@ impl TurnServer {
 
 /// Binds UDP and TCP on the same address; with port 0, retries until both get the
 /// same ephemeral port.
-fn bind_udp_and_tcp(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), TurnError> {
+fn bind_udp_and_tcp(
+    listen: SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), TurnError> {
     let attempts = if listen.port() == 0 { 16 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
@@ -276,7 +310,7 @@ fn bind_udp_and_tcp(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), Turn
                 tcp.set_nonblocking(true)?;
                 let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(LISTEN_RECV_BUFFER);
                 let _ = socket2::SockRef::from(&udp).set_send_buffer_size(LISTEN_RECV_BUFFER);
-                return Ok((UdpSocket::from_std(udp)?, TcpListener::from_std(tcp)?));
+                return Ok((udp, tcp));
             }
             Err(e) => last_err = Some((udp_addr, e)),
         }
