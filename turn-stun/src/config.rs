@@ -50,6 +50,13 @@ pub struct TurnConfig {
     /// or a cloud load balancer (`NATTER_TURN__EXTERNAL_IP`).
     #[serde(deserialize_with = "opt_from_str")]
     pub external_ip: Option<IpAddr>,
+    /// A second, IPv6, relay address for dual-stack relaying (RFC 6156) when
+    /// `relay_ip` is IPv4 (`NATTER_TURN__RELAY_IPV6`).
+    #[serde(deserialize_with = "opt_from_str")]
+    pub relay_ipv6: Option<IpAddr>,
+    /// Public IPv6 advertised for `relay_ipv6` relays behind NAT (`NATTER_TURN__EXTERNAL_IPV6`).
+    #[serde(deserialize_with = "opt_from_str")]
+    pub external_ipv6: Option<IpAddr>,
     /// Relay port range (`NATTER_TURN__PORT_RANGE`, default `49152-65535`).
     pub port_range: PortRange,
     /// When set, new allocations are redirected there with 300 Try Alternate.
@@ -95,6 +102,8 @@ impl Default for TurnConfig {
             allowed_peers: CidrList::default(),
             relay_ip: None,
             external_ip: None,
+            relay_ipv6: None,
+            external_ipv6: None,
             port_range: PortRange {
                 start: 49152,
                 end: 65535,
@@ -173,6 +182,8 @@ impl TurnConfig {
         for (key, ip) in [
             ("turn.relay_ip", self.relay_ip),
             ("turn.external_ip", self.external_ip),
+            ("turn.relay_ipv6", self.relay_ipv6),
+            ("turn.external_ipv6", self.external_ipv6),
         ] {
             if let Some(ip) = ip
                 && (ip.is_unspecified() || ip.is_multicast())
@@ -186,6 +197,22 @@ impl TurnConfig {
             return Err(format!(
                 "turn.external_ip: {external} is not the same address family as turn.relay_ip {relay}"
             ));
+        }
+        for (key, ip) in [
+            ("turn.relay_ipv6", self.relay_ipv6),
+            ("turn.external_ipv6", self.external_ipv6),
+        ] {
+            if let Some(ip) = ip
+                && !ip.is_ipv6()
+            {
+                return Err(format!("{key}: {ip} is not an IPv6 address"));
+            }
+        }
+        if self.relay_ipv6.is_some() && self.relay_ip.is_some_and(|ip| ip.is_ipv6()) {
+            return Err("turn.relay_ipv6: turn.relay_ip is already IPv6; set one IPv4 relay_ip and one relay_ipv6".to_owned());
+        }
+        if self.external_ipv6.is_some() && self.relay_ipv6.is_none() {
+            return Err("turn.external_ipv6: needs turn.relay_ipv6".to_owned());
         }
         if self.default_lifetime_secs == 0 || self.default_lifetime_secs > self.max_lifetime_secs {
             return Err(format!(
@@ -611,6 +638,14 @@ mod tests {
         check(
             |c| c.default_lifetime_secs = 7200,
             "turn.default_lifetime_secs",
+        );
+        check(
+            |c| c.relay_ipv6 = Some("192.0.2.1".parse().unwrap()),
+            "turn.relay_ipv6: 192.0.2.1 is not an IPv6 address",
+        );
+        check(
+            |c| c.external_ipv6 = Some("2001:db8::1".parse().unwrap()),
+            "turn.external_ipv6: needs turn.relay_ipv6",
         );
         check(
             |c| {

@@ -128,21 +128,29 @@ impl TurnServer {
             IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         ];
         own_ips.extend(config.external_ip);
+        own_ips.extend(config.relay_ipv6);
+        own_ips.extend(config.external_ipv6);
+        // NAT can map the external addresses back to us on any listener port, so
+        // every own IP is paired with every listening port.
         let mut own = Vec::new();
         for listener in [Some(udp_addr), Some(tcp_addr), tls_addr]
             .into_iter()
             .flatten()
         {
-            if listener.ip().is_unspecified() {
-                own.extend(
-                    own_ips
-                        .iter()
-                        .map(|ip| SocketAddr::new(*ip, listener.port())),
-                );
-            } else {
+            if !listener.ip().is_unspecified() {
                 own.push(listener);
             }
+            own.extend(
+                own_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, listener.port())),
+            );
         }
+        let relay_ipv6 = if relay_ip.is_ipv6() {
+            Some(relay_ip)
+        } else {
+            config.relay_ipv6
+        };
 
         let static_users: Vec<(&str, &str)> = config
             .static_users
@@ -173,9 +181,13 @@ impl TurnServer {
             max_lifetime_secs: config.max_lifetime_secs,
             policy: PeerPolicy::new(config.allowed_peers.0.clone(), own),
             quotas: config.quotas(),
-            external_ip: config.external_ip,
+            external_ips: config
+                .external_ip
+                .into_iter()
+                .chain(config.external_ipv6)
+                .collect(),
             relay_ipv4: relay_ip.is_ipv4(),
-            relay_ipv6: relay_ip.is_ipv6(),
+            relay_ipv6: relay_ipv6.is_some(),
             alternate_server: config.alternate_server,
             clock: WallClock { at: now, unix_secs },
         });
@@ -249,7 +261,7 @@ impl TurnServer {
         } = self;
         info!(
             udp = %addrs.udp, tcp = %addrs.tcp, tls = ?addrs.tls, relay_ip = %relay_ip,
-            external_ip = ?config.external_ip, port_range = %config.port_range, realm = %config.realm,
+            external_ip = ?config.external_ip, relay_ipv6 = ?config.relay_ipv6, port_range = %config.port_range, realm = %config.realm,
             "TURN server listening"
         );
         let udp = UdpSocket::from_std(udp)?;
@@ -275,8 +287,15 @@ impl TurnServer {
                 shutdown.clone(),
             ));
         }
+        let relay_ipv6 = if relay_ip.is_ipv6() {
+            Some(relay_ip)
+        } else {
+            config.relay_ipv6
+        };
+        let relay_ipv4 = relay_ip.is_ipv4().then_some(relay_ip);
         let binder = relay::RelayBinder::new(
-            relay_ip,
+            relay_ipv4,
+            relay_ipv6,
             config.port_range,
             u64::from_le_bytes(random_bytes::<8>()?),
         );

@@ -23,11 +23,13 @@ pub(crate) struct RelayBinder {
 }
 
 impl RelayBinder {
-    pub(crate) fn new(relay_ip: IpAddr, range: PortRange, seed: u64) -> RelayBinder {
-        let (v4, v6) = match relay_ip {
-            IpAddr::V4(_) => (Some(relay_ip), None),
-            IpAddr::V6(_) => (None, Some(relay_ip)),
-        };
+    /// Relay IPs per family (either may be absent) and the port range.
+    pub(crate) fn new(
+        v4: Option<IpAddr>,
+        v6: Option<IpAddr>,
+        range: PortRange,
+        seed: u64,
+    ) -> RelayBinder {
         RelayBinder {
             v4,
             v6,
@@ -130,7 +132,7 @@ mod tests {
             start: base,
             end: base + 63,
         };
-        let mut binder = RelayBinder::new(ip, range, 42);
+        let mut binder = RelayBinder::new(Some(ip), None, range, 42);
         let s = binder
             .bind(Family::V4, PortRequest::Any)
             .expect("a free port");
@@ -165,7 +167,8 @@ mod tests {
         let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let mut binder = RelayBinder::new(
-            "127.0.0.1".parse().unwrap(),
+            Some("127.0.0.1".parse().unwrap()),
+            None,
             PortRange {
                 start: port,
                 end: port,

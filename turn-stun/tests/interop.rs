@@ -221,6 +221,79 @@ async fn default_policy_refuses_relaying_to_loopback() {
     shutdown.cancel();
 }
 
+/// RFC 6156: an IPv4 client asks for an IPv6 relay (`-x`) and relays to a peer on ::1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_relay_from_an_ipv4_client() {
+    require_tools();
+    assert!(
+        UdpSocket::bind("[::1]:0").is_ok(),
+        "this test needs IPv6 loopback (::1), which the project's machines have"
+    );
+    let mut config = TurnConfig::for_tests();
+    config.auth_secret = natter_common::Secret::new(SECRET);
+    config.allowed_peers = "::1/128".parse().unwrap();
+    config.relay_ipv6 = Some("::1".parse().unwrap());
+    let server = TurnServer::bind(config).await.expect("bind");
+    let port = server.local_addrs().udp.port().to_string();
+    let shutdown = natter_common::Shutdown::new();
+    tokio::spawn(server.run(shutdown.clone()));
+
+    let peer_port = UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let _peer = Command::new("turnutils_peer")
+        .args(["-L", "::1", "-p", &peer_port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnutils_peer starts");
+    for _ in 0..100 {
+        if UdpSocket::bind(format!("[::1]:{peer_port}")).is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (user, pass) = creds(600, "v6");
+    let out = run(
+        30,
+        &[
+            "turnutils_uclient",
+            "-x",
+            "-u",
+            &user,
+            "-w",
+            &pass,
+            "-p",
+            &port,
+            "-e",
+            "::1",
+            "-r",
+            &peer_port,
+            "-m",
+            "2",
+            "-n",
+            "100",
+            "-l",
+            "100",
+            "-z",
+            "5",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let (sent, recv) = totals(&out);
+    assert!(
+        sent.is_some_and(|s| s > 0) && sent == recv,
+        "IPv6 relay: sent={sent:?} recv={recv:?}\n{}",
+        tail(&out)
+    );
+    shutdown.cancel();
+}
+
 fn relayed_any(out: &str) -> bool {
     totals(out).1.is_some_and(|r| r > 0)
 }

@@ -246,8 +246,9 @@ pub struct ServerConfig {
     pub policy: PeerPolicy,
     /// Limits.
     pub quotas: Quotas,
-    /// Advertised instead of the relay socket's IP (same family only), for NAT.
-    pub external_ip: Option<IpAddr>,
+    /// Advertised instead of the relay socket's IP, for NAT: the first of the
+    /// relay socket's family is used (so at most one per family is meaningful).
+    pub external_ips: Vec<IpAddr>,
     /// Address families the driver can bind relay sockets for.
     pub relay_ipv4: bool,
     /// See `relay_ipv4`.
@@ -722,11 +723,15 @@ impl Server {
             self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, auth, |_| {});
             return false;
         };
-        let advertised = match self.config.external_ip {
-            Some(ip) if Family::of(ip) == Family::of(local.ip()) => {
-                SocketAddr::new(ip, local.port())
-            }
-            _ => local,
+        let family = Family::of(local.ip());
+        let advertised = match self
+            .config
+            .external_ips
+            .iter()
+            .find(|ip| Family::of(**ip) == family)
+        {
+            Some(ip) => SocketAddr::new(*ip, local.port()),
+            None => local,
         };
         let mut alloc = Allocation::new(
             allocation,

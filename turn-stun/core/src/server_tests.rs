@@ -953,7 +953,12 @@ fn relay_bind_failure_is_508() {
 
 #[test]
 fn external_ip_is_advertised() {
-    let mut h = Harness::with_config(|c| c.external_ip = Some("198.51.100.200".parse().unwrap()));
+    let mut h = Harness::with_config(|c| {
+        c.external_ips = vec![
+            "2001:db8::200".parse().unwrap(),
+            "198.51.100.200".parse().unwrap(),
+        ]
+    });
     let resp = h.allocate(Harness::udp(1));
     assert_eq!(
         decode(&resp)

@@ -52,7 +52,7 @@ impl Harness {
             max_lifetime_secs: 3600,
             policy: PeerPolicy::new(vec![], vec!["192.0.2.10:3478".parse().expect("literal")]),
             quotas: Quotas::default(),
-            external_ip: None,
+            external_ips: Vec::new(),
             relay_ipv4: true,
             relay_ipv6: true,
             alternate_server: None,
