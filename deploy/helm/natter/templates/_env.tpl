@@ -175,9 +175,19 @@ lands (docs/deploy.md lists them).
 - name: NATTER_TURN__EXTERNAL_IP
   value: {{ . | quote }}
 {{- end }}
-{{- with $v.turn.relayIP }}
+{{- if $v.turn.relayIP }}
 - name: NATTER_TURN__RELAY_IP
-  value: {{ . | quote }}
+  value: {{ $v.turn.relayIP | quote }}
+{{- else if eq $v.turn.mode "loadBalancer" }}
+{{- /* Behind a load balancer the relay binds to the pod's own address (the
+       load balancer forwards relay ports to it); the route-lookup default
+       would usually find it too, this makes it explicit. */}}
+- name: TURN_POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: NATTER_TURN__RELAY_IP
+  value: "$(TURN_POD_IP)"
 {{- end }}
 {{- with $v.turn.allowedPeers }}
 - name: NATTER_TURN__ALLOWED_PEERS

