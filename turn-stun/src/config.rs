@@ -33,6 +33,7 @@ pub struct TurnConfig {
     pub tls_key_path: Option<PathBuf>,
     /// TURN REST API shared secret (`NATTER_TURN__AUTH_SECRET`). Empty disables the
     /// REST scheme; with no static users either, every allocation is refused.
+    #[serde(deserialize_with = "secret_from_scalar")]
     pub auth_secret: Secret,
     /// Authentication realm (`NATTER_TURN__REALM`).
     pub realm: String,
@@ -468,6 +469,29 @@ impl<'de> Deserialize<'de> for StaticUsers {
     }
 }
 
+/// A secret from a string, or from a number: figment turns an all-digit environment
+/// value into an integer, which `Secret`'s own impl (strings only) would reject.
+/// (Leading zeros are lost by that conversion; quote such secrets in TOML.)
+fn secret_from_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Secret;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a secret string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+            Ok(Secret::new(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secret, E> {
+            Ok(Secret::new(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secret, E> {
+            Ok(Secret::new(v.to_string()))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 /// `Option<T>` from a string, where an empty string (an unset env override) is `None`.
 fn opt_from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -552,6 +576,10 @@ mod tests {
             assert_eq!(c.static_users.0.len(), 2);
             assert_eq!(c.auth_secret.expose(), "s3cret");
             assert_eq!(c.realm, "example.org");
+        });
+        // A numeric secret arrives from the environment as a number.
+        from_env(&[("NATTER_TURN__AUTH_SECRET", "123456")], |c| {
+            assert_eq!(c.auth_secret.expose(), "123456");
         });
         // A single port arrives from the environment as a number.
         from_env(&[("NATTER_TURN__PORT_RANGE", "50000")], |c| {
