@@ -31,6 +31,8 @@ cases=(
   "distributed+turn-hostnetwork|$profiles/distributed.yaml $profiles/turn-hostnetwork.yaml"
   "distributed+turn-loadbalancer|$profiles/distributed.yaml $profiles/turn-loadbalancer.yaml"
   "embedded+turn-loadbalancer|$profiles/embedded.yaml $profiles/turn-loadbalancer.yaml"
+  "turn-only+turn-hostnetwork|$profiles/turn-only.yaml $profiles/turn-hostnetwork.yaml"
+  "turn-only+turn-loadbalancer|$profiles/turn-only.yaml $profiles/turn-loadbalancer.yaml"
 )
 
 passed=0

@@ -189,6 +189,14 @@ lands (docs/deploy.md lists them).
 - name: NATTER_TURN__RELAY_IP
   value: "$(TURN_POD_IP)"
 {{- end }}
+{{- with $v.turn.relayIPv6 }}
+- name: NATTER_TURN__RELAY_IPV6
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.turn.externalIPv6 }}
+- name: NATTER_TURN__EXTERNAL_IPV6
+  value: {{ . | quote }}
+{{- end }}
 {{- with $v.turn.allowedPeers }}
 - name: NATTER_TURN__ALLOWED_PEERS
   value: {{ join "," . | quote }}
