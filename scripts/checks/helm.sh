@@ -3,7 +3,7 @@
 #   1. `helm lint --strict` and `helm template` for the default values and every
 #      documented profile, each rendering validated against the Kubernetes
 #      schemas (kubernetes-validate --strict) for the oldest supported and a
-#      current Kubernetes version;
+#      current Kubernetes version; likewise deploy/helm/tests/good-*.yaml;
 #   2. every deploy/helm/tests/bad-*.yaml must make `helm template` (so also
 #      `helm install`) fail with a message naming the value (its `# expect:`
 #      line), and `helm lint --strict` fail too (schema rules);
@@ -164,8 +164,26 @@ for case in "${cases[@]}"; do
   done
 done
 
-# ---- 2. bad values are refused, naming the value ------------------------------
+# Feature combinations no profile covers (deploy/helm/tests/good-*.yaml), against
+# the oldest supported Kubernetes.
 shopt -s nullglob
+for f in "$bad_dir"/good-*.yaml; do
+  name=$(basename "$f" .yaml)
+  rendered=$work/$name.yaml
+  if ! out=$(helm lint --strict "$chart" -f "$f" 2>&1); then
+    bad "lint --strict: $name"; echo "$out"; continue
+  fi
+  if ! helm template natter "$chart" --namespace natter --kube-version "${kube_versions[0]}" -f "$f" >"$rendered" 2>"$work/err"; then
+    bad "template: $name"; cat "$work/err"; continue
+  fi
+  if out=$(validate "$rendered" "${kube_versions[0]}"); then
+    ok "lint + template + kubernetes-validate --strict: $name ($(grep -c '^kind:' "$rendered") objects)"
+  else
+    bad "kubernetes-validate --strict: $name"; echo "$out"
+  fi
+done
+
+# ---- 2. bad values are refused, naming the value ------------------------------
 bad_files=("$bad_dir"/bad-*.yaml)
 ((${#bad_files[@]} > 0)) || { bad "no negative cases in $bad_dir"; }
 for f in "${bad_files[@]}"; do

@@ -21,7 +21,7 @@ lands (docs/deploy.md lists them).
   value: {{ $v.log.format | quote }}
 - name: NATTER_LOG__FILTER
   value: {{ $v.log.filter | quote }}
-{{- if and $v.config (ne $c "migrate") }}
+{{- if and $v.configToml (ne $c "migrate") }}
 - name: NATTER_CONFIG
   value: /etc/natter/natter.toml
 {{- end }}

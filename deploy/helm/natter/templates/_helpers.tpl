@@ -211,7 +211,7 @@ lifecycle:
 {{/* Pod annotations: config checksum plus the component's own. */}}
 {{- define "natter.podAnnotations" -}}
 {{- $ann := dict -}}
-{{- if .root.Values.config -}}
+{{- if .root.Values.configToml -}}
 {{- $_ := set $ann "checksum/config" (include "natter.configToml" .root | sha256sum) -}}
 {{- end -}}
 {{- $ann = merge $ann (.c.podAnnotations | default dict) -}}
@@ -222,7 +222,7 @@ annotations:
 {{- end -}}
 
 {{- define "natter.configToml" -}}
-{{- toToml .Values.config -}}
+{{- .Values.configToml -}}
 {{- end -}}
 
 {{/* Volumes every natter pod has: the data dir (unless given), /tmp, the config file. */}}
@@ -231,7 +231,7 @@ annotations:
   mountPath: {{ .root.Values.dataDir.mountPath }}
 - name: tmp
   mountPath: /tmp
-{{- if .root.Values.config }}
+{{- if .root.Values.configToml }}
 - name: config
   mountPath: /etc/natter
   readOnly: true
@@ -242,7 +242,7 @@ annotations:
 - name: tmp
   emptyDir:
     sizeLimit: {{ .root.Values.tmpSizeLimit }}
-{{- if .root.Values.config }}
+{{- if .root.Values.configToml }}
 - name: config
   configMap:
     name: {{ include "natter.fullname" .root }}-config
