@@ -124,7 +124,24 @@ lands (docs/deploy.md lists them).
       key: {{ $v.push.webhook.authorizationKey }}
       optional: true
 {{- end }}
-{{- /* ---- media: S3 (pending); the filesystem backend is <data dir>/media ---- */}}
+{{- /* ---- media: URL signing key, S3 (pending); the filesystem backend is <data dir>/media ---- */}}
+{{- if has $c (list "media" "embedded") }}
+{{- $optional := and $embedded (not $v.mediaUrlSigning.existingSecret) }}
+- name: NATTER_MEDIA__SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "natter.secret.media" $root }}
+      key: {{ $v.mediaUrlSigning.signingKeyKey }}
+      {{- if $optional }}
+      optional: true
+      {{- end }}
+- name: NATTER_MEDIA__PREVIOUS_SIGNING_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "natter.secret.media" $root }}
+      key: {{ $v.mediaUrlSigning.previousKeysKey }}
+      optional: true
+{{- end }}
 {{- if and $distributed (eq $c "media") (eq $v.mediaStorage.backend "s3") }}
 - name: NATTER_MEDIA__BACKEND
   value: "s3"
@@ -136,8 +153,12 @@ lands (docs/deploy.md lists them).
   value: {{ $v.s3.region | quote }}
 - name: NATTER_MEDIA__S3__BUCKET
   value: {{ $v.s3.bucket | quote }}
-- name: NATTER_MEDIA__S3__FORCE_PATH_STYLE
-  value: {{ $v.s3.forcePathStyle | quote }}
+{{- with $v.s3.prefix }}
+- name: NATTER_MEDIA__S3__PREFIX
+  value: {{ . | quote }}
+{{- end }}
+- name: NATTER_MEDIA__S3__PATH_STYLE
+  value: {{ $v.s3.pathStyle | quote }}
 {{- if $v.s3.credentials.fromSecret }}
 - name: NATTER_MEDIA__S3__ACCESS_KEY_ID
   valueFrom:

@@ -83,6 +83,9 @@ app.kubernetes.io/part-of: natter
 {{- define "natter.secret.s3" -}}
 {{- default (printf "%s-s3" (include "natter.fullname" .)) .Values.s3.credentials.existingSecret -}}
 {{- end -}}
+{{- define "natter.secret.media" -}}
+{{- default (printf "%s-media" (include "natter.fullname" .)) .Values.mediaUrlSigning.existingSecret -}}
+{{- end -}}
 {{- define "natter.secret.turn" -}}
 {{- default (printf "%s-turn" (include "natter.fullname" .)) .Values.turn.auth.existingSecret -}}
 {{- end -}}
