@@ -1,0 +1,1082 @@
+//! The media engine: streaming ingest (hash, sniff, limits), resumable uploads,
+//! finalisation (verify, thumbnail, dedupe, move into place), references and
+//! garbage collection. The HTTP layer (`api`) is a thin shell over it.
+//!
+//! Ingest work runs in its own task, not in the request's future: if a client
+//! disconnects, hyper drops the request future, but the task still records the
+//! bytes a resumable upload received, or removes a simple upload's staging
+//! object — so nothing is ever left half-stored.
+
+use crate::blob::{Appender, BlobStore, ObjectKey, PartialState, UploadId};
+use crate::config::MediaConfig;
+use crate::error::MediaError;
+use crate::hash::{BlobHash, ResumableSha256};
+use crate::sniff::{self, Kind, OCTET_STREAM, SNIFF_LEN, Sniffed};
+use crate::store::{self, BlobRecord, Claim, MediaStore, RefAdded, UploadCreated, UploadProgress, UploadRow};
+use crate::thumb::{self, ThumbOptions, Thumbnails};
+use crate::tus::{ChecksumState, UploadMetadata};
+use crate::video::Ffmpeg;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use natter_common::SharedClock;
+use natter_common::ratelimit::KeyedLimiter;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// First bytes read to find an image header; grown up to [`MAX_HEADER_READ`].
+const HEADER_READ: u64 = 64 << 10;
+/// JPEG headers can sit behind large EXIF/ICC segments; past this we give up.
+const MAX_HEADER_READ: u64 = 1 << 20;
+/// A pending blob older than this is a crashed upload.
+const PENDING_GRACE_MS: i64 = 3600 * 1000;
+/// Claims retried while another upload of the same bytes finishes.
+const CLAIM_ATTEMPTS: u32 = 50;
+const CLAIM_RETRY: Duration = Duration::from_millis(200);
+
+/// The engine; shared by handlers and background jobs.
+pub struct Media {
+    pub(crate) cfg: MediaConfig,
+    pub(crate) store: Arc<dyn MediaStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) signer: crate::sign::UrlSigner,
+    pub(crate) clock: SharedClock,
+    pub(crate) public_url: String,
+    /// A usable ffmpeg, or why there is none.
+    pub(crate) ffmpeg: Result<Ffmpeg, String>,
+    thumb_permits: Semaphore,
+    upload_limiter: KeyedLimiter,
+    /// Scratch files (videos fetched from S3 for ffmpeg).
+    tmp_dir: PathBuf,
+}
+
+/// A blob that an upload ended in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its metadata.
+    pub record: BlobRecord,
+    /// The same bytes were already stored; this upload only added an owner.
+    pub deduplicated: bool,
+}
+
+/// After a PATCH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchDone {
+    /// Bytes received in all.
+    pub offset: u64,
+    /// Set when the upload completed.
+    pub stored: Option<Stored>,
+    /// Expiry, ms.
+    pub expires_at: i64,
+}
+
+/// Kinds of references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    /// A message carries the hash: extends the blob's life to `retention` after now.
+    Message,
+    /// A profile (avatar) uses the blob: holds it until the reference is removed.
+    Profile,
+}
+
+impl RefKind {
+    /// Parses `message` / `profile`.
+    pub fn parse(s: &str) -> Result<Self, MediaError> {
+        match s {
+            "message" => Ok(RefKind::Message),
+            "profile" => Ok(RefKind::Profile),
+            other => Err(MediaError::InvalidRef(format!("kind must be \"message\" or \"profile\", not {other:?}"))),
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Message => "message",
+            RefKind::Profile => "profile",
+        }
+    }
+
+    /// Whether it holds the blob.
+    pub fn holds(self) -> bool {
+        matches!(self, RefKind::Profile)
+    }
+}
+
+/// A reference id: 1–128 characters of `[A-Za-z0-9._:-]`.
+pub fn check_ref_id(id: &str) -> Result<(), MediaError> {
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
+        return Err(MediaError::InvalidRef("id must be 1-128 characters of A-Z a-z 0-9 . _ : -".into()));
+    }
+    Ok(())
+}
+
+/// What the collector did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs removed (with their thumbnails).
+    pub blobs: u64,
+    /// Bytes of blobs removed.
+    pub bytes: u64,
+    /// Expired resumable uploads removed.
+    pub uploads: u64,
+    /// Orphaned staging objects removed.
+    pub staging: u64,
+}
+
+/// Hash, length and first bytes of what was received.
+#[derive(Clone)]
+struct Progress {
+    hasher: ResumableSha256,
+    len: u64,
+    head: Vec<u8>,
+    type_checked: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            hasher: ResumableSha256::new(),
+            len: 0,
+            head: Vec::with_capacity(SNIFF_LEN),
+            type_checked: false,
+        }
+    }
+
+    fn absorb(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+        if self.head.len() < SNIFF_LEN {
+            let take = (SNIFF_LEN - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+    }
+}
+
+/// How a body stream ended.
+enum PumpEnd {
+    /// All of it arrived.
+    Eof,
+    /// The connection broke or the body was malformed.
+    BodyError(String),
+}
+
+/// What finalisation learned about the content.
+struct Processed {
+    width: Option<u32>,
+    height: Option<u32>,
+    thumbs: Option<Thumbnails>,
+    note: Option<String>,
+}
+
+impl Processed {
+    fn none(note: impl Into<String>) -> Self {
+        Self {
+            width: None,
+            height: None,
+            thumbs: None,
+            note: Some(note.into()),
+        }
+    }
+}
+
+/// Everything finalisation needs.
+struct Finalize<'a> {
+    id: &'a UploadId,
+    progress: Progress,
+    claimed: Option<BlobHash>,
+    opaque: bool,
+    owner: &'a str,
+    upload: Option<&'a str>,
+}
+
+impl Media {
+    /// Builds the engine; `cfg` must have passed `validate`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: MediaConfig,
+        store: Arc<dyn MediaStore>,
+        blobs: Arc<dyn BlobStore>,
+        signer: crate::sign::UrlSigner,
+        clock: SharedClock,
+        public_url: String,
+        ffmpeg: Result<Ffmpeg, String>,
+        tmp_dir: PathBuf,
+    ) -> Self {
+        let permits = if cfg.thumbnail_concurrency == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        } else {
+            cfg.thumbnail_concurrency
+        };
+        let upload_limiter = KeyedLimiter::new(cfg.limit_uploads_per_user);
+        Self {
+            cfg,
+            store,
+            blobs,
+            signer,
+            clock,
+            public_url,
+            ffmpeg,
+            thumb_permits: Semaphore::new(permits),
+            upload_limiter,
+            tmp_dir,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MediaConfig {
+        &self.cfg
+    }
+
+    /// The metadata store.
+    pub fn store(&self) -> &Arc<dyn MediaStore> {
+        &self.store
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn retention_ms(&self) -> i64 {
+        i64::try_from(self.cfg.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    fn thumb_options(&self) -> ThumbOptions {
+        ThumbOptions {
+            thumb_px: self.cfg.thumbnail_px,
+            preview_px: self.cfg.preview_px,
+            thumb_quality: self.cfg.thumbnail_quality,
+            preview_quality: self.cfg.preview_quality,
+            max_pixels: self.cfg.max_image_pixels,
+        }
+    }
+
+    fn check_type(&self, sniffed: &Sniffed) -> Result<(), MediaError> {
+        if self.cfg.allowed_types.iter().any(|t| t == sniffed.mime) {
+            Ok(())
+        } else {
+            Err(MediaError::UnsupportedType { mime: sniffed.mime })
+        }
+    }
+
+    /// Rate limit, opaque policy and claimed hash, common to both upload kinds.
+    fn admit(&self, owner: &str, opaque: bool, claimed: Option<&BlobHash>) -> Result<(), MediaError> {
+        self.upload_limiter
+            .check(owner, self.now())
+            .map_err(|r| MediaError::RateLimited(r.secs()))?;
+        if opaque && !self.cfg.allow_opaque {
+            return Err(MediaError::OpaqueNotAllowed);
+        }
+        if opaque && claimed.is_none() {
+            return Err(MediaError::HashRequired);
+        }
+        Ok(())
+    }
+
+    fn quota(&self) -> u64 {
+        self.cfg.quota_bytes_per_user
+    }
+
+    /// Pumps a body into an appender: hashes, sniffs (refusing a disallowed type
+    /// as soon as the first bytes are in), and stops past `limit` bytes in all.
+    #[allow(clippy::too_many_arguments)]
+    async fn pump<S, E>(
+        &self,
+        body: &mut S,
+        appender: &mut Box<dyn Appender>,
+        p: &mut Progress,
+        limit: u64,
+        over_limit: impl Fn() -> MediaError,
+        opaque: bool,
+        mut checksum: Option<&mut ChecksumState>,
+    ) -> Result<PumpEnd, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        while let Some(item) = body.next().await {
+            let chunk = match item {
+                Ok(c) => c,
+                Err(e) => return Ok(PumpEnd::BodyError(e.to_string())),
+            };
+            if p.len + chunk.len() as u64 > limit {
+                return Err(over_limit());
+            }
+            p.absorb(&chunk);
+            if let Some(c) = checksum.as_deref_mut() {
+                c.update(&chunk);
+            }
+            if !opaque && !p.type_checked && p.head.len() >= SNIFF_LEN {
+                self.check_type(&sniff::sniff(&p.head))?;
+                p.type_checked = true;
+            }
+            appender.write(chunk).await?;
+        }
+        Ok(PumpEnd::Eof)
+    }
+
+    // ---------------------------------------------------------------- simple uploads
+
+    /// Stores a whole body sent in one request.
+    pub async fn upload<S, E>(
+        self: &Arc<Self>,
+        owner: String,
+        claimed: Option<BlobHash>,
+        opaque: bool,
+        content_length: Option<u64>,
+        body: S,
+    ) -> Result<Stored, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        self.admit(&owner, opaque, claimed.as_ref())?;
+        let max = self.cfg.max_upload_bytes;
+        if content_length.is_some_and(|n| n > max) {
+            return Err(MediaError::TooLarge { max });
+        }
+        if self.quota() != 0 {
+            let usage = self.store.usage(&owner).await?;
+            let used = usage.bytes + usage.reserved;
+            if used + content_length.unwrap_or(0) > self.quota() {
+                return Err(MediaError::QuotaExceeded { used, quota: self.quota() });
+            }
+        }
+        let this = self.clone();
+        let started = Instant::now();
+        let result = tokio::spawn(async move { this.upload_task(owner, claimed, opaque, content_length, body).await })
+            .await
+            .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
+        record_upload("simple", result.as_ref().err(), started);
+        result
+    }
+
+    async fn upload_task<S, E>(
+        &self,
+        owner: String,
+        claimed: Option<BlobHash>,
+        opaque: bool,
+        content_length: Option<u64>,
+        mut body: S,
+    ) -> Result<Stored, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let id = UploadId::random();
+        let state = self.blobs.begin(&id).await?;
+        let result = async {
+            let mut appender = self.blobs.append(&id, &state).await?;
+            let mut p = Progress::new();
+            let max = self.cfg.max_upload_bytes;
+            let end = self
+                .pump(&mut body, &mut appender, &mut p, max, || MediaError::TooLarge { max }, opaque, None)
+                .await;
+            let reason = match end {
+                Ok(PumpEnd::Eof) if content_length.is_none_or(|n| n == p.len) => None,
+                Ok(PumpEnd::Eof) => Some(format!("Content-Length was {}", content_length.unwrap_or_default())),
+                Ok(PumpEnd::BodyError(reason)) => Some(reason),
+                Err(e) => {
+                    appender.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Some(reason) = reason {
+                appender.abort().await;
+                return Err(MediaError::Truncated { received: p.len, reason });
+            }
+            appender.finish(true).await?;
+            self.finalize(Finalize {
+                id: &id,
+                progress: p,
+                claimed,
+                opaque,
+                owner: &owner,
+                upload: None,
+            })
+            .await
+        }
+        .await;
+        if result.is_err() {
+            // Nothing half-stored: the staging object goes with the failure.
+            if let Err(e) = self.blobs.discard(&id, None).await {
+                tracing::warn!(error = %e, "media: could not remove a failed upload's staging object");
+            }
+        }
+        result
+    }
+
+    // ---------------------------------------------------------------- finalisation
+
+    /// Verifies, thumbnails and moves a sealed staging object into place (or
+    /// drops it when the same bytes are stored already). On error the staging
+    /// object is left for the caller to discard or retry.
+    async fn finalize(&self, f: Finalize<'_>) -> Result<Stored, MediaError> {
+        let hash = f.progress.hasher.clone().finish();
+        let len = f.progress.len;
+        if let Some(claimed) = f.claimed
+            && claimed != hash
+        {
+            return Err(MediaError::HashMismatch {
+                claimed: claimed.to_hex(),
+                actual: hash.to_hex(),
+            });
+        }
+        let sniffed = if f.opaque {
+            Sniffed {
+                mime: OCTET_STREAM,
+                kind: Kind::Other,
+            }
+        } else {
+            let s = sniff::sniff(&f.progress.head);
+            self.check_type(&s)?;
+            s
+        };
+        let hex = hash.to_hex();
+        // The same bytes stored already: no decoding, just a new owner.
+        let already = self.store.blob(&hex).await?.is_some_and(|b| b.state == store::state::READY);
+        let processed = if already {
+            Processed::none("")
+        } else if f.opaque {
+            Processed::none("opaque upload: stored as sent, no thumbnail")
+        } else {
+            self.process(f.id, &sniffed, len).await?
+        };
+        let now = self.now();
+        let (tw, th, preview, pw, ph) = match &processed.thumbs {
+            Some(t) => {
+                use base64::Engine;
+                (
+                    Some(i64::from(t.thumb.width)),
+                    Some(i64::from(t.thumb.height)),
+                    Some(base64::engine::general_purpose::STANDARD.encode(&t.preview.bytes)),
+                    Some(i64::from(t.preview.width)),
+                    Some(i64::from(t.preview.height)),
+                )
+            }
+            None => (None, None, None, None, None),
+        };
+        let mut record = BlobRecord {
+            hash: hex.clone(),
+            size: len as i64,
+            content_type: sniffed.mime.to_owned(),
+            opaque: f.opaque,
+            state: store::state::PENDING.to_owned(),
+            width: processed.width.map(i64::from),
+            height: processed.height.map(i64::from),
+            thumb_width: tw,
+            thumb_height: th,
+            preview,
+            preview_width: pw,
+            preview_height: ph,
+            thumb_note: processed.note.clone(),
+            uploader: f.owner.to_owned(),
+            created_at: now,
+            last_ref_at: now,
+            held_refs: 0,
+        };
+        for _ in 0..CLAIM_ATTEMPTS {
+            match self.store.claim_blob(&record, f.owner, self.quota(), f.upload, now).await? {
+                Claim::Created => {
+                    let stored = async {
+                        if let Some(t) = &processed.thumbs {
+                            self.blobs.put(&ObjectKey::Thumb(hash), Bytes::from(t.thumb.bytes.clone())).await?;
+                        }
+                        self.blobs.promote(f.id, &hash).await?;
+                        self.store.mark_ready(&hex).await?;
+                        Ok::<_, MediaError>(())
+                    }
+                    .await;
+                    if let Err(e) = stored {
+                        // Undo: the row (refunding the owner) and whatever was written.
+                        if let Err(u) = self.store.unclaim(&hex).await {
+                            tracing::warn!(error = %u, "media: unclaim failed; the collector will remove the pending blob");
+                        }
+                        let _ = self.blobs.delete(&ObjectKey::Thumb(hash)).await;
+                        let _ = self.blobs.delete(&ObjectKey::Blob(hash)).await;
+                        return Err(e);
+                    }
+                    record.state = store::state::READY.to_owned();
+                    metrics::counter!("media_stored_bytes_total", "backend" => self.blobs.backend()).increment(len);
+                    return Ok(Stored {
+                        record,
+                        deduplicated: false,
+                    });
+                }
+                Claim::Existing(existing) => {
+                    self.blobs.discard(f.id, None).await?;
+                    metrics::counter!("media_deduplicated_total").increment(1);
+                    return Ok(Stored {
+                        record: existing,
+                        deduplicated: true,
+                    });
+                }
+                Claim::QuotaExceeded { used, quota } => return Err(MediaError::QuotaExceeded { used, quota }),
+                Claim::Busy => tokio::time::sleep(CLAIM_RETRY).await,
+            }
+        }
+        Err(MediaError::Busy)
+    }
+
+    /// Thumbnails what can be thumbnailed; refuses bombs and corrupt images.
+    async fn process(&self, id: &UploadId, sniffed: &Sniffed, len: u64) -> Result<Processed, MediaError> {
+        match sniffed.kind {
+            Kind::Image(format) => self.process_image(id, format, len).await,
+            Kind::Video(container) => Ok(self.process_video(id, container, len).await),
+            Kind::OtherImage => Ok(Processed::none(format!(
+                "no thumbnail: {} images are stored but not decoded by this server",
+                sniffed.mime
+            ))),
+            Kind::Audio | Kind::Other => Ok(Processed::none("no thumbnail: not an image or video")),
+        }
+    }
+
+    async fn read_range(&self, key: &ObjectKey, end: u64) -> Result<Vec<u8>, MediaError> {
+        use futures_util::TryStreamExt;
+        let read = self
+            .blobs
+            .get(key, Some(0..end))
+            .await?
+            .ok_or_else(|| MediaError::internal("staging object vanished"))?;
+        let mut out = Vec::with_capacity(end as usize);
+        let mut body = read.body;
+        while let Some(chunk) = body.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    async fn process_image(&self, id: &UploadId, format: sniff::ImageFormat, len: u64) -> Result<Processed, MediaError> {
+        let key = ObjectKey::Staging(id.clone());
+        // The bomb check reads the header only: never a decode of an image
+        // whose declared size is over the limit.
+        let mut want = HEADER_READ.min(len);
+        let header = loop {
+            let head = self.read_range(&key, want).await?;
+            match crate::header::parse(format, &head) {
+                Ok(h) => break h,
+                Err(crate::header::HeaderError::Incomplete(_)) if want < len && want < MAX_HEADER_READ => {
+                    want = (want * 4).min(len).min(MAX_HEADER_READ);
+                }
+                Err(crate::header::HeaderError::Incomplete(_)) => {
+                    return Err(MediaError::CorruptImage(format!(
+                        "no image header within the first {} bytes",
+                        want.min(len)
+                    )));
+                }
+                Err(e) => return Err(MediaError::CorruptImage(e.to_string())),
+            }
+        };
+        if header.pixels() > self.cfg.max_image_pixels {
+            metrics::counter!("media_images_refused_total", "reason" => "too_many_pixels").increment(1);
+            return Err(MediaError::ImageTooLarge {
+                width: header.width,
+                height: header.height,
+                max: self.cfg.max_image_pixels,
+            });
+        }
+        let _permit = self
+            .thumb_permits
+            .acquire()
+            .await
+            .map_err(|_| MediaError::internal("thumbnail semaphore closed"))?;
+        let data = self
+            .blobs
+            .read_all(&key, len)
+            .await?
+            .ok_or_else(|| MediaError::internal("staging object vanished"))?;
+        let opts = self.thumb_options();
+        let started = Instant::now();
+        let made = tokio::task::spawn_blocking(move || thumb::thumbnails(&data, &header, &opts))
+            .await
+            .map_err(|_| MediaError::CorruptImage("the decoder failed on this data".into()))?;
+        metrics::histogram!("media_thumbnail_seconds", "kind" => "image").record(started.elapsed().as_secs_f64());
+        match made {
+            Ok(t) => {
+                let (w, h) = header.display_size();
+                Ok(Processed {
+                    width: Some(w),
+                    height: Some(h),
+                    thumbs: Some(t),
+                    note: None,
+                })
+            }
+            Err(thumb::ThumbError::TooManyPixels { width, height, max }) => Err(MediaError::ImageTooLarge { width, height, max }),
+            Err(thumb::ThumbError::Corrupt(m)) => {
+                metrics::counter!("media_images_refused_total", "reason" => "corrupt").increment(1);
+                Err(MediaError::CorruptImage(m))
+            }
+        }
+    }
+
+    async fn process_video(&self, id: &UploadId, container: sniff::VideoContainer, len: u64) -> Processed {
+        if !self.cfg.video_thumbnails {
+            return Processed::none("no video thumbnail: video thumbnails are switched off on this server");
+        }
+        let ffmpeg = match &self.ffmpeg {
+            Ok(f) => f,
+            Err(why) => return Processed::none(format!("no video thumbnail: ffmpeg is not available on this server ({why})")),
+        };
+        let key = ObjectKey::Staging(id.clone());
+        let (path, scratch) = match self.blobs.local_path(&key) {
+            Some(p) => (p, false),
+            None => match self.fetch_to_scratch(&key, id, len).await {
+                Ok(p) => (p, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "media: could not fetch a video for ffmpeg");
+                    return Processed::none("no video thumbnail: the video could not be read back for ffmpeg");
+                }
+            },
+        };
+        let started = Instant::now();
+        let frame = ffmpeg.first_frame(&path, container, self.cfg.thumbnail_px).await;
+        if scratch {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Processed::none(format!("no video thumbnail: {e}")),
+        };
+        let opts = self.thumb_options();
+        let made = tokio::task::spawn_blocking(move || thumb::from_frame(&frame, &opts)).await;
+        metrics::histogram!("media_thumbnail_seconds", "kind" => "video").record(started.elapsed().as_secs_f64());
+        match made {
+            Ok(Ok(t)) => Processed {
+                width: None,
+                height: None,
+                thumbs: Some(t),
+                note: None,
+            },
+            Ok(Err(e)) => Processed::none(format!("no video thumbnail: {e}")),
+            Err(_) => Processed::none("no video thumbnail: the frame could not be decoded"),
+        }
+    }
+
+    async fn fetch_to_scratch(&self, key: &ObjectKey, id: &UploadId, len: u64) -> Result<PathBuf, MediaError> {
+        use futures_util::TryStreamExt;
+        use tokio::io::AsyncWriteExt;
+        tokio::fs::create_dir_all(&self.tmp_dir).await.map_err(MediaError::internal)?;
+        let path = self.tmp_dir.join(format!("{id}.video"));
+        let read = self
+            .blobs
+            .get(key, Some(0..len))
+            .await?
+            .ok_or_else(|| MediaError::internal("staging object vanished"))?;
+        let mut file = tokio::fs::File::create(&path).await.map_err(MediaError::internal)?;
+        let mut body = read.body;
+        let copied = async {
+            while let Some(chunk) = body.try_next().await? {
+                file.write_all(&chunk).await.map_err(MediaError::internal)?;
+            }
+            file.flush().await.map_err(MediaError::internal)
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    // ---------------------------------------------------------------- resumable uploads
+
+    /// TUS creation: reserves `length` bytes of the owner's quota.
+    pub async fn tus_create(&self, owner: &str, length: u64, meta: UploadMetadata) -> Result<UploadRow, MediaError> {
+        self.admit(owner, meta.opaque, meta.sha256.as_ref())?;
+        let max = self.cfg.max_upload_bytes;
+        if length > max {
+            return Err(MediaError::TooLarge { max });
+        }
+        let id = UploadId::random();
+        let state = self.blobs.begin(&id).await?;
+        let now = self.now();
+        let row = UploadRow {
+            id: id.to_string(),
+            user_id: owner.to_owned(),
+            length: length as i64,
+            received: 0,
+            opaque: meta.opaque,
+            claimed_hash: meta.sha256.map(|h| h.to_hex()),
+            metadata: meta.raw,
+            hash_state: ResumableSha256::new().save(),
+            head: Vec::new(),
+            backend_state: serde_json::to_string(&state).map_err(MediaError::internal)?,
+            created_at: now,
+            expires_at: now + i64::from(self.cfg.upload_expiry_secs) * 1000,
+            lease_token: None,
+            lease_until: 0,
+            completed_hash: None,
+        };
+        let created = self
+            .store
+            .create_upload(&row, self.quota(), self.cfg.max_open_uploads_per_user)
+            .await;
+        let refused = match created {
+            Ok(UploadCreated::Created) => None,
+            Ok(UploadCreated::QuotaExceeded { used, quota }) => Some(MediaError::QuotaExceeded { used, quota }),
+            Ok(UploadCreated::TooManyOpen(open)) => Some(MediaError::TooManyOpenUploads { open }),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(e) = refused {
+            let _ = self.blobs.discard(&id, Some(&state)).await;
+            return Err(e);
+        }
+        metrics::counter!("media_resumable_created_total").increment(1);
+        Ok(row)
+    }
+
+    /// The caller's upload, checked for ownership (others' uploads do not exist
+    /// for it) and expiry.
+    pub async fn tus_upload(&self, owner: &str, id: &UploadId) -> Result<UploadRow, MediaError> {
+        let row = self.store.upload(id.as_str()).await?.filter(|r| r.user_id == owner);
+        let row = row.ok_or(MediaError::UploadNotFound)?;
+        if row.completed_hash.is_none() && row.expires_at <= self.now() {
+            return Err(MediaError::UploadExpired);
+        }
+        Ok(row)
+    }
+
+    /// TUS PATCH: appends a body at `offset`.
+    pub async fn tus_patch<S, E>(
+        self: &Arc<Self>,
+        owner: &str,
+        id: &UploadId,
+        offset: u64,
+        content_length: Option<u64>,
+        checksum: Option<crate::tus::Checksum>,
+        body: S,
+    ) -> Result<PatchDone, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let row = self.tus_upload(owner, id).await?;
+        let length = row.length as u64;
+        if let Some(hash) = &row.completed_hash {
+            // A retry of the final PATCH whose response was lost.
+            if offset != length {
+                return Err(MediaError::OffsetMismatch { expected: length, given: offset });
+            }
+            let record = self.store.blob(hash).await?.ok_or(MediaError::UploadNotFound)?;
+            return Ok(PatchDone {
+                offset: length,
+                stored: Some(Stored {
+                    record,
+                    deduplicated: false,
+                }),
+                expires_at: row.expires_at,
+            });
+        }
+        if offset != row.received as u64 {
+            return Err(MediaError::OffsetMismatch {
+                expected: row.received as u64,
+                given: offset,
+            });
+        }
+        if content_length.is_some_and(|n| offset.saturating_add(n) > length) {
+            return Err(MediaError::ExceedsLength { length });
+        }
+        let token = natter_common::random::token();
+        let now = self.now();
+        let lease_until = now + i64::from(self.cfg.upload_lease_secs) * 1000;
+        let Some(row) = self.store.lease_upload(id.as_str(), &token, now, lease_until).await? else {
+            return Err(MediaError::UploadBusy);
+        };
+        if row.received as u64 != offset {
+            // Another PATCH finished between our read and the lease.
+            self.store.release_upload(id.as_str(), &token).await?;
+            return Err(MediaError::OffsetMismatch {
+                expected: row.received as u64,
+                given: offset,
+            });
+        }
+        let this = self.clone();
+        let id = id.clone();
+        let started = Instant::now();
+        let result = tokio::spawn(async move {
+            let r = this.patch_task(&row, &id, &token, checksum, body).await;
+            if r.is_err() {
+                // Best effort: a row deleted by termination has no lease to give back.
+                let _ = this.store.release_upload(id.as_str(), &token).await;
+            }
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
+        match &result {
+            Ok(PatchDone { stored: Some(_), .. }) => record_upload("resumable", None, started),
+            Err(e) => record_upload("resumable", Some(e), started),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn patch_task<S, E>(
+        &self,
+        row: &UploadRow,
+        id: &UploadId,
+        token: &str,
+        checksum: Option<crate::tus::Checksum>,
+        mut body: S,
+    ) -> Result<PatchDone, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let length = row.length as u64;
+        let state: PartialState = serde_json::from_str(&row.backend_state).map_err(MediaError::internal)?;
+        let hasher = ResumableSha256::restore(&row.hash_state).ok_or_else(|| MediaError::internal("bad saved hash state"))?;
+        let mut p = Progress {
+            hasher,
+            len: row.received as u64,
+            type_checked: row.head.len() >= SNIFF_LEN,
+            head: row.head.clone(),
+        };
+        let mut new_state = state.clone();
+        let mut cut_off: Option<String> = None;
+        if !state.sealed {
+            let mut appender = self.blobs.append(id, &state).await?;
+            let mut sum = checksum.as_ref().map(|c| c.start());
+            let end = self
+                .pump(&mut body, &mut appender, &mut p, length, || MediaError::ExceedsLength { length }, row.opaque, sum.as_mut())
+                .await;
+            match end {
+                Err(e @ MediaError::UnsupportedType { .. }) => {
+                    appender.abort().await;
+                    // The wrong type will never become right: drop the whole upload.
+                    self.terminate(id, Some(&state)).await;
+                    return Err(e);
+                }
+                Err(e) => {
+                    appender.abort().await;
+                    return Err(e);
+                }
+                Ok(PumpEnd::BodyError(reason)) if sum.is_some() => {
+                    // A checksummed body must arrive whole to be verified.
+                    appender.abort().await;
+                    return Err(MediaError::Truncated {
+                        received: p.len - row.received as u64,
+                        reason,
+                    });
+                }
+                Ok(PumpEnd::BodyError(reason)) => cut_off = Some(reason),
+                Ok(PumpEnd::Eof) => {}
+            }
+            if let Some(sum) = sum
+                && !sum.matches()
+            {
+                appender.abort().await;
+                return Err(MediaError::ChecksumMismatch);
+            }
+            let complete = p.len == length;
+            if complete && !row.opaque && !p.type_checked {
+                // Shorter than the sniff window: checked now that all of it is in.
+                if let Err(e) = self.check_type(&sniff::sniff(&p.head)) {
+                    appender.abort().await;
+                    self.terminate(id, Some(&state)).await;
+                    return Err(e);
+                }
+            }
+            new_state = appender.finish(complete).await?;
+            let progress = UploadProgress {
+                received: p.len as i64,
+                hash_state: p.hasher.save(),
+                head: p.head.clone(),
+                backend_state: serde_json::to_string(&new_state).map_err(MediaError::internal)?,
+                expires_at: self.now() + i64::from(self.cfg.upload_expiry_secs) * 1000,
+            };
+            if !self
+                .store
+                .save_upload_progress(id.as_str(), token, row.received, &progress)
+                .await?
+            {
+                // Our lease lapsed and another request took over.
+                return Err(MediaError::UploadBusy);
+            }
+            if !complete {
+                self.store.release_upload(id.as_str(), token).await?;
+                if let Some(reason) = &cut_off {
+                    tracing::info!(upload = %id, received = p.len, reason = %reason, "media: resumable upload interrupted; bytes kept");
+                }
+                return Ok(PatchDone {
+                    offset: p.len,
+                    stored: None,
+                    expires_at: progress.expires_at,
+                });
+            }
+        }
+        let claimed = match &row.claimed_hash {
+            Some(h) => Some(h.parse::<BlobHash>().map_err(MediaError::internal)?),
+            None => None,
+        };
+        let finalized = self
+            .finalize(Finalize {
+                id,
+                progress: p.clone(),
+                claimed,
+                opaque: row.opaque,
+                owner: &row.user_id,
+                upload: Some(id.as_str()),
+            })
+            .await;
+        match finalized {
+            Ok(stored) => {
+                self.store.complete_upload(id.as_str(), &stored.record.hash).await?;
+                Ok(PatchDone {
+                    offset: length,
+                    stored: Some(stored),
+                    expires_at: row.expires_at,
+                })
+            }
+            Err(e) if e.is_client_error() => {
+                // Mismatched hash, corrupt or bomb image, quota: the bytes can
+                // never be accepted, so nothing of them stays.
+                self.terminate(id, Some(&new_state)).await;
+                Err(e)
+            }
+            // Server-side trouble: keep the sealed bytes; a PATCH at the final
+            // offset retries the finalisation.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes an upload's row and bytes (best effort; the collector retries).
+    async fn terminate(&self, id: &UploadId, state: Option<&PartialState>) {
+        if let Err(e) = self.store.delete_upload(id.as_str()).await {
+            tracing::warn!(error = %e, upload = %id, "media: could not delete an upload row");
+        }
+        if let Err(e) = self.blobs.discard(id, state).await {
+            tracing::warn!(error = %e, upload = %id, "media: could not discard an upload's bytes");
+        }
+    }
+
+    /// TUS termination.
+    pub async fn tus_terminate(&self, owner: &str, id: &UploadId) -> Result<(), MediaError> {
+        let row = self.store.upload(id.as_str()).await?.filter(|r| r.user_id == owner);
+        let row = row.ok_or(MediaError::UploadNotFound)?;
+        if row.lease_token.is_some() && row.lease_until > self.now() {
+            return Err(MediaError::UploadBusy);
+        }
+        let state: Option<PartialState> = serde_json::from_str(&row.backend_state).ok();
+        self.store.delete_upload(id.as_str()).await?;
+        if row.completed_hash.is_none() {
+            self.blobs.discard(id, state.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- references
+
+    /// Records that a message or profile uses a blob.
+    pub async fn add_reference(&self, hash: &BlobHash, kind: RefKind, ref_id: &str, by: &str) -> Result<RefAdded, MediaError> {
+        check_ref_id(ref_id)?;
+        let added = self
+            .store
+            .add_ref(&hash.to_hex(), kind.as_str(), ref_id, kind.holds(), by, self.now())
+            .await?;
+        Ok(added)
+    }
+
+    /// Removes a reference; false if there was none.
+    pub async fn remove_reference(&self, hash: &BlobHash, kind: RefKind, ref_id: &str) -> Result<bool, MediaError> {
+        check_ref_id(ref_id)?;
+        Ok(self
+            .store
+            .remove_ref(&hash.to_hex(), kind.as_str(), ref_id, self.now())
+            .await?)
+    }
+
+    /// A downloadable blob's metadata.
+    pub async fn ready_blob(&self, hash: &BlobHash) -> Result<BlobRecord, MediaError> {
+        match self.store.blob(&hash.to_hex()).await? {
+            Some(b) if b.state == store::state::READY => Ok(b),
+            _ => Err(MediaError::NotFound),
+        }
+    }
+
+    /// When a blob expires (ms), or `None` while held.
+    pub fn expires_at(&self, b: &BlobRecord) -> Option<i64> {
+        b.expires_at(self.retention_ms())
+    }
+
+    // ---------------------------------------------------------------- garbage collection
+
+    /// One collection pass: expired uploads, expired and crashed blobs (with
+    /// thumbnails), and staging objects no upload owns any more.
+    pub async fn collect_garbage(&self) -> Result<GcReport, MediaError> {
+        let mut report = GcReport::default();
+        let now = self.now();
+        loop {
+            let batch = self.store.expired_uploads(now, 100).await?;
+            let n = batch.len();
+            for row in batch {
+                if !self.store.delete_expired_upload(&row.id, now).await? {
+                    continue;
+                }
+                if row.completed_hash.is_none()
+                    && let Ok(id) = row.id.parse::<UploadId>()
+                {
+                    let state: Option<PartialState> = serde_json::from_str(&row.backend_state).ok();
+                    self.blobs.discard(&id, state.as_ref()).await?;
+                }
+                report.uploads += 1;
+            }
+            if n < 100 {
+                break;
+            }
+        }
+        let ref_cutoff = now.saturating_sub(self.retention_ms());
+        let pending_cutoff = now - PENDING_GRACE_MS;
+        loop {
+            let batch = self.store.collectable_blobs(ref_cutoff, pending_cutoff, 100).await?;
+            let n = batch.len();
+            let mut progressed = false;
+            for b in batch {
+                if !self.store.begin_delete(&b.hash, ref_cutoff, pending_cutoff).await? {
+                    continue;
+                }
+                let Ok(hash) = b.hash.parse::<BlobHash>() else { continue };
+                // Bytes first, row last: if we crash in between, the row (state
+                // `deleting`) brings us back here.
+                self.blobs.delete(&ObjectKey::Thumb(hash)).await?;
+                self.blobs.delete(&ObjectKey::Blob(hash)).await?;
+                self.store.finish_delete(&b.hash).await?;
+                report.blobs += 1;
+                report.bytes += b.size.max(0) as u64;
+                progressed = true;
+            }
+            if n < 100 || !progressed {
+                break;
+            }
+        }
+        // Staging objects older than any live upload could be (expiry plus a
+        // lease) and not named by an upload row: leftovers of crashes.
+        let age = Duration::from_secs(u64::from(self.cfg.upload_expiry_secs) + u64::from(self.cfg.upload_lease_secs) + 3600);
+        let older_than = std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64).saturating_sub(age);
+        for id in self.blobs.list_staging(older_than).await? {
+            if self.store.upload(id.as_str()).await?.is_none() {
+                self.blobs.discard(&id, None).await?;
+                report.staging += 1;
+            }
+        }
+        metrics::counter!("media_gc_blobs_deleted_total").increment(report.blobs);
+        metrics::counter!("media_gc_bytes_deleted_total").increment(report.bytes);
+        metrics::counter!("media_gc_uploads_expired_total").increment(report.uploads);
+        metrics::counter!("media_gc_staging_removed_total").increment(report.staging);
+        Ok(report)
+    }
+}
+
+fn record_upload(kind: &'static str, error: Option<&MediaError>, started: Instant) {
+    let outcome = error.map_or("stored", MediaError::label);
+    metrics::counter!("media_uploads_total", "kind" => kind, "outcome" => outcome).increment(1);
+    if error.is_none() {
+        metrics::histogram!("media_upload_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+    }
+}
