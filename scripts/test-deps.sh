@@ -65,6 +65,44 @@ ensure_coturn_clients() {
   echo "deps: coturn client tools present"
 }
 
+# The S3-compatible server the media suites run against (s3s-fs, built once from
+# the crate registry into a cache outside the clone). Fixed loopback port and
+# known test credentials; its data lives under /tmp. The media tests read
+# NATTER_TEST_S3_ENDPOINT (default below) and fail when it does not answer.
+S3_PORT=${NATTER_TEST_S3_PORT:-9310}
+S3_VERSION=0.14.1
+ensure_s3() {
+  local tools=${NATTER_TOOLS_DIR:-$HOME/.cache/natter/tools}
+  local bin=$tools/bin/s3s-fs
+  if [[ ! -x $bin ]] || [[ $("$bin" --version 2>/dev/null) != "s3s-fs $S3_VERSION" ]]; then
+    echo "deps: building s3s-fs $S3_VERSION (once; cached in $tools)"
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$tools" "s3s-fs@$S3_VERSION" --features binary
+  fi
+  if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
+    echo "deps: starting s3s-fs on 127.0.0.1:$S3_PORT"
+    local data=/tmp/natter-s3s
+    mkdir -p "$data"
+    setsid "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key natter-test --secret-key natter-test-secret \
+      "$data" >/tmp/natter-s3s.log 2>&1 < /dev/null &
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.1; done
+  fi
+  curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || { echo "deps: s3s-fs did not start (see /tmp/natter-s3s.log)" >&2; exit 1; }
+  # Buckets left behind by interrupted test runs.
+  find /tmp/natter-s3s -mindepth 1 -maxdepth 1 -name 'natter-test-*' -mmin +60 -exec rm -rf {} + 2>/dev/null || true
+  echo "deps: S3-compatible server (s3s-fs $S3_VERSION) ready on 127.0.0.1:$S3_PORT"
+}
+
+# ffmpeg, for the media suite's video-thumbnail tests (optional at run time).
+ensure_ffmpeg() {
+  if ! command -v ffmpeg >/dev/null; then
+    echo "deps: installing ffmpeg"
+    apt_install ffmpeg
+  fi
+  echo "deps: ffmpeg present"
+}
+
 ensure_postgres
 ensure_redis
 ensure_coturn_clients
+ensure_s3
+ensure_ffmpeg
