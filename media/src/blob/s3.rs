@@ -239,7 +239,11 @@ impl BlobStore for S3BlobStore {
             {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(err("abort multipart", &staging, e)),
+                // Some servers answer 403 for an upload id they no longer know
+                // (already aborted). A multipart upload left over only wastes
+                // space until the bucket's AbortIncompleteMultipartUpload rule
+                // (see docs/media.md), so the rest of the discard goes on.
+                Err(e) => tracing::warn!(error = %DisplayErrorContext(e), key = %staging, "media: could not abort a multipart upload"),
             }
         }
         self.delete_tails(id).await?;

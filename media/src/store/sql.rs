@@ -143,7 +143,7 @@ macro_rules! sql_store {
                     if existing.state != state::READY {
                         return Ok(Claim::Busy);
                     }
-                    let owned: Option<i64> = sqlx::query_scalar("SELECT 1 FROM media_owners WHERE hash = $1 AND user_id = $2")
+                    let owned: Option<String> = sqlx::query_scalar("SELECT user_id FROM media_owners WHERE hash = $1 AND user_id = $2")
                         .bind(&blob.hash)
                         .bind(owner)
                         .fetch_optional(&mut *tx)
