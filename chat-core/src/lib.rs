@@ -1,1 +1,12 @@
-//! natter-chat
+//! Natter chat-core: the WebSocket gateway, the message and receipt pipeline,
+//! per-device queues with store-and-forward, push for offline devices,
+//! presence, typing and groups.
+//!
+//! Layers: pure decisions (`pipeline`) | storage trait (`store`) | drivers
+//! (`writer`: the group-commit task, `hub`: who is connected, `gateway`: one task
+//! per socket, `api`: REST). The service wiring is in [`service`].
+
+pub mod config;
+pub mod store;
+
+pub use config::ChatConfig;

@@ -27,7 +27,10 @@ pub use body::Body;
 pub use codes::{CloseCode, ErrorCode};
 pub use decode::{DecodeError, decode_client_frame, decode_server_frame, describe_frame};
 pub use frames::*;
-pub use ids::{ClientMsgId, DeviceId, GroupId, Kind, MsgId, ReceiptId, UserId};
+pub use ids::{
+    ClientMsgId, DeviceId, GroupId, Kind, MAX_CLIENT_MSG_ID_LEN, MAX_ID_LEN, MAX_KIND_LEN, MsgId,
+    ReceiptId, UserId,
+};
 
 /// The protocol version spoken by this crate (`hello.v`).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,869 @@
+//! One contract for [`MessageStore`], run against SQLite and PostgreSQL.
+//! PostgreSQL must be reachable (scripts/test-deps.sh starts it): these tests
+//! fail, never skip, without it.
+
+mod common;
+
+use natter_chat::store::*;
+use natter_proto::*;
+use std::sync::Arc;
+
+const TTL: i64 = 30 * 24 * 3600 * 1000;
+
+fn dev(u: &str, d: u32, g: i64) -> DeviceRef {
+    DeviceRef {
+        user: UserId::new(u),
+        device: d,
+        generation: g,
+    }
+}
+
+fn send(from: &str, dev: u32, cid: &str, to: Target, body: &str) -> BatchOp {
+    BatchOp::Send(NewMessage {
+        sender: UserId::new(from),
+        sender_device: dev,
+        client_id: ClientMsgId::new(cid),
+        to,
+        kind: Kind::text(),
+        body: body.as_bytes().to_vec(),
+        system: None,
+    })
+}
+
+fn user(u: &str) -> Target {
+    Target::User(UserId::new(u))
+}
+
+fn sent(o: &OpOutcome) -> Sent {
+    match o {
+        OpOutcome::Send(SendOutcome::Stored(s) | SendOutcome::Duplicate(s)) => s.clone(),
+        other => panic!("expected a stored send, got {other:?}"),
+    }
+}
+
+fn targets(q: &[Queued]) -> Vec<(String, u32, &'static str)> {
+    q.iter()
+        .map(|e| {
+            let what = match &e.frame {
+                QueuedFrame::Msg(_) => "msg",
+                QueuedFrame::Receipt(r) if r.status == ReceiptStatus::Read => "read",
+                QueuedFrame::Receipt(_) => "delivered",
+            };
+            (e.user.0.clone(), e.device, what)
+        })
+        .collect()
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name("sqlite").await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name("postgres").await } )*
+        }
+    };
+}
+
+contract!(
+    send_fans_out_and_is_idempotent,
+    refusals_name_the_problem,
+    delivery_receipts_and_body_deletion,
+    read_receipts_and_read_sync,
+    fetch_is_ordered_and_bound_to_generation,
+    groups_membership_and_system_messages,
+    pending_filters_and_status,
+    presence_contacts_push_tokens,
+    purge_expired_and_orphans,
+);
+
+async fn setup(engine: &str) -> (natter_common::testing::TestDb, Arc<dyn MessageStore>) {
+    let t = common::fresh(engine).await;
+    let store = for_db(&t.db);
+    common::add_user(&t.db, "alice", &[(1, 11), (2, 12)]).await;
+    common::add_user(&t.db, "bob", &[(1, 21), (2, 22)]).await;
+    common::add_user(&t.db, "carol", &[(1, 31)]).await;
+    (t, store)
+}
+
+async fn send_fans_out_and_is_idempotent(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let c = s
+        .commit(
+            &[
+                send("alice", 1, "c1", user("bob"), "hi"),
+                send("alice", 1, "c1", user("bob"), "hi again"),
+            ],
+            1000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    let first = sent(&c.outcomes[0]);
+    assert!(!first.dup);
+    assert_eq!(first.ts, 1000);
+    // The repeat in the same batch gets the same ack, marked dup.
+    assert!(
+        matches!(&c.outcomes[1], OpOutcome::Send(SendOutcome::Duplicate(d)) if d.msg_id == first.msg_id && d.dup)
+    );
+    // Both of bob's devices and alice's other device; never the sending device.
+    let mut got = targets(&c.queued);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), 2, "msg"),
+            ("bob".into(), 1, "msg"),
+            ("bob".into(), 2, "msg")
+        ]
+    );
+    let QueuedFrame::Msg(m) = &c.queued[0].frame else {
+        panic!()
+    };
+    assert_eq!(m.body.as_text(), Some("hi"));
+    assert_eq!(
+        m.from,
+        From {
+            user: UserId::new("alice"),
+            device: 1
+        }
+    );
+    assert!(c.queued.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Resent in a later batch: the original ack, nothing new queued.
+    let again = s
+        .commit(&[send("alice", 1, "c1", user("bob"), "x")], 5000, TTL, 1024)
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&again.outcomes[0]),
+        Sent {
+            dup: true,
+            ..first.clone()
+        }
+    );
+    assert!(again.queued.is_empty());
+    // The same client id from another device is another message.
+    let other = s
+        .commit(&[send("alice", 2, "c1", user("bob"), "x")], 5000, TTL, 1024)
+        .await
+        .unwrap();
+    assert_ne!(sent(&other.outcomes[0]).msg_id, first.msg_id);
+    // Messages to oneself reach one's other devices only, with no status.
+    let me = s
+        .commit(
+            &[send("carol", 1, "n1", user("carol"), "note")],
+            6000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert!(me.queued.is_empty());
+    assert!(
+        s.message_status(sent(&me.outcomes[0]).msg_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .recipients
+            .is_empty()
+    );
+    t.cleanup().await;
+}
+
+async fn refusals_name_the_problem(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let c = s
+        .commit(
+            &[
+                send("alice", 1, "a", user("nobody"), "x"),
+                send("alice", 1, "b", Target::Group(GroupId::new("nogroup")), "x"),
+            ],
+            1,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&c.outcomes[0], OpOutcome::Send(SendOutcome::Refused(ErrorCode::UnknownRecipient, m)) if m.contains("nobody"))
+    );
+    assert!(matches!(
+        &c.outcomes[1],
+        OpOutcome::Send(SendOutcome::Refused(ErrorCode::UnknownGroup, _))
+    ));
+    assert!(c.queued.is_empty());
+    // Not a member of an existing group.
+    let (o, _) = s
+        .commit_group(
+            &GroupChange::Create {
+                group_id: GroupId::new("g1"),
+                name: "g".into(),
+                by: UserId::new("alice"),
+                members: vec![UserId::new("bob")],
+            },
+            2,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(o, GroupOutcome::Done(Some(_))));
+    let c = s
+        .commit(
+            &[send(
+                "carol",
+                1,
+                "c",
+                Target::Group(GroupId::new("g1")),
+                "x",
+            )],
+            3,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        &c.outcomes[0],
+        OpOutcome::Send(SendOutcome::Refused(ErrorCode::NotAMember, _))
+    ));
+    // A refused id can be used again once the problem is fixed (nothing was stored).
+    let c = s
+        .commit(&[send("alice", 1, "a", user("bob"), "x")], 4, TTL, 1024)
+        .await
+        .unwrap();
+    assert!(matches!(
+        &c.outcomes[0],
+        OpOutcome::Send(SendOutcome::Stored(_))
+    ));
+    t.cleanup().await;
+}
+
+async fn delivery_receipts_and_body_deletion(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let c = s
+        .commit(
+            &[send("alice", 1, "c1", user("bob"), "hi")],
+            1000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    let id = sent(&c.outcomes[0]).msg_id;
+    // Bob's device 1 gets it: one delivered receipt to each of alice's devices.
+    let d = s
+        .commit(
+            &[BatchOp::Delivered(dev("bob", 1, 21), vec![id, 999_999])],
+            2000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.outcomes[0], OpOutcome::Unknown(vec![999_999]));
+    let mut got = targets(&d.queued);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), 1, "delivered"),
+            ("alice".into(), 2, "delivered")
+        ]
+    );
+    let QueuedFrame::Receipt(r) = &d.queued[0].frame else {
+        panic!()
+    };
+    assert_eq!(
+        (r.msg_id, r.by.as_str(), r.ts, r.id.as_str()),
+        (id, "bob", 2000, "c1")
+    );
+    assert_eq!(r.receipt_id, d.queued[0].seq as u64);
+    assert_eq!(r.to, user("bob"));
+    // The body stays while bob's device 2 and alice's device 2 still wait.
+    let st = s.message_status(id).await.unwrap().unwrap();
+    assert_eq!(st.pending_devices, 2);
+    assert_eq!(st.recipients[0].delivered_at, Some(2000));
+    // Acking again is unknown; bob's second device adds no second receipt.
+    let d = s
+        .commit(
+            &[
+                BatchOp::Delivered(dev("bob", 1, 21), vec![id]),
+                BatchOp::Delivered(dev("bob", 2, 22), vec![id]),
+            ],
+            3000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.outcomes,
+        vec![OpOutcome::Unknown(vec![id]), OpOutcome::Unknown(vec![])]
+    );
+    assert!(d.queued.is_empty());
+    // The sender's copy delivered: every device has it, the body is gone, the
+    // metadata stays for status and idempotency.
+    s.commit(
+        &[BatchOp::Delivered(dev("alice", 2, 12), vec![id])],
+        3500,
+        TTL,
+        1024,
+    )
+    .await
+    .unwrap();
+    let st = s.message_status(id).await.unwrap().unwrap();
+    assert_eq!(st.pending_devices, 0);
+    assert!(
+        s.pending(
+            &dev("bob", 1, 21),
+            &PendingFilter {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    assert_body_gone(&t.db, id).await;
+    // Receipts are acked by the sender's devices.
+    let q = s.fetch(&dev("alice", 1, 11), 0, 10).await.unwrap();
+    assert_eq!(q.len(), 1);
+    let rid = q[0].seq as u64;
+    let a = s
+        .commit(
+            &[
+                BatchOp::Ack(dev("alice", 1, 11), vec![rid, rid + 1000]),
+                BatchOp::Ack(dev("bob", 1, 21), vec![rid]),
+            ],
+            4000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        a.outcomes,
+        vec![
+            OpOutcome::Unknown(vec![rid + 1000]),
+            OpOutcome::Unknown(vec![rid])
+        ]
+    );
+    assert!(
+        s.fetch(&dev("alice", 1, 11), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    t.cleanup().await;
+}
+
+async fn assert_body_gone(db: &natter_common::Db, id: u64) {
+    let body: Option<Vec<u8>> = match db {
+        natter_common::Db::Sqlite(p) => {
+            sqlx::query_scalar("SELECT body FROM chat_messages WHERE msg_id = $1")
+                .bind(id as i64)
+                .fetch_one(p)
+                .await
+                .unwrap()
+        }
+        natter_common::Db::Postgres(p) => {
+            sqlx::query_scalar("SELECT body FROM chat_messages WHERE msg_id = $1")
+                .bind(id as i64)
+                .fetch_one(p)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(body, None);
+}
+
+async fn read_receipts_and_read_sync(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let c = s
+        .commit(
+            &[send("alice", 1, "c1", user("bob"), "hi")],
+            1000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    let id = sent(&c.outcomes[0]).msg_id;
+    // Read before any delivered: delivered is implied and sent first.
+    let r = s
+        .commit(
+            &[BatchOp::Read(dev("bob", 2, 22), vec![id, 424242])],
+            2000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.outcomes[0], OpOutcome::Unknown(vec![424242]));
+    let got = targets(&r.queued);
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), 1, "delivered"),
+            ("alice".into(), 2, "delivered"),
+            ("alice".into(), 1, "read"),
+            ("alice".into(), 2, "read"),
+            ("bob".into(), 1, "read"),
+        ]
+    );
+    let st = s.message_status(id).await.unwrap().unwrap();
+    assert_eq!(
+        (st.recipients[0].delivered_at, st.recipients[0].read_at),
+        (Some(2000), Some(2000))
+    );
+    // Reading again changes nothing; the sender reading its own message is unknown.
+    let r = s
+        .commit(
+            &[
+                BatchOp::Read(dev("bob", 1, 21), vec![id]),
+                BatchOp::Read(dev("alice", 2, 12), vec![id]),
+            ],
+            3000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.outcomes,
+        vec![OpOutcome::Unknown(vec![]), OpOutcome::Unknown(vec![id])]
+    );
+    assert!(r.queued.is_empty());
+    t.cleanup().await;
+}
+
+async fn fetch_is_ordered_and_bound_to_generation(engine: &str) {
+    let (t, s) = setup(engine).await;
+    for i in 0..5 {
+        s.commit(
+            &[send(
+                "alice",
+                1,
+                &format!("c{i}"),
+                user("carol"),
+                &format!("m{i}"),
+            )],
+            1000 + i,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    }
+    let all = s.fetch(&dev("carol", 1, 31), 0, 100).await.unwrap();
+    let bodies: Vec<String> = all
+        .iter()
+        .map(|q| match &q.frame {
+            QueuedFrame::Msg(m) => m.body.as_text().unwrap().to_owned(),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4"]);
+    let page = s.fetch(&dev("carol", 1, 31), all[1].seq, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|q| q.seq).collect::<Vec<_>>(),
+        vec![all[2].seq, all[3].seq]
+    );
+    // Another generation of the same device id sees nothing of the old queue.
+    assert!(
+        s.fetch(&dev("carol", 1, 99), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    common::set_generation(&t.db, "carol", 1, 99).await;
+    assert_eq!(
+        s.device_generation(&UserId::new("carol"), 1).await.unwrap(),
+        Some(99)
+    );
+    let stale = s
+        .stale_devices(&[dev("carol", 1, 31), dev("alice", 1, 11), dev("bob", 7, 1)])
+        .await
+        .unwrap();
+    assert_eq!(stale, vec![dev("carol", 1, 31), dev("bob", 7, 1)]);
+    // New messages go to the new generation only.
+    s.commit(
+        &[send("alice", 1, "c9", user("carol"), "new")],
+        2000,
+        TTL,
+        1024,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.fetch(&dev("carol", 1, 99), 0, 100).await.unwrap().len(),
+        1
+    );
+    t.cleanup().await;
+}
+
+async fn groups_membership_and_system_messages(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let g = GroupId::new("g1");
+    let create = GroupChange::Create {
+        group_id: g.clone(),
+        name: "Team".into(),
+        by: UserId::new("alice"),
+        members: vec![UserId::new("bob")],
+    };
+    let (o, q) = s.commit_group(&create, 10, TTL, 3).await.unwrap();
+    let GroupOutcome::Done(Some(info)) = o else {
+        panic!("{o:?}")
+    };
+    assert_eq!(
+        info.members
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.admin))
+            .collect::<Vec<_>>(),
+        vec![("alice", true), ("bob", false)]
+    );
+    // The system message reaches every member device (the actor's too).
+    assert_eq!(q.len(), 4);
+    let QueuedFrame::Msg(m) = &q[0].frame else {
+        panic!()
+    };
+    assert_eq!(m.kind.as_str(), "system");
+    assert_eq!(
+        m.system,
+        Some(SystemEvent::GroupCreated {
+            name: "Team".into(),
+            members: vec![UserId::new("alice"), UserId::new("bob")]
+        })
+    );
+    assert_eq!(
+        s.commit_group(&create, 11, TTL, 3).await.unwrap().0,
+        GroupOutcome::Exists
+    );
+    // Only admins rename and add; unknown users and the size limit are refused.
+    let rename = |by: &str| GroupChange::Rename {
+        group_id: g.clone(),
+        by: UserId::new(by),
+        name: "New".into(),
+    };
+    assert_eq!(
+        s.commit_group(&rename("bob"), 12, TTL, 3).await.unwrap().0,
+        GroupOutcome::NotAdmin
+    );
+    assert_eq!(
+        s.commit_group(&rename("carol"), 12, TTL, 3)
+            .await
+            .unwrap()
+            .0,
+        GroupOutcome::NotMember
+    );
+    assert!(
+        matches!(s.commit_group(&rename("alice"), 12, TTL, 3).await.unwrap().0, GroupOutcome::Done(Some(i)) if i.name == "New")
+    );
+    let add = |users: &[&str]| GroupChange::AddMembers {
+        group_id: g.clone(),
+        by: UserId::new("alice"),
+        users: users.iter().map(|u| UserId::new(*u)).collect(),
+    };
+    assert_eq!(
+        s.commit_group(&add(&["zed"]), 13, TTL, 3).await.unwrap().0,
+        GroupOutcome::UnknownUsers(vec![UserId::new("zed")])
+    );
+    common::add_user(&t.db, "dave", &[(1, 41)]).await;
+    assert_eq!(
+        s.commit_group(&add(&["carol", "dave"]), 13, TTL, 3)
+            .await
+            .unwrap()
+            .0,
+        GroupOutcome::Full { limit: 3 }
+    );
+    let (o, q) = s.commit_group(&add(&["carol"]), 14, TTL, 3).await.unwrap();
+    assert!(matches!(o, GroupOutcome::Done(Some(ref i)) if i.members.len() == 3));
+    assert_eq!(q.len(), 5, "alice 2 + bob 2 + carol 1");
+    // Group messages fan out to members.
+    let c = s
+        .commit(
+            &[send("bob", 1, "gm", Target::Group(g.clone()), "hello")],
+            15,
+            TTL,
+            3,
+        )
+        .await
+        .unwrap();
+    let mut got = targets(&c.queued);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("alice".into(), 1, "msg"),
+            ("alice".into(), 2, "msg"),
+            ("bob".into(), 2, "msg"),
+            ("carol".into(), 1, "msg")
+        ]
+    );
+    let st = s
+        .message_status(sent(&c.outcomes[0]).msg_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.recipients.len(), 2);
+    // Removal: the removed member is told, then no longer receives.
+    let remove = GroupChange::RemoveMember {
+        group_id: g.clone(),
+        by: UserId::new("alice"),
+        user: UserId::new("carol"),
+    };
+    let (o, q) = s.commit_group(&remove, 16, TTL, 3).await.unwrap();
+    assert!(matches!(o, GroupOutcome::Done(Some(ref i)) if i.members.len() == 2));
+    assert!(q.iter().any(|e| e.user.as_str() == "carol"));
+    let c = s
+        .commit(
+            &[send("carol", 1, "x", Target::Group(g.clone()), "x")],
+            17,
+            TTL,
+            3,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        &c.outcomes[0],
+        OpOutcome::Send(SendOutcome::Refused(ErrorCode::NotAMember, _))
+    ));
+    assert_eq!(
+        s.commit_group(&remove, 17, TTL, 3).await.unwrap().0,
+        GroupOutcome::UserNotMember
+    );
+    // The last admin leaving hands admin to the longest-standing member.
+    let leave = |u: &str| GroupChange::RemoveMember {
+        group_id: g.clone(),
+        by: UserId::new(u),
+        user: UserId::new(u),
+    };
+    let (o, _) = s.commit_group(&leave("alice"), 18, TTL, 3).await.unwrap();
+    let GroupOutcome::Done(Some(i)) = o else {
+        panic!()
+    };
+    assert_eq!(
+        i.members
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.admin))
+            .collect::<Vec<_>>(),
+        vec![("bob", true)]
+    );
+    // The sole admin cannot demote themself; the last member leaving deletes the group.
+    let demote = GroupChange::SetAdmin {
+        group_id: g.clone(),
+        by: UserId::new("bob"),
+        user: UserId::new("bob"),
+        admin: false,
+    };
+    assert!(
+        matches!(s.commit_group(&demote, 19, TTL, 3).await.unwrap().0, GroupOutcome::Done(Some(ref i)) if i.members[0].admin)
+    );
+    assert_eq!(s.groups_of(&UserId::new("bob")).await.unwrap().len(), 1);
+    assert_eq!(
+        s.commit_group(&leave("bob"), 20, TTL, 3).await.unwrap().0,
+        GroupOutcome::Done(None)
+    );
+    assert!(s.group(&g).await.unwrap().is_none());
+    assert_eq!(
+        s.commit_group(&rename("bob"), 21, TTL, 3).await.unwrap().0,
+        GroupOutcome::NotFound
+    );
+    t.cleanup().await;
+}
+
+async fn pending_filters_and_status(engine: &str) {
+    let (t, s) = setup(engine).await;
+    s.commit(
+        &[send("alice", 1, "a1", user("bob"), "from alice")],
+        1000,
+        TTL,
+        1024,
+    )
+    .await
+    .unwrap();
+    s.commit(
+        &[send("carol", 1, "c1", user("bob"), "from carol")],
+        2000,
+        TTL,
+        1024,
+    )
+    .await
+    .unwrap();
+    s.commit(
+        &[send("bob", 2, "b1", user("carol"), "bob to carol")],
+        3000,
+        TTL,
+        1024,
+    )
+    .await
+    .unwrap();
+    let bob1 = dev("bob", 1, 21);
+    let all = s
+        .pending(
+            &bob1,
+            &PendingFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["a1", "c1", "b1"]
+    );
+    let with_carol = PendingFilter {
+        conversation: Some(user("carol")),
+        limit: 10,
+        ..Default::default()
+    };
+    let got = s.pending(&bob1, &with_carol).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["c1", "b1"]
+    );
+    let window = PendingFilter {
+        since: Some(1500),
+        until: Some(3000),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.pending(&bob1, &window).await.unwrap().len(), 1);
+    let limited = PendingFilter {
+        limit: 1,
+        ..Default::default()
+    };
+    assert_eq!(s.pending(&bob1, &limited).await.unwrap().len(), 1);
+    assert!(s.message_status(123456).await.unwrap().is_none());
+    let st = s.message_status(all[0].msg_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            st.sender.as_str(),
+            st.id.as_str(),
+            st.pending_devices,
+            st.expires_at
+        ),
+        ("alice", "a1", 3, 1000 + TTL)
+    );
+    t.cleanup().await;
+}
+
+async fn presence_contacts_push_tokens(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let alice = UserId::new("alice");
+    assert_eq!(
+        s.presence(&alice).await.unwrap(),
+        (PresencePrivacy::Everyone, None)
+    );
+    s.save_last_seen(&[(alice.clone(), 500)]).await.unwrap();
+    s.set_privacy(&alice, PresencePrivacy::Contacts)
+        .await
+        .unwrap();
+    s.save_last_seen(&[(alice.clone(), 700), (UserId::new("bob"), 600)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.presence(&alice).await.unwrap(),
+        (PresencePrivacy::Contacts, Some(700))
+    );
+    s.set_contacts(
+        &alice,
+        &[UserId::new("bob"), UserId::new("bob"), UserId::new("carol")],
+    )
+    .await
+    .unwrap();
+    s.set_contacts(&alice, &[UserId::new("bob")]).await.unwrap();
+    assert_eq!(s.contacts(&alice).await.unwrap(), vec![UserId::new("bob")]);
+    assert!(s.is_contact(&alice, &UserId::new("bob")).await.unwrap());
+    assert!(!s.is_contact(&alice, &UserId::new("carol")).await.unwrap());
+    assert!(s.user_exists(&alice).await.unwrap());
+    assert!(!s.user_exists(&UserId::new("zed")).await.unwrap());
+    let tok = PushToken {
+        platform: "fcm".into(),
+        token: "t1".into(),
+    };
+    s.set_push_token(&dev("alice", 1, 11), &tok, 1)
+        .await
+        .unwrap();
+    s.set_push_token(
+        &dev("alice", 1, 11),
+        &PushToken {
+            token: "t2".into(),
+            ..tok.clone()
+        },
+        2,
+    )
+    .await
+    .unwrap();
+    let got = s
+        .push_tokens(&[
+            dev("alice", 1, 11),
+            dev("alice", 2, 12),
+            dev("alice", 1, 99),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![(
+            dev("alice", 1, 11),
+            PushToken {
+                platform: "fcm".into(),
+                token: "t2".into()
+            }
+        )]
+    );
+    assert!(s.delete_push_token(&alice, 1).await.unwrap());
+    assert!(!s.delete_push_token(&alice, 1).await.unwrap());
+    t.cleanup().await;
+}
+
+async fn purge_expired_and_orphans(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let c = s
+        .commit(
+            &[send("alice", 1, "old", user("bob"), "x")],
+            1000,
+            10_000,
+            1024,
+        )
+        .await
+        .unwrap();
+    let old = sent(&c.outcomes[0]).msg_id;
+    s.commit(
+        &[send("alice", 1, "new", user("carol"), "y")],
+        1000,
+        TTL,
+        1024,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.purge(5000).await.unwrap(), Purged::default());
+    let p = s.purge(11_000).await.unwrap();
+    assert_eq!(p.messages, 1);
+    assert!(s.message_status(old).await.unwrap().is_none());
+    assert!(s.fetch(&dev("bob", 1, 21), 0, 10).await.unwrap().is_empty());
+    // A removed device's queue goes; the message body goes with its last copy.
+    common::remove_device(&t.db, "carol", 1).await;
+    let p = s.purge(12_000).await.unwrap();
+    assert_eq!(p.orphan_queue, 1);
+    let st = s
+        .message_status(
+            sent(
+                &s.commit(&[send("alice", 1, "new", user("carol"), "y")], 1, TTL, 1024)
+                    .await
+                    .unwrap()
+                    .outcomes[0],
+            )
+            .msg_id,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.pending_devices, 1, "only alice's device 2 copy remains");
+    t.cleanup().await;
+}
