@@ -173,7 +173,10 @@ impl Default for MediaConfig {
             s3: S3Config::default(),
             max_upload_bytes: 100 * MIB,
             quota_bytes_per_user: 10 * 1024 * MIB,
-            allowed_types: DEFAULT_ALLOWED_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+            allowed_types: DEFAULT_ALLOWED_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             allow_opaque: true,
             max_image_pixels: 100_000_000,
             thumbnail_px: 320,
@@ -214,10 +217,16 @@ impl MediaConfig {
         }
         for t in &self.allowed_types {
             let ok = t.split_once('/').is_some_and(|(a, b)| {
-                !a.is_empty() && !b.is_empty() && t.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"/.+-".contains(&c))
+                !a.is_empty()
+                    && !b.is_empty()
+                    && t.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || b"/.+-".contains(&c)
+                    })
             });
             if !ok {
-                return Err(format!("media.allowed_types: {t:?} is not a lowercase type/subtype"));
+                return Err(format!(
+                    "media.allowed_types: {t:?} is not a lowercase type/subtype"
+                ));
             }
         }
         if self.max_image_pixels == 0 {
@@ -229,13 +238,18 @@ impl MediaConfig {
         if !(1..=32).contains(&self.preview_px) {
             return Err("media.preview_px: must be within 1..=32".into());
         }
-        for (key, q) in [("thumbnail_quality", self.thumbnail_quality), ("preview_quality", self.preview_quality)] {
+        for (key, q) in [
+            ("thumbnail_quality", self.thumbnail_quality),
+            ("preview_quality", self.preview_quality),
+        ] {
             if !(1..=100).contains(&q) {
                 return Err(format!("media.{key}: must be within 1..=100"));
             }
         }
         if self.video_thumbnails && self.ffmpeg_path.is_empty() {
-            return Err("media.ffmpeg_path: must not be empty when media.video_thumbnails = true".into());
+            return Err(
+                "media.ffmpeg_path: must not be empty when media.video_thumbnails = true".into(),
+            );
         }
         if self.ffmpeg_timeout_secs == 0 {
             return Err("media.ffmpeg_timeout_secs: must be positive".into());
@@ -259,7 +273,9 @@ impl MediaConfig {
             return Err("media.upload_lease_secs: must be at least 10".into());
         }
         if self.limit_uploads_per_user.count == 0 || self.limit_uploads_per_user.period_secs == 0 {
-            return Err("media.limit_uploads_per_user: count and period_secs must be positive".into());
+            return Err(
+                "media.limit_uploads_per_user: count and period_secs must be positive".into(),
+            );
         }
         if self.backend == BackendKind::S3 {
             self.s3.validate()?;
@@ -284,8 +300,13 @@ impl S3Config {
         if self.bucket.is_empty() {
             return Err("media.s3.bucket: required when media.backend = \"s3\"".into());
         }
-        if !self.endpoint.is_empty() && !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
-            return Err("media.s3.endpoint: must be an http:// or https:// URL (or empty for AWS)".into());
+        if !(self.endpoint.is_empty()
+            || self.endpoint.starts_with("http://")
+            || self.endpoint.starts_with("https://"))
+        {
+            return Err(
+                "media.s3.endpoint: must be an http:// or https:// URL (or empty for AWS)".into(),
+            );
         }
         if self.region.is_empty() {
             return Err("media.s3.region: must not be empty".into());
@@ -321,15 +342,49 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases: Vec<(MediaConfig, &str)> = vec![
-            (MediaConfig { max_upload_bytes: 0, ..MediaConfig::default() }, "media.max_upload_bytes"),
-            (MediaConfig { quota_bytes_per_user: 1, ..MediaConfig::default() }, "media.quota_bytes_per_user"),
-            (MediaConfig { allowed_types: vec!["Image/JPEG".into()], ..MediaConfig::default() }, "media.allowed_types"),
-            (MediaConfig { preview_px: 64, ..MediaConfig::default() }, "media.preview_px"),
-            (MediaConfig { backend: BackendKind::S3, ..MediaConfig::default() }, "media.s3.bucket"),
+            (
+                MediaConfig {
+                    max_upload_bytes: 0,
+                    ..MediaConfig::default()
+                },
+                "media.max_upload_bytes",
+            ),
+            (
+                MediaConfig {
+                    quota_bytes_per_user: 1,
+                    ..MediaConfig::default()
+                },
+                "media.quota_bytes_per_user",
+            ),
+            (
+                MediaConfig {
+                    allowed_types: vec!["Image/JPEG".into()],
+                    ..MediaConfig::default()
+                },
+                "media.allowed_types",
+            ),
+            (
+                MediaConfig {
+                    preview_px: 64,
+                    ..MediaConfig::default()
+                },
+                "media.preview_px",
+            ),
             (
                 MediaConfig {
                     backend: BackendKind::S3,
-                    s3: S3Config { bucket: "b".into(), part_size_bytes: 1024, ..S3Config::default() },
+                    ..MediaConfig::default()
+                },
+                "media.s3.bucket",
+            ),
+            (
+                MediaConfig {
+                    backend: BackendKind::S3,
+                    s3: S3Config {
+                        bucket: "b".into(),
+                        part_size_bytes: 1024,
+                        ..S3Config::default()
+                    },
                     ..MediaConfig::default()
                 },
                 "media.s3.part_size_bytes",
@@ -337,7 +392,11 @@ mod tests {
             (
                 MediaConfig {
                     backend: BackendKind::S3,
-                    s3: S3Config { bucket: "b".into(), access_key_id: Secret::new("k"), ..S3Config::default() },
+                    s3: S3Config {
+                        bucket: "b".into(),
+                        access_key_id: Secret::new("k"),
+                        ..S3Config::default()
+                    },
                     ..MediaConfig::default()
                 },
                 "media.s3.secret_access_key",
@@ -358,8 +417,13 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.backend, BackendKind::S3);
         cfg.validate().unwrap();
-        assert!(serde_json::from_value::<MediaConfig>(serde_json::json!({"backend": "ftp"})).is_err());
-        assert!(serde_json::from_value::<MediaConfig>(serde_json::json!({"max_upload_byte": 1})).is_err());
+        assert!(
+            serde_json::from_value::<MediaConfig>(serde_json::json!({"backend": "ftp"})).is_err()
+        );
+        assert!(
+            serde_json::from_value::<MediaConfig>(serde_json::json!({"max_upload_byte": 1}))
+                .is_err()
+        );
         // Secrets never print.
         assert!(!format!("{cfg:?}").contains("\"b\""));
     }

@@ -12,7 +12,9 @@ use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::hash::{BlobHash, ResumableSha256};
 use crate::sniff::{self, Kind, OCTET_STREAM, SNIFF_LEN, Sniffed};
-use crate::store::{self, BlobRecord, Claim, MediaStore, RefAdded, UploadCreated, UploadProgress, UploadRow};
+use crate::store::{
+    self, BlobRecord, Claim, MediaStore, RefAdded, UploadCreated, UploadProgress, UploadRow,
+};
 use crate::thumb::{self, ThumbOptions, Thumbnails};
 use crate::tus::{ChecksumState, UploadMetadata};
 use crate::video::Ffmpeg;
@@ -86,7 +88,9 @@ impl RefKind {
         match s {
             "message" => Ok(RefKind::Message),
             "profile" => Ok(RefKind::Profile),
-            other => Err(MediaError::InvalidRef(format!("kind must be \"message\" or \"profile\", not {other:?}"))),
+            other => Err(MediaError::InvalidRef(format!(
+                "kind must be \"message\" or \"profile\", not {other:?}"
+            ))),
         }
     }
 
@@ -106,8 +110,15 @@ impl RefKind {
 
 /// A reference id: 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn check_ref_id(id: &str) -> Result<(), MediaError> {
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
-        return Err(MediaError::InvalidRef("id must be 1-128 characters of A-Z a-z 0-9 . _ : -".into()));
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
+        return Err(MediaError::InvalidRef(
+            "id must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
+        ));
     }
     Ok(())
 }
@@ -205,7 +216,9 @@ impl Media {
         tmp_dir: PathBuf,
     ) -> Self {
         let permits = if cfg.thumbnail_concurrency == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             cfg.thumbnail_concurrency
         };
@@ -266,7 +279,12 @@ impl Media {
     }
 
     /// Rate limit, opaque policy and claimed hash, common to both upload kinds.
-    fn admit(&self, owner: &str, opaque: bool, claimed: Option<&BlobHash>) -> Result<(), MediaError> {
+    fn admit(
+        &self,
+        owner: &str,
+        opaque: bool,
+        claimed: Option<&BlobHash>,
+    ) -> Result<(), MediaError> {
         self.upload_limiter
             .check(owner, self.now())
             .map_err(|r| MediaError::RateLimited(r.secs()))?;
@@ -345,14 +363,20 @@ impl Media {
             let usage = self.store.usage(&owner).await?;
             let used = usage.bytes + usage.reserved;
             if used + content_length.unwrap_or(0) > self.quota() {
-                return Err(MediaError::QuotaExceeded { used, quota: self.quota() });
+                return Err(MediaError::QuotaExceeded {
+                    used,
+                    quota: self.quota(),
+                });
             }
         }
         let this = self.clone();
         let started = Instant::now();
-        let result = tokio::spawn(async move { this.upload_task(owner, claimed, opaque, content_length, body).await })
-            .await
-            .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
+        let result = tokio::spawn(async move {
+            this.upload_task(owner, claimed, opaque, content_length, body)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
         record_upload("simple", result.as_ref().err(), started);
         result
     }
@@ -376,11 +400,22 @@ impl Media {
             let mut p = Progress::new();
             let max = self.cfg.max_upload_bytes;
             let end = self
-                .pump(&mut body, &mut appender, &mut p, max, || MediaError::TooLarge { max }, opaque, None)
+                .pump(
+                    &mut body,
+                    &mut appender,
+                    &mut p,
+                    max,
+                    || MediaError::TooLarge { max },
+                    opaque,
+                    None,
+                )
                 .await;
             let reason = match end {
                 Ok(PumpEnd::Eof) if content_length.is_none_or(|n| n == p.len) => None,
-                Ok(PumpEnd::Eof) => Some(format!("Content-Length was {}", content_length.unwrap_or_default())),
+                Ok(PumpEnd::Eof) => Some(format!(
+                    "Content-Length was {}",
+                    content_length.unwrap_or_default()
+                )),
                 Ok(PumpEnd::BodyError(reason)) => Some(reason),
                 Err(e) => {
                     appender.abort().await;
@@ -389,7 +424,10 @@ impl Media {
             };
             if let Some(reason) = reason {
                 appender.abort().await;
-                return Err(MediaError::Truncated { received: p.len, reason });
+                return Err(MediaError::Truncated {
+                    received: p.len,
+                    reason,
+                });
             }
             appender.finish(true).await?;
             self.finalize(Finalize {
@@ -440,7 +478,11 @@ impl Media {
         };
         let hex = hash.to_hex();
         // The same bytes stored already: no decoding, just a new owner.
-        let already = self.store.blob(&hex).await?.is_some_and(|b| b.state == store::state::READY);
+        let already = self
+            .store
+            .blob(&hex)
+            .await?
+            .is_some_and(|b| b.state == store::state::READY);
         let processed = if already {
             Processed::none("")
         } else if f.opaque {
@@ -482,11 +524,17 @@ impl Media {
             held_refs: 0,
         };
         for _ in 0..CLAIM_ATTEMPTS {
-            match self.store.claim_blob(&record, f.owner, self.quota(), f.upload, now).await? {
+            match self
+                .store
+                .claim_blob(&record, f.owner, self.quota(), f.upload, now)
+                .await?
+            {
                 Claim::Created => {
                     let stored = async {
                         if let Some(t) = &processed.thumbs {
-                            self.blobs.put(&ObjectKey::Thumb(hash), Bytes::from(t.thumb.bytes.clone())).await?;
+                            self.blobs
+                                .put(&ObjectKey::Thumb(hash), Bytes::from(t.thumb.bytes.clone()))
+                                .await?;
                         }
                         self.blobs.promote(f.id, &hash).await?;
                         self.store.mark_ready(&hex).await?;
@@ -513,11 +561,13 @@ impl Media {
                     self.blobs.discard(f.id, None).await?;
                     metrics::counter!("media_deduplicated_total").increment(1);
                     return Ok(Stored {
-                        record: existing,
+                        record: *existing,
                         deduplicated: true,
                     });
                 }
-                Claim::QuotaExceeded { used, quota } => return Err(MediaError::QuotaExceeded { used, quota }),
+                Claim::QuotaExceeded { used, quota } => {
+                    return Err(MediaError::QuotaExceeded { used, quota });
+                }
                 Claim::Busy => tokio::time::sleep(CLAIM_RETRY).await,
             }
         }
@@ -525,7 +575,12 @@ impl Media {
     }
 
     /// Thumbnails what can be thumbnailed; refuses bombs and corrupt images.
-    async fn process(&self, id: &UploadId, sniffed: &Sniffed, len: u64) -> Result<Processed, MediaError> {
+    async fn process(
+        &self,
+        id: &UploadId,
+        sniffed: &Sniffed,
+        len: u64,
+    ) -> Result<Processed, MediaError> {
         match sniffed.kind {
             Kind::Image(format) => self.process_image(id, format, len).await,
             Kind::Video(container) => Ok(self.process_video(id, container, len).await),
@@ -552,7 +607,12 @@ impl Media {
         Ok(out)
     }
 
-    async fn process_image(&self, id: &UploadId, format: sniff::ImageFormat, len: u64) -> Result<Processed, MediaError> {
+    async fn process_image(
+        &self,
+        id: &UploadId,
+        format: sniff::ImageFormat,
+        len: u64,
+    ) -> Result<Processed, MediaError> {
         let key = ObjectKey::Staging(id.clone());
         // The bomb check reads the header only: never a decode of an image
         // whose declared size is over the limit.
@@ -561,7 +621,9 @@ impl Media {
             let head = self.read_range(&key, want).await?;
             match crate::header::parse(format, &head) {
                 Ok(h) => break h,
-                Err(crate::header::HeaderError::Incomplete(_)) if want < len && want < MAX_HEADER_READ => {
+                Err(crate::header::HeaderError::Incomplete(_))
+                    if want < len && want < MAX_HEADER_READ =>
+                {
                     want = (want * 4).min(len).min(MAX_HEADER_READ);
                 }
                 Err(crate::header::HeaderError::Incomplete(_)) => {
@@ -574,7 +636,8 @@ impl Media {
             }
         };
         if header.pixels() > self.cfg.max_image_pixels {
-            metrics::counter!("media_images_refused_total", "reason" => "too_many_pixels").increment(1);
+            metrics::counter!("media_images_refused_total", "reason" => "too_many_pixels")
+                .increment(1);
             return Err(MediaError::ImageTooLarge {
                 width: header.width,
                 height: header.height,
@@ -596,7 +659,8 @@ impl Media {
         let made = tokio::task::spawn_blocking(move || thumb::thumbnails(&data, &header, &opts))
             .await
             .map_err(|_| MediaError::CorruptImage("the decoder failed on this data".into()))?;
-        metrics::histogram!("media_thumbnail_seconds", "kind" => "image").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("media_thumbnail_seconds", "kind" => "image")
+            .record(started.elapsed().as_secs_f64());
         match made {
             Ok(t) => {
                 let (w, h) = header.display_size();
@@ -607,7 +671,9 @@ impl Media {
                     note: None,
                 })
             }
-            Err(thumb::ThumbError::TooManyPixels { width, height, max }) => Err(MediaError::ImageTooLarge { width, height, max }),
+            Err(thumb::ThumbError::TooManyPixels { width, height, max }) => {
+                Err(MediaError::ImageTooLarge { width, height, max })
+            }
             Err(thumb::ThumbError::Corrupt(m)) => {
                 metrics::counter!("media_images_refused_total", "reason" => "corrupt").increment(1);
                 Err(MediaError::CorruptImage(m))
@@ -615,13 +681,24 @@ impl Media {
         }
     }
 
-    async fn process_video(&self, id: &UploadId, container: sniff::VideoContainer, len: u64) -> Processed {
+    async fn process_video(
+        &self,
+        id: &UploadId,
+        container: sniff::VideoContainer,
+        len: u64,
+    ) -> Processed {
         if !self.cfg.video_thumbnails {
-            return Processed::none("no video thumbnail: video thumbnails are switched off on this server");
+            return Processed::none(
+                "no video thumbnail: video thumbnails are switched off on this server",
+            );
         }
         let ffmpeg = match &self.ffmpeg {
             Ok(f) => f,
-            Err(why) => return Processed::none(format!("no video thumbnail: ffmpeg is not available on this server ({why})")),
+            Err(why) => {
+                return Processed::none(format!(
+                    "no video thumbnail: ffmpeg is not available on this server ({why})"
+                ));
+            }
         };
         let key = ObjectKey::Staging(id.clone());
         let (path, scratch) = match self.blobs.local_path(&key) {
@@ -630,12 +707,16 @@ impl Media {
                 Ok(p) => (p, true),
                 Err(e) => {
                     tracing::warn!(error = %e, "media: could not fetch a video for ffmpeg");
-                    return Processed::none("no video thumbnail: the video could not be read back for ffmpeg");
+                    return Processed::none(
+                        "no video thumbnail: the video could not be read back for ffmpeg",
+                    );
                 }
             },
         };
         let started = Instant::now();
-        let frame = ffmpeg.first_frame(&path, container, self.cfg.thumbnail_px).await;
+        let frame = ffmpeg
+            .first_frame(&path, container, self.cfg.thumbnail_px)
+            .await;
         if scratch {
             let _ = tokio::fs::remove_file(&path).await;
         }
@@ -645,7 +726,8 @@ impl Media {
         };
         let opts = self.thumb_options();
         let made = tokio::task::spawn_blocking(move || thumb::from_frame(&frame, &opts)).await;
-        metrics::histogram!("media_thumbnail_seconds", "kind" => "video").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("media_thumbnail_seconds", "kind" => "video")
+            .record(started.elapsed().as_secs_f64());
         match made {
             Ok(Ok(t)) => Processed {
                 width: None,
@@ -658,17 +740,26 @@ impl Media {
         }
     }
 
-    async fn fetch_to_scratch(&self, key: &ObjectKey, id: &UploadId, len: u64) -> Result<PathBuf, MediaError> {
+    async fn fetch_to_scratch(
+        &self,
+        key: &ObjectKey,
+        id: &UploadId,
+        len: u64,
+    ) -> Result<PathBuf, MediaError> {
         use futures_util::TryStreamExt;
         use tokio::io::AsyncWriteExt;
-        tokio::fs::create_dir_all(&self.tmp_dir).await.map_err(MediaError::internal)?;
+        tokio::fs::create_dir_all(&self.tmp_dir)
+            .await
+            .map_err(MediaError::internal)?;
         let path = self.tmp_dir.join(format!("{id}.video"));
         let read = self
             .blobs
             .get(key, Some(0..len))
             .await?
             .ok_or_else(|| MediaError::internal("staging object vanished"))?;
-        let mut file = tokio::fs::File::create(&path).await.map_err(MediaError::internal)?;
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(MediaError::internal)?;
         let mut body = read.body;
         let copied = async {
             while let Some(chunk) = body.try_next().await? {
@@ -687,7 +778,12 @@ impl Media {
     // ---------------------------------------------------------------- resumable uploads
 
     /// TUS creation: reserves `length` bytes of the owner's quota.
-    pub async fn tus_create(&self, owner: &str, length: u64, meta: UploadMetadata) -> Result<UploadRow, MediaError> {
+    pub async fn tus_create(
+        &self,
+        owner: &str,
+        length: u64,
+        meta: UploadMetadata,
+    ) -> Result<UploadRow, MediaError> {
         self.admit(owner, meta.opaque, meta.sha256.as_ref())?;
         let max = self.cfg.max_upload_bytes;
         if length > max {
@@ -719,7 +815,9 @@ impl Media {
             .await;
         let refused = match created {
             Ok(UploadCreated::Created) => None,
-            Ok(UploadCreated::QuotaExceeded { used, quota }) => Some(MediaError::QuotaExceeded { used, quota }),
+            Ok(UploadCreated::QuotaExceeded { used, quota }) => {
+                Some(MediaError::QuotaExceeded { used, quota })
+            }
             Ok(UploadCreated::TooManyOpen(open)) => Some(MediaError::TooManyOpenUploads { open }),
             Err(e) => Some(e.into()),
         };
@@ -734,7 +832,11 @@ impl Media {
     /// The caller's upload, checked for ownership (others' uploads do not exist
     /// for it) and expiry.
     pub async fn tus_upload(&self, owner: &str, id: &UploadId) -> Result<UploadRow, MediaError> {
-        let row = self.store.upload(id.as_str()).await?.filter(|r| r.user_id == owner);
+        let row = self
+            .store
+            .upload(id.as_str())
+            .await?
+            .filter(|r| r.user_id == owner);
         let row = row.ok_or(MediaError::UploadNotFound)?;
         if row.completed_hash.is_none() && row.expires_at <= self.now() {
             return Err(MediaError::UploadExpired);
@@ -761,9 +863,16 @@ impl Media {
         if let Some(hash) = &row.completed_hash {
             // A retry of the final PATCH whose response was lost.
             if offset != length {
-                return Err(MediaError::OffsetMismatch { expected: length, given: offset });
+                return Err(MediaError::OffsetMismatch {
+                    expected: length,
+                    given: offset,
+                });
             }
-            let record = self.store.blob(hash).await?.ok_or(MediaError::UploadNotFound)?;
+            let record = self
+                .store
+                .blob(hash)
+                .await?
+                .ok_or(MediaError::UploadNotFound)?;
             return Ok(PatchDone {
                 offset: length,
                 stored: Some(Stored {
@@ -785,7 +894,11 @@ impl Media {
         let token = natter_common::random::token();
         let now = self.now();
         let lease_until = now + i64::from(self.cfg.upload_lease_secs) * 1000;
-        let Some(row) = self.store.lease_upload(id.as_str(), &token, now, lease_until).await? else {
+        let Some(row) = self
+            .store
+            .lease_upload(id.as_str(), &token, now, lease_until)
+            .await?
+        else {
             return Err(MediaError::UploadBusy);
         };
         if row.received as u64 != offset {
@@ -810,7 +923,9 @@ impl Media {
         .await
         .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
         match &result {
-            Ok(PatchDone { stored: Some(_), .. }) => record_upload("resumable", None, started),
+            Ok(PatchDone {
+                stored: Some(_), ..
+            }) => record_upload("resumable", None, started),
             Err(e) => record_upload("resumable", Some(e), started),
             Ok(_) => {}
         }
@@ -830,8 +945,10 @@ impl Media {
         E: std::fmt::Display,
     {
         let length = row.length as u64;
-        let state: PartialState = serde_json::from_str(&row.backend_state).map_err(MediaError::internal)?;
-        let hasher = ResumableSha256::restore(&row.hash_state).ok_or_else(|| MediaError::internal("bad saved hash state"))?;
+        let state: PartialState =
+            serde_json::from_str(&row.backend_state).map_err(MediaError::internal)?;
+        let hasher = ResumableSha256::restore(&row.hash_state)
+            .ok_or_else(|| MediaError::internal("bad saved hash state"))?;
         let mut p = Progress {
             hasher,
             len: row.received as u64,
@@ -844,7 +961,15 @@ impl Media {
             let mut appender = self.blobs.append(id, &state).await?;
             let mut sum = checksum.as_ref().map(|c| c.start());
             let end = self
-                .pump(&mut body, &mut appender, &mut p, length, || MediaError::ExceedsLength { length }, row.opaque, sum.as_mut())
+                .pump(
+                    &mut body,
+                    &mut appender,
+                    &mut p,
+                    length,
+                    || MediaError::ExceedsLength { length },
+                    row.opaque,
+                    sum.as_mut(),
+                )
                 .await;
             match end {
                 Err(e @ MediaError::UnsupportedType { .. }) => {
@@ -927,7 +1052,9 @@ impl Media {
             .await;
         match finalized {
             Ok(stored) => {
-                self.store.complete_upload(id.as_str(), &stored.record.hash).await?;
+                self.store
+                    .complete_upload(id.as_str(), &stored.record.hash)
+                    .await?;
                 Ok(PatchDone {
                     offset: length,
                     stored: Some(stored),
@@ -958,7 +1085,11 @@ impl Media {
 
     /// TUS termination.
     pub async fn tus_terminate(&self, owner: &str, id: &UploadId) -> Result<(), MediaError> {
-        let row = self.store.upload(id.as_str()).await?.filter(|r| r.user_id == owner);
+        let row = self
+            .store
+            .upload(id.as_str())
+            .await?
+            .filter(|r| r.user_id == owner);
         let row = row.ok_or(MediaError::UploadNotFound)?;
         if row.lease_token.is_some() && row.lease_until > self.now() {
             return Err(MediaError::UploadBusy);
@@ -974,17 +1105,35 @@ impl Media {
     // ---------------------------------------------------------------- references
 
     /// Records that a message or profile uses a blob.
-    pub async fn add_reference(&self, hash: &BlobHash, kind: RefKind, ref_id: &str, by: &str) -> Result<RefAdded, MediaError> {
+    pub async fn add_reference(
+        &self,
+        hash: &BlobHash,
+        kind: RefKind,
+        ref_id: &str,
+        by: &str,
+    ) -> Result<RefAdded, MediaError> {
         check_ref_id(ref_id)?;
         let added = self
             .store
-            .add_ref(&hash.to_hex(), kind.as_str(), ref_id, kind.holds(), by, self.now())
+            .add_ref(
+                &hash.to_hex(),
+                kind.as_str(),
+                ref_id,
+                kind.holds(),
+                by,
+                self.now(),
+            )
             .await?;
         Ok(added)
     }
 
     /// Removes a reference; false if there was none.
-    pub async fn remove_reference(&self, hash: &BlobHash, kind: RefKind, ref_id: &str) -> Result<bool, MediaError> {
+    pub async fn remove_reference(
+        &self,
+        hash: &BlobHash,
+        kind: RefKind,
+        ref_id: &str,
+    ) -> Result<bool, MediaError> {
         check_ref_id(ref_id)?;
         Ok(self
             .store
@@ -1034,14 +1183,23 @@ impl Media {
         let ref_cutoff = now.saturating_sub(self.retention_ms());
         let pending_cutoff = now - PENDING_GRACE_MS;
         loop {
-            let batch = self.store.collectable_blobs(ref_cutoff, pending_cutoff, 100).await?;
+            let batch = self
+                .store
+                .collectable_blobs(ref_cutoff, pending_cutoff, 100)
+                .await?;
             let n = batch.len();
             let mut progressed = false;
             for b in batch {
-                if !self.store.begin_delete(&b.hash, ref_cutoff, pending_cutoff).await? {
+                if !self
+                    .store
+                    .begin_delete(&b.hash, ref_cutoff, pending_cutoff)
+                    .await?
+                {
                     continue;
                 }
-                let Ok(hash) = b.hash.parse::<BlobHash>() else { continue };
+                let Ok(hash) = b.hash.parse::<BlobHash>() else {
+                    continue;
+                };
                 // Bytes first, row last: if we crash in between, the row (state
                 // `deleting`) brings us back here.
                 self.blobs.delete(&ObjectKey::Thumb(hash)).await?;
@@ -1057,8 +1215,11 @@ impl Media {
         }
         // Staging objects older than any live upload could be (expiry plus a
         // lease) and not named by an upload row: leftovers of crashes.
-        let age = Duration::from_secs(u64::from(self.cfg.upload_expiry_secs) + u64::from(self.cfg.upload_lease_secs) + 3600);
-        let older_than = std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64).saturating_sub(age);
+        let age = Duration::from_secs(
+            u64::from(self.cfg.upload_expiry_secs) + u64::from(self.cfg.upload_lease_secs) + 3600,
+        );
+        let older_than =
+            std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64).saturating_sub(age);
         for id in self.blobs.list_staging(older_than).await? {
             if self.store.upload(id.as_str()).await?.is_none() {
                 self.blobs.discard(&id, None).await?;
@@ -1077,6 +1238,7 @@ fn record_upload(kind: &'static str, error: Option<&MediaError>, started: Instan
     let outcome = error.map_or("stored", MediaError::label);
     metrics::counter!("media_uploads_total", "kind" => kind, "outcome" => outcome).increment(1);
     if error.is_none() {
-        metrics::histogram!("media_upload_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("media_upload_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
     }
 }

@@ -205,14 +205,15 @@ impl From<MediaError> for ApiError {
                 retry_after_secs: Some(1),
                 ..ApiError::new(status, code, e.to_string())
             },
-            MediaError::QuotaExceeded { used, quota } => {
-                ApiError::new(status, code, e.to_string()).with_details(serde_json::json!({"used_bytes": used, "quota_bytes": quota}))
-            }
+            MediaError::QuotaExceeded { used, quota } => ApiError::new(status, code, e.to_string())
+                .with_details(serde_json::json!({"used_bytes": used, "quota_bytes": quota})),
             MediaError::HashMismatch { claimed, actual } => {
-                ApiError::new(status, code, e.to_string()).with_details(serde_json::json!({"claimed": claimed, "actual": actual}))
+                ApiError::new(status, code, e.to_string())
+                    .with_details(serde_json::json!({"claimed": claimed, "actual": actual}))
             }
             MediaError::OffsetMismatch { expected, .. } => {
-                ApiError::new(status, code, e.to_string()).with_details(serde_json::json!({"offset": expected}))
+                ApiError::new(status, code, e.to_string())
+                    .with_details(serde_json::json!({"offset": expected}))
             }
             _ => ApiError::new(status, code, e.to_string()),
         }

@@ -14,7 +14,12 @@ pub fn sniff(data: &[u8]) {
 
 /// Header parsing of every image format, and EXIF orientation.
 pub fn image_header(data: &[u8]) {
-    for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Gif, ImageFormat::WebP] {
+    for format in [
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::Gif,
+        ImageFormat::WebP,
+    ] {
         if let Ok(h) = crate::header::parse(format, data) {
             // Parsed dimensions are never zero.
             assert!(h.width > 0 && h.height > 0, "zero dimension accepted");

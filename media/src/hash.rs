@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn parses_only_64_hex_digits_and_prints_lowercase() {
         let h = BlobHash::of(b"abc");
-        assert_eq!(h.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            h.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(h.to_hex().to_uppercase().parse::<BlobHash>().unwrap(), h);
         for bad in [
             "",

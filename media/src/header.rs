@@ -84,8 +84,14 @@ impl<'a> Reader<'a> {
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], HeaderError> {
-        let end = self.pos.checked_add(n).ok_or(HeaderError::Incomplete(self.data.len()))?;
-        let out = self.data.get(self.pos..end).ok_or(HeaderError::Incomplete(self.data.len()))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(HeaderError::Incomplete(self.data.len()))?;
+        let out = self
+            .data
+            .get(self.pos..end)
+            .ok_or(HeaderError::Incomplete(self.data.len()))?;
         self.pos = end;
         Ok(out)
     }
@@ -165,8 +171,10 @@ fn webp(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
             if r.bytes(3)? != [0x9D, 0x01, 0x2A] {
                 return Err(corrupt("WebP", "bad VP8 start code"));
             }
-            let w = u32::from(u16::from_le_bytes(r.bytes(2)?.try_into().unwrap_or_default()) & 0x3FFF);
-            let h = u32::from(u16::from_le_bytes(r.bytes(2)?.try_into().unwrap_or_default()) & 0x3FFF);
+            let w =
+                u32::from(u16::from_le_bytes(r.bytes(2)?.try_into().unwrap_or_default()) & 0x3FFF);
+            let h =
+                u32::from(u16::from_le_bytes(r.bytes(2)?.try_into().unwrap_or_default()) & 0x3FFF);
             nonzero("WebP", w, h)
         }
         b"VP8L" => {
@@ -258,12 +266,20 @@ pub(crate) fn exif_orientation(tiff: &[u8]) -> Option<u8> {
     };
     let u16_at = |off: usize| -> Option<u16> {
         let b = tiff.get(off..off.checked_add(2)?)?;
-        Some(if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
+        Some(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
     };
     let u32_at = |off: usize| -> Option<u32> {
         let b = tiff.get(off..off.checked_add(4)?)?;
         let a = [b[0], b[1], b[2], b[3]];
-        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
     };
     let ifd = usize::try_from(u32_at(4)?).ok()?;
     let count = usize::from(u16_at(ifd)?);
@@ -332,9 +348,18 @@ mod tests {
     #[test]
     fn png_dimensions_and_bomb_sized_headers() {
         let h = parse(ImageFormat::Png, &png_header(100_000, 100_000)).unwrap();
-        assert_eq!((h.width, h.height, h.pixels()), (100_000, 100_000, 10_000_000_000));
-        assert!(matches!(parse(ImageFormat::Png, &png_header(0, 5)), Err(HeaderError::Corrupt { .. })));
-        assert!(matches!(parse(ImageFormat::Png, &png_header(1, 1)[..20]), Err(HeaderError::Incomplete(20))));
+        assert_eq!(
+            (h.width, h.height, h.pixels()),
+            (100_000, 100_000, 10_000_000_000)
+        );
+        assert!(matches!(
+            parse(ImageFormat::Png, &png_header(0, 5)),
+            Err(HeaderError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            parse(ImageFormat::Png, &png_header(1, 1)[..20]),
+            Err(HeaderError::Incomplete(20))
+        ));
     }
 
     #[test]
@@ -345,33 +370,56 @@ mod tests {
             assert_eq!(h.display_size(), (3000, 4000));
         }
         // An out-of-range orientation is ignored, not an error.
-        assert_eq!(parse(ImageFormat::Jpeg, &jpeg_with_exif(9, false)).unwrap().orientation, 1);
+        assert_eq!(
+            parse(ImageFormat::Jpeg, &jpeg_with_exif(9, false))
+                .unwrap()
+                .orientation,
+            1
+        );
         let full = jpeg_with_exif(1, false);
         for cut in 0..full.len() - 10 {
-            assert!(matches!(parse(ImageFormat::Jpeg, &full[..cut]), Err(HeaderError::Incomplete(_)) | Err(HeaderError::Corrupt { .. })));
+            assert!(matches!(
+                parse(ImageFormat::Jpeg, &full[..cut]),
+                Err(HeaderError::Incomplete(_)) | Err(HeaderError::Corrupt { .. })
+            ));
         }
         assert!(matches!(
             parse(ImageFormat::Jpeg, &[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02]),
-            Err(HeaderError::Corrupt { reason: "scan before a frame header", .. })
+            Err(HeaderError::Corrupt {
+                reason: "scan before a frame header",
+                ..
+            })
         ));
     }
 
     #[test]
     fn gif_and_webp_dimensions() {
         let gif = b"GIF89a\x40\x01\xf0\x00\x00\x00\x00";
-        assert_eq!(parse(ImageFormat::Gif, gif).unwrap().display_size(), (320, 240));
+        assert_eq!(
+            parse(ImageFormat::Gif, gif).unwrap().display_size(),
+            (320, 240)
+        );
         // VP8X canvas 65536 x 2 (24-bit minus one fields).
         let mut vp8x = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0".to_vec();
         vp8x.extend_from_slice(&[0xFF, 0xFF, 0x00, 0x01, 0x00, 0x00]);
-        assert_eq!(parse(ImageFormat::WebP, &vp8x).unwrap().display_size(), (65536, 2));
+        assert_eq!(
+            parse(ImageFormat::WebP, &vp8x).unwrap().display_size(),
+            (65536, 2)
+        );
         let mut vp8l = b"RIFF\0\0\0\0WEBPVP8L\0\0\0\0\x2f".to_vec();
         let bits: u32 = 99 | (49 << 14);
         vp8l.extend_from_slice(&bits.to_le_bytes());
-        assert_eq!(parse(ImageFormat::WebP, &vp8l).unwrap().display_size(), (100, 50));
+        assert_eq!(
+            parse(ImageFormat::WebP, &vp8l).unwrap().display_size(),
+            (100, 50)
+        );
         let mut vp8 = b"RIFF\0\0\0\0WEBPVP8 \0\0\0\0\0\0\0\x9d\x01\x2a".to_vec();
         vp8.extend_from_slice(&640u16.to_le_bytes());
         vp8.extend_from_slice(&480u16.to_le_bytes());
-        assert_eq!(parse(ImageFormat::WebP, &vp8).unwrap().display_size(), (640, 480));
+        assert_eq!(
+            parse(ImageFormat::WebP, &vp8).unwrap().display_size(),
+            (640, 480)
+        );
     }
 
     proptest! {

@@ -76,7 +76,15 @@ mod tests {
 
     #[test]
     fn ignored_ranges() {
-        for h in ["bytes=0-1,4-5", "items=0-1", "bytes=5-2", "bytes=a-b", "bytes=", "bytes=--1", "bytes=1"] {
+        for h in [
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=a-b",
+            "bytes=",
+            "bytes=--1",
+            "bytes=1",
+        ] {
             assert_eq!(evaluate(Some(h), 10), Full, "{h}");
         }
         assert_eq!(evaluate(Some("bytes=0-1"), 0), Full);

@@ -35,7 +35,10 @@ impl MediaService {
         cfg.validate()?;
         let store: Arc<dyn MediaStore> = store::for_db(db);
         if migrate {
-            store.migrate().await.map_err(|e| format!("media: migrations failed: {e}"))?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| format!("media: migrations failed: {e}"))?;
         }
         let blobs: Arc<dyn BlobStore> = match cfg.backend {
             BackendKind::Fs => {
@@ -48,12 +51,28 @@ impl MediaService {
             }
             BackendKind::S3 => Arc::new(S3BlobStore::connect(&cfg.s3).await?),
         };
-        let key = natter_common::secrets_file::configured_or_generated(&cfg.signing_key, data_dir, "media-url-key")
-            .map_err(|e| format!("media.signing_key: cannot read or create the generated key in the data dir: {e}"))?;
-        let previous: Vec<&[u8]> = cfg.previous_signing_keys.iter().map(|k| k.expose().as_bytes()).collect();
+        let key = natter_common::secrets_file::configured_or_generated(
+            &cfg.signing_key,
+            data_dir,
+            "media-url-key",
+        )
+        .map_err(|e| {
+            format!(
+                "media.signing_key: cannot read or create the generated key in the data dir: {e}"
+            )
+        })?;
+        let previous: Vec<&[u8]> = cfg
+            .previous_signing_keys
+            .iter()
+            .map(|k| k.expose().as_bytes())
+            .collect();
         let signer = UrlSigner::new(key.expose().as_bytes(), &previous);
         let ffmpeg = if cfg.video_thumbnails {
-            Ffmpeg::detect(&cfg.ffmpeg_path, Duration::from_secs(u64::from(cfg.ffmpeg_timeout_secs))).await
+            Ffmpeg::detect(
+                &cfg.ffmpeg_path,
+                Duration::from_secs(u64::from(cfg.ffmpeg_timeout_secs)),
+            )
+            .await
         } else {
             Err("video thumbnails are switched off".into())
         };
@@ -62,7 +81,16 @@ impl MediaService {
             Err(why) => tracing::info!(reason = %why, "media: no video thumbnails"),
         }
         tracing::info!(backend = blobs.backend(), "media: blob store ready");
-        let media = Arc::new(Media::new(cfg, store, blobs, signer, clock, public_url, ffmpeg, data_dir.join("tmp")));
+        let media = Arc::new(Media::new(
+            cfg,
+            store,
+            blobs,
+            signer,
+            clock,
+            public_url,
+            ffmpeg,
+            data_dir.join("tmp"),
+        ));
         Ok(Self {
             state: MediaState::new(media, tokens),
         })

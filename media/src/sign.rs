@@ -59,7 +59,9 @@ pub struct UrlSigner {
 
 impl std::fmt::Debug for UrlSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UrlSigner").field("previous", &self.previous.len()).finish()
+        f.debug_struct("UrlSigner")
+            .field("previous", &self.previous.len())
+            .finish()
     }
 }
 
@@ -96,7 +98,14 @@ impl UrlSigner {
     }
 
     /// Checks `sig` for the object and `exp` at `now_secs`.
-    pub fn verify(&self, what: Object, hash: &BlobHash, exp: i64, sig: &str, now_secs: i64) -> Result<(), SignError> {
+    pub fn verify(
+        &self,
+        what: Object,
+        hash: &BlobHash,
+        exp: i64,
+        sig: &str,
+        now_secs: i64,
+    ) -> Result<(), SignError> {
         let mut given = [0u8; 32];
         match B64.decode_slice(sig.as_bytes(), &mut given) {
             Ok(32) => {}
@@ -127,15 +136,38 @@ mod tests {
         let other = BlobHash::of(b"y");
         let sig = s.sign(Object::Blob, &h, 1000);
         assert_eq!(s.verify(Object::Blob, &h, 1000, &sig, 999), Ok(()));
-        assert_eq!(s.verify(Object::Blob, &h, 1000, &sig, 1000), Err(SignError::Expired(1000)));
-        assert_eq!(s.verify(Object::Blob, &h, 1001, &sig, 0), Err(SignError::Invalid));
-        assert_eq!(s.verify(Object::Thumbnail, &h, 1000, &sig, 0), Err(SignError::Invalid));
-        assert_eq!(s.verify(Object::Blob, &other, 1000, &sig, 0), Err(SignError::Invalid));
-        assert_eq!(s.verify(Object::Blob, &h, 1000, "garbage", 0), Err(SignError::Invalid));
-        assert_eq!(UrlSigner::new(b"other", &[]).verify(Object::Blob, &h, 1000, &sig, 0), Err(SignError::Invalid));
+        assert_eq!(
+            s.verify(Object::Blob, &h, 1000, &sig, 1000),
+            Err(SignError::Expired(1000))
+        );
+        assert_eq!(
+            s.verify(Object::Blob, &h, 1001, &sig, 0),
+            Err(SignError::Invalid)
+        );
+        assert_eq!(
+            s.verify(Object::Thumbnail, &h, 1000, &sig, 0),
+            Err(SignError::Invalid)
+        );
+        assert_eq!(
+            s.verify(Object::Blob, &other, 1000, &sig, 0),
+            Err(SignError::Invalid)
+        );
+        assert_eq!(
+            s.verify(Object::Blob, &h, 1000, "garbage", 0),
+            Err(SignError::Invalid)
+        );
+        assert_eq!(
+            UrlSigner::new(b"other", &[]).verify(Object::Blob, &h, 1000, &sig, 0),
+            Err(SignError::Invalid)
+        );
         let rotated = UrlSigner::new(b"new", &[b"key"]);
         assert_eq!(rotated.verify(Object::Blob, &h, 1000, &sig, 0), Ok(()));
         let url = s.url("https://chat.example/", Object::Thumbnail, &h, 5);
-        assert!(url.starts_with(&format!("https://chat.example/v1/media/{h}/thumbnail?exp=5&sig=")), "{url}");
+        assert!(
+            url.starts_with(&format!(
+                "https://chat.example/v1/media/{h}/thumbnail?exp=5&sig="
+            )),
+            "{url}"
+        );
     }
 }

@@ -180,7 +180,11 @@ fn markup(h: &[u8]) -> Option<Sniffed> {
     let h = h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h);
     let start = h.iter().position(|b| !b.is_ascii_whitespace())?;
     let rest = &h[start..];
-    let lower: Vec<u8> = rest.iter().take(64).map(|b| b.to_ascii_lowercase()).collect();
+    let lower: Vec<u8> = rest
+        .iter()
+        .take(64)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
     let begins = |p: &[u8]| lower.starts_with(p);
     if begins(b"<svg") || (begins(b"<?xml") && contains(&h.to_ascii_lowercase(), b"<svg")) {
         return Some(s("image/svg+xml", Kind::OtherImage));
@@ -247,12 +251,30 @@ mod tests {
             (b"GIF89a\x01\x00\x01\x00", "image/gif"),
             (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "image/webp"),
             (b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio/wav"),
-            (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", "video/mp4"),
-            (b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ", "video/quicktime"),
-            (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "image/heic"),
-            (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "image/avif"),
-            (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00M4A mp42isom", "audio/mp4"),
-            (b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\x82\x84webm", "video/webm"),
+            (
+                b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom",
+                "video/mp4",
+            ),
+            (
+                b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ",
+                "video/quicktime",
+            ),
+            (
+                b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+                "image/heic",
+            ),
+            (
+                b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf",
+                "image/avif",
+            ),
+            (
+                b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00M4A mp42isom",
+                "audio/mp4",
+            ),
+            (
+                b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\x82\x84webm",
+                "video/webm",
+            ),
             (b"OggS\x00\x02", "audio/ogg"),
             (b"ID3\x04\x00", "audio/mpeg"),
             (b"\xFF\xFB\x90\x64", "audio/mpeg"),
@@ -261,7 +283,10 @@ mod tests {
             (b"PK\x03\x04\x14\x00", "application/zip"),
             (b"  <!DOCTYPE html><html>", "text/html"),
             (b"\xEF\xBB\xBF<script>alert(1)</script>", "text/html"),
-            (b"<svg xmlns=\"http://www.w3.org/2000/svg\">", "image/svg+xml"),
+            (
+                b"<svg xmlns=\"http://www.w3.org/2000/svg\">",
+                "image/svg+xml",
+            ),
             (b"<?xml version=\"1.0\"?><svg>", "image/svg+xml"),
             (b"hello, world\nsecond line\n", "text/plain"),
             ("caf\u{e9} \u{1F600}".as_bytes(), "text/plain"),

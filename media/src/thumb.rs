@@ -84,7 +84,11 @@ pub enum ThumbError {
 }
 
 /// Decodes `data` (whose header was parsed as `header`) and makes both images.
-pub fn thumbnails(data: &[u8], header: &ImageHeader, opts: &ThumbOptions) -> Result<Thumbnails, ThumbError> {
+pub fn thumbnails(
+    data: &[u8],
+    header: &ImageHeader,
+    opts: &ThumbOptions,
+) -> Result<Thumbnails, ThumbError> {
     if header.pixels() > opts.max_pixels {
         return Err(ThumbError::TooManyPixels {
             width: header.width,
@@ -108,7 +112,8 @@ pub fn thumbnails(data: &[u8], header: &ImageHeader, opts: &ThumbOptions) -> Res
 /// Makes thumbnail and preview from an already small JPEG (a video frame from
 /// ffmpeg), checking its header like any upload.
 pub fn from_frame(jpeg: &[u8], opts: &ThumbOptions) -> Result<Thumbnails, ThumbError> {
-    let header = crate::header::parse(ImageFormat::Jpeg, jpeg).map_err(|e| ThumbError::Corrupt(e.to_string()))?;
+    let header = crate::header::parse(ImageFormat::Jpeg, jpeg)
+        .map_err(|e| ThumbError::Corrupt(e.to_string()))?;
     thumbnails(jpeg, &header, opts)
 }
 
@@ -130,12 +135,16 @@ fn decode_jpeg(data: &[u8], opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
     let corrupt = |e: jpeg_decoder::Error| ThumbError::Corrupt(e.to_string());
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(data));
     // 4 bytes per pixel at full size is the most any accepted image may need.
-    dec.set_max_decoding_buffer_size(usize::try_from(opts.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX));
+    dec.set_max_decoding_buffer_size(
+        usize::try_from(opts.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
+    );
     let want = u16::try_from(opts.thumb_px).unwrap_or(u16::MAX);
     // The smallest DCT scale (1/8, 1/4, 1/2, 1) whose output still covers the
     // thumbnail box, so the final resize only ever shrinks.
     let (w, h) = dec.scale(want, want).map_err(corrupt)?;
-    let info = dec.info().ok_or_else(|| ThumbError::Corrupt("no frame header".into()))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| ThumbError::Corrupt("no frame header".into()))?;
     let raw = dec.decode().map_err(corrupt)?;
     let (w, h) = (u32::from(w), u32::from(h));
     let n = (w as usize) * (h as usize);
@@ -160,7 +169,9 @@ fn decode_jpeg(data: &[u8], opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
             .collect(),
     };
     if pixels.len() != n * 3 {
-        return Err(ThumbError::Corrupt("decoded size does not match the frame header".into()));
+        return Err(ThumbError::Corrupt(
+            "decoded size does not match the frame header".into(),
+        ));
     }
     Ok(Rgb {
         width: w,
@@ -169,7 +180,12 @@ fn decode_jpeg(data: &[u8], opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
     })
 }
 
-fn decode_with_image(data: &[u8], format: ImageFormat, header: &ImageHeader, opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
+fn decode_with_image(
+    data: &[u8],
+    format: ImageFormat,
+    header: &ImageHeader,
+    opts: &ThumbOptions,
+) -> Result<Rgb, ThumbError> {
     let fmt = match format {
         ImageFormat::Png => image::ImageFormat::Png,
         ImageFormat::Gif => image::ImageFormat::Gif,
@@ -183,7 +199,9 @@ fn decode_with_image(data: &[u8], format: ImageFormat, header: &ImageHeader, opt
     limits.max_alloc = Some(opts.max_pixels.saturating_mul(8).max(64 << 20));
     let mut reader = image::ImageReader::with_format(Cursor::new(data), fmt);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| ThumbError::Corrupt(e.to_string()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| ThumbError::Corrupt(e.to_string()))?;
     let rgba = img.into_rgba8();
     let (width, height) = rgba.dimensions();
     // JPEG has no alpha: composite on white, as chat apps show transparent images.
@@ -195,7 +213,11 @@ fn decode_with_image(data: &[u8], format: ImageFormat, header: &ImageHeader, opt
             [p[0], p[1], p[2]].map(|c| ((u16::from(c) * a + 255 * (255 - a) + 127) / 255) as u8)
         })
         .collect();
-    Ok(Rgb { width, height, pixels })
+    Ok(Rgb {
+        width,
+        height,
+        pixels,
+    })
 }
 
 /// Shrinks to fit a `max` × `max` box, keeping the aspect ratio; never enlarges.
@@ -208,10 +230,12 @@ fn fit(src: &Rgb, max: u32) -> Result<Rgb, ThumbError> {
             pixels: src.pixels.clone(),
         });
     }
-    let src_img = fir::images::ImageRef::new(src.width, src.height, &src.pixels, fir::PixelType::U8x3)
-        .map_err(|e| ThumbError::Corrupt(format!("pixel buffer: {e}")))?;
+    let src_img =
+        fir::images::ImageRef::new(src.width, src.height, &src.pixels, fir::PixelType::U8x3)
+            .map_err(|e| ThumbError::Corrupt(format!("pixel buffer: {e}")))?;
     let mut dst = fir::images::Image::new(w, h, fir::PixelType::U8x3);
-    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3));
+    let options = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3));
     fir::Resizer::new()
         .resize(&src_img, &mut dst, &options)
         .map_err(|e| ThumbError::Corrupt(format!("resize: {e}")))?;
@@ -228,7 +252,9 @@ pub fn fitted(w: u32, h: u32, max: u32) -> (u32, u32) {
     if long <= max {
         return (w.max(1), h.max(1));
     }
-    let scale = |v: u32| ((u64::from(v) * u64::from(max) + u64::from(long) / 2) / u64::from(long)).max(1) as u32;
+    let scale = |v: u32| {
+        ((u64::from(v) * u64::from(max) + u64::from(long) / 2) / u64::from(long)).max(1) as u32
+    };
     (scale(w), scale(h))
 }
 
@@ -269,7 +295,12 @@ fn orient(src: Rgb, orientation: u8) -> Rgb {
 fn encode(img: &Rgb, quality: u8) -> Result<Jpeg, ThumbError> {
     let mut bytes = Vec::with_capacity(img.pixels.len() / 8 + 1024);
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality.clamp(1, 100))
-        .encode(&img.pixels, img.width, img.height, image::ExtendedColorType::Rgb8)
+        .encode(
+            &img.pixels,
+            img.width,
+            img.height,
+            image::ExtendedColorType::Rgb8,
+        )
         .map_err(|e| ThumbError::Corrupt(format!("encode: {e}")))?;
     Ok(Jpeg {
         bytes,
@@ -284,12 +315,16 @@ mod tests {
     use crate::header::parse;
 
     pub(crate) fn gradient(w: u32, h: u32) -> image::RgbImage {
-        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128]))
+        image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
+        })
     }
 
     fn encoded(img: &image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
-        image::DynamicImage::ImageRgb8(img.clone()).write_to(&mut out, fmt).unwrap();
+        image::DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut out, fmt)
+            .unwrap();
         out.into_inner()
     }
 
@@ -308,7 +343,9 @@ mod tests {
             let t = thumbnails(&data, &header, &ThumbOptions::default()).unwrap();
             assert_eq!((t.thumb.width, t.thumb.height), (320, 213), "{fmt:?}");
             assert_eq!((t.preview.width, t.preview.height), (32, 21), "{fmt:?}");
-            let back = image::load_from_memory_with_format(&t.thumb.bytes, image::ImageFormat::Jpeg).unwrap();
+            let back =
+                image::load_from_memory_with_format(&t.thumb.bytes, image::ImageFormat::Jpeg)
+                    .unwrap();
             assert_eq!((back.width(), back.height()), (320, 213));
             // Colours survive: the top-right corner is red-ish, bottom-left green-ish.
             let back = back.to_rgb8();
@@ -358,8 +395,16 @@ mod tests {
             max_pixels: 4095,
             ..ThumbOptions::default()
         };
-        assert!(matches!(thumbnails(&data, &header, &tight), Err(ThumbError::TooManyPixels { .. })));
-        for fmt in [image::ImageFormat::Jpeg, image::ImageFormat::Png, image::ImageFormat::Gif, image::ImageFormat::WebP] {
+        assert!(matches!(
+            thumbnails(&data, &header, &tight),
+            Err(ThumbError::TooManyPixels { .. })
+        ));
+        for fmt in [
+            image::ImageFormat::Jpeg,
+            image::ImageFormat::Png,
+            image::ImageFormat::Gif,
+            image::ImageFormat::WebP,
+        ] {
             let mut data = encoded(&gradient(300, 200), fmt);
             let ours = match fmt {
                 image::ImageFormat::Jpeg => ImageFormat::Jpeg,

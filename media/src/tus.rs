@@ -59,7 +59,10 @@ pub fn parse_metadata(raw: &str) -> Result<UploadMetadata, MediaError> {
         let key = it.next().unwrap_or_default();
         let value = it.next();
         if it.next().is_some() {
-            return Err(invalid(H, format!("pair {pair:?} has more than a key and a value")));
+            return Err(invalid(
+                H,
+                format!("pair {pair:?} has more than a key and a value"),
+            ));
         }
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
             return Err(invalid(H, "keys must be non-empty printable ASCII"));
@@ -69,25 +72,40 @@ pub fn parse_metadata(raw: &str) -> Result<UploadMetadata, MediaError> {
         }
         seen.push(key);
         let decoded = match value {
-            Some(v) => Some(B64.decode(v).map_err(|_| invalid(H, format!("value of {key:?} is not base64")))?),
+            Some(v) => Some(
+                B64.decode(v)
+                    .map_err(|_| invalid(H, format!("value of {key:?} is not base64")))?,
+            ),
             None => None,
         };
         let text = || -> Result<Option<String>, MediaError> {
             decoded
                 .as_ref()
-                .map(|d| String::from_utf8(d.clone()).map_err(|_| invalid(H, format!("value of {key:?} is not UTF-8"))))
+                .map(|d| {
+                    String::from_utf8(d.clone())
+                        .map_err(|_| invalid(H, format!("value of {key:?} is not UTF-8")))
+                })
                 .transpose()
         };
         match key {
             "sha256" => {
                 let v = text()?.ok_or_else(|| invalid(H, "sha256 needs a value"))?;
-                out.sha256 = Some(v.trim().parse().map_err(|_| invalid(H, "sha256 must be 64 hex digits"))?);
+                out.sha256 = Some(
+                    v.trim()
+                        .parse()
+                        .map_err(|_| invalid(H, "sha256 must be 64 hex digits"))?,
+                );
             }
             "opaque" => {
                 out.opaque = match text()?.as_deref() {
                     None | Some("true") | Some("1") => true,
                     Some("false") | Some("0") => false,
-                    Some(other) => return Err(invalid(H, format!("opaque must be true or false, not {other:?}"))),
+                    Some(other) => {
+                        return Err(invalid(
+                            H,
+                            format!("opaque must be true or false, not {other:?}"),
+                        ));
+                    }
                 };
             }
             "filename" | "name" => out.filename = text()?,
@@ -152,7 +170,9 @@ impl ChecksumState {
         use subtle::ConstantTimeEq;
         match self {
             ChecksumState::Sha1(h, e) => bool::from(h.finalize().as_slice().ct_eq(&e)),
-            ChecksumState::Sha256(h, e) => bool::from(sha2::Digest::finalize(h).as_slice().ct_eq(&e)),
+            ChecksumState::Sha256(h, e) => {
+                bool::from(sha2::Digest::finalize(h).as_slice().ct_eq(&e))
+            }
         }
     }
 }
@@ -167,19 +187,30 @@ pub fn parse_checksum(value: &str) -> Result<Checksum, MediaError> {
     let (algorithm, len) = match algo.to_ascii_lowercase().as_str() {
         "sha1" => (Algorithm::Sha1, 20),
         "sha256" => (Algorithm::Sha256, 32),
-        other => return Err(MediaError::UnsupportedChecksum(other.chars().take(32).collect())),
+        other => {
+            return Err(MediaError::UnsupportedChecksum(
+                other.chars().take(32).collect(),
+            ));
+        }
     };
-    let expected = B64.decode(digest.trim()).map_err(|_| invalid(H, "digest is not base64"))?;
+    let expected = B64
+        .decode(digest.trim())
+        .map_err(|_| invalid(H, "digest is not base64"))?;
     if expected.len() != len {
         return Err(invalid(H, format!("a {algo} digest is {len} bytes")));
     }
-    Ok(Checksum { algorithm, expected })
+    Ok(Checksum {
+        algorithm,
+        expected,
+    })
 }
 
 /// An HTTP date (RFC 9110 §5.6.7 IMF-fixdate) for `secs` since the epoch.
 pub fn http_date(secs: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -218,14 +249,25 @@ mod tests {
     #[test]
     fn metadata_pairs() {
         let h = BlobHash::of(b"x");
-        let raw = format!("filename {},opaque,sha256 {}", B64.encode("cat.jpg"), B64.encode(h.to_hex()));
+        let raw = format!(
+            "filename {},opaque,sha256 {}",
+            B64.encode("cat.jpg"),
+            B64.encode(h.to_hex())
+        );
         let m = parse_metadata(&raw).unwrap();
         assert_eq!(m.filename.as_deref(), Some("cat.jpg"));
         assert!(m.opaque);
         assert_eq!(m.sha256, Some(h));
         assert_eq!(m.raw, raw);
         assert!(!parse_metadata("filetype aW1hZ2UvcG5n").unwrap().opaque);
-        for bad in ["a b c", "k !!!", "k YQ==,k YQ==", "sha256 YQ==", "opaque bWF5YmU=", " ,x\u{7f} YQ=="] {
+        for bad in [
+            "a b c",
+            "k !!!",
+            "k YQ==,k YQ==",
+            "sha256 YQ==",
+            "opaque bWF5YmU=",
+            " ,x\u{7f} YQ==",
+        ] {
             assert!(parse_metadata(bad).is_err(), "{bad:?}");
         }
         assert!(parse_metadata(&"a".repeat(5000)).is_err());
@@ -233,18 +275,35 @@ mod tests {
 
     #[test]
     fn checksums() {
-        let c = parse_checksum(&format!("sha1 {}", B64.encode(sha1::Sha1::digest(b"hello")))).unwrap();
+        let c = parse_checksum(&format!(
+            "sha1 {}",
+            B64.encode(sha1::Sha1::digest(b"hello"))
+        ))
+        .unwrap();
         let mut s = c.start();
         s.update(b"hel");
         s.update(b"lo");
         assert!(s.matches());
-        let c = parse_checksum(&format!("sha256 {}", B64.encode(sha2::Sha256::digest(b"hello")))).unwrap();
+        let c = parse_checksum(&format!(
+            "sha256 {}",
+            B64.encode(sha2::Sha256::digest(b"hello"))
+        ))
+        .unwrap();
         let mut s = c.start();
         s.update(b"hellO");
         assert!(!s.matches());
-        assert!(matches!(parse_checksum("md5 AAAA"), Err(MediaError::UnsupportedChecksum(_))));
-        assert!(matches!(parse_checksum("sha1 AAAA"), Err(MediaError::InvalidHeader { .. })));
-        assert!(matches!(parse_checksum("sha1"), Err(MediaError::InvalidHeader { .. })));
+        assert!(matches!(
+            parse_checksum("md5 AAAA"),
+            Err(MediaError::UnsupportedChecksum(_))
+        ));
+        assert!(matches!(
+            parse_checksum("sha1 AAAA"),
+            Err(MediaError::InvalidHeader { .. })
+        ));
+        assert!(matches!(
+            parse_checksum("sha1"),
+            Err(MediaError::InvalidHeader { .. })
+        ));
     }
 
     #[test]

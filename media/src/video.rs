@@ -45,16 +45,41 @@ impl Ffmpeg {
     }
 
     /// The first video frame of `input`, scaled to fit a `max_px` box, as JPEG.
-    pub async fn first_frame(&self, input: &Path, container: VideoContainer, max_px: u32) -> Result<Vec<u8>, String> {
+    pub async fn first_frame(
+        &self,
+        input: &Path,
+        container: VideoContainer,
+        max_px: u32,
+    ) -> Result<Vec<u8>, String> {
         let demuxer = match container {
             VideoContainer::Mp4 => "mov",
             VideoContainer::Matroska => "matroska",
         };
         let scale = format!("scale=w={max_px}:h={max_px}:force_original_aspect_ratio=decrease");
         let mut child = Command::new(&self.program)
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file", "-f", demuxer, "-i"])
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-protocol_whitelist",
+                "file",
+                "-f",
+                demuxer,
+                "-i",
+            ])
             .arg(input)
-            .args(["-map", "0:v:0", "-frames:v", "1", "-an", "-sn", "-dn", "-vf", &scale])
+            .args([
+                "-map",
+                "0:v:0",
+                "-frames:v",
+                "1",
+                "-an",
+                "-sn",
+                "-dn",
+                "-vf",
+                &scale,
+            ])
             .args(["-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "3", "pipe:1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -72,7 +97,10 @@ impl Ffmpeg {
             let (r1, r2) = tokio::join!(out_r.read_to_end(&mut out), err_r.read_to_end(&mut err));
             r1.map_err(|e| format!("reading ffmpeg output: {e}"))?;
             r2.map_err(|e| format!("reading ffmpeg errors: {e}"))?;
-            let status = child.wait().await.map_err(|e| format!("waiting for ffmpeg: {e}"))?;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| format!("waiting for ffmpeg: {e}"))?;
             Ok::<_, String>((status, out, err))
         };
         let (status, out, err) = tokio::time::timeout(self.timeout, work)

@@ -26,16 +26,30 @@ async fn photo_upload_gives_hash_preview_and_thumbnail_and_downloads(b: Backend)
     let srv = Server::start(b).await;
     let photo = jpeg(1600, 1200);
     let r = srv.upload("alice", &photo, "").await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let v = r.json();
     let hash = sha256_hex(&photo);
     assert_eq!(v["hash"], hash);
     assert_eq!(v["size"], photo.len());
     assert_eq!(v["content_type"], "image/jpeg");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1600), Some(1200)));
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1600), Some(1200))
+    );
     assert_eq!(v["deduplicated"], false);
     assert_eq!(v["thumbnail"]["status"], "created");
-    assert_eq!((v["thumbnail"]["width"].as_u64(), v["thumbnail"]["height"].as_u64()), (Some(320), Some(240)));
+    assert_eq!(
+        (
+            v["thumbnail"]["width"].as_u64(),
+            v["thumbnail"]["height"].as_u64()
+        ),
+        (Some(320), Some(240))
+    );
     // The preview is a real JPEG of at most 32 pixels.
     let preview = base64::engine::general_purpose::STANDARD
         .decode(v["preview"]["data_base64"].as_str().unwrap())
@@ -48,7 +62,10 @@ async fn photo_upload_gives_hash_preview_and_thumbnail_and_downloads(b: Backend)
     assert_eq!(d.status, StatusCode::OK);
     assert!(d.body == photo, "downloaded bytes differ");
     assert_eq!(d.header("content-type"), Some("image/jpeg"));
-    assert_eq!(d.header("content-length"), Some(photo.len().to_string().as_str()));
+    assert_eq!(
+        d.header("content-length"),
+        Some(photo.len().to_string().as_str())
+    );
     assert_eq!(d.header("etag"), Some(format!("\"{hash}\"").as_str()));
     assert_eq!(d.header("x-content-type-options"), Some("nosniff"));
     // The thumbnail, also signed.
@@ -58,11 +75,22 @@ async fn photo_upload_gives_hash_preview_and_thumbnail_and_downloads(b: Backend)
     let ti = image::load_from_memory_with_format(&t.body, image::ImageFormat::Jpeg).unwrap();
     assert_eq!((ti.width(), ti.height()), (320, 240));
     // With a token; and the info endpoint for receivers.
-    assert!(srv.get(&format!("/v1/media/{hash}"), Some("bob")).await.body == photo);
-    let info = srv.get(&format!("/v1/media/{hash}/info"), Some("bob")).await.json();
+    assert!(
+        srv.get(&format!("/v1/media/{hash}"), Some("bob"))
+            .await
+            .body
+            == photo
+    );
+    let info = srv
+        .get(&format!("/v1/media/{hash}/info"), Some("bob"))
+        .await
+        .json();
     assert_eq!(info["hash"], hash);
     assert_eq!(info["preview"]["data_base64"], v["preview"]["data_base64"]);
-    assert_eq!(info["expires_at"].as_i64(), Some(srv.clock_secs() + 30 * 86400));
+    assert_eq!(
+        info["expires_at"].as_i64(),
+        Some(srv.clock_secs() + 30 * 86400)
+    );
     let usage = srv.get("/v1/media/usage", Some("alice")).await.json();
     assert_eq!(usage["used_bytes"], photo.len());
     assert_eq!(srv.staging_count().await, 0);
@@ -81,8 +109,14 @@ async fn same_content_is_stored_once(b: Backend) {
     let by_bob = srv.upload("bob", &data, "").await;
     assert_eq!(by_bob.status, StatusCode::OK);
     // Each owner is charged once; one object is stored.
-    assert_eq!(srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"], 300_000);
-    assert_eq!(srv.get("/v1/media/usage", Some("bob")).await.json()["used_bytes"], 300_000);
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        300_000
+    );
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("bob")).await.json()["used_bytes"],
+        300_000
+    );
     assert_eq!(srv.staging_count().await, 0);
     if b == Backend::Fs {
         let count = walk(&srv.dir.path().join("media/blobs"));
@@ -95,7 +129,13 @@ fn walk(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -108,14 +148,32 @@ async fn downloads_need_a_token_or_a_valid_signature(b: Backend) {
     let hash = v["hash"].as_str().unwrap().to_owned();
     let url = v["url"].as_str().unwrap().to_owned();
     let r = srv.get(&format!("/v1/media/{hash}"), None).await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "missing_token"));
-    let r = srv.send(srv.http.get(srv.url(&format!("/v1/media/{hash}"))).bearer_auth("not-a-token")).await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "missing_token")
+    );
+    let r = srv
+        .send(
+            srv.http
+                .get(srv.url(&format!("/v1/media/{hash}")))
+                .bearer_auth("not-a-token"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
     // Tampered signature, another object, a moved expiry.
     let bad_sig = format!("{}AAAA", &url[..url.len() - 4]);
     assert_eq!(srv.get(&bad_sig, None).await.code(), "invalid_signature");
-    let thumb_path = url.replace(&format!("/v1/media/{hash}?"), &format!("/v1/media/{hash}/thumbnail?"));
-    assert_eq!(srv.get(&thumb_path, None).await.status, StatusCode::FORBIDDEN);
+    let thumb_path = url.replace(
+        &format!("/v1/media/{hash}?"),
+        &format!("/v1/media/{hash}/thumbnail?"),
+    );
+    assert_eq!(
+        srv.get(&thumb_path, None).await.status,
+        StatusCode::FORBIDDEN
+    );
     let exp = v["url_expires_at"].as_i64().unwrap();
     let later = url.replace(&format!("exp={exp}"), &format!("exp={}", exp + 3600));
     assert_eq!(srv.get(&later, None).await.code(), "invalid_signature");
@@ -126,7 +184,10 @@ async fn downloads_need_a_token_or_a_valid_signature(b: Backend) {
     assert_eq!(srv.get(&url, None).await.status, StatusCode::OK);
     srv.clock.advance_secs(24 * 3600 + 1);
     let r = srv.get(&url, None).await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "url_expired"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::FORBIDDEN, "url_expired")
+    );
     // Only hashes reach storage: no path tricks.
     for path in [
         "/v1/media/..%2F..%2F..%2Fetc%2Fpasswd",
@@ -135,16 +196,28 @@ async fn downloads_need_a_token_or_a_valid_signature(b: Backend) {
         "/v1/media/0000000000000000000000000000000000000000000000000000000000000000zz",
     ] {
         let r = srv.get(path, Some("alice")).await;
-        assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_hash"), "{path}");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_hash"),
+            "{path}"
+        );
     }
     // Dot segments are resolved before routing: they reach no media route.
-    for path in ["/v1/media/../../etc/passwd", "/v1/media/%2e%2e/%2e%2e/etc/passwd"] {
+    for path in [
+        "/v1/media/../../etc/passwd",
+        "/v1/media/%2e%2e/%2e%2e/etc/passwd",
+    ] {
         let r = srv.get(path, Some("alice")).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         assert!(r.body.is_empty() || r.code() != "", "{path}");
     }
     let missing = sha256_hex(b"never uploaded");
-    assert_eq!(srv.get(&format!("/v1/media/{missing}"), Some("alice")).await.code(), "not_found");
+    assert_eq!(
+        srv.get(&format!("/v1/media/{missing}"), Some("alice"))
+            .await
+            .code(),
+        "not_found"
+    );
     srv.cleanup().await;
 }
 
@@ -154,14 +227,22 @@ async fn ranges_etags_and_head(b: Backend) {
     let v = srv.upload("alice", &data, "").await.json();
     let path = format!("/v1/media/{}", v["hash"].as_str().unwrap());
     let token = srv.token("bob");
-    let get = |range: &str| srv.http.get(srv.url(&path)).bearer_auth(&token).header("range", range.to_owned());
+    let get = |range: &str| {
+        srv.http
+            .get(srv.url(&path))
+            .bearer_auth(&token)
+            .header("range", range.to_owned())
+    };
     let r = srv.send(get("bytes=100-199")).await;
     assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.body, &data[100..200]);
     assert_eq!(r.header("content-range"), Some("bytes 100-199/1000003"));
     assert_eq!(r.header("content-length"), Some("100"));
     let r = srv.send(get("bytes=-10")).await;
-    assert_eq!((r.status, r.body.as_slice()), (StatusCode::PARTIAL_CONTENT, &data[data.len() - 10..]));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &data[data.len() - 10..])
+    );
     let r = srv.send(get("bytes=999990-")).await;
     assert_eq!(r.body, &data[999_990..]);
     let r = srv.send(get("bytes=2000000-")).await;
@@ -171,13 +252,24 @@ async fn ranges_etags_and_head(b: Backend) {
     let r = srv.send(get("bytes=0-1,5-6")).await;
     assert_eq!((r.status, r.body.len()), (StatusCode::OK, data.len()));
     // If-Range with a stale validator: the whole body.
-    let r = srv.send(get("bytes=0-1").header("if-range", "\"something-else\"")).await;
+    let r = srv
+        .send(get("bytes=0-1").header("if-range", "\"something-else\""))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let etag = r.header("etag").unwrap().to_owned();
-    let r = srv.send(srv.http.get(srv.url(&path)).bearer_auth(&token).header("if-none-match", etag)).await;
+    let r = srv
+        .send(
+            srv.http
+                .get(srv.url(&path))
+                .bearer_auth(&token)
+                .header("if-none-match", etag),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     assert!(r.body.is_empty());
-    let r = srv.send(srv.http.head(srv.url(&path)).bearer_auth(&token)).await;
+    let r = srv
+        .send(srv.http.head(srv.url(&path)).bearer_auth(&token))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-length"), Some("1000003"));
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
@@ -192,7 +284,10 @@ async fn oversize_uploads_are_refused_and_nothing_is_stored(b: Backend) {
     // Declared too large: refused before a byte is read.
     let big = noise(1024 * 1024 + 1, 3);
     let r = srv.upload("alice", &big, "").await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+    );
     // Undeclared (chunked) and growing past the limit: cut off while streaming.
     let token = srv.token("alice");
     let head = format!(
@@ -209,8 +304,14 @@ async fn oversize_uploads_are_refused_and_nothing_is_stored(b: Backend) {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(reply.contains("too_large"), "{reply}");
     assert!(!srv.blob_exists(&sha256_hex(&big)).await);
-    eventually("no staging objects remain", || async { srv.staging_count().await == 0 }).await;
-    assert_eq!(srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"], 0);
+    eventually("no staging objects remain", || async {
+        srv.staging_count().await == 0
+    })
+    .await;
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        0
+    );
     srv.cleanup().await;
 }
 
@@ -230,29 +331,77 @@ async fn raw_exchange(srv: &Server, head: &str, body: &[u8]) -> String {
 async fn wrong_types_hash_mismatches_and_bad_images_are_refused(b: Backend) {
     let srv = Server::start(b).await;
     let cases: Vec<(Vec<u8>, &str, StatusCode, &str)> = vec![
-        (b"<!DOCTYPE html><script>alert(1)</script>".to_vec(), "", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type"),
-        (b"\x7FELF\x02\x01\x01\x00rest-of-a-binary".to_vec(), "", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type"),
+        (
+            b"<!DOCTYPE html><script>alert(1)</script>".to_vec(),
+            "",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_type",
+        ),
+        (
+            b"\x7FELF\x02\x01\x01\x00rest-of-a-binary".to_vec(),
+            "",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_type",
+        ),
         (
             b"some text".to_vec(),
             "?sha256=0000000000000000000000000000000000000000000000000000000000000000",
             StatusCode::UNPROCESSABLE_ENTITY,
             "hash_mismatch",
         ),
-        (b"x".to_vec(), "?sha256=abc", StatusCode::BAD_REQUEST, "invalid_hash"),
-        (b"x".to_vec(), "?sneaky=1", StatusCode::BAD_REQUEST, "invalid_query"),
-        (png_bomb(100_000, 100_000), "", StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
-        (corrupt_jpeg(), "", StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00".to_vec(), "", StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image"),
-        (b"GIF89a".to_vec(), "", StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image"),
+        (
+            b"x".to_vec(),
+            "?sha256=abc",
+            StatusCode::BAD_REQUEST,
+            "invalid_hash",
+        ),
+        (
+            b"x".to_vec(),
+            "?sneaky=1",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            png_bomb(100_000, 100_000),
+            "",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_too_large",
+        ),
+        (
+            corrupt_jpeg(),
+            "",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_image",
+        ),
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00".to_vec(),
+            "",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_image",
+        ),
+        (
+            b"GIF89a".to_vec(),
+            "",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "corrupt_image",
+        ),
     ];
     for (data, query, status, code) in cases {
         let r = srv.upload("alice", &data, query).await;
-        assert_eq!((r.status, r.code().as_str()), (status, code), "{:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{:?}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
         assert!(!srv.blob_exists(&sha256_hex(&data)).await);
     }
     assert_eq!(srv.staging_count().await, 0);
-    assert_eq!(srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"], 0);
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        0
+    );
     // The type comes from the bytes, whatever the header says.
     let png = encode(&photo(40, 30), image::ImageFormat::Png);
     let r = srv
@@ -291,12 +440,21 @@ async fn truncated_uploads_leave_nothing(b: Backend) {
         data.len()
     );
     srv.raw_then_hang_up(head, &data[..MIB]).await;
-    eventually("the cut-off upload is cleaned up", || async { srv.staging_count().await == 0 }).await;
+    eventually("the cut-off upload is cleaned up", || async {
+        srv.staging_count().await == 0
+    })
+    .await;
     assert!(!srv.blob_exists(&sha256_hex(&data)).await);
     assert!(!srv.blob_exists(&sha256_hex(&data[..MIB])).await);
-    assert_eq!(srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"], 0);
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        0
+    );
     // The server is fine afterwards.
-    assert_eq!(srv.upload("alice", &data, "").await.status, StatusCode::CREATED);
+    assert_eq!(
+        srv.upload("alice", &data, "").await.status,
+        StatusCode::CREATED
+    );
     srv.cleanup().await;
 }
 
@@ -306,25 +464,55 @@ async fn opaque_uploads_are_stored_as_sent(b: Backend) {
     let mut data = vec![0xFF, 0xD8, 0xFF, 0xE0];
     data.extend(noise(50_000, 9));
     let hash = sha256_hex(&data);
-    let r = srv.upload("alice", &data, &format!("?opaque=true&sha256={hash}")).await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    let r = srv
+        .upload("alice", &data, &format!("?opaque=true&sha256={hash}"))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let v = r.json();
     assert_eq!(v["content_type"], "application/octet-stream");
     assert_eq!(v["opaque"], true);
     assert_eq!(v["thumbnail"]["status"], "none");
-    assert!(v["thumbnail"]["reason"].as_str().unwrap().contains("opaque"), "{v}");
+    assert!(
+        v["thumbnail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("opaque"),
+        "{v}"
+    );
     assert!(v["preview"].is_null());
     assert!(srv.get(v["url"].as_str().unwrap(), None).await.body == data);
     let r = srv.upload("alice", &data, "?opaque=true").await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "hash_required"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "hash_required")
+    );
     let wrong = sha256_hex(b"not it");
-    let r = srv.upload("alice", &noise(10, 1), &format!("?opaque=true&sha256={wrong}")).await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"));
+    let r = srv
+        .upload(
+            "alice",
+            &noise(10, 1),
+            &format!("?opaque=true&sha256={wrong}"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch")
+    );
     assert_eq!(r.json()["error"]["claimed"], wrong);
     srv.cleanup().await;
     let srv = Server::with(b, |c| c.allow_opaque = false).await;
-    let r = srv.upload("alice", &data, &format!("?opaque=true&sha256={hash}")).await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "opaque_not_allowed"));
+    let r = srv
+        .upload("alice", &data, &format!("?opaque=true&sha256={hash}"))
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::FORBIDDEN, "opaque_not_allowed")
+    );
     srv.cleanup().await;
 }
 
@@ -335,16 +523,28 @@ async fn quota_is_enforced(b: Backend) {
     })
     .await;
     for i in 0..3 {
-        assert_eq!(srv.upload("alice", &noise(300_000, i), "").await.status, StatusCode::CREATED);
+        assert_eq!(
+            srv.upload("alice", &noise(300_000, i), "").await.status,
+            StatusCode::CREATED
+        );
     }
     let r = srv.upload("alice", &noise(300_000, 99), "").await;
-    assert_eq!((r.status, r.code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded")
+    );
     assert_eq!(r.json()["error"]["quota_bytes"], 1_000_000);
     assert!(!srv.blob_exists(&sha256_hex(&noise(300_000, 99))).await);
     assert_eq!(srv.staging_count().await, 0);
     // Another user is not affected.
-    assert_eq!(srv.upload("bob", &noise(300_000, 99), "").await.status, StatusCode::CREATED);
+    assert_eq!(
+        srv.upload("bob", &noise(300_000, 99), "").await.status,
+        StatusCode::CREATED
+    );
     let u = srv.get("/v1/media/usage", Some("alice")).await.json();
-    assert_eq!((u["used_bytes"].as_u64(), u["quota_bytes"].as_u64()), (Some(900_000), Some(1_000_000)));
+    assert_eq!(
+        (u["used_bytes"].as_u64(), u["quota_bytes"].as_u64()),
+        (Some(900_000), Some(1_000_000))
+    );
     srv.cleanup().await;
 }

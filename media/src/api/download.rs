@@ -82,7 +82,10 @@ pub(super) async fn thumbnail(
     authorize(&state, Object::Thumbnail, &hash, query.as_deref(), auth)?;
     let record = state.media.ready_blob(&hash).await?;
     if !record.has_thumbnail() {
-        return Err(ApiError::not_found("no_thumbnail", "this media has no thumbnail"));
+        return Err(ApiError::not_found(
+            "no_thumbnail",
+            "this media has no thumbnail",
+        ));
     }
     let meta = ObjectMeta {
         key: ObjectKey::Thumb(hash),
@@ -100,14 +103,24 @@ pub(super) async fn thumbnail(
     responses((status = 200, body = MediaInfo), (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)),
     security(("bearer" = []))
 )]
-pub(super) async fn info(State(state): State<MediaState>, _auth: Authed, Path(hash): Path<String>) -> Result<Json<MediaInfo>, ApiError> {
+pub(super) async fn info(
+    State(state): State<MediaState>,
+    _auth: Authed,
+    Path(hash): Path<String>,
+) -> Result<Json<MediaInfo>, ApiError> {
     let hash = parse_hash(&hash)?;
     let record = state.media.ready_blob(&hash).await?;
     Ok(Json(media_info(&state.media, &record)?))
 }
 
 /// A signed URL, if the query carries one; otherwise the bearer token.
-fn authorize(state: &MediaState, what: Object, hash: &BlobHash, query: Option<&str>, auth: Result<Authed, ApiError>) -> Result<(), ApiError> {
+fn authorize(
+    state: &MediaState,
+    what: Object,
+    hash: &BlobHash,
+    query: Option<&str>,
+    auth: Result<Authed, ApiError>,
+) -> Result<(), ApiError> {
     let (mut exp, mut sig) = (None, None);
     for pair in query.unwrap_or_default().split('&') {
         match pair.split_once('=') {
@@ -119,7 +132,9 @@ fn authorize(state: &MediaState, what: Object, hash: &BlobHash, query: Option<&s
     let Some(sig) = sig else {
         return auth.map(|_| ());
     };
-    let exp: i64 = exp.and_then(|e| e.parse().ok()).ok_or(MediaError::BadSignature)?;
+    let exp: i64 = exp
+        .and_then(|e| e.parse().ok())
+        .ok_or(MediaError::BadSignature)?;
     let m = &state.media;
     match m.signer.verify(what, hash, exp, sig, m.clock.now_secs()) {
         Ok(()) => Ok(()),
@@ -138,21 +153,44 @@ struct ObjectMeta {
 
 /// Content types that browsers may show inline; everything else is an attachment.
 fn inline(content_type: &str) -> bool {
-    ["image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/heic"].contains(&content_type)
+    [
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/heic",
+    ]
+    .contains(&content_type)
         || content_type.starts_with("video/")
         || content_type.starts_with("audio/")
 }
 
-async fn serve(state: &MediaState, meta: ObjectMeta, method: &Method, headers: &HeaderMap, label: &'static str) -> Result<Response, ApiError> {
+async fn serve(
+    state: &MediaState,
+    meta: ObjectMeta,
+    method: &Method,
+    headers: &HeaderMap,
+    label: &'static str,
+) -> Result<Response, ApiError> {
     let blobs = &state.media.blobs;
     let mut common = HeaderMap::new();
     let hv = |s: &str| HeaderValue::from_str(s).map_err(MediaError::internal);
     common.insert(header::ETAG, hv(&meta.etag)?);
     // Content never changes under a hash; access control is in the URL or token.
-    common.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    common.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
     common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    common.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    common.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    common.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    common.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
     let ct = if meta.content_type.starts_with("text/") {
         format!("{}; charset=utf-8", meta.content_type)
     } else {
@@ -161,17 +199,29 @@ async fn serve(state: &MediaState, meta: ObjectMeta, method: &Method, headers: &
     common.insert(header::CONTENT_TYPE, hv(&ct)?);
     common.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_static(if inline(&meta.content_type) { "inline" } else { "attachment" }),
+        HeaderValue::from_static(if inline(&meta.content_type) {
+            "inline"
+        } else {
+            "attachment"
+        }),
     );
 
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
-        && inm.split(',').any(|t| t.trim() == meta.etag || t.trim() == "*")
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && inm
+            .split(',')
+            .any(|t| t.trim() == meta.etag || t.trim() == "*")
     {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
     let size = match meta.size {
         Some(s) => s,
-        None => blobs.size(&meta.key).await.map_err(MediaError::from)?.ok_or(MediaError::NotFound)?,
+        None => blobs
+            .size(&meta.key)
+            .await
+            .map_err(MediaError::from)?
+            .ok_or(MediaError::NotFound)?,
     };
     // If-Range with another validator: send everything (RFC 9110 §13.1.5).
     let if_range_ok = headers
@@ -195,7 +245,11 @@ async fn serve(state: &MediaState, meta: ObjectMeta, method: &Method, headers: &
     if status == StatusCode::PARTIAL_CONTENT {
         common.insert(
             header::CONTENT_RANGE,
-            hv(&format!("bytes {}-{}/{size}", range.start, range.end.saturating_sub(1)))?,
+            hv(&format!(
+                "bytes {}-{}/{size}",
+                range.start,
+                range.end.saturating_sub(1)
+            ))?,
         );
     }
     let len = range.end - range.start;
@@ -212,7 +266,8 @@ async fn serve(state: &MediaState, meta: ObjectMeta, method: &Method, headers: &
     let backend = blobs.backend();
     let body = read.body.map(move |chunk| {
         if let Ok(c) = &chunk {
-            metrics::counter!("media_download_bytes_total", "backend" => backend).increment(c.len() as u64);
+            metrics::counter!("media_download_bytes_total", "backend" => backend)
+                .increment(c.len() as u64);
         }
         chunk
     });

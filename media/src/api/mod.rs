@@ -50,7 +50,10 @@ impl FromRef<MediaState> for TokenVerifier {
 
 /// The client view of a blob, with fresh signed URLs.
 pub(crate) fn media_info(m: &Media, b: &BlobRecord) -> Result<MediaInfo, MediaError> {
-    let hash: BlobHash = b.hash.parse().map_err(|_| MediaError::internal("stored hash is not hex"))?;
+    let hash: BlobHash = b
+        .hash
+        .parse()
+        .map_err(|_| MediaError::internal("stored hash is not hex"))?;
     let exp = m.clock.now_secs() + i64::from(m.cfg.signed_url_ttl_secs);
     let thumbnail = if b.has_thumbnail() {
         ThumbnailInfo {
@@ -123,7 +126,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -160,6 +168,8 @@ pub fn router(state: MediaState) -> axum::Router {
                 async move { axum::Json((*doc).clone()) }
             }),
         )
-        .layer(axum::middleware::from_fn(|req, next| natter_common::metrics::track_http("media", req, next)))
+        .layer(axum::middleware::from_fn(|req, next| {
+            natter_common::metrics::track_http("media", req, next)
+        }))
         .with_state(state)
 }

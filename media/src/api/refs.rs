@@ -37,7 +37,10 @@ pub(super) async fn add_ref(
     let hash = parse_hash(&hash)?;
     let kind = RefKind::parse(&req.kind)?;
     if kind == RefKind::Profile && req.id != claims.sub {
-        return Err(ApiError::forbidden("not_your_profile", "a profile reference must name your own user id"));
+        return Err(ApiError::forbidden(
+            "not_your_profile",
+            "a profile reference must name your own user id",
+        ));
     }
     let m = &state.media;
     let status = match m.add_reference(&hash, kind, &req.id, &claims.sub).await? {
@@ -84,12 +87,22 @@ pub(super) async fn remove_ref(
     let kind = RefKind::parse(&kind)?;
     let m = &state.media;
     // Only whoever added a reference may remove it.
-    let refs = m.store.refs(&hash.to_hex()).await.map_err(MediaError::from)?;
-    let Some(r) = refs.iter().find(|r| r.kind == kind.as_str() && r.ref_id == id) else {
+    let refs = m
+        .store
+        .refs(&hash.to_hex())
+        .await
+        .map_err(MediaError::from)?;
+    let Some(r) = refs
+        .iter()
+        .find(|r| r.kind == kind.as_str() && r.ref_id == id)
+    else {
         return Err(ApiError::not_found("no_reference", "no such reference"));
     };
     if r.created_by != claims.sub {
-        return Err(ApiError::forbidden("not_your_reference", "only the user who added a reference may remove it"));
+        return Err(ApiError::forbidden(
+            "not_your_reference",
+            "only the user who added a reference may remove it",
+        ));
     }
     if m.remove_reference(&hash, kind, &id).await? {
         Ok(StatusCode::NO_CONTENT)

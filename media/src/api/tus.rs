@@ -46,15 +46,20 @@ impl From<ApiError> for TusError {
 impl IntoResponse for TusError {
     fn into_response(self) -> Response {
         let mut r = self.0.into_response();
-        r.headers_mut().insert(TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION));
+        r.headers_mut()
+            .insert(TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION));
         if let Some(offset) = self.1 {
-            r.headers_mut().insert(UPLOAD_OFFSET, HeaderValue::from(offset));
+            r.headers_mut()
+                .insert(UPLOAD_OFFSET, HeaderValue::from(offset));
         }
         r
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, MediaError> {
+fn header_str<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, MediaError> {
     headers
         .get(name)
         .map(|v| {
@@ -78,12 +83,16 @@ fn parse_id(id: &str) -> Result<UploadId, MediaError> {
 }
 
 fn upload_url(state: &MediaState, id: &str) -> String {
-    format!("{}/v1/media/uploads/{id}", state.media.public_url.trim_end_matches('/'))
+    format!(
+        "{}/v1/media/uploads/{id}",
+        state.media.public_url.trim_end_matches('/')
+    )
 }
 
 fn expires(ms: i64) -> HeaderValue {
     // An HTTP date is always visible ASCII.
-    HeaderValue::from_str(&tus::http_date(ms.div_euclid(1000))).unwrap_or(HeaderValue::from_static(""))
+    HeaderValue::from_str(&tus::http_date(ms.div_euclid(1000)))
+        .unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Reads a PATCH-style body's headers: `Content-Type`, `Content-Length`,
@@ -94,7 +103,9 @@ fn body_headers(headers: &HeaderMap) -> Result<(Option<u64>, Option<Checksum>), 
         return Err(MediaError::WrongPatchContentType);
     }
     let len = super::upload::content_length(headers)?;
-    let checksum = header_str(headers, &UPLOAD_CHECKSUM)?.map(tus::parse_checksum).transpose()?;
+    let checksum = header_str(headers, &UPLOAD_CHECKSUM)?
+        .map(tus::parse_checksum)
+        .transpose()?;
     Ok((len, checksum))
 }
 
@@ -108,9 +119,18 @@ pub(super) async fn options(State(state): State<MediaState>) -> Response {
         StatusCode::NO_CONTENT,
         [
             (TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION)),
-            (HeaderName::from_static("tus-version"), HeaderValue::from_static(tus::VERSION)),
-            (HeaderName::from_static("tus-extension"), HeaderValue::from_static(tus::EXTENSIONS)),
-            (HeaderName::from_static("tus-max-size"), HeaderValue::from(state.media.cfg.max_upload_bytes)),
+            (
+                HeaderName::from_static("tus-version"),
+                HeaderValue::from_static(tus::VERSION),
+            ),
+            (
+                HeaderName::from_static("tus-extension"),
+                HeaderValue::from_static(tus::EXTENSIONS),
+            ),
+            (
+                HeaderName::from_static("tus-max-size"),
+                HeaderValue::from(state.media.cfg.max_upload_bytes),
+            ),
             (
                 HeaderName::from_static("tus-checksum-algorithm"),
                 HeaderValue::from_static(tus::CHECKSUM_ALGORITHMS),
@@ -157,9 +177,14 @@ pub(super) async fn create(
         .and_then(|v| tus::parse_u64("Upload-Length", v))?;
     let meta = tus::parse_metadata(header_str(&headers, &UPLOAD_METADATA)?.unwrap_or_default())?;
     // creation-with-upload: a body typed as a PATCH body is the first chunk.
-    let with_body = header_str(&headers, &header::CONTENT_TYPE)?
-        .is_some_and(|ct| ct.split(';').next().unwrap_or_default().trim() == tus::PATCH_CONTENT_TYPE);
-    let body_info = if with_body { Some(body_headers(&headers)?) } else { None };
+    let with_body = header_str(&headers, &header::CONTENT_TYPE)?.is_some_and(|ct| {
+        ct.split(';').next().unwrap_or_default().trim() == tus::PATCH_CONTENT_TYPE
+    });
+    let body_info = if with_body {
+        Some(body_headers(&headers)?)
+    } else {
+        None
+    };
     let row = state.media.tus_create(&claims.sub, length, meta).await?;
     let id: UploadId = parse_id(&row.id)?;
     let mut offset = 0;
@@ -180,14 +205,21 @@ pub(super) async fn create(
         StatusCode::CREATED,
         [
             (TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION)),
-            (header::LOCATION, HeaderValue::from_str(&upload_url(&state, &row.id)).map_err(MediaError::internal)?),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(&upload_url(&state, &row.id))
+                    .map_err(MediaError::internal)?,
+            ),
             (UPLOAD_OFFSET, HeaderValue::from(offset)),
             (UPLOAD_EXPIRES, expires(expires_at)),
         ],
     )
         .into_response();
     if let Some(h) = hash {
-        r.headers_mut().insert(MEDIA_HASH, HeaderValue::from_str(&h).map_err(MediaError::internal)?);
+        r.headers_mut().insert(
+            MEDIA_HASH,
+            HeaderValue::from_str(&h).map_err(MediaError::internal)?,
+        );
     }
     Ok(r)
 }
@@ -290,7 +322,14 @@ pub(super) async fn patch(
         expires_at,
     } = state
         .media
-        .tus_patch(&claims.sub, &id, offset, len, checksum, body.into_data_stream())
+        .tus_patch(
+            &claims.sub,
+            &id,
+            offset,
+            len,
+            checksum,
+            body.into_data_stream(),
+        )
         .await?;
     let mut r = (
         StatusCode::NO_CONTENT,
@@ -302,8 +341,10 @@ pub(super) async fn patch(
         .into_response();
     match stored {
         Some(s) => {
-            r.headers_mut()
-                .insert(MEDIA_HASH, HeaderValue::from_str(&s.record.hash).map_err(MediaError::internal)?);
+            r.headers_mut().insert(
+                MEDIA_HASH,
+                HeaderValue::from_str(&s.record.hash).map_err(MediaError::internal)?,
+            );
         }
         None => {
             r.headers_mut().insert(UPLOAD_EXPIRES, expires(expires_at));
@@ -333,5 +374,9 @@ pub(super) async fn terminate(
     require_version(&headers)?;
     let id = parse_id(&id)?;
     state.media.tus_terminate(&claims.sub, &id).await?;
-    Ok((StatusCode::NO_CONTENT, [(TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION))]).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION))],
+    )
+        .into_response())
 }

@@ -56,7 +56,11 @@ pub(super) async fn upload(
             body.into_data_stream(),
         )
         .await?;
-    let status = if stored.deduplicated { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if stored.deduplicated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let media = media_info(&state.media, &stored.record)?;
     Ok((
         status,
@@ -88,7 +92,10 @@ pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, MediaEr
     responses((status = 200, body = UsageResponse), (status = 401, body = ErrorResponse)),
     security(("bearer" = []))
 )]
-pub(super) async fn usage(State(state): State<MediaState>, Authed(claims): Authed) -> Result<Json<UsageResponse>, ApiError> {
+pub(super) async fn usage(
+    State(state): State<MediaState>,
+    Authed(claims): Authed,
+) -> Result<Json<UsageResponse>, ApiError> {
     let m = &state.media;
     let u = m.store.usage(&claims.sub).await.map_err(MediaError::from)?;
     let quota = m.cfg.quota_bytes_per_user;

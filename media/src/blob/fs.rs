@@ -6,7 +6,9 @@
 //! filesystem) followed by an fsync of the directory, so a blob that was
 //! reported stored survives a crash.
 
-use super::{Appender, BlobError, BlobResult, BlobStore, ObjectKey, ObjectRead, PartialState, UploadId};
+use super::{
+    Appender, BlobError, BlobResult, BlobStore, ObjectKey, ObjectRead, PartialState, UploadId,
+};
 use crate::hash::BlobHash;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -58,7 +60,9 @@ impl FsBlobStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("blocking task failed: {e}"))))
@@ -126,7 +130,10 @@ impl BlobStore for FsBlobStore {
 
     async fn put(&self, key: &ObjectKey, data: Bytes) -> BlobResult<()> {
         let path = self.path(key);
-        let tmp = self.root.join("staging").join(format!("put-{}", UploadId::random()));
+        let tmp = self
+            .root
+            .join("staging")
+            .join(format!("put-{}", UploadId::random()));
         let p = path.clone();
         blocking(move || {
             let dir = p.parent().unwrap_or(Path::new("."));
@@ -148,19 +155,33 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| err("put", &path, e))
     }
 
-    async fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> BlobResult<Option<ObjectRead>> {
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> BlobResult<Option<ObjectRead>> {
         let path = self.path(key);
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err("open", &path, e)),
         };
-        let size = file.metadata().await.map_err(|e| err("stat", &path, e))?.len();
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| err("stat", &path, e))?
+            .len();
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
-            return Err(err("read", &path, format!("range {range:?} outside {size} bytes")));
+            return Err(err(
+                "read",
+                &path,
+                format!("range {range:?} outside {size} bytes"),
+            ));
         }
-        file.seek(SeekFrom::Start(range.start)).await.map_err(|e| err("seek", &path, e))?;
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| err("seek", &path, e))?;
         let reader = file.take(range.end - range.start);
         let key_text = path.display().to_string();
         let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).map(move |r| {
@@ -258,7 +279,11 @@ impl FsAppender {
         let data = self.buf.split().freeze();
         self.buf.reserve(WRITE_BATCH);
         let Some(mut file) = self.file.take() else {
-            return Err(err("write", &self.path, "staging file lost after a failed write"));
+            return Err(err(
+                "write",
+                &self.path,
+                "staging file lost after a failed write",
+            ));
         };
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             file.write_all(&data)?;
@@ -283,7 +308,9 @@ impl Appender for FsAppender {
         self.flush_buf().await?;
         self.wait().await?;
         if let Some(file) = self.file.take() {
-            blocking(move || file.sync_data()).await.map_err(|e| err("fsync", &self.path, e))?;
+            blocking(move || file.sync_data())
+                .await
+                .map_err(|e| err("fsync", &self.path, e))?;
         }
         Ok(PartialState {
             len: self.len,

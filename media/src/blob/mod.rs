@@ -61,7 +61,10 @@ impl FromStr for UploadId {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(())
@@ -191,7 +194,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Writes a small object in one go (thumbnails), atomically.
     async fn put(&self, key: &ObjectKey, data: Bytes) -> BlobResult<()>;
     /// Reads an object, or the byte range `range` of it; `None` if it does not exist.
-    async fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> BlobResult<Option<ObjectRead>>;
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> BlobResult<Option<ObjectRead>>;
     /// The size of an object, if it exists.
     async fn size(&self, key: &ObjectKey) -> BlobResult<Option<u64>>;
     /// Deletes an object. Idempotent.

@@ -12,7 +12,10 @@
 //! overwrites those part numbers, and completion lists only the parts in the
 //! state, so S3 drops any others.
 
-use super::{Appender, BlobError, BlobResult, BlobStore, ObjectKey, ObjectRead, PartialState, S3Part, S3Partial, UploadId};
+use super::{
+    Appender, BlobError, BlobResult, BlobStore, ObjectKey, ObjectRead, PartialState, S3Part,
+    S3Partial, UploadId,
+};
 use crate::config::S3Config;
 use crate::hash::BlobHash;
 use async_trait::async_trait;
@@ -34,7 +37,11 @@ pub struct S3BlobStore {
     part_size: u64,
 }
 
-fn err<E: std::error::Error + Send + Sync + 'static>(op: &'static str, key: &str, e: E) -> BlobError {
+fn err<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+    key: &str,
+    e: E,
+) -> BlobError {
     BlobError {
         backend: "s3",
         op,
@@ -50,8 +57,10 @@ where
 {
     match e {
         SdkError::ServiceError(se) => {
-            matches!(se.err().code(), Some("NoSuchKey" | "NotFound" | "NoSuchUpload"))
-                || format!("{:?}", se.raw()).contains("StatusCode(404)")
+            matches!(
+                se.err().code(),
+                Some("NoSuchKey" | "NotFound" | "NoSuchUpload")
+            ) || format!("{:?}", se.raw()).contains("StatusCode(404)")
         }
         _ => false,
     }
@@ -69,7 +78,8 @@ impl S3BlobStore {
             .region(aws_sdk_s3::config::Region::new(cfg.region.clone()))
             .timeout_config(timeouts);
         if !cfg.access_key_id.is_empty() {
-            let token = (!cfg.session_token.is_empty()).then(|| cfg.session_token.expose().to_owned());
+            let token =
+                (!cfg.session_token.is_empty()).then(|| cfg.session_token.expose().to_owned());
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 cfg.access_key_id.expose(),
                 cfg.secret_access_key.expose(),
@@ -87,8 +97,12 @@ impl S3BlobStore {
             // Checksums only where S3 requires them: many S3-compatible servers
             // do not accept the newer trailing-checksum encodings. Integrity is
             // ours to check anyway (SHA-256 of every blob).
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         let store = Self {
             client: Client::from_conf(conf),
@@ -102,7 +116,13 @@ impl S3BlobStore {
             .bucket(&store.bucket)
             .send()
             .await
-            .map_err(|e| format!("media.s3: bucket {:?} is not reachable: {}", store.bucket, DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                format!(
+                    "media.s3: bucket {:?} is not reachable: {}",
+                    store.bucket,
+                    DisplayErrorContext(e)
+                )
+            })?;
         Ok(store)
     }
 
@@ -150,7 +170,14 @@ impl S3BlobStore {
     }
 
     async fn delete_key(&self, key: &str) -> BlobResult<()> {
-        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(err("delete", key, e)),
@@ -186,7 +213,12 @@ impl BlobStore for S3BlobStore {
                 .send()
                 .await
                 .map_err(|e| err("get tail", &key, e))?;
-            let data = out.body.collect().await.map_err(|e| err("read tail", &key, e))?.into_bytes();
+            let data = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| err("read tail", &key, e))?
+                .into_bytes();
             if data.len() as u64 != partial.tail {
                 return Err(BlobError {
                     backend: "s3",
@@ -227,7 +259,10 @@ impl BlobStore for S3BlobStore {
 
     async fn discard(&self, id: &UploadId, state: Option<&PartialState>) -> BlobResult<()> {
         let staging = self.key(&ObjectKey::Staging(id.clone()));
-        if let Some(mpu) = state.and_then(|s| s.s3.as_ref()).and_then(|p| p.multipart_id.as_deref()) {
+        if let Some(mpu) = state
+            .and_then(|s| s.s3.as_ref())
+            .and_then(|p| p.multipart_id.as_deref())
+        {
             match self
                 .client
                 .abort_multipart_upload()
@@ -243,7 +278,9 @@ impl BlobStore for S3BlobStore {
                 // (already aborted). A multipart upload left over only wastes
                 // space until the bucket's AbortIncompleteMultipartUpload rule
                 // (see docs/media.md), so the rest of the discard goes on.
-                Err(e) => tracing::warn!(error = %DisplayErrorContext(e), key = %staging, "media: could not abort a multipart upload"),
+                Err(e) => {
+                    tracing::warn!(error = %DisplayErrorContext(e), key = %staging, "media: could not abort a multipart upload")
+                }
             }
         }
         self.delete_tails(id).await?;
@@ -255,7 +292,11 @@ impl BlobStore for S3BlobStore {
         self.put_bytes(&self.key(key), data).await
     }
 
-    async fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> BlobResult<Option<ObjectRead>> {
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> BlobResult<Option<ObjectRead>> {
         let k = self.key(key);
         let mut req = self.client.get_object().bucket(&self.bucket).key(&k);
         if let Some(r) = &range {
@@ -302,7 +343,14 @@ impl BlobStore for S3BlobStore {
 
     async fn size(&self, key: &ObjectKey) -> BlobResult<Option<u64>> {
         let k = self.key(key);
-        match self.client.head_object().bucket(&self.bucket).key(&k).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&k)
+            .send()
+            .await
+        {
             Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(err("head", &k, e)),
@@ -315,7 +363,10 @@ impl BlobStore for S3BlobStore {
 
     async fn list_staging(&self, older_than: SystemTime) -> BlobResult<Vec<UploadId>> {
         let prefix = format!("{}staging/", self.prefix);
-        let cutoff = older_than.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let cutoff = older_than
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -329,7 +380,9 @@ impl BlobStore for S3BlobStore {
                 .await
                 .map_err(|e| err("list", &prefix, e))?;
             for obj in page.contents() {
-                let Some(name) = obj.key().and_then(|k| k.strip_prefix(&prefix)) else { continue };
+                let Some(name) = obj.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                    continue;
+                };
                 let old = obj.last_modified().is_some_and(|t| t.secs() < cutoff);
                 let name = name.split_once(".tail-").map_or(name, |(id, _)| id);
                 if let (true, Ok(id)) = (old, name.parse::<UploadId>())
@@ -511,7 +564,12 @@ impl S3Appender {
                     .partial
                     .parts
                     .iter()
-                    .map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build())
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.number)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
                     .collect();
                 let mpu = self.partial.multipart_id.clone().unwrap_or_default();
                 self.store
@@ -520,7 +578,11 @@ impl S3Appender {
                     .bucket(&self.store.bucket)
                     .key(&self.key)
                     .upload_id(&mpu)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(|e| err("complete multipart", &self.key, e))?;
@@ -540,5 +602,4 @@ impl S3Appender {
             s3: Some(self.partial.clone()),
         })
     }
-
 }

@@ -92,7 +92,7 @@ pub enum Claim {
     /// A new pending row is ours: move the bytes into place, then `mark_ready`.
     Created,
     /// The blob is already stored (and the caller is now one of its owners).
-    Existing(BlobRecord),
+    Existing(Box<BlobRecord>),
     /// Another upload of the same bytes is being stored, or the collector is
     /// deleting them: try again shortly.
     Busy,
@@ -239,9 +239,23 @@ pub trait MediaStore: Send + Sync + 'static {
     // --- references ---
     /// Adds a reference to a ready blob; a new one moves its last reference to
     /// `now`, and a holding one holds it.
-    async fn add_ref(&self, hash: &str, kind: &str, ref_id: &str, holds: bool, by: &str, now: UnixMillis) -> StoreResult<RefAdded>;
+    async fn add_ref(
+        &self,
+        hash: &str,
+        kind: &str,
+        ref_id: &str,
+        holds: bool,
+        by: &str,
+        now: UnixMillis,
+    ) -> StoreResult<RefAdded>;
     /// Removes a reference (moving the last reference to `now`); false if absent.
-    async fn remove_ref(&self, hash: &str, kind: &str, ref_id: &str, now: UnixMillis) -> StoreResult<bool>;
+    async fn remove_ref(
+        &self,
+        hash: &str,
+        kind: &str,
+        ref_id: &str,
+        now: UnixMillis,
+    ) -> StoreResult<bool>;
     /// References of a blob.
     async fn refs(&self, hash: &str) -> StoreResult<Vec<BlobRef>>;
     /// A user's storage use.
@@ -250,15 +264,32 @@ pub trait MediaStore: Send + Sync + 'static {
     // --- resumable uploads ---
     /// Stores a new upload if the user's quota (0 = unlimited) and open-upload
     /// limit allow its declared length.
-    async fn create_upload(&self, u: &UploadRow, quota: u64, max_open: u32) -> StoreResult<UploadCreated>;
+    async fn create_upload(
+        &self,
+        u: &UploadRow,
+        quota: u64,
+        max_open: u32,
+    ) -> StoreResult<UploadCreated>;
     /// An upload by id.
     async fn upload(&self, id: &str) -> StoreResult<Option<UploadRow>>;
     /// Takes the upload's lease for one PATCH unless another live lease holds
     /// it; returns the row as leased, or `None` (unknown, or busy).
-    async fn lease_upload(&self, id: &str, token: &str, now: UnixMillis, until: UnixMillis) -> StoreResult<Option<UploadRow>>;
+    async fn lease_upload(
+        &self,
+        id: &str,
+        token: &str,
+        now: UnixMillis,
+        until: UnixMillis,
+    ) -> StoreResult<Option<UploadRow>>;
     /// Saves a PATCH's progress if the lease is still ours and `received` is
     /// still `expected_received`.
-    async fn save_upload_progress(&self, id: &str, token: &str, expected_received: i64, p: &UploadProgress) -> StoreResult<bool>;
+    async fn save_upload_progress(
+        &self,
+        id: &str,
+        token: &str,
+        expected_received: i64,
+        p: &UploadProgress,
+    ) -> StoreResult<bool>;
     /// Gives the lease back.
     async fn release_upload(&self, id: &str, token: &str) -> StoreResult<()>;
     /// Marks the upload stored as `hash` and releases the lease; it stops
@@ -275,10 +306,20 @@ pub trait MediaStore: Send + Sync + 'static {
     /// Blobs to collect: ready, unheld and last referenced at or before
     /// `ref_cutoff`; pending since before `pending_cutoff` (a crashed upload);
     /// or already being deleted.
-    async fn collectable_blobs(&self, ref_cutoff: UnixMillis, pending_cutoff: UnixMillis, limit: i64) -> StoreResult<Vec<BlobRecord>>;
+    async fn collectable_blobs(
+        &self,
+        ref_cutoff: UnixMillis,
+        pending_cutoff: UnixMillis,
+        limit: i64,
+    ) -> StoreResult<Vec<BlobRecord>>;
     /// Marks a blob `deleting` if it is still collectable; false if a reference
     /// or upload revived it meanwhile.
-    async fn begin_delete(&self, hash: &str, ref_cutoff: UnixMillis, pending_cutoff: UnixMillis) -> StoreResult<bool>;
+    async fn begin_delete(
+        &self,
+        hash: &str,
+        ref_cutoff: UnixMillis,
+        pending_cutoff: UnixMillis,
+    ) -> StoreResult<bool>;
     /// Removes a `deleting` blob's row, owners (refunding their usage) and references.
     async fn finish_delete(&self, hash: &str) -> StoreResult<()>;
 }

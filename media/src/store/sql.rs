@@ -70,16 +70,23 @@ macro_rules! lock_usage {
 macro_rules! delete_blob_row {
     ($tx:expr, $hash:expr, $state:expr, $for_update:literal) => {{
         // A write first, so SQLite takes its lock now (see lock_usage!).
-        sqlx::query("UPDATE media_blobs SET state = state WHERE hash = $1").bind($hash).execute(&mut *$tx).await?;
-        let st: Option<String> = sqlx::query_scalar(concat!("SELECT state FROM media_blobs WHERE hash = $1", $for_update))
+        sqlx::query("UPDATE media_blobs SET state = state WHERE hash = $1")
             .bind($hash)
-            .fetch_optional(&mut *$tx)
+            .execute(&mut *$tx)
             .await?;
+        let st: Option<String> = sqlx::query_scalar(concat!(
+            "SELECT state FROM media_blobs WHERE hash = $1",
+            $for_update
+        ))
+        .bind($hash)
+        .fetch_optional(&mut *$tx)
+        .await?;
         if st.as_deref() == Some($state) {
-            let owners: Vec<(String, i64)> = sqlx::query_as("SELECT user_id, size FROM media_owners WHERE hash = $1")
-                .bind($hash)
-                .fetch_all(&mut *$tx)
-                .await?;
+            let owners: Vec<(String, i64)> =
+                sqlx::query_as("SELECT user_id, size FROM media_owners WHERE hash = $1")
+                    .bind($hash)
+                    .fetch_all(&mut *$tx)
+                    .await?;
             for (user, size) in owners {
                 sqlx::query("UPDATE media_usage SET bytes = bytes - $2 WHERE user_id = $1")
                     .bind(&user)
@@ -87,9 +94,18 @@ macro_rules! delete_blob_row {
                     .execute(&mut *$tx)
                     .await?;
             }
-            sqlx::query("DELETE FROM media_owners WHERE hash = $1").bind($hash).execute(&mut *$tx).await?;
-            sqlx::query("DELETE FROM media_refs WHERE hash = $1").bind($hash).execute(&mut *$tx).await?;
-            sqlx::query("DELETE FROM media_blobs WHERE hash = $1").bind($hash).execute(&mut *$tx).await?;
+            sqlx::query("DELETE FROM media_owners WHERE hash = $1")
+                .bind($hash)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query("DELETE FROM media_refs WHERE hash = $1")
+                .bind($hash)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query("DELETE FROM media_blobs WHERE hash = $1")
+                .bind($hash)
+                .execute(&mut *$tx)
+                .await?;
         }
     }};
 }
@@ -100,8 +116,10 @@ macro_rules! delete_blob_row {
 macro_rules! collectable {
     ($r:literal, $p:literal) => {
         concat!(
-            "((state = 'ready' AND held_refs = 0 AND last_ref_at <= ", $r,
-            ") OR (state = 'pending' AND created_at <= ", $p,
+            "((state = 'ready' AND held_refs = 0 AND last_ref_at <= ",
+            $r,
+            ") OR (state = 'pending' AND created_at <= ",
+            $p,
             ") OR state = 'deleting')"
         )
     };
@@ -174,7 +192,7 @@ macro_rules! sql_store {
                     .fetch_one(&mut *tx)
                     .await?;
                     tx.commit().await?;
-                    return Ok(Claim::Existing(updated));
+                    return Ok(Claim::Existing(Box::new(updated)));
                 }
                 if over_quota(quota, used, blob.size as u64) {
                     return Ok(Claim::QuotaExceeded { used, quota });

@@ -36,7 +36,8 @@ pub fn s3_config(bucket: &str) -> S3Config {
             std::env::var("NATTER_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "natter-test".into()),
         ),
         secret_access_key: natter_common::Secret::new(
-            std::env::var("NATTER_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "natter-test-secret".into()),
+            std::env::var("NATTER_TEST_S3_SECRET_KEY")
+                .unwrap_or_else(|_| "natter-test-secret".into()),
         ),
         part_size_bytes: 5 * MIB as u64,
         ..S3Config::default()
@@ -46,7 +47,10 @@ pub fn s3_config(bucket: &str) -> S3Config {
 /// Creates a fresh bucket on the test server. Panics with instructions when the
 /// server does not answer.
 pub async fn fresh_bucket() -> String {
-    let name = format!("natter-test-{}", hex::encode(natter_common::random::bytes::<6>()));
+    let name = format!(
+        "natter-test-{}",
+        hex::encode(natter_common::random::bytes::<6>())
+    );
     let cfg = s3_config(&name);
     let creds = aws_sdk_s3::config::Credentials::new(
         cfg.access_key_id.expose(),
@@ -63,7 +67,11 @@ pub async fn fresh_bucket() -> String {
         .force_path_style(true)
         .build();
     let client = aws_sdk_s3::Client::from_conf(conf);
-    let created = tokio::time::timeout(Duration::from_secs(20), client.create_bucket().bucket(&name).send()).await;
+    let created = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.create_bucket().bucket(&name).send(),
+    )
+    .await;
     match created {
         Ok(Ok(_)) => name,
         Ok(Err(e)) => panic!(
@@ -102,7 +110,11 @@ pub async fn blob_store(backend: Backend) -> TestBlobs {
             Arc::new(S3BlobStore::connect(&s3_config(&bucket)).await.unwrap())
         }
     };
-    TestBlobs { store, dir, backend }
+    TestBlobs {
+        store,
+        dir,
+        backend,
+    }
 }
 
 /// A running media server.
@@ -141,9 +153,17 @@ impl Server {
         let tokens = Arc::new(TokenKeys::new(b"test-signing-key", &[]));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let service = MediaService::build(cfg, &db.db, true, dir.path(), clock.clone(), tokens.clone(), base.clone())
-            .await
-            .expect("media service builds");
+        let service = MediaService::build(
+            cfg,
+            &db.db,
+            true,
+            dir.path(),
+            clock.clone(),
+            tokens.clone(),
+            base.clone(),
+        )
+        .await
+        .expect("media service builds");
         let app = service.router();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -189,7 +209,12 @@ impl Server {
     pub async fn staging_count(&self) -> usize {
         // Everything counts, however recent.
         let future = std::time::SystemTime::now() + Duration::from_secs(3600);
-        self.media().blobs().list_staging(future).await.unwrap().len()
+        self.media()
+            .blobs()
+            .list_staging(future)
+            .await
+            .unwrap()
+            .len()
     }
 
     pub async fn cleanup(mut self) {
@@ -208,13 +233,19 @@ pub fn jpeg(w: u32, h: u32) -> Vec<u8> {
 pub fn photo(w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| {
         let v = ((x ^ y) & 0x1F) as u8;
-        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 96u8.wrapping_add(v)])
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            96u8.wrapping_add(v),
+        ])
     })
 }
 
 pub fn encode(img: &image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img.clone()).write_to(&mut out, fmt).unwrap();
+    image::DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut out, fmt)
+        .unwrap();
     out.into_inner()
 }
 
@@ -295,7 +326,11 @@ pub struct Resp {
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!("not JSON ({}): {}", self.status, String::from_utf8_lossy(&self.body))
+            panic!(
+                "not JSON ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -305,7 +340,10 @@ impl Resp {
 
     /// The error code of a JSON error body.
     pub fn code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -315,17 +353,31 @@ impl Server {
         let status = r.status();
         let headers = r.headers().clone();
         let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// POST /v1/media as `user`.
     pub async fn upload(&self, user: &str, data: &[u8], query: &str) -> Resp {
         let url = self.url(&format!("/v1/media{query}"));
-        self.send(self.http.post(url).bearer_auth(self.token(user)).body(data.to_vec())).await
+        self.send(
+            self.http
+                .post(url)
+                .bearer_auth(self.token(user))
+                .body(data.to_vec()),
+        )
+        .await
     }
 
     pub async fn get(&self, path_or_url: &str, user: Option<&str>) -> Resp {
-        let url = if path_or_url.starts_with("http") { path_or_url.to_owned() } else { self.url(path_or_url) };
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            self.url(path_or_url)
+        };
         let mut req = self.http.get(url);
         if let Some(u) = user {
             req = req.bearer_auth(self.token(u));
