@@ -26,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) tokens: TokensConfig,
     /// Registration, accounts, devices, keys.
     pub(crate) auth: AuthConfig,
+    /// Media uploads, thumbnails, downloads and lifecycle.
+    pub(crate) media: natter_media::MediaConfig,
 }
 
 impl Default for Config {
@@ -37,12 +39,13 @@ impl Default for Config {
             log: LogConfig::default(),
             tokens: TokensConfig::default(),
             auth: AuthConfig::default(),
+            media: natter_media::MediaConfig::default(),
         }
     }
 }
 
 /// Top-level keys, and so the environment prefixes (`NATTER_<KEY>…`) read.
-const SECTIONS: &[&str] = &["data_dir", "http", "database", "log", "tokens", "auth"];
+const SECTIONS: &[&str] = &["data_dir", "http", "database", "log", "tokens", "auth", "media"];
 
 impl Config {
     /// Loads defaults, then `file`, then the environment; validates.
@@ -73,6 +76,7 @@ impl Config {
             ));
         }
         self.auth.validate().map_err(ConfigError)?;
+        self.media.validate().map_err(ConfigError)?;
         Ok(())
     }
 }
@@ -142,6 +146,30 @@ mod tests {
             assert_eq!(c.http.listen.to_string(), "127.0.0.1:9001");
             assert_eq!(c.auth.code_ttl_secs, 300);
             assert_eq!(c.data_dir, PathBuf::from("/tmp/nd"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn media_section_is_read_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_MEDIA__MAX_UPLOAD_BYTES", "1048576");
+            jail.set_env("NATTER_MEDIA__S3__BUCKET", "natter-media");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.media.max_upload_bytes, 1_048_576);
+            assert_eq!(c.media.s3.bucket, "natter-media");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_MEDIA__BACKEND", "s3");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("media.s3.bucket"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_MEDIA__MAX_UPLOAD_BYTES", "lots");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("media.max_upload_bytes"), "{err}");
             Ok(())
         });
     }

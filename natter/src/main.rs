@@ -13,7 +13,11 @@ use natter_common::telemetry::LogFormat;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "natter", version, about = "Self-hostable messaging and calls backend")]
+#[command(
+    name = "natter",
+    version,
+    about = "Self-hostable messaging and calls backend"
+)]
 struct Cli {
     /// TOML configuration file (environment variables NATTER_<SECTION>__<KEY> override it).
     #[arg(long, global = true, env = "NATTER_CONFIG")]
@@ -58,6 +62,8 @@ pub(crate) enum Service {
     All,
     /// Registration, accounts, devices, tokens, keys.
     Auth,
+    /// Media: uploads, thumbnails, downloads, references and their collection.
+    Media,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -81,8 +87,13 @@ fn main() -> anyhow::Result<()> {
         }
     };
     match cli.command {
-        Command::Config { command: ConfigCommand::Print } => {
-            print!("{}", toml::to_string_pretty(&cfg).context("render configuration")?);
+        Command::Config {
+            command: ConfigCommand::Print,
+        } => {
+            print!(
+                "{}",
+                toml::to_string_pretty(&cfg).context("render configuration")?
+            );
             Ok(())
         }
         Command::Migrate => {

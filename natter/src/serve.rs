@@ -20,17 +20,36 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Applies every service's migrations.
 pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
     let db = Db::connect(&cfg.database, &cfg.data_dir).await?;
-    natter_auth::store::for_db(&db).migrate().await.context("auth migrations")?;
+    natter_auth::store::for_db(&db)
+        .migrate()
+        .await
+        .context("auth migrations")?;
+    natter_media::store::for_db(&db)
+        .migrate()
+        .await
+        .context("media migrations")?;
     tracing::info!(engine = ?db.engine(), "migrations applied");
     db.close().await;
     Ok(())
 }
 
 fn token_keys(cfg: &Config) -> anyhow::Result<Arc<TokenKeys>> {
-    let current = natter_common::secrets_file::configured_or_generated(&cfg.tokens.signing_key, &cfg.data_dir, "token-signing-key")
-        .context("tokens.signing_key: cannot read or create the generated key in the data dir")?;
-    let previous: Vec<&[u8]> = cfg.tokens.previous_keys.iter().map(|k| k.expose().as_bytes()).collect();
-    Ok(Arc::new(TokenKeys::new(current.expose().as_bytes(), &previous)))
+    let current = natter_common::secrets_file::configured_or_generated(
+        &cfg.tokens.signing_key,
+        &cfg.data_dir,
+        "token-signing-key",
+    )
+    .context("tokens.signing_key: cannot read or create the generated key in the data dir")?;
+    let previous: Vec<&[u8]> = cfg
+        .tokens
+        .previous_keys
+        .iter()
+        .map(|k| k.expose().as_bytes())
+        .collect();
+    Ok(Arc::new(TokenKeys::new(
+        current.expose().as_bytes(),
+        &previous,
+    )))
 }
 
 /// Runs `service` until SIGTERM/SIGINT, then drains.
@@ -71,18 +90,37 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         app = app.merge(auth.router());
         background.push(auth.spawn_cleanup(shutdown.clone()));
     }
+    if matches!(service, Service::All | Service::Media) {
+        let media = natter_media::service::MediaService::build(
+            cfg.media.clone(),
+            &db,
+            cfg.database.migrate_on_start,
+            &cfg.data_dir,
+            clock.clone(),
+            tokens.clone(),
+            cfg.http.public_url.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        app = app.merge(media.router());
+        background.extend(media.spawn_background(shutdown.clone()));
+    }
 
     let app = app
         .merge(health::router(checks, shutdown.clone()))
-        .layer(axum::Extension(TrustForwardedFor(cfg.http.trust_forwarded_for)))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let route = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
-            tracing::info_span!("http", method = %req.method(), route = %route)
-        }));
+        .layer(axum::Extension(TrustForwardedFor(
+            cfg.http.trust_forwarded_for,
+        )))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                tracing::info_span!("http", method = %req.method(), route = %route)
+            }),
+        );
 
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -95,7 +133,10 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         Ok(Ok(Ok(()))) => tracing::info!("http drained"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
-        Err(_) => tracing::warn!("drain timed out after {} s; closing anyway", DRAIN_TIMEOUT.as_secs()),
+        Err(_) => tracing::warn!(
+            "drain timed out after {} s; closing anyway",
+            DRAIN_TIMEOUT.as_secs()
+        ),
     }
     for task in background {
         let _ = task.await;
