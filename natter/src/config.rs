@@ -45,7 +45,9 @@ impl Default for Config {
 }
 
 /// Top-level keys, and so the environment prefixes (`NATTER_<KEY>…`) read.
-const SECTIONS: &[&str] = &["data_dir", "http", "database", "log", "tokens", "auth", "media"];
+const SECTIONS: &[&str] = &[
+    "data_dir", "http", "database", "log", "tokens", "auth", "media",
+];
 
 impl Config {
     /// Loads defaults, then `file`, then the environment; validates.
