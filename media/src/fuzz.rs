@@ -55,3 +55,114 @@ pub fn thumbnail(data: &[u8]) {
         let _ = crate::thumb::thumbnails(data, &h, &opts);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    fn seeds_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds")
+    }
+
+    fn replay(target: &str, f: fn(&[u8])) {
+        let dir = seeds_dir().join(target);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            f(&data);
+            // Every prefix too: truncated uploads are the common bad input.
+            for cut in (0..data.len()).step_by((data.len() / 64).max(1)) {
+                f(&data[..cut]);
+            }
+            n += 1;
+        }
+        assert!(n >= 3, "{target}: only {n} seeds in {}", dir.display());
+    }
+
+    #[test]
+    fn seeds_replay_without_panics() {
+        replay("sniff", super::sniff);
+        replay("image_header", super::image_header);
+        replay("upload_headers", super::upload_headers);
+        replay("thumbnail", super::thumbnail);
+    }
+
+    /// Regenerates the seed corpora: `NATTER_WRITE_SEEDS=1 cargo test -p
+    /// natter-media --lib write_seeds`.
+    #[test]
+    fn write_seeds() {
+        if std::env::var_os("NATTER_WRITE_SEEDS").is_none() {
+            return;
+        }
+        let img = image::RgbImage::from_fn(24, 16, |x, y| {
+            image::Rgb([(x * 10) as u8, (y * 15) as u8, 77])
+        });
+        let enc = |fmt| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            image::DynamicImage::ImageRgb8(img.clone())
+                .write_to(&mut out, fmt)
+                .unwrap();
+            out.into_inner()
+        };
+        let jpeg = enc(image::ImageFormat::Jpeg);
+        let png = enc(image::ImageFormat::Png);
+        let gif = enc(image::ImageFormat::Gif);
+        let webp = enc(image::ImageFormat::WebP);
+        // A JPEG with an EXIF orientation (6) inserted after SOI.
+        let mut exif_jpeg = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x22];
+        exif_jpeg.extend_from_slice(
+            b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0",
+        );
+        exif_jpeg.extend_from_slice(&jpeg[2..]);
+        let mut bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        bomb.extend_from_slice(&100_000u32.to_be_bytes());
+        bomb.extend_from_slice(&100_000u32.to_be_bytes());
+        bomb.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let images: Vec<(&str, Vec<u8>)> = vec![
+            ("tiny.jpg", jpeg.clone()),
+            ("exif-orientation-6.jpg", exif_jpeg),
+            ("tiny.png", png),
+            ("tiny.gif", gif),
+            ("tiny.webp", webp),
+            ("bomb-header.png", bomb),
+        ];
+        let write = |target: &str, name: &str, data: &[u8]| {
+            let dir = seeds_dir().join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), data).unwrap();
+        };
+        for (name, data) in &images {
+            write("image_header", name, data);
+            write("thumbnail", name, data);
+            write("sniff", name, data);
+        }
+        for (name, data) in [
+            (
+                "mp4-ftyp",
+                &b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"[..],
+            ),
+            (
+                "webm",
+                b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\x82\x84webm",
+            ),
+            ("html", b"  <!DOCTYPE html><script>alert(1)</script>"),
+            ("text", "plain text caf\u{e9}\n".as_bytes()),
+            ("ogg", b"OggS\x00\x02\x00\x00"),
+        ] {
+            write("sniff", name, data);
+        }
+        for (name, text) in [
+            (
+                "metadata",
+                "filename Y2F0LmpwZw==,opaque,sha256 YmE3ODE2YmY4ZjAxY2ZlYTQxNDE0MGRlNWRhZTIyMjNiMDAzNjFhMzk2MTc3YTljYjQxMGZmNjFmMjAwMTVhZA==",
+            ),
+            ("checksum", "sha1 qvTGHdzF6KLavt4PO0gs2a6pQ00="),
+            ("range", "bytes=100-199"),
+            ("suffix-range", "bytes=-10"),
+            ("offset", "1048576"),
+        ] {
+            write("upload_headers", name, text.as_bytes());
+        }
+    }
+}
