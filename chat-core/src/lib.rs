@@ -6,7 +6,18 @@
 //! (`writer`: the group-commit task, `hub`: who is connected, `gateway`: one task
 //! per socket, `api`: REST). The service wiring is in [`service`].
 
+pub mod api;
 pub mod config;
+mod gateway;
+mod hub;
+pub mod pipeline;
+pub mod presence;
+pub mod push;
+pub mod service;
+mod state;
 pub mod store;
+mod writer;
 
-pub use config::ChatConfig;
+pub use config::{ChatConfig, PushBackend, PushConfig};
+pub use service::ChatService;
+pub use state::ChatState;

@@ -1,0 +1,548 @@
+//! The WebSocket driver: one task per socket. It authenticates the device,
+//! registers it in the hub, then runs a `select!` over the socket, the hub's
+//! deliveries, the writer's answers, queue pages and the session's timer,
+//! feeding each input to the sans-IO [`Session`] and carrying out its effects.
+
+use crate::hub::{Closer, Outbound};
+use crate::pipeline::{Delivery, Effect, Persist, Session};
+use crate::state::ChatState;
+use crate::store::{BatchOp, DeviceRef, NewMessage, OpOutcome};
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use natter_common::token::TokenError;
+use natter_proto::{
+    ClientFrame, CloseCode, ErrorCode, ErrorFrame, Hello, Limits, PROTOCOL_VERSION, Presence,
+    PresenceState, ServerFrame, Target, TypingEvent, TypingSend, UserId,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+type Sink = SplitSink<WebSocket, WsMessage>;
+type Stream = SplitStream<WebSocket>;
+
+/// How long a socket may block a write before it is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /v1/ws`.
+pub(crate) async fn upgrade(
+    State(st): State<ChatState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned());
+    let limit = st.0.cfg.frame_limit();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(st, socket, token))
+}
+
+async fn run(st: ChatState, socket: WebSocket, header_token: Option<String>) {
+    metrics::counter!("chat_ws_opened_total").increment(1);
+    let (mut sink, mut stream) = socket.split();
+    let dev = match authenticate(&st, &mut sink, &mut stream, header_token).await {
+        Ok(dev) => dev,
+        Err(code) => {
+            close(&mut sink, code).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("ws", user_id = %dev.user, device_id = dev.device);
+    connected(st, sink, stream, dev).instrument(span).await;
+}
+
+/// Waits for a token (header or `auth` frame) and checks it and the device.
+async fn authenticate(
+    st: &ChatState,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    header_token: Option<String>,
+) -> Result<DeviceRef, CloseCode> {
+    let token = match header_token {
+        Some(t) => t,
+        None => {
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_secs(u64::from(st.0.cfg.auth_timeout_secs));
+            loop {
+                let msg = tokio::select! {
+                    m = stream.next() => m,
+                    _ = tokio::time::sleep_until(deadline) => return Err(CloseCode::AuthTimeout),
+                    _ = st.0.shutdown.cancelled() => return Err(CloseCode::GoingAway),
+                };
+                let text = match msg {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        let e = ErrorFrame::new(
+                            ErrorCode::MalformedFrame,
+                            "binary frames are not part of this protocol; send JSON text",
+                        );
+                        send_frame(sink, &ServerFrame::Error(e)).await?;
+                        continue;
+                    }
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None => return Err(CloseCode::Normal),
+                    Some(Err(e)) => return Err(read_error_code(&e)),
+                };
+                match natter_proto::decode_client_frame(&text) {
+                    Ok(ClientFrame::Auth(a)) => {
+                        if a.v.is_some_and(|v| v != PROTOCOL_VERSION) {
+                            let e = ErrorFrame::new(
+                                ErrorCode::UnsupportedVersion,
+                                format!("this server speaks protocol version {PROTOCOL_VERSION}"),
+                            )
+                            .about(Some("auth".into()), None);
+                            send_frame(sink, &ServerFrame::Error(e)).await?;
+                            return Err(CloseCode::UnsupportedVersion);
+                        }
+                        break a.token;
+                    }
+                    Ok(other) => {
+                        let e = ErrorFrame::new(
+                            ErrorCode::NotAuthenticated,
+                            "send {\"type\":\"auth\",\"token\":\"…\"} first (or connect with an Authorization header)",
+                        )
+                        .about(Some(other.type_name().into()), None);
+                        send_frame(sink, &ServerFrame::Error(e)).await?;
+                    }
+                    Err(e) => {
+                        let err = ErrorFrame::new(e.code(), e.to_string())
+                            .about(e.frame_type().map(str::to_owned), None);
+                        send_frame(sink, &ServerFrame::Error(err)).await?;
+                    }
+                }
+            }
+        }
+    };
+    let claims = match st.0.tokens.verify(&token, st.0.clock.now_secs()) {
+        Ok(c) => c,
+        Err(TokenError::Expired(_)) => {
+            let e = ErrorFrame::new(
+                ErrorCode::TokenExpired,
+                "access token expired; refresh it and reconnect",
+            );
+            send_frame(sink, &ServerFrame::Error(e)).await?;
+            return Err(CloseCode::TokenExpired);
+        }
+        Err(err) => {
+            let e = ErrorFrame::new(ErrorCode::InvalidToken, err.to_string());
+            send_frame(sink, &ServerFrame::Error(e)).await?;
+            return Err(CloseCode::AuthFailed);
+        }
+    };
+    let user = UserId(claims.sub);
+    match st.0.store.device_generation(&user, claims.dev).await {
+        Ok(Some(g)) if g == i64::from(claims.generation) => Ok(DeviceRef {
+            user,
+            device: claims.dev,
+            generation: g,
+        }),
+        Ok(_) => {
+            let e = ErrorFrame::new(
+                ErrorCode::DeviceRevoked,
+                "this device was removed, logged out or re-registered",
+            );
+            send_frame(sink, &ServerFrame::Error(e)).await?;
+            Err(CloseCode::DeviceRevoked)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "device lookup failed");
+            Err(CloseCode::InternalError)
+        }
+    }
+}
+
+/// Turns a writer outcome into the socket's answer.
+type AnswerFn = Box<dyn FnOnce(Result<OpOutcome, ()>) -> Answer + Send>;
+
+/// What the writer and fetch tasks answer a socket with.
+enum Answer {
+    Sent(String, Result<OpOutcome, ()>),
+    Ids(&'static str, Result<OpOutcome, ()>),
+    Fetched(Result<Vec<Delivery>, ()>, u32),
+}
+
+async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: DeviceRef) {
+    let inner = &st.0;
+    let (tx, mut rx) = mpsc::channel::<Outbound>(inner.cfg.outbound_queue);
+    let closer = Arc::new(Closer::default());
+    let reg = inner.hub.register(
+        &dev.user,
+        dev.device,
+        dev.generation,
+        tx.clone(),
+        closer.clone(),
+    );
+    tracing::debug!("connected");
+    if reg.came_online {
+        crate::presence::announce(&st, &dev.user, true, None);
+    }
+    let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answer>();
+    let now = inner.clock.now_ms();
+    let hello = ServerFrame::Hello(Hello {
+        v: PROTOCOL_VERSION,
+        user_id: dev.user.clone(),
+        device_id: dev.device,
+        limits: Limits {
+            max_body_bytes: inner.cfg.max_body_bytes,
+            max_frame_bytes: inner.cfg.frame_limit(),
+            window: inner.cfg.window,
+            heartbeat_secs: inner.cfg.heartbeat_secs,
+            idle_timeout_secs: inner.cfg.idle_timeout_secs,
+        },
+    });
+    let mut session = Session::new(inner.session_cfg.clone(), now);
+    let mut code = send_frame(&mut sink, &hello).await.err();
+    let mut effects = session.start(now);
+    let mut ctx = Ctx {
+        st: &st,
+        dev: &dev,
+        conn_id: reg.conn_id,
+        tx: &tx,
+        ans: &ans_tx,
+    };
+    while code.is_none() {
+        if let Some(c) = ctx
+            .apply(
+                &mut sink,
+                &mut session,
+                std::mem::take(&mut effects),
+                &closer,
+            )
+            .await
+        {
+            code = Some(c);
+            break;
+        }
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis((session.poll_timeout() - inner.clock.now_ms()).max(0) as u64);
+        tokio::select! {
+            biased;
+            _ = closer.closed() => {
+                code = closer.code();
+            }
+            _ = inner.shutdown.cancelled() => {
+                code = Some(CloseCode::GoingAway);
+            }
+            Some(a) = ans_rx.recv() => {
+                let now = inner.clock.now_ms();
+                effects = match a {
+                    Answer::Sent(id, Ok(OpOutcome::Send(o))) => session.handle_sent(now, o, &id),
+                    Answer::Sent(id, _) => session.handle_send_failed(now, &id),
+                    Answer::Ids(t, Ok(OpOutcome::Unknown(ids))) => session.handle_unknown_ids(now, t, &ids),
+                    Answer::Ids(t, _) => {
+                        tracing::warn!(frame = t, "acknowledgement could not be stored; it will be redelivered");
+                        Vec::new()
+                    }
+                    Answer::Fetched(Ok(page), limit) => session.handle_fetched(now, page, limit),
+                    Answer::Fetched(Err(()), _) => {
+                        session.handle_fetch_failed(now);
+                        Vec::new()
+                    }
+                };
+            }
+            Some(out) = rx.recv() => {
+                match out {
+                    Outbound::Delivery(d) => effects = session.handle_live(inner.clock.now_ms(), d),
+                    Outbound::Frame(json) => {
+                        if let Err(c) = write(&mut sink, WsMessage::Text(Utf8Bytes::from(&*json)), &closer).await {
+                            code = Some(c);
+                        }
+                    }
+                }
+            }
+            msg = stream.next(), if session.wants_frames() => {
+                let now = inner.clock.now_ms();
+                match msg {
+                    Some(Ok(WsMessage::Text(t))) => effects = session.handle_text(now, t.as_str()),
+                    Some(Ok(WsMessage::Binary(_))) => effects = session.handle_binary(now),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => session.handle_activity(now),
+                    Some(Ok(WsMessage::Close(_))) | None => code = Some(CloseCode::Normal),
+                    Some(Err(e)) => code = Some(read_error_code(&e)),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                effects = session.handle_timeout(inner.clock.now_ms());
+            }
+        }
+    }
+    let code = code.unwrap_or(CloseCode::Normal);
+    metrics::counter!("chat_ws_closed_total", "code" => code.code().to_string()).increment(1);
+    tracing::debug!(code = code.code(), "disconnected");
+    if code != CloseCode::Normal {
+        close(&mut sink, code).await;
+    }
+    let subs: Vec<UserId> = session.subscriptions().cloned().collect();
+    inner.hub.unsubscribe(reg.conn_id, &subs);
+    let now = inner.clock.now_ms();
+    inner.hub.touch(&dev.user, now);
+    if inner.hub.unregister(&dev.user, reg.conn_id) {
+        crate::presence::announce(&st, &dev.user, false, Some(now));
+    }
+}
+
+struct Ctx<'a> {
+    st: &'a ChatState,
+    dev: &'a DeviceRef,
+    conn_id: u64,
+    tx: &'a mpsc::Sender<Outbound>,
+    ans: &'a mpsc::UnboundedSender<Answer>,
+}
+
+impl Ctx<'_> {
+    /// Carries out effects in order; returns a close code when the socket must close.
+    async fn apply(
+        &mut self,
+        sink: &mut Sink,
+        session: &mut Session,
+        effects: Vec<Effect>,
+        closer: &Closer,
+    ) -> Option<CloseCode> {
+        let inner = &self.st.0;
+        let mut wrote = false;
+        for e in effects {
+            match e {
+                Effect::Frame(f) => {
+                    if let Err(c) = feed(sink, WsMessage::Text(f.to_json().into()), closer).await {
+                        return Some(c);
+                    }
+                    wrote = true;
+                }
+                Effect::Deliver(json) => {
+                    if let Err(c) =
+                        feed(sink, WsMessage::Text(Utf8Bytes::from(&*json)), closer).await
+                    {
+                        return Some(c);
+                    }
+                    wrote = true;
+                }
+                Effect::Persist(p) => self.persist(p).await,
+                Effect::Fetch { after_seq, limit } => {
+                    let store = inner.store.clone();
+                    let dev = self.dev.clone();
+                    let ans = self.ans.clone();
+                    tokio::spawn(async move {
+                        let page = match store.fetch(&dev, after_seq, limit).await {
+                            Ok(q) => {
+                                let mut cache = HashMap::new();
+                                Ok(q.iter()
+                                    .map(|e| crate::writer::delivery_of(e, &mut cache))
+                                    .collect())
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "queue fetch failed");
+                                Err(())
+                            }
+                        };
+                        let _ = ans.send(Answer::Fetched(page, limit));
+                    });
+                }
+                Effect::Typing(t) => self.typing(t),
+                Effect::Subscribe(users) => {
+                    inner
+                        .hub
+                        .subscribe(self.conn_id, &self.dev.user, &users, self.tx);
+                    crate::presence::snapshot(self.st, &self.dev.user, users, self.tx.clone());
+                }
+                Effect::Unsubscribe(users) => inner.hub.unsubscribe(self.conn_id, &users),
+                Effect::Ping => {
+                    if let Err(c) = feed(sink, WsMessage::Ping(Default::default()), closer).await {
+                        return Some(c);
+                    }
+                    wrote = true;
+                }
+                Effect::Touch => inner.hub.touch(&self.dev.user, inner.clock.now_ms()),
+                Effect::Close(code) => {
+                    if wrote {
+                        let _ = flush(sink, closer).await;
+                    }
+                    return Some(code);
+                }
+            }
+        }
+        let _ = session;
+        if wrote && let Err(c) = flush(sink, closer).await {
+            return Some(c);
+        }
+        None
+    }
+
+    async fn persist(&self, p: Persist) {
+        let inner = &self.st.0;
+        let (tx, rx) = oneshot::channel();
+        let (op, answer): (BatchOp, AnswerFn) = match p {
+            Persist::Send(s) => {
+                let id = s.id.0.clone();
+                (
+                    BatchOp::Send(NewMessage {
+                        sender: self.dev.user.clone(),
+                        sender_device: self.dev.device,
+                        client_id: s.id,
+                        to: s.to,
+                        kind: s.kind,
+                        body: s.body.0,
+                        system: None,
+                    }),
+                    Box::new(move |r| Answer::Sent(id, r)),
+                )
+            }
+            Persist::Delivered(ids) => (
+                BatchOp::Delivered(self.dev.clone(), ids),
+                Box::new(|r| Answer::Ids("delivered", r)),
+            ),
+            Persist::Read(ids) => (
+                BatchOp::Read(self.dev.clone(), ids),
+                Box::new(|r| Answer::Ids("read", r)),
+            ),
+            Persist::Ack(ids) => (
+                BatchOp::Ack(self.dev.clone(), ids),
+                Box::new(|r| Answer::Ids("ack", r)),
+            ),
+        };
+        if !inner.writer.submit(op, Some(tx)).await {
+            let _ = self.ans.send(answer(Err(())));
+            return;
+        }
+        let ans = self.ans.clone();
+        tokio::spawn(async move {
+            let r = rx.await.unwrap_or(Err(()));
+            let _ = ans.send(answer(r));
+        });
+    }
+
+    fn typing(&self, t: TypingSend) {
+        let st = self.st.clone();
+        let from = self.dev.user.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let inner = &st.0;
+            let json: Arc<str> = Arc::from(
+                ServerFrame::Typing(TypingEvent {
+                    from: from.clone(),
+                    to: t.to.clone(),
+                    state: t.state,
+                })
+                .to_json(),
+            );
+            match &t.to {
+                // Ephemeral: only devices connected now see it.
+                Target::User(u) => {
+                    inner.hub.send_ephemeral(u, &json);
+                }
+                Target::Group(g) => match inner.store.group(g).await {
+                    Ok(Some(group)) if group.members.iter().any(|m| m.user_id == from) => {
+                        for m in group.members.iter().filter(|m| m.user_id != from) {
+                            inner.hub.send_ephemeral(&m.user_id, &json);
+                        }
+                    }
+                    Ok(found) => {
+                        let code = if found.is_some() {
+                            ErrorCode::NotAMember
+                        } else {
+                            ErrorCode::UnknownGroup
+                        };
+                        let e = ServerFrame::Error(
+                            ErrorFrame::new(code, format!("cannot send typing to group {g}"))
+                                .about(Some("typing".into()), None),
+                        );
+                        let _ = tx.try_send(Outbound::Frame(Arc::from(e.to_json())));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "group lookup for typing failed"),
+                },
+            }
+        });
+    }
+}
+
+/// Presence frame for a user as `viewer` may see it.
+pub(crate) fn presence_frame(
+    user: &UserId,
+    state: PresenceState,
+    last_seen: Option<i64>,
+) -> Arc<str> {
+    Arc::from(
+        ServerFrame::Presence(Presence {
+            user: user.clone(),
+            state,
+            last_seen,
+        })
+        .to_json(),
+    )
+}
+
+fn read_error_code(e: &axum::Error) -> CloseCode {
+    // axum wraps tungstenite's error; a capacity error means the frame was over
+    // max_message_size / max_frame_size.
+    let text = e.to_string();
+    if text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
+    {
+        CloseCode::MessageTooBig
+    } else {
+        CloseCode::Normal
+    }
+}
+
+async fn send_frame(sink: &mut Sink, f: &ServerFrame) -> Result<(), CloseCode> {
+    match tokio::time::timeout(
+        WRITE_TIMEOUT,
+        sink.send(WsMessage::Text(f.to_json().into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(CloseCode::Normal),
+    }
+}
+
+async fn feed(sink: &mut Sink, m: WsMessage, closer: &Closer) -> Result<(), CloseCode> {
+    tokio::select! {
+        r = tokio::time::timeout(WRITE_TIMEOUT, sink.feed(m)) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CloseCode::Normal),
+            Err(_) => Err(CloseCode::SlowConsumer),
+        },
+        _ = closer.closed() => Err(closer.code().unwrap_or(CloseCode::Normal)),
+    }
+}
+
+async fn flush(sink: &mut Sink, closer: &Closer) -> Result<(), CloseCode> {
+    tokio::select! {
+        r = tokio::time::timeout(WRITE_TIMEOUT, sink.flush()) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CloseCode::Normal),
+            Err(_) => Err(CloseCode::SlowConsumer),
+        },
+        _ = closer.closed() => Err(closer.code().unwrap_or(CloseCode::Normal)),
+    }
+}
+
+async fn write(sink: &mut Sink, m: WsMessage, closer: &Closer) -> Result<(), CloseCode> {
+    feed(sink, m, closer).await?;
+    flush(sink, closer).await
+}
+
+/// Sends a close frame (best effort, bounded in time).
+async fn close(sink: &mut Sink, code: CloseCode) {
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: code.reason().into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        sink.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}

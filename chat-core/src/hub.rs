@@ -1,0 +1,341 @@
+//! Who is connected, in this process: one handle per device socket, presence
+//! subscriptions, in-memory last-seen times and the push-coalescing state.
+//!
+//! Deliveries are `try_send` into a bounded per-socket queue. A socket whose
+//! queue is full is closed as a slow consumer (4006): its entries are already
+//! durable in the store, so nothing is lost, and it drains them on reconnect.
+
+use crate::pipeline::Delivery;
+use crate::pipeline::limits::PushPolicy;
+use natter_common::UnixMillis;
+use natter_proto::{CloseCode, DeviceId, UserId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a socket task receives from the rest of the service.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A committed queue entry.
+    Delivery(Delivery),
+    /// An ephemeral frame (typing, presence, asynchronous errors), already JSON.
+    Frame(Arc<str>),
+}
+
+/// Asks a socket task to close with a code; the first code wins.
+#[derive(Debug, Default)]
+pub(crate) struct Closer {
+    code: AtomicU16,
+    token: CancellationToken,
+}
+
+impl Closer {
+    pub(crate) fn close(&self, code: CloseCode) {
+        if self
+            .code
+            .compare_exchange(0, code.code(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.token.cancel();
+        }
+    }
+
+    pub(crate) fn code(&self) -> Option<CloseCode> {
+        CloseCode::from_code(self.code.load(Ordering::SeqCst))
+    }
+
+    pub(crate) async fn closed(&self) {
+        self.token.cancelled().await
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Conn {
+    id: u64,
+    device: DeviceId,
+    generation: i64,
+    tx: mpsc::Sender<Outbound>,
+    closer: Arc<Closer>,
+}
+
+#[derive(Debug, Clone)]
+struct Subscriber {
+    user: UserId,
+    tx: mpsc::Sender<Outbound>,
+}
+
+/// The process-wide registry of device sockets.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    conns: RwLock<HashMap<UserId, Vec<Conn>>>,
+    /// target user -> conn id -> subscriber.
+    subs: RwLock<HashMap<UserId, HashMap<u64, Subscriber>>>,
+    last_seen: Mutex<HashMap<UserId, UnixMillis>>,
+    dirty_seen: Mutex<HashMap<UserId, UnixMillis>>,
+    push: Mutex<PushPolicy>,
+    next_id: AtomicU64,
+}
+
+/// Result of registering a socket.
+pub(crate) struct Registered {
+    pub(crate) conn_id: u64,
+    /// The user had no other device connected.
+    pub(crate) came_online: bool,
+}
+
+impl Hub {
+    pub(crate) fn new(push_min_interval_ms: i64) -> Self {
+        Self {
+            conns: RwLock::new(HashMap::new()),
+            subs: RwLock::new(HashMap::new()),
+            last_seen: Mutex::new(HashMap::new()),
+            dirty_seen: Mutex::new(HashMap::new()),
+            push: Mutex::new(PushPolicy::new(push_min_interval_ms)),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Registers a device socket, replacing (close 4000) an older one of the
+    /// same device.
+    pub(crate) fn register(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        generation: i64,
+        tx: mpsc::Sender<Outbound>,
+        closer: Arc<Closer>,
+    ) -> Registered {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn {
+            id,
+            device,
+            generation,
+            tx,
+            closer,
+        };
+        let came_online;
+        {
+            // Locks here are held for map operations only; nothing awaits under them.
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            let list = conns.entry(user.clone()).or_default();
+            came_online = list.is_empty();
+            if let Some(pos) = list.iter().position(|c| c.device == device) {
+                let old = list.swap_remove(pos);
+                old.closer.close(CloseCode::Replaced);
+            }
+            list.push(conn);
+        }
+        self.push
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_connected(user, device);
+        metrics::gauge!("chat_ws_connections").increment(1.0);
+        Registered {
+            conn_id: id,
+            came_online,
+        }
+    }
+
+    /// Removes a socket (if it was not replaced already). Returns true when the
+    /// user has no device connected any more.
+    pub(crate) fn unregister(&self, user: &UserId, conn_id: u64) -> bool {
+        metrics::gauge!("chat_ws_connections").decrement(1.0);
+        let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+        let Some(list) = conns.get_mut(user) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|c| c.id != conn_id);
+        let removed = list.len() < before;
+        if list.is_empty() {
+            conns.remove(user);
+            return removed;
+        }
+        false
+    }
+
+    /// Hands a committed entry to the device's socket, if it is connected at
+    /// that generation. Returns whether it is connected.
+    pub(crate) fn deliver(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        generation: i64,
+        d: Delivery,
+    ) -> bool {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let Some(conn) = conns.get(user).and_then(|l| {
+            l.iter()
+                .find(|c| c.device == device && c.generation == generation)
+        }) else {
+            return false;
+        };
+        match conn.tx.try_send(Outbound::Delivery(d)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("chat_slow_consumer_total").increment(1);
+                conn.closer.close(CloseCode::SlowConsumer);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+        true
+    }
+
+    /// Sends an ephemeral frame to every connected device of `user` (dropped for
+    /// a device whose queue is full: ephemeral frames are never worth a close).
+    pub(crate) fn send_ephemeral(&self, user: &UserId, json: &Arc<str>) -> usize {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for c in conns.get(user).map(Vec::as_slice).unwrap_or_default() {
+            if c.tx.try_send(Outbound::Frame(json.clone())).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) fn is_online(&self, user: &UserId) -> bool {
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(user)
+    }
+
+    /// Every connected device (for the periodic device check).
+    pub(crate) fn connected(&self) -> Vec<crate::store::DeviceRef> {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .flat_map(|(u, l)| {
+                l.iter().map(|c| crate::store::DeviceRef {
+                    user: u.clone(),
+                    device: c.device,
+                    generation: c.generation,
+                })
+            })
+            .collect()
+    }
+
+    /// Closes the device's socket if it is at `generation`.
+    pub(crate) fn close_device(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        generation: i64,
+        code: CloseCode,
+    ) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.get(user).map(Vec::as_slice).unwrap_or_default() {
+            if c.device == device && c.generation == generation {
+                c.closer.close(code);
+            }
+        }
+    }
+
+    /// Number of connected sockets.
+    pub(crate) fn socket_count(&self) -> usize {
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    // --- presence ---
+
+    pub(crate) fn subscribe(
+        &self,
+        conn_id: u64,
+        subscriber: &UserId,
+        targets: &[UserId],
+        tx: &mpsc::Sender<Outbound>,
+    ) {
+        let mut subs = self.subs.write().unwrap_or_else(|p| p.into_inner());
+        for t in targets {
+            subs.entry(t.clone()).or_default().insert(
+                conn_id,
+                Subscriber {
+                    user: subscriber.clone(),
+                    tx: tx.clone(),
+                },
+            );
+        }
+    }
+
+    pub(crate) fn unsubscribe<'a>(
+        &self,
+        conn_id: u64,
+        targets: impl IntoIterator<Item = &'a UserId>,
+    ) {
+        let mut subs = self.subs.write().unwrap_or_else(|p| p.into_inner());
+        for t in targets {
+            if let Some(m) = subs.get_mut(t) {
+                m.remove(&conn_id);
+                if m.is_empty() {
+                    subs.remove(t);
+                }
+            }
+        }
+    }
+
+    /// Subscribers of `target`: (viewer, their socket queue).
+    pub(crate) fn subscribers(&self, target: &UserId) -> Vec<(UserId, mpsc::Sender<Outbound>)> {
+        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        subs.get(target)
+            .map(|m| m.values().map(|s| (s.user.clone(), s.tx.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records that the user was seen now (heartbeat or disconnect).
+    pub(crate) fn touch(&self, user: &UserId, now: UnixMillis) {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.clone(), now);
+        self.dirty_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.clone(), now);
+    }
+
+    /// Last seen in this process, if known.
+    pub(crate) fn last_seen(&self, user: &UserId) -> Option<UnixMillis> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .copied()
+    }
+
+    /// Last-seen times changed since the previous call (to write to the store).
+    pub(crate) fn take_dirty_seen(&self) -> Vec<(UserId, UnixMillis)> {
+        let mut d = self.dirty_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = d.drain().collect();
+        v.sort();
+        // The in-memory cache only needs users still relevant; bound it.
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 200_000 {
+            seen.clear();
+        }
+        v
+    }
+
+    /// Push-coalescing decision for a message queued to an offline device.
+    pub(crate) fn should_push(&self, user: &UserId, device: DeviceId, now: UnixMillis) -> bool {
+        self.push
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .should_push(user, device, now)
+    }
+
+    /// Asks every socket to close (shutdown).
+    pub(crate) fn close_all(&self, code: CloseCode) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.values().flatten() {
+            c.closer.close(code);
+        }
+    }
+}

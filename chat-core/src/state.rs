@@ -1,0 +1,49 @@
+//! State shared by the socket tasks, the REST handlers and the background jobs.
+
+use crate::ChatConfig;
+use crate::hub::Hub;
+use crate::pipeline::SessionConfig;
+use crate::store::MessageStore;
+use crate::writer::Writer;
+use axum::extract::FromRef;
+use natter_common::token::TokenKeys;
+use natter_common::{SharedClock, TokenVerifier};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Handler state (cheap to clone).
+#[derive(Clone)]
+pub struct ChatState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) cfg: ChatConfig,
+    pub(crate) session_cfg: SessionConfig,
+    pub(crate) store: Arc<dyn MessageStore>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) writer: Writer,
+    pub(crate) clock: SharedClock,
+    pub(crate) tokens: Arc<TokenKeys>,
+    /// Cancelled when the process drains: sockets close with 1001.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl ChatState {
+    /// The store (for tests and tools).
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.0.store
+    }
+
+    /// Number of connected sockets in this process.
+    pub fn socket_count(&self) -> usize {
+        self.0.hub.socket_count()
+    }
+}
+
+impl FromRef<ChatState> for TokenVerifier {
+    fn from_ref(state: &ChatState) -> Self {
+        TokenVerifier {
+            keys: state.0.tokens.clone(),
+            clock: state.0.clock.clone(),
+        }
+    }
+}

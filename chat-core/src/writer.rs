@@ -1,0 +1,219 @@
+//! The group-commit writer: one task owns every write that adds to a device
+//! queue. While a transaction commits, new operations queue up in the channel;
+//! the next transaction takes all of them (up to `commit_max_batch`), so under
+//! load one fsync serves many senders. Each operation is answered only after
+//! its transaction committed, and only then are its entries handed to the
+//! sockets (so a `sent` ack always means durable, and sequence numbers reach
+//! each device in commit order).
+
+use crate::hub::Hub;
+use crate::pipeline::{Delivery, ItemRef};
+use crate::push::PushNotice;
+use crate::store::{
+    BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, Queued, QueuedFrame, StoreError,
+};
+use natter_common::{SharedClock, UnixMillis};
+use natter_proto::{MsgId, ServerFrame};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Where the outcome of a batched operation goes.
+pub(crate) type Reply = oneshot::Sender<Result<OpOutcome, ()>>;
+
+/// An operation for the writer.
+pub(crate) enum WriteOp {
+    /// Part of a group commit.
+    Batch(BatchOp, Option<Reply>),
+    /// A group change, committed alone.
+    Group(GroupChange, oneshot::Sender<Result<GroupOutcome, String>>),
+}
+
+/// Handle to submit operations.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<WriteOp>,
+}
+
+impl Writer {
+    /// Queues an operation; waits while the writer's queue is full.
+    pub(crate) async fn submit(&self, op: BatchOp, reply: Option<Reply>) -> bool {
+        self.tx.send(WriteOp::Batch(op, reply)).await.is_ok()
+    }
+
+    /// Applies a group change and waits for its commit.
+    pub(crate) async fn group(&self, change: GroupChange) -> Result<GroupOutcome, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::Group(change, tx))
+            .await
+            .map_err(|_| "the writer has stopped".to_owned())?;
+        rx.await.map_err(|_| "the writer has stopped".to_owned())?
+    }
+}
+
+/// The writer task's state.
+pub(crate) struct WriterTask {
+    pub(crate) store: Arc<dyn MessageStore>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) clock: SharedClock,
+    pub(crate) push: mpsc::Sender<PushNotice>,
+    pub(crate) ttl_ms: i64,
+    pub(crate) max_batch: usize,
+    pub(crate) max_group: u32,
+    pub(crate) delay: Duration,
+}
+
+/// A channel pair for the writer.
+pub(crate) fn channel(capacity: usize) -> (Writer, mpsc::Receiver<WriteOp>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Writer { tx }, rx)
+}
+
+impl WriterTask {
+    /// Runs until `shutdown`, then commits what is already queued and stops.
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<WriteOp>, shutdown: CancellationToken) {
+        let mut carry: Option<WriteOp> = None;
+        loop {
+            let first = match carry.take() {
+                Some(op) => op,
+                None => tokio::select! {
+                    op = rx.recv() => match op {
+                        Some(op) => op,
+                        None => break,
+                    },
+                    _ = shutdown.cancelled() => {
+                        // Final drain: what was accepted into the queue is committed.
+                        match rx.try_recv() {
+                            Ok(op) => op,
+                            Err(_) => break,
+                        }
+                    }
+                },
+            };
+            match first {
+                WriteOp::Group(change, reply) => self.apply_group(change, reply).await,
+                WriteOp::Batch(op, reply) => {
+                    if !self.delay.is_zero() && rx.is_empty() {
+                        tokio::time::sleep(self.delay).await;
+                    }
+                    let mut ops = vec![op];
+                    let mut replies = vec![reply];
+                    while ops.len() < self.max_batch {
+                        match rx.try_recv() {
+                            Ok(WriteOp::Batch(op, reply)) => {
+                                ops.push(op);
+                                replies.push(reply);
+                            }
+                            Ok(group) => {
+                                carry = Some(group);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply_batch(ops, replies).await;
+                }
+            }
+        }
+        tracing::debug!("chat writer stopped");
+    }
+
+    async fn apply_batch(&self, ops: Vec<BatchOp>, replies: Vec<Option<Reply>>) {
+        let now = self.clock.now_ms();
+        let started = Instant::now();
+        let result = self
+            .store
+            .commit(&ops, now, self.ttl_ms, self.max_group)
+            .await;
+        metrics::histogram!("chat_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("chat_commit_batch_ops").record(ops.len() as f64);
+        match result {
+            Ok(c) => {
+                for (reply, outcome) in replies.into_iter().zip(c.outcomes) {
+                    if let OpOutcome::Send(crate::store::SendOutcome::Stored(_)) = &outcome {
+                        metrics::counter!("chat_messages_stored_total").increment(1);
+                    }
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(outcome));
+                    }
+                }
+                self.dispatch(c.queued, now);
+            }
+            Err(e) => {
+                metrics::counter!("chat_commit_errors_total").increment(1);
+                tracing::error!(error = %e, ops = ops.len(), "chat commit failed; senders will be told to retry");
+                for r in replies.into_iter().flatten() {
+                    let _ = r.send(Err(()));
+                }
+            }
+        }
+    }
+
+    async fn apply_group(
+        &self,
+        change: GroupChange,
+        reply: oneshot::Sender<Result<GroupOutcome, String>>,
+    ) {
+        let now = self.clock.now_ms();
+        match self
+            .store
+            .commit_group(&change, now, self.ttl_ms, self.max_group)
+            .await
+        {
+            Ok((outcome, queued)) => {
+                let _ = reply.send(Ok(outcome));
+                self.dispatch(queued, now);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::to_string(&e)));
+            }
+        }
+    }
+
+    /// Hands committed entries to connected sockets; wakes offline devices.
+    fn dispatch(&self, queued: Vec<Queued>, now: UnixMillis) {
+        let mut json_cache: HashMap<MsgId, Arc<str>> = HashMap::new();
+        for q in &queued {
+            let d = delivery_of(q, &mut json_cache);
+            let is_msg = matches!(q.frame, QueuedFrame::Msg(_));
+            let online = self.hub.deliver(&q.user, q.device, q.generation, d);
+            if !online && is_msg && self.hub.should_push(&q.user, q.device, now) {
+                let notice = PushNotice {
+                    user: q.user.clone(),
+                    device: q.device,
+                    generation: q.generation,
+                    at: now,
+                };
+                if self.push.try_send(notice).is_err() {
+                    metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
+                }
+            }
+        }
+        metrics::counter!("chat_queue_entries_total").increment(queued.len() as u64);
+    }
+}
+
+/// A queue entry as a socket writes it (messages serialised once per fan-out).
+pub(crate) fn delivery_of(q: &Queued, cache: &mut HashMap<MsgId, Arc<str>>) -> Delivery {
+    match &q.frame {
+        QueuedFrame::Msg(m) => {
+            let json = cache
+                .entry(m.msg_id)
+                .or_insert_with(|| Arc::from(ServerFrame::Msg((**m).clone()).to_json()))
+                .clone();
+            Delivery {
+                seq: q.seq,
+                item: ItemRef::Msg(m.msg_id),
+                json,
+            }
+        }
+        QueuedFrame::Receipt(r) => Delivery {
+            seq: q.seq,
+            item: ItemRef::Receipt(r.receipt_id),
+            json: Arc::from(ServerFrame::Receipt(r.clone()).to_json()),
+        },
+    }
+}

@@ -1,0 +1,639 @@
+//! The gateway end to end: a real server on 127.0.0.1:0, real WebSocket
+//! clients, real SQLite and PostgreSQL.
+
+mod common;
+
+use common::{Client, Server, valid_token};
+use natter_chat::ChatConfig;
+use natter_proto::*;
+use std::time::Duration;
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("sqlite").await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("postgres").await } )*
+        }
+    };
+}
+
+both!(
+    chat_with_receipts_both_online,
+    offline_recipient_drains_in_order_after_reconnect,
+    duplicate_send_is_acked_once_and_delivered_once,
+    group_fan_out_and_refusals,
+);
+
+async fn users(s: &Server) {
+    common::add_user(&s.db.db, "alice", &[(1, 11), (2, 12)]).await;
+    common::add_user(&s.db.db, "bob", &[(1, 21), (2, 22)]).await;
+    common::add_user(&s.db.db, "carol", &[(1, 31)]).await;
+}
+
+fn send(id: &str, to: Target, body: &str) -> ClientFrame {
+    ClientFrame::Send(Send {
+        id: ClientMsgId::new(id),
+        to,
+        kind: Kind::text(),
+        body: Body::new(body.as_bytes().to_vec()),
+    })
+}
+
+fn to_user(u: &str) -> Target {
+    Target::User(UserId::new(u))
+}
+
+fn as_msg(f: &ServerFrame) -> Option<Message> {
+    match f {
+        ServerFrame::Msg(m) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+fn as_receipt(f: &ServerFrame) -> Option<Receipt> {
+    match f {
+        ServerFrame::Receipt(r) => Some(r.clone()),
+        _ => None,
+    }
+}
+
+async fn chat_with_receipts_both_online(engine: &str) {
+    let s = Server::start(engine, ChatConfig::for_tests()).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    let mut a2 = Client::login(&s.url(), &valid_token("alice", 2, 12)).await;
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    for c in [&mut a, &mut a2, &mut b] {
+        assert_eq!(c.next().await, ServerFrame::Synced(Synced {}));
+    }
+    a.send(&send("c1", to_user("bob"), "hello bob")).await;
+    let sent = a
+        .until(|f| match f {
+            ServerFrame::Sent(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(sent.id.as_str(), "c1");
+    assert!(!sent.dup);
+    let m = b.until(as_msg).await;
+    assert_eq!(
+        (
+            m.msg_id,
+            m.body.as_text(),
+            m.from.user.as_str(),
+            m.from.device
+        ),
+        (sent.msg_id, Some("hello bob"), "alice", 1)
+    );
+    // The sender's other device gets a copy.
+    let copy = a2.until(as_msg).await;
+    assert_eq!(copy.msg_id, sent.msg_id);
+    b.send(&ClientFrame::Delivered(MsgIds {
+        ids: vec![m.msg_id],
+    }))
+    .await;
+    let r = a.until(as_receipt).await;
+    assert_eq!(
+        (r.msg_id, r.status, r.by.as_str(), r.id.as_str()),
+        (sent.msg_id, ReceiptStatus::Delivered, "bob", "c1")
+    );
+    b.send(&ClientFrame::Read(MsgIds {
+        ids: vec![m.msg_id],
+    }))
+    .await;
+    let r2 = a.until(as_receipt).await;
+    assert_eq!(r2.status, ReceiptStatus::Read);
+    a.send(&ClientFrame::Ack(ReceiptIds {
+        ids: vec![r.receipt_id, r2.receipt_id],
+    }))
+    .await;
+    // Wrong ids get a precise error; the connection stays usable.
+    b.send(&ClientFrame::Delivered(MsgIds { ids: vec![987_654] }))
+        .await;
+    let e = b
+        .until(|f| match f {
+            ServerFrame::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::UnknownMessage);
+    assert!(e.message.contains("987654"), "{}", e.message);
+    b.send(&ClientFrame::Ping(Ping { nonce: Some(1) })).await;
+    assert_eq!(
+        b.until(|f| matches!(f, ServerFrame::Pong(_)).then_some(()))
+            .await,
+        ()
+    );
+    // Status over REST, for the sender only.
+    let http = reqwest::Client::new();
+    let st: serde_json::Value = http
+        .get(s.http(&format!("/v1/messages/{}", sent.msg_id)))
+        .bearer_auth(valid_token("alice", 1, 11))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["recipients"][0]["user_id"], "bob");
+    assert!(st["recipients"][0]["read_at"].is_i64());
+    let other = http
+        .get(s.http(&format!("/v1/messages/{}", sent.msg_id)))
+        .bearer_auth(valid_token("bob", 1, 21))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    s.stop().await;
+}
+
+async fn offline_recipient_drains_in_order_after_reconnect(engine: &str) {
+    let cfg = ChatConfig {
+        window: 4,
+        outbound_queue: 64,
+        ..ChatConfig::for_tests()
+    };
+    let s = Server::start(engine, cfg).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    for i in 0..10 {
+        a.send(&send(&format!("c{i}"), to_user("carol"), &format!("m{i}")))
+            .await;
+    }
+    for _ in 0..10 {
+        a.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
+            .await;
+    }
+    // Pending over REST, filtered by conversation.
+    let pending: serde_json::Value = reqwest::Client::new()
+        .get(s.http("/v1/messages/pending?conversation=u:alice&limit=3"))
+        .bearer_auth(valid_token("carol", 1, 31))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["messages"].as_array().unwrap().len(), 3);
+    // Carol connects: the backlog comes in order, in windows of 4, as she acks.
+    let mut c = Client::login(&s.url(), &valid_token("carol", 1, 31)).await;
+    let mut got = Vec::new();
+    let mut synced_after = None;
+    while got.len() < 10 || synced_after.is_none() {
+        match c.next().await {
+            ServerFrame::Msg(m) => {
+                got.push(m.body.as_text().unwrap().to_owned());
+                c.send(&ClientFrame::Delivered(MsgIds {
+                    ids: vec![m.msg_id],
+                }))
+                .await;
+            }
+            ServerFrame::Synced(_) => synced_after = Some(got.len()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    // `synced` comes once the last page was fetched (its messages may still be
+    // on the way to the app).
+    assert!(synced_after.unwrap() >= 8, "{synced_after:?}");
+    // Receipts reach alice in the same order.
+    let mut receipts = Vec::new();
+    while receipts.len() < 10 {
+        // Alice's window is 4 too: she acks receipts to get more.
+        let r = a.until(as_receipt).await;
+        receipts.push(r.id.0.clone());
+        a.send(&ClientFrame::Ack(ReceiptIds {
+            ids: vec![r.receipt_id],
+        }))
+        .await;
+    }
+    assert_eq!(
+        receipts,
+        (0..10).map(|i| format!("c{i}")).collect::<Vec<_>>()
+    );
+    // One push for the burst, without content.
+    let outbox = std::fs::read_to_string(s.data_dir.path().join("outbox/push.jsonl")).unwrap();
+    let mut woken: Vec<(String, u64)> = outbox
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v.as_object().unwrap().len(), 4, "no content in {l}");
+            (
+                v["user_id"].as_str().unwrap().to_owned(),
+                v["device_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    woken.sort();
+    // Ten messages, one push per offline device: carol's, and alice's second
+    // device (which gets copies of what alice sends).
+    assert_eq!(
+        woken,
+        vec![("alice".to_owned(), 2), ("carol".to_owned(), 1)],
+        "{outbox}"
+    );
+    s.stop().await;
+}
+
+async fn duplicate_send_is_acked_once_and_delivered_once(engine: &str) {
+    let s = Server::start(engine, ChatConfig::for_tests()).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    a.send(&send("same", to_user("bob"), "once")).await;
+    a.send(&send("same", to_user("bob"), "once")).await;
+    let first = a
+        .until(|f| match f {
+            ServerFrame::Sent(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    let second = a
+        .until(|f| match f {
+            ServerFrame::Sent(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(first.msg_id, second.msg_id);
+    assert!(second.dup);
+    let m = b.until(as_msg).await;
+    assert_eq!(m.msg_id, first.msg_id);
+    b.send(&ClientFrame::Delivered(MsgIds {
+        ids: vec![m.msg_id],
+    }))
+    .await;
+    // After a reconnect, the resend is still the same message.
+    drop(a);
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    a.send(&send("same", to_user("bob"), "once")).await;
+    let third = a
+        .until(|f| match f {
+            ServerFrame::Sent(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((third.msg_id, third.dup), (first.msg_id, true));
+    b.quiet(300).await;
+    s.stop().await;
+}
+
+async fn group_fan_out_and_refusals(engine: &str) {
+    let s = Server::start(engine, ChatConfig::for_tests()).await;
+    users(&s).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(s.http("/v1/groups"))
+        .bearer_auth(valid_token("alice", 1, 11))
+        .json(&serde_json::json!({"name": "Team", "members": ["bob"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let g: serde_json::Value = r.json().await.unwrap();
+    let gid = GroupId::new(g["group_id"].as_str().unwrap());
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    let sys = b.until(as_msg).await;
+    assert_eq!(sys.kind.as_str(), "system");
+    assert!(matches!(sys.system, Some(SystemEvent::GroupCreated { .. })));
+    let mut c = Client::login(&s.url(), &valid_token("carol", 1, 31)).await;
+    c.send(&send("x", Target::Group(gid.clone()), "let me in"))
+        .await;
+    let e = c
+        .until(|f| match f {
+            ServerFrame::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (e.code, e.id.as_deref()),
+        (ErrorCode::NotAMember, Some("x"))
+    );
+    c.send(&send("y", to_user("nobody"), "?")).await;
+    let e = c
+        .until(|f| match f {
+            ServerFrame::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(e.code, ErrorCode::UnknownRecipient);
+    // Add carol: she gets the system message, then group messages.
+    let r = http
+        .post(s.http(&format!("/v1/groups/{gid}/members")))
+        .bearer_auth(valid_token("alice", 1, 11))
+        .json(&serde_json::json!({"users": ["carol"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let added = c.until(as_msg).await;
+    assert_eq!(
+        added.system,
+        Some(SystemEvent::MembersAdded {
+            users: vec![UserId::new("carol")]
+        })
+    );
+    b.send(&send("g1", Target::Group(gid.clone()), "hi all"))
+        .await;
+    let m = c.until(as_msg).await;
+    assert_eq!(
+        (m.body.as_text(), m.to.clone()),
+        (Some("hi all"), Target::Group(gid.clone()))
+    );
+    // Non-admins cannot rename.
+    let r = http
+        .patch(s.http(&format!("/v1/groups/{gid}")))
+        .bearer_auth(valid_token("bob", 1, 21))
+        .json(&serde_json::json!({"name": "Mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    s.stop().await;
+}
+
+// --- gateway behaviour (engine-independent: SQLite) ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_frame_auth_and_auth_failures_close_with_documented_codes() {
+    let s = Server::start(
+        "sqlite",
+        ChatConfig {
+            auth_timeout_secs: 1,
+            ..ChatConfig::for_tests()
+        },
+    )
+    .await;
+    users(&s).await;
+    // Frames before auth are refused; auth then works.
+    let mut c = Client::bare(&s.url()).await;
+    c.send_text(r#"{"type":"ping"}"#).await;
+    let ServerFrame::Error(e) = c.next().await else {
+        panic!()
+    };
+    assert_eq!(e.code, ErrorCode::NotAuthenticated);
+    c.send_text("not json").await;
+    let ServerFrame::Error(e) = c.next().await else {
+        panic!()
+    };
+    assert_eq!(e.code, ErrorCode::MalformedFrame);
+    c.send(&ClientFrame::Auth(Auth {
+        token: valid_token("alice", 1, 11),
+        v: Some(1),
+    }))
+    .await;
+    let ServerFrame::Hello(h) = c.next().await else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            h.v,
+            h.user_id.as_str(),
+            h.device_id,
+            h.limits.max_body_bytes
+        ),
+        (1, "alice", 1, 65536)
+    );
+    // Bad token: 4001; expired: 4002; unknown device or old generation: 4003.
+    for (token, code, err) in [
+        ("garbage".to_owned(), 4001, ErrorCode::InvalidToken),
+        (
+            common::token("alice", 1, 11, 1),
+            4002,
+            ErrorCode::TokenExpired,
+        ),
+        (valid_token("alice", 9, 11), 4003, ErrorCode::DeviceRevoked),
+        (valid_token("alice", 1, 10), 4003, ErrorCode::DeviceRevoked),
+    ] {
+        let mut c = Client::with_header(&s.url(), &token).await;
+        let ServerFrame::Error(e) = c.next().await else {
+            panic!()
+        };
+        assert_eq!(e.code, err);
+        assert_eq!(c.closed().await, code);
+    }
+    // No auth frame in time: 4004. Another version: 4007.
+    let mut c = Client::bare(&s.url()).await;
+    assert_eq!(c.closed().await, 4004);
+    let mut c = Client::bare(&s.url()).await;
+    c.send(&ClientFrame::Auth(Auth {
+        token: valid_token("alice", 1, 11),
+        v: Some(2),
+    }))
+    .await;
+    let ServerFrame::Error(e) = c.next().await else {
+        panic!()
+    };
+    assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+    assert_eq!(c.closed().await, 4007);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_connection_replaces_the_first_and_removed_devices_are_cut_off() {
+    let s = Server::start("sqlite", ChatConfig::for_tests()).await;
+    users(&s).await;
+    let mut first = Client::login(&s.url(), &valid_token("bob", 2, 22)).await;
+    let mut second = Client::login(&s.url(), &valid_token("bob", 2, 22)).await;
+    assert_eq!(first.closed().await, 4000);
+    assert_eq!(second.next().await, ServerFrame::Synced(Synced {}));
+    // Auth removes the device: the socket is closed by the device check (1 s in tests).
+    common::remove_device(&s.db.db, "bob", 2).await;
+    assert_eq!(second.closed().await, 4003);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_oversized_frames_and_floods() {
+    let cfg = ChatConfig {
+        max_body_bytes: 1000,
+        ..ChatConfig::for_tests()
+    };
+    let s = Server::start("sqlite", cfg).await;
+    users(&s).await;
+    let mut c = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    for (frame, code) in [
+        ("{", ErrorCode::MalformedFrame),
+        (r#"{"type":"warp"}"#, ErrorCode::UnknownType),
+        (
+            r#"{"type":"send","id":"a","to":{"user":"bob"}}"#,
+            ErrorCode::InvalidFrame,
+        ),
+        (r#"{"type":"read","ids":"x"}"#, ErrorCode::InvalidFrame),
+    ] {
+        c.send_text(frame).await;
+        let e = c
+            .until(|f| match f {
+                ServerFrame::Error(e) => Some(e.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(e.code, code, "{frame}");
+    }
+    // A body over the limit but a frame under it: an error, connection kept.
+    let body = Body::new(vec![7u8; 1001]);
+    c.send(&ClientFrame::Send(Send {
+        id: ClientMsgId::new("big"),
+        to: to_user("bob"),
+        kind: Kind::text(),
+        body,
+    }))
+    .await;
+    let e = c
+        .until(|f| match f {
+            ServerFrame::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (e.code, e.id.as_deref()),
+        (ErrorCode::BodyTooLarge, Some("big"))
+    );
+    c.send(&send("ok", to_user("bob"), "fine")).await;
+    c.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
+        .await;
+    // A frame over the limit: 1009.
+    let huge = "x".repeat(
+        ChatConfig {
+            max_body_bytes: 1000,
+            ..ChatConfig::default()
+        }
+        .frame_limit()
+            + 10,
+    );
+    c.send_text(&format!(r#"{{"type":"ping","pad":"{huge}"}}"#))
+        .await;
+    assert_eq!(c.closed().await, 1009);
+    // A flood of bad frames: errors, then 1008.
+    let mut c = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    for _ in 0..150 {
+        c.send_text("[]").await;
+    }
+    assert_eq!(c.closed().await, 1008);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_presence_and_shutdown() {
+    let s = Server::start("sqlite", ChatConfig::for_tests()).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    a.next().await;
+    a.send_text(r#"{"type":"presence.subscribe","users":["bob"]}"#)
+        .await;
+    let p = a
+        .until(|f| match f {
+            ServerFrame::Presence(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((p.user.as_str(), p.state), ("bob", PresenceState::Offline));
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    let p = a
+        .until(|f| match f {
+            ServerFrame::Presence(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(p.state, PresenceState::Online);
+    b.send_text(r#"{"type":"typing","to":{"user":"alice"},"state":"composing"}"#)
+        .await;
+    let t = a
+        .until(|f| match f {
+            ServerFrame::Typing(t) => Some(t.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((t.from.as_str(), t.state), ("bob", TypingState::Composing));
+    drop(b);
+    let p = a
+        .until(|f| match f {
+            ServerFrame::Presence(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(p.state, PresenceState::Offline);
+    assert!(p.last_seen.is_some());
+    // Bob hides his presence.
+    let r = reqwest::Client::new()
+        .put(s.http("/v1/presence/privacy"))
+        .bearer_auth(valid_token("bob", 1, 21))
+        .json(&serde_json::json!({"privacy": "nobody"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(s.http("/v1/presence/bob"))
+        .bearer_auth(valid_token("alice", 1, 11))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["state"], "hidden");
+    // Shutdown closes sockets with 1001.
+    s.shutdown.cancel();
+    assert_eq!(a.closed().await, 1001);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
+    let cfg = ChatConfig {
+        window: 400,
+        outbound_queue: 416,
+        ..ChatConfig::for_tests()
+    };
+    let s = Server::start("sqlite", cfg).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    // Bob connects and never reads his socket.
+    let mut stuck = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    let body = "z".repeat(60_000);
+    let n = 600;
+    for i in 0..n {
+        a.send(&send(&format!("s{i}"), to_user("bob"), &body)).await;
+    }
+    for _ in 0..n {
+        a.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
+            .await;
+    }
+    // Only now read: the server gave up on the socket with 4006 (or, if the
+    // kernel buffered everything, it is still open and every message arrives).
+    let mut got = std::collections::HashSet::new();
+    let code = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::StreamExt::next(&mut stuck.ws),
+        )
+        .await
+        {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                if let Ok(ServerFrame::Msg(m)) = decode_server_frame(&t) {
+                    got.insert(m.msg_id);
+                }
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(c))))) => {
+                break u16::from(c.code);
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, 4006);
+    // Reconnecting drains every message.
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    while got.len() < n {
+        let m = b.until(as_msg).await;
+        got.insert(m.msg_id);
+        b.send(&ClientFrame::Delivered(MsgIds {
+            ids: vec![m.msg_id],
+        }))
+        .await;
+    }
+    assert_eq!(got.len(), n);
+    s.stop().await;
+}
