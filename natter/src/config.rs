@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) auth: AuthConfig,
     /// Media uploads, thumbnails, downloads and lifecycle.
     pub(crate) media: natter_media::MediaConfig,
+    /// Chat: WebSocket gateway, message pipeline, groups, presence, push.
+    pub(crate) chat: natter_chat::ChatConfig,
 }
 
 impl Default for Config {
@@ -40,13 +42,14 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             auth: AuthConfig::default(),
             media: natter_media::MediaConfig::default(),
+            chat: natter_chat::ChatConfig::default(),
         }
     }
 }
 
 /// Top-level keys, and so the environment prefixes (`NATTER_<KEY>…`) read.
 const SECTIONS: &[&str] = &[
-    "data_dir", "http", "database", "log", "tokens", "auth", "media",
+    "data_dir", "http", "database", "log", "tokens", "auth", "media", "chat",
 ];
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
         }
         self.auth.validate().map_err(ConfigError)?;
         self.media.validate().map_err(ConfigError)?;
+        self.chat.validate().map_err(ConfigError)?;
         Ok(())
     }
 }

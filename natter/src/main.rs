@@ -64,6 +64,8 @@ pub(crate) enum Service {
     Auth,
     /// Media: uploads, thumbnails, downloads, references and their collection.
     Media,
+    /// Chat: the WebSocket gateway, messages, receipts, groups, presence.
+    Chat,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {

@@ -28,6 +28,10 @@ pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
         .migrate()
         .await
         .context("media migrations")?;
+    natter_chat::store::for_db(&db)
+        .migrate()
+        .await
+        .context("chat migrations")?;
     tracing::info!(engine = ?db.engine(), "migrations applied");
     db.close().await;
     Ok(())
@@ -104,6 +108,20 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
         app = app.merge(media.router());
         background.extend(media.spawn_background(shutdown.clone()));
+    }
+    if matches!(service, Service::All | Service::Chat) {
+        let chat = natter_chat::ChatService::build(
+            cfg.chat.clone(),
+            &db,
+            cfg.database.migrate_on_start,
+            &cfg.data_dir,
+            clock.clone(),
+            tokens.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        app = app.merge(chat.router());
+        background.extend(chat.spawn_background(shutdown.clone()));
     }
 
     let app = app
