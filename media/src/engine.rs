@@ -36,6 +36,8 @@ const PENDING_GRACE_MS: i64 = 3600 * 1000;
 /// Claims retried while another upload of the same bytes finishes.
 const CLAIM_ATTEMPTS: u32 = 50;
 const CLAIM_RETRY: Duration = Duration::from_millis(200);
+/// Chunks queued for the hashing thread (each tens to hundreds of KiB).
+const HASH_QUEUE: usize = 64;
 
 /// The engine; shared by handlers and background jobs.
 pub struct Media {
@@ -155,8 +157,9 @@ impl Progress {
         }
     }
 
-    fn absorb(&mut self, chunk: &[u8]) {
-        self.hasher.update(chunk);
+    /// Counts a chunk and keeps the first bytes; hashing happens on the
+    /// hashing thread (see `pump`).
+    fn count(&mut self, chunk: &[u8]) {
         self.len += chunk.len() as u64;
         if self.head.len() < SNIFF_LEN {
             let take = (SNIFF_LEN - self.head.len()).min(chunk.len());
@@ -303,6 +306,11 @@ impl Media {
 
     /// Pumps a body into an appender: hashes, sniffs (refusing a disallowed type
     /// as soon as the first bytes are in), and stops past `limit` bytes in all.
+    ///
+    /// SHA-256 runs on its own blocking thread, fed through a bounded channel,
+    /// so hashing, reading the socket and writing storage overlap; the hash
+    /// state comes back into `p` whatever the outcome (a resumable upload saves
+    /// it with the bytes kept).
     #[allow(clippy::too_many_arguments)]
     async fn pump<S, E>(
         &self,
@@ -312,7 +320,41 @@ impl Media {
         limit: u64,
         over_limit: impl Fn() -> MediaError,
         opaque: bool,
+        checksum: Option<&mut ChecksumState>,
+    ) -> Result<PumpEnd, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut hasher = std::mem::take(&mut p.hasher);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let result = self
+            .pump_chunks(body, appender, p, limit, over_limit, opaque, checksum, &tx)
+            .await;
+        drop(tx);
+        p.hasher = hashing
+            .await
+            .map_err(|e| MediaError::internal(format!("hashing thread failed: {e}")))?;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pump_chunks<S, E>(
+        &self,
+        body: &mut S,
+        appender: &mut Box<dyn Appender>,
+        p: &mut Progress,
+        limit: u64,
+        over_limit: impl Fn() -> MediaError,
+        opaque: bool,
         mut checksum: Option<&mut ChecksumState>,
+        hash_tx: &tokio::sync::mpsc::Sender<Bytes>,
     ) -> Result<PumpEnd, MediaError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -326,7 +368,7 @@ impl Media {
             if p.len + chunk.len() as u64 > limit {
                 return Err(over_limit());
             }
-            p.absorb(&chunk);
+            p.count(&chunk);
             if let Some(c) = checksum.as_deref_mut() {
                 c.update(&chunk);
             }
@@ -334,6 +376,11 @@ impl Media {
                 self.check_type(&sniff::sniff(&p.head))?;
                 p.type_checked = true;
             }
+            // A clone of `Bytes` shares the buffer: no copy for the hasher.
+            hash_tx
+                .send(chunk.clone())
+                .await
+                .map_err(|_| MediaError::internal("hashing thread stopped"))?;
             appender.write(chunk).await?;
         }
         Ok(PumpEnd::Eof)
@@ -354,20 +401,29 @@ impl Media {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        self.admit(&owner, opaque, claimed.as_ref())?;
-        let max = self.cfg.max_upload_bytes;
-        if content_length.is_some_and(|n| n > max) {
-            return Err(MediaError::TooLarge { max });
-        }
-        if self.quota() != 0 {
-            let usage = self.store.usage(&owner).await?;
-            let used = usage.bytes + usage.reserved;
-            if used + content_length.unwrap_or(0) > self.quota() {
-                return Err(MediaError::QuotaExceeded {
-                    used,
-                    quota: self.quota(),
-                });
+        let admitted = async {
+            self.admit(&owner, opaque, claimed.as_ref())?;
+            let max = self.cfg.max_upload_bytes;
+            if content_length.is_some_and(|n| n > max) {
+                return Err(MediaError::TooLarge { max });
             }
+            if self.quota() != 0 {
+                let usage = self.store.usage(&owner).await?;
+                let used = usage.bytes + usage.reserved;
+                if used + content_length.unwrap_or(0) > self.quota() {
+                    return Err(MediaError::QuotaExceeded {
+                        used,
+                        quota: self.quota(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = admitted {
+            record_upload("simple", Some(&e), Instant::now());
+            drain(body, content_length).await;
+            return Err(e);
         }
         let this = self.clone();
         let started = Instant::now();
@@ -858,6 +914,50 @@ impl Media {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        let checked = self.patch_precheck(owner, id, offset, content_length).await;
+        let (row, token) = match checked {
+            Ok(Ok(leased)) => leased,
+            Ok(Err(done)) => {
+                drain(body, content_length).await;
+                return Ok(done);
+            }
+            Err(e) => {
+                drain(body, content_length).await;
+                return Err(e);
+            }
+        };
+        let this = self.clone();
+        let id = id.clone();
+        let started = Instant::now();
+        let result = tokio::spawn(async move {
+            let r = this.patch_task(&row, &id, &token, checksum, body).await;
+            if r.is_err() {
+                // Best effort: a row deleted by termination has no lease to give back.
+                let _ = this.store.release_upload(id.as_str(), &token).await;
+            }
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
+        match &result {
+            Ok(PatchDone {
+                stored: Some(_), ..
+            }) => record_upload("resumable", None, started),
+            Err(e) => record_upload("resumable", Some(e), started),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    /// A PATCH's checks before any byte is read, and its lease: `Ok(Ok(..))` to
+    /// go on, `Ok(Err(done))` for a replay of a finished upload.
+    async fn patch_precheck(
+        &self,
+        owner: &str,
+        id: &UploadId,
+        offset: u64,
+        content_length: Option<u64>,
+    ) -> Result<Result<(UploadRow, String), PatchDone>, MediaError> {
         let row = self.tus_upload(owner, id).await?;
         let length = row.length as u64;
         if let Some(hash) = &row.completed_hash {
@@ -873,14 +973,14 @@ impl Media {
                 .blob(hash)
                 .await?
                 .ok_or(MediaError::UploadNotFound)?;
-            return Ok(PatchDone {
+            return Ok(Err(PatchDone {
                 offset: length,
                 stored: Some(Stored {
                     record,
                     deduplicated: false,
                 }),
                 expires_at: row.expires_at,
-            });
+            }));
         }
         if offset != row.received as u64 {
             return Err(MediaError::OffsetMismatch {
@@ -909,27 +1009,7 @@ impl Media {
                 given: offset,
             });
         }
-        let this = self.clone();
-        let id = id.clone();
-        let started = Instant::now();
-        let result = tokio::spawn(async move {
-            let r = this.patch_task(&row, &id, &token, checksum, body).await;
-            if r.is_err() {
-                // Best effort: a row deleted by termination has no lease to give back.
-                let _ = this.store.release_upload(id.as_str(), &token).await;
-            }
-            r
-        })
-        .await
-        .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
-        match &result {
-            Ok(PatchDone {
-                stored: Some(_), ..
-            }) => record_upload("resumable", None, started),
-            Err(e) => record_upload("resumable", Some(e), started),
-            Ok(_) => {}
-        }
-        result
+        Ok(Ok((row, token)))
     }
 
     async fn patch_task<S, E>(
@@ -1241,4 +1321,27 @@ fn record_upload(kind: &'static str, error: Option<&MediaError>, started: Instan
         metrics::histogram!("media_upload_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
     }
+}
+
+/// Reads and drops a refused request's body when it is small, so the client
+/// gets the error response instead of a reset connection; large bodies are cut
+/// off (the connection then closes, as with any server).
+async fn drain<S, E>(mut body: S, declared: Option<u64>)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    const DRAIN_MAX: u64 = 4 << 20;
+    if declared.is_some_and(|n| n > DRAIN_MAX) {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut n = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::hash::BlobHash;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use std::io::{Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -105,7 +105,8 @@ impl BlobStore for FsBlobStore {
             path,
             file: Some(file),
             in_flight: None,
-            buf: BytesMut::with_capacity(WRITE_BATCH),
+            batch: Vec::new(),
+            batch_len: 0,
             len,
         }))
     }
@@ -254,8 +255,27 @@ struct FsAppender {
     file: Option<std::fs::File>,
     /// The write in flight, which hands the file back.
     in_flight: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
-    buf: BytesMut,
+    /// Chunks gathered for the next write (kept as received: no copy).
+    batch: Vec<Bytes>,
+    batch_len: usize,
     len: u64,
+}
+
+/// Writes all of `bufs` with vectored writes (at most `IOV_MAX` slices each).
+fn write_all_bufs(file: &mut std::fs::File, bufs: &[Bytes]) -> std::io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        bufs.iter().map(|b| std::io::IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = rest.len().min(IOV_MAX);
+        let written = file.write_vectored(&rest[..n])?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
 }
 
 impl FsAppender {
@@ -270,14 +290,14 @@ impl FsAppender {
         Ok(())
     }
 
-    /// Starts writing the buffer; the previous write must have finished.
-    async fn flush_buf(&mut self) -> BlobResult<()> {
+    /// Starts writing the batch; the previous write must have finished.
+    async fn flush_batch(&mut self) -> BlobResult<()> {
         self.wait().await?;
-        if self.buf.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let data = self.buf.split().freeze();
-        self.buf.reserve(WRITE_BATCH);
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
         let Some(mut file) = self.file.take() else {
             return Err(err(
                 "write",
@@ -286,7 +306,7 @@ impl FsAppender {
             ));
         };
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            file.write_all(&data)?;
+            write_all_bufs(&mut file, &batch)?;
             Ok(file)
         }));
         Ok(())
@@ -297,15 +317,16 @@ impl FsAppender {
 impl Appender for FsAppender {
     async fn write(&mut self, chunk: Bytes) -> BlobResult<()> {
         self.len += chunk.len() as u64;
-        self.buf.extend_from_slice(&chunk);
-        if self.buf.len() >= WRITE_BATCH {
-            self.flush_buf().await?;
+        self.batch_len += chunk.len();
+        self.batch.push(chunk);
+        if self.batch_len >= WRITE_BATCH {
+            self.flush_batch().await?;
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>, seal: bool) -> BlobResult<PartialState> {
-        self.flush_buf().await?;
+        self.flush_batch().await?;
         self.wait().await?;
         if let Some(file) = self.file.take() {
             blocking(move || file.sync_data())
