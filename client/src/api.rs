@@ -272,6 +272,38 @@ impl Api {
         Ok(r.user_id)
     }
 
+    /// Makes a one-time code for linking another device (primary's token).
+    pub async fn create_link_code(&self, token: &str) -> Result<String, Error> {
+        #[derive(Deserialize)]
+        struct R {
+            link_code: String,
+        }
+        let r: R = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/devices/link-codes",
+                Some(token),
+                None,
+            )
+            .await?;
+        Ok(r.link_code)
+    }
+
+    /// Links this new device with a code from the primary.
+    pub async fn link_device(
+        &self,
+        link_code: &str,
+        device_name: &str,
+    ) -> Result<Credentials, Error> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/devices/link",
+            None,
+            Some(json!({ "link_code": link_code, "device_name": device_name })),
+        )
+        .await
+    }
+
     // --- chat: groups ---
 
     /// Creates a group with the caller as admin.

@@ -1,1 +1,39 @@
-//! natter-tests
+//! natter-tests: end-to-end suites against a running Natter.
+//!
+//! - [`scenario`]: recorded message scenarios (TOML files in `tests/scenarios/`),
+//!   a runner that plays them through the client SDK and writes transcripts,
+//!   and the comparison with golden transcripts in `tests/golden/`.
+//! - [`server`]: where a scenario runs: in process (the binary's router on
+//!   127.0.0.1, SQLite or PostgreSQL), a real `natter` process (for SIGKILL),
+//!   or any deployment by URL (the `natter-scenarios` binary, for QA).
+
+pub mod scenario;
+pub mod server;
+
+use std::path::PathBuf;
+
+/// `tests/scenarios`.
+pub fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// `tests/golden`.
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+/// Runs one scenario (by name) against `server`; checks the transcript against
+/// its golden file. Panics with the diff on mismatch.
+pub async fn run_and_check(name: &str, server: server::Server) {
+    let text = std::fs::read_to_string(scenarios_dir().join(format!("{name}.toml")))
+        .unwrap_or_else(|e| panic!("scenario {name}: {e}"));
+    let scenario =
+        scenario::Scenario::parse(&text).unwrap_or_else(|e| panic!("scenario {name}: {e}"));
+    let runner = scenario::Runner::new(server).expect("runner");
+    let (result, server) = runner.run(&scenario).await;
+    server.stop().await;
+    let transcript = result.unwrap_or_else(|e| panic!("scenario {name} failed: {e:#}"));
+    if let Err(diff) = scenario::check_golden(&golden_dir(), name, &transcript) {
+        panic!("{diff}");
+    }
+}

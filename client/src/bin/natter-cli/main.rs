@@ -6,6 +6,7 @@
 mod account;
 mod chat;
 mod group;
+mod media;
 mod presence;
 
 use clap::{Parser, Subcommand};
@@ -90,6 +91,10 @@ commands! {
     Privacy => presence::Privacy,
     /// Replace your contact list (for the `contacts` privacy setting).
     Contacts => presence::Contacts,
+    /// Upload a file (resumable; prints its hash, preview, thumbnail and signed URL).
+    Upload => media::Upload,
+    /// Download media by hash through its signed URL (resumes, verifies SHA-256).
+    Download => media::Download,
 }
 
 /// What a profile file holds.

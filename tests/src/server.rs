@@ -1,0 +1,302 @@
+//! Servers a scenario runs against: the same router as the binary, in process
+//! on 127.0.0.1 (SQLite or PostgreSQL); a real `natter` process (for SIGKILL);
+//! or any deployment by URL (QA).
+
+use anyhow::{Context, bail};
+use natter_auth::AuthConfig;
+use natter_auth::service::AuthService;
+use natter_chat::{ChatConfig, ChatService};
+use natter_common::testing::{TempDir, TestDb};
+use natter_common::token::TokenKeys;
+use natter_common::{Db, Shutdown, SystemClock};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a scenario runs.
+pub enum Server {
+    /// In this process.
+    InProcess(InProcess),
+    /// A `natter` child process.
+    Process(ProcessServer),
+    /// A deployment.
+    Remote {
+        /// Base URL.
+        url: String,
+        /// Where the deployment's SMS outbox can be read (QA mode).
+        sms_outbox: PathBuf,
+    },
+}
+
+impl Server {
+    /// Base URL (`http://…`).
+    pub fn url(&self) -> String {
+        match self {
+            Server::InProcess(s) => format!("http://{}", s.addr),
+            Server::Process(p) => format!("http://127.0.0.1:{}", p.port),
+            Server::Remote { url, .. } => url.clone(),
+        }
+    }
+
+    /// The SMS outbox file with registration codes.
+    pub fn sms_outbox(&self) -> PathBuf {
+        match self {
+            Server::InProcess(s) => s.data_dir.path().join("outbox/sms.jsonl"),
+            Server::Process(p) => p.data_dir.path().join("outbox/sms.jsonl"),
+            Server::Remote { sms_outbox, .. } => sms_outbox.clone(),
+        }
+    }
+
+    /// Restarts: gracefully in process, with SIGKILL for a child process.
+    pub async fn restart(&mut self, kill: bool) -> anyhow::Result<()> {
+        match self {
+            Server::InProcess(s) if !kill => s.restart().await,
+            Server::InProcess(_) => bail!(
+                "a SIGKILL restart needs a real process (run this scenario with natter/tests)"
+            ),
+            Server::Process(p) => p.restart(kill).await,
+            Server::Remote { .. } => bail!("cannot restart a remote server"),
+        }
+    }
+
+    /// Stops and cleans up.
+    pub async fn stop(self) {
+        match self {
+            Server::InProcess(s) => s.stop().await,
+            Server::Process(mut p) => p.kill(),
+            Server::Remote { .. } => {}
+        }
+    }
+}
+
+/// Auth and chat in this process, on 127.0.0.1, with the binary's router shape.
+pub struct InProcess {
+    db: TestDb,
+    data_dir: TempDir,
+    addr: SocketAddr,
+    keys: Arc<TokenKeys>,
+    shutdown: Shutdown,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// A fresh database of `engine` (`sqlite` or `postgres`) and a server on it.
+    pub async fn start(engine: &str) -> anyhow::Result<Self> {
+        let db = match engine {
+            "sqlite" => TestDb::sqlite().await,
+            "postgres" => TestDb::postgres().await,
+            other => bail!("unknown engine {other}"),
+        };
+        let data_dir = TempDir::new("natter-scenario");
+        let keys = Arc::new(TokenKeys::new(
+            natter_common::random::token().as_bytes(),
+            &[],
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = Shutdown::new();
+        let tasks = serve(&db.db, &data_dir, keys.clone(), listener, shutdown.clone()).await?;
+        Ok(Self {
+            db,
+            data_dir,
+            addr,
+            keys,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Graceful restart on the same address and database.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        let listener = bind_retry(self.addr).await?;
+        self.shutdown = Shutdown::new();
+        self.tasks = serve(
+            &self.db.db,
+            &self.data_dir,
+            self.keys.clone(),
+            listener,
+            self.shutdown.clone(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        self.db.cleanup().await;
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    for _ in 0..50 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return Ok(l);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("cannot bind {addr} again")
+}
+
+async fn serve(
+    db: &Db,
+    data_dir: &TempDir,
+    keys: Arc<TokenKeys>,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let clock: natter_common::SharedClock = Arc::new(SystemClock);
+    let auth_cfg = AuthConfig {
+        limit_per_ip: natter_common::ratelimit::Quota::new(10_000, 3600),
+        limit_verify_per_ip: natter_common::ratelimit::Quota::new(10_000, 3600),
+        limit_link_per_ip: natter_common::ratelimit::Quota::new(10_000, 3600),
+        ..AuthConfig::for_tests()
+    };
+    let auth = AuthService::build(
+        auth_cfg,
+        db,
+        true,
+        data_dir.path(),
+        clock.clone(),
+        keys.clone(),
+        900,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let chat = ChatService::build(
+        ChatConfig::for_tests(),
+        db,
+        true,
+        data_dir.path(),
+        clock,
+        keys,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let router = auth.router().merge(chat.router());
+    let mut tasks = vec![auth.spawn_cleanup(shutdown.clone())];
+    tasks.extend(chat.spawn_background(shutdown.clone()));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = natter_common::http::serve(listener, router, shutdown).await {
+            tracing::error!(error = %e, "scenario server failed");
+        }
+    }));
+    Ok(tasks)
+}
+
+/// A real `natter serve` process.
+pub struct ProcessServer {
+    bin: PathBuf,
+    data_dir: TempDir,
+    port: u16,
+    database_url: Option<String>,
+    child: Option<std::process::Child>,
+}
+
+impl ProcessServer {
+    /// Starts `bin` with a fresh data dir (SQLite there unless `database_url`).
+    pub async fn start(bin: PathBuf, database_url: Option<String>) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut s = Self {
+            bin,
+            data_dir: TempDir::new("natter-process"),
+            port,
+            database_url,
+            child: None,
+        };
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("serve")
+            .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("NATTER_AUTH__ARGON2__MEMORY_KIB", "256")
+            .env("NATTER_AUTH__ARGON2__ITERATIONS", "1")
+            .env("NATTER_AUTH__LIMIT_PER_IP__COUNT", "10000")
+            .env("NATTER_AUTH__LIMIT_VERIFY_PER_IP__COUNT", "10000")
+            .env("NATTER_LOG__FILTER", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(url) = &self.database_url {
+            cmd.env("NATTER_DATABASE__URL", url);
+        }
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("start {}", self.bin.display()))?,
+        );
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(Some(status)) = self.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                bail!("natter exited during start-up: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("natter did not become ready on port {}", self.port)
+    }
+
+    /// Stops the process (SIGKILL when `kill`, else SIGTERM) and starts it again.
+    pub async fn restart(&mut self, kill: bool) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            if kill {
+                child.kill()?;
+            } else {
+                // SIGTERM through the kill(1) utility: std has no portable TERM.
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+            child.wait()?;
+        }
+        self.spawn().await
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ProcessServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh PostgreSQL database for a child process; returns its URL.
+pub async fn create_postgres_database() -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let admin = natter_common::testing::postgres_admin_url();
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+        .await
+        .with_context(|| {
+            format!("PostgreSQL is required and not reachable at {admin}; run scripts/test-deps.sh")
+        })?;
+    let name = format!("natter_test_{}", uuid::Uuid::new_v4().simple());
+    // The name is our own hex, never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Ok(format!("{base}/{name}"))
+}
