@@ -11,9 +11,12 @@ use natter_proto::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A recorded request: its Authorization header and JSON body.
+type Recorded = (Option<String>, serde_json::Value);
+
 #[derive(Clone, Default)]
 struct Sink {
-    requests: Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
     /// Status codes to answer, in order; 200 once exhausted.
     script: Arc<Mutex<Vec<u16>>>,
 }
