@@ -64,6 +64,12 @@ pub struct ChatConfig {
     pub presence_flush_secs: u32,
     /// Largest JSON body of the REST endpoints.
     pub max_rest_body_bytes: usize,
+    /// Initial read buffer of each socket (it grows for bigger frames); small
+    /// keeps idle connections cheap.
+    pub ws_read_buffer_bytes: usize,
+    /// Bytes buffered before a socket write is issued (every batch of frames is
+    /// flushed anyway).
+    pub ws_write_buffer_bytes: usize,
     /// Push notifications for offline devices.
     pub push: PushConfig,
 }
@@ -95,6 +101,8 @@ impl Default for ChatConfig {
             purge_interval_secs: 300,
             presence_flush_secs: 15,
             max_rest_body_bytes: 256 * 1024,
+            ws_read_buffer_bytes: 4096,
+            ws_write_buffer_bytes: 4096,
             push: PushConfig::default(),
         }
     }
@@ -127,6 +135,7 @@ impl ChatConfig {
             ("device_check_secs", self.device_check_secs as usize),
             ("purge_interval_secs", self.purge_interval_secs as usize),
             ("presence_flush_secs", self.presence_flush_secs as usize),
+            ("ws_read_buffer_bytes", self.ws_read_buffer_bytes),
         ] {
             if v == 0 {
                 return Err(format!("chat.{key}: must be at least 1"));

@@ -45,6 +45,8 @@ pub(crate) async fn upgrade(
     let limit = st.0.cfg.frame_limit();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(st.0.cfg.ws_read_buffer_bytes)
+        .write_buffer_size(st.0.cfg.ws_write_buffer_bytes)
         .on_upgrade(move |socket| run(st, socket, token))
 }
 

@@ -1,0 +1,487 @@
+//! `chat-load`: load generator for chat-core (a benchmark, not a test).
+//!
+//! It provisions users directly in a fresh SQLite data dir (accounts + devices,
+//! as auth would write them), starts `natter serve` as a separate process (so
+//! its CPU and memory can be read from /proc), mints access tokens with the
+//! server's signing key, and then:
+//!
+//! - `throughput`: M conversations (a sender and a recipient socket each), every
+//!   sender keeping `--pipeline` messages in flight; recipients acknowledge
+//!   (`delivered`), senders acknowledge receipts (`ack`). Reports delivered
+//!   messages/s, send→delivered latency p50/p99, server CPU-µs per delivered message.
+//! - `latency`: the same at a fixed total rate (`--rate`), open loop.
+//! - `idle`: N authenticated idle sockets from 127.0.0.x source addresses;
+//!   reports server RSS per connection.
+//!
+//! Run in release mode, with the file limit raised: `ulimit -n 20000`.
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use natter_common::token::{Claims, TokenKeys};
+use natter_proto::{ClientFrame, MsgIds, ReceiptIds, ServerFrame};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Mode {
+    Throughput,
+    Latency,
+    Idle,
+}
+
+#[derive(Parser)]
+#[command(about = "Load generator for Natter chat-core")]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    mode: Mode,
+    /// The natter binary (release build).
+    #[arg(long, default_value = "target/release/natter")]
+    natter_bin: PathBuf,
+    /// Conversations (throughput, latency): two sockets each.
+    #[arg(long, default_value_t = 200)]
+    conversations: usize,
+    /// Messages in flight per conversation (throughput).
+    #[arg(long, default_value_t = 64)]
+    pipeline: usize,
+    /// Total send rate in messages/s (latency).
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Idle sockets (idle).
+    #[arg(long, default_value_t = 19_000)]
+    connections: usize,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+n) are used round-robin.
+    #[arg(long, default_value_t = 8)]
+    source_addresses: u8,
+    /// Warm-up before measuring.
+    #[arg(long, default_value_t = 5)]
+    warmup_secs: u64,
+    /// Measurement window.
+    #[arg(long, default_value_t = 20)]
+    measure_secs: u64,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    body_bytes: usize,
+    /// Extra `NATTER_…=value` settings for the server.
+    #[arg(long = "server-env")]
+    server_env: Vec<String>,
+}
+
+const KEY: &str = "chat-load-signing-key-0123456789abcdef";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let users = match args.mode {
+        Mode::Idle => args.connections,
+        _ => args.conversations * 2,
+    };
+    let dir = natter_common::testing::TempDir::new("chat-load");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    run_natter(&args, dir.path(), port, &["migrate"])?.wait()?;
+    provision(dir.path(), users).await?;
+    let mut server = run_natter(&args, dir.path(), port, &["serve", "chat"])?;
+    let pid = server.id();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_ready(port).await?;
+    println!("machine: {} cores, {}", num_cpus(), mem_total());
+    println!(
+        "server pid {pid}, data dir {}, fd limit {}",
+        dir.path().display(),
+        fd_limit()
+    );
+    let keys = TokenKeys::new(KEY.as_bytes(), &[]);
+    let result = match args.mode {
+        Mode::Idle => idle(&args, addr, &keys, pid).await,
+        Mode::Throughput | Mode::Latency => traffic(&args, addr, &keys, pid).await,
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn run_natter(
+    args: &Args,
+    dir: &std::path::Path,
+    port: u16,
+    cmd: &[&str],
+) -> anyhow::Result<std::process::Child> {
+    let mut c = std::process::Command::new(&args.natter_bin);
+    c.arg("--data-dir")
+        .arg(dir)
+        .args(cmd)
+        .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("NATTER_TOKENS__SIGNING_KEY", KEY)
+        .env("NATTER_LOG__FILTER", "warn")
+        // The generator is one client per socket at rates far above a person's.
+        .env("NATTER_CHAT__LIMIT_SENDS__COUNT", "100000000")
+        .env("NATTER_CHAT__LIMIT_FRAMES__COUNT", "100000000");
+    for kv in &args.server_env {
+        let (k, v) = kv.split_once('=').context("--server-env KEY=VALUE")?;
+        c.env(k, v);
+    }
+    c.spawn()
+        .with_context(|| format!("start {}", args.natter_bin.display()))
+}
+
+fn user(i: usize) -> String {
+    format!("load-user-{i:06}")
+}
+
+/// Writes accounts and devices as auth would (the benchmark is about chat).
+async fn provision(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("natter.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+    let mut tx = conn.begin().await?;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO accounts (user_id, number, created_at) ",
+        );
+        qb.push_values(chunk, |mut b, i| {
+            b.push_bind(user(*i))
+                .push_bind(format!("+1555{i:07}"))
+                .push_bind(0i64);
+        });
+        qb.build().execute(&mut *tx).await?;
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation) ",
+        );
+        qb.push_values(chunk, |mut b, i| {
+            b.push_bind(user(*i))
+                .push_bind(1i64)
+                .push_bind("load")
+                .push_bind(0i64)
+                .push_bind(0i64)
+                .push_bind(1i64);
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn wait_ready(port: u16) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("server not ready")
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn connect(
+    addr: SocketAddr,
+    keys: &TokenKeys,
+    i: usize,
+    source: Ipv4Addr,
+) -> anyhow::Result<Socket> {
+    let token = keys.sign(&Claims {
+        sub: user(i),
+        dev: 1,
+        generation: 1,
+        iat: 0,
+        exp: 4_000_000_000,
+    });
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((source, 0)))?;
+    let stream = sock.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut req = format!("ws://{addr}/v1/ws").into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await?;
+    // hello, then synced.
+    loop {
+        match ws.next().await {
+            Some(Ok(Ws::Text(t))) => {
+                if let Ok(ServerFrame::Synced(_)) = natter_proto::decode_server_frame(&t) {
+                    return Ok(ws);
+                }
+            }
+            Some(Ok(_)) => {}
+            other => bail!("connect {i}: {other:?}"),
+        }
+    }
+}
+
+fn source(args: &Args, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(
+        127,
+        0,
+        0,
+        2 + (i % args.source_addresses.max(1) as usize) as u8,
+    )
+}
+
+/// Server CPU time (user + system) in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks * 1_000_000 / 100
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .map(|kb| format!("MemTotal {kb}"))
+        .unwrap_or_default()
+}
+
+fn fd_limit() -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .map(|x| {
+                    x.split_whitespace()
+                        .skip(3)
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+        })
+        .unwrap_or_default()
+}
+
+async fn idle(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid);
+    let mut sockets = Vec::with_capacity(args.connections);
+    let started = Instant::now();
+    let mut failed = None;
+    for i in 0..args.connections {
+        match connect(addr, keys, i, source(args, i)).await {
+            Ok(ws) => sockets.push(ws),
+            Err(e) => {
+                failed = Some(format!("connection {i} failed: {e:#}"));
+                break;
+            }
+        }
+    }
+    let held = sockets.len();
+    println!(
+        "opened {held} authenticated sockets in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(f) = &failed {
+        println!("stopped early: {f}");
+    }
+    // Keep reading (answers the server's pings) while the server settles.
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+    let after = rss_kib(pid);
+    println!(
+        "server RSS: {before} KiB idle, {after} KiB with {held} sockets: {:.2} KiB per idle authenticated connection",
+        (after.saturating_sub(before)) as f64 / held.max(1) as f64
+    );
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
+
+struct Stats {
+    delivered: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+    measuring: std::sync::atomic::AtomicBool,
+}
+
+async fn traffic(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats {
+        delivered: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+        measuring: std::sync::atomic::AtomicBool::new(false),
+    });
+    let epoch = Instant::now();
+    let body = natter_proto::Body::new(vec![b'x'; args.body_bytes]);
+    let mut tasks = Vec::new();
+    let per_conv_interval = (args.mode == Mode::Latency)
+        .then(|| Duration::from_secs_f64(args.conversations as f64 / args.rate.max(1) as f64));
+    for c in 0..args.conversations {
+        let sender = connect(addr, keys, 2 * c, source(args, 2 * c)).await?;
+        let recipient = connect(addr, keys, 2 * c + 1, source(args, 2 * c + 1)).await?;
+        let permits = Arc::new(Semaphore::new(if per_conv_interval.is_some() {
+            1 << 20
+        } else {
+            args.pipeline
+        }));
+        let (mut s_tx, mut s_rx) = sender.split();
+        let (mut r_tx, mut r_rx) = recipient.split();
+        let to = natter_proto::Target::User(natter_proto::UserId::new(user(2 * c + 1)));
+        let body = body.clone();
+        let p = permits.clone();
+        // Sender's reader: receipts to acknowledge go to the sender's writer.
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = s_rx.next().await {
+                if let Ws::Text(t) = m
+                    && let Ok(ServerFrame::Receipt(r)) = natter_proto::decode_server_frame(&t)
+                    && ack_tx.send(r.receipt_id).is_err()
+                {
+                    break;
+                }
+            }
+        }));
+        // Sender's writer: sends as permits allow (or at a fixed rate) and
+        // acknowledges receipts in batches.
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut tick = per_conv_interval.map(|d| {
+                let mut t = tokio::time::interval(d);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            loop {
+                let frame = tokio::select! {
+                    Some(first) = ack_rx.recv() => {
+                        let mut ids = vec![first];
+                        while ids.len() < 1000 && let Ok(more) = ack_rx.try_recv() {
+                            ids.push(more);
+                        }
+                        ClientFrame::Ack(ReceiptIds { ids })
+                    }
+                    _ = async {
+                        match &mut tick {
+                            Some(t) => { t.tick().await; }
+                            None => p.acquire().await.expect("semaphore open").forget(),
+                        }
+                    } => {
+                        seq += 1;
+                        let id = format!("{c}-{seq}-{}", epoch.elapsed().as_micros());
+                        ClientFrame::Send(natter_proto::Send {
+                            id: natter_proto::ClientMsgId::new(id),
+                            to: to.clone(),
+                            kind: natter_proto::Kind::text(),
+                            body: body.clone(),
+                        })
+                    }
+                };
+                if s_tx.send(Ws::Text(frame.to_json().into())).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        // Recipient: record, release a permit, acknowledge in batches.
+        let stats2 = stats.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut pending: Vec<u64> = Vec::new();
+            while let Some(Ok(m)) = r_rx.next().await {
+                let Ws::Text(t) = m else { continue };
+                if let Ok(ServerFrame::Msg(msg)) = natter_proto::decode_server_frame(&t) {
+                    pending.push(msg.msg_id);
+                    permits.add_permits(1);
+                    if stats2.measuring.load(Ordering::Relaxed) {
+                        stats2.delivered.fetch_add(1, Ordering::Relaxed);
+                        if let Some(sent_us) = msg
+                            .id
+                            .as_str()
+                            .rsplit('-')
+                            .next()
+                            .and_then(|v| v.parse::<u64>().ok())
+                        {
+                            let lat = (epoch.elapsed().as_micros() as u64).saturating_sub(sent_us);
+                            stats2.latencies_us.lock().await.push(lat);
+                        }
+                    }
+                }
+                let f = ClientFrame::Delivered(MsgIds {
+                    ids: std::mem::take(&mut pending),
+                });
+                if r_tx.send(Ws::Text(f.to_json().into())).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    println!(
+        "{} conversations connected; warming up {} s",
+        args.conversations, args.warmup_secs
+    );
+    tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
+    let cpu0 = cpu_us(pid);
+    stats.measuring.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.measure_secs)).await;
+    stats.measuring.store(false, Ordering::SeqCst);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_us(pid) - cpu0;
+    let n = stats.delivered.load(Ordering::SeqCst);
+    let mut lat = stats.latencies_us.lock().await.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "mode {:?}: {} conversations, body {} B",
+        args.mode, args.conversations, args.body_bytes
+    );
+    println!(
+        "delivered {n} messages in {secs:.1} s: {:.0} messages/s",
+        n as f64 / secs
+    );
+    println!(
+        "send->delivered latency: p50 {:.2} ms, p99 {:.2} ms",
+        pct(0.50) as f64 / 1000.0,
+        pct(0.99) as f64 / 1000.0
+    );
+    println!(
+        "server CPU: {:.1} µs per delivered message ({:.0} % of one core)",
+        cpu as f64 / n.max(1) as f64,
+        cpu as f64 / secs / 10_000.0
+    );
+    println!("server RSS: {} KiB", rss_kib(pid));
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
