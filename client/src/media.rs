@@ -150,6 +150,16 @@ pub struct Uploaded {
     pub resumed_from: u64,
 }
 
+/// The server's view of a resumable upload.
+enum Remote {
+    /// Bytes received so far.
+    At(u64),
+    /// Stored as this hash.
+    Done(String),
+    /// Unknown, expired or not ours.
+    Gone,
+}
+
 /// Talks to the media API of one server as one account (its access token is
 /// refreshed as needed, so long uploads outlive it).
 #[derive(Clone)]
@@ -292,12 +302,21 @@ impl MediaClient {
         let mut offset = None;
         if let Some(u) = &url {
             match self.head(u).await {
-                Ok(Some(o)) => {
+                Ok(Remote::At(o)) => {
                     progress.note(&format!("resuming at byte {o} of {total}"));
                     offset = Some(o);
                 }
-                // Expired, finished, or not ours any more: start over.
-                Ok(None) | Err(_) => url = None,
+                // Finished just before the last run stopped.
+                Ok(Remote::Done(h)) => {
+                    let _ = tokio::fs::remove_file(&state).await;
+                    let info = self.info(&h).await?;
+                    return Ok(Uploaded {
+                        resumed_from: total,
+                        info,
+                    });
+                }
+                // Expired, or not ours any more: start over.
+                Ok(Remote::Gone) | Err(_) => url = None,
             }
         }
         let url = match url {
@@ -345,9 +364,13 @@ impl MediaClient {
                     progress.note(&format!("{e}; retrying ({attempts}/{MAX_ATTEMPTS})"));
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
                     // Ask the server where it is: a broken PATCH may have kept some bytes.
-                    if let Ok(Some(o)) = self.head(&url).await {
-                        offset = o;
-                        progress.update(offset, total);
+                    match self.head(&url).await {
+                        Ok(Remote::At(o)) => {
+                            offset = o;
+                            progress.update(offset, total);
+                        }
+                        Ok(Remote::Done(h)) => done_hash = Some(h),
+                        Ok(Remote::Gone) | Err(_) => {}
                     }
                 }
                 Err(e) => {
@@ -390,8 +413,8 @@ impl MediaClient {
             .ok_or_else(|| MediaError::Protocol("creation without Location".into()))
     }
 
-    /// The server's offset, or `None` when the upload is gone or finished.
-    async fn head(&self, url: &str) -> Result<Option<u64>, MediaError> {
+    /// Where the server is with an upload.
+    async fn head(&self, url: &str) -> Result<Remote, MediaError> {
         let r = self
             .http
             .head(url)
@@ -400,13 +423,21 @@ impl MediaClient {
             .send()
             .await
             .map_err(net)?;
-        if r.status().as_u16() != 200 || r.headers().contains_key("natter-media-hash") {
-            return Ok(None);
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if r.status().as_u16() != 200 {
+            return Ok(Remote::Gone);
         }
-        Ok(r.headers()
-            .get("upload-offset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()))
+        if let Some(h) = header("natter-media-hash") {
+            return Ok(Remote::Done(h));
+        }
+        Ok(header("upload-offset")
+            .and_then(|v| v.parse().ok())
+            .map_or(Remote::Gone, Remote::At))
     }
 
     async fn patch(
@@ -490,6 +521,8 @@ impl MediaClient {
         drop(file);
         let (actual, _) = hash_file(out, &|_, _| {}).await?;
         if actual != info.hash {
+            // Start clean next time rather than resume a bad file.
+            let _ = tokio::fs::remove_file(out).await;
             return Err(MediaError::HashMismatch {
                 expected: info.hash.clone(),
                 actual,
