@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod hash;
 pub mod header;
+mod jpeg_dc;
 pub mod range;
 pub mod service;
 pub mod sign;

@@ -1,10 +1,11 @@
 //! Thumbnails: a JPEG at most `thumb_px` on its long side, and a tiny preview
 //! (at most `preview_px`) that senders put inline in their messages.
 //!
-//! JPEGs are decoded with DCT scaling (shrink-on-load, as libvips does): a
-//! 4000 × 3000 photo is decoded straight to 500 × 375 by keeping only the low
-//! frequencies of each 8 × 8 block, which skips most of the inverse DCT and
-//! colour conversion and an 8× larger buffer. PNG, WebP and GIF (first frame)
+//! JPEGs are decoded at reduced scale (shrink-on-load, as libvips does): a
+//! 4000 × 3000 photo is decoded straight to 500 × 375 from the DC coefficient
+//! of each 8 × 8 block (`jpeg_dc`, baseline JPEGs), or with jpeg-decoder's DCT
+//! scaling (1/8 to 1/1) otherwise, skipping most of the inverse DCT, colour
+//! conversion and a 64× larger buffer. PNG, WebP and GIF (first frame)
 //! are decoded in full by `image` under allocation limits. The result is resized
 //! with Lanczos-3 (`fast_image_resize`), turned upright by the EXIF orientation,
 //! and encoded as JPEG.
@@ -126,12 +127,25 @@ struct Rgb {
 
 fn decode(data: &[u8], header: &ImageHeader, opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
     match header.format {
-        ImageFormat::Jpeg => decode_jpeg(data, opts),
+        ImageFormat::Jpeg => decode_jpeg(data, header, opts),
         other => decode_with_image(data, other, header, opts),
     }
 }
 
-fn decode_jpeg(data: &[u8], opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
+fn decode_jpeg(data: &[u8], header: &ImageHeader, opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
+    // Shrink-on-load: when 1/8 scale still covers the thumbnail, decode only
+    // the DC coefficients. Anything the fast path does not handle, or finds
+    // corrupt, goes to the general decoder (which has the final word).
+    let long_eighth = header.width.max(header.height).div_ceil(8);
+    if long_eighth >= opts.thumb_px
+        && let Ok(Some(img)) = crate::jpeg_dc::decode(data)
+    {
+        return Ok(Rgb {
+            width: img.width,
+            height: img.height,
+            pixels: img.rgb,
+        });
+    }
     let corrupt = |e: jpeg_decoder::Error| ThumbError::Corrupt(e.to_string());
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(data));
     // 4 bytes per pixel at full size is the most any accepted image may need.
@@ -352,6 +366,26 @@ mod tests {
             assert!(back.get_pixel(318, 1).0[0] > 200, "{fmt:?}");
             assert!(back.get_pixel(1, 211).0[1] > 200, "{fmt:?}");
         }
+    }
+
+    #[test]
+    fn large_jpegs_take_the_dc_path_with_the_same_result() {
+        // 3000 px wide: 1/8 scale (375 px) still covers 320, so only DC
+        // coefficients are decoded.
+        let data = encoded(&gradient(3000, 2000), image::ImageFormat::Jpeg);
+        let header = parse(ImageFormat::Jpeg, &data).unwrap();
+        let t = thumbnails(&data, &header, &ThumbOptions::default()).unwrap();
+        assert_eq!((t.thumb.width, t.thumb.height), (320, 213));
+        let back = image::load_from_memory_with_format(&t.thumb.bytes, image::ImageFormat::Jpeg)
+            .unwrap()
+            .to_rgb8();
+        let px = back.get_pixel(160, 106).0;
+        // The centre of the gradient: red ~ 128, green ~ 128, blue 128.
+        for (c, want) in px.iter().zip([128u8, 128, 128]) {
+            assert!(c.abs_diff(want) < 12, "{px:?}");
+        }
+        assert!(back.get_pixel(318, 1).0[0] > 200);
+        assert!(back.get_pixel(1, 211).0[1] > 200);
     }
 
     #[test]
