@@ -107,6 +107,22 @@ impl<'a> Bits<'a> {
 
     #[inline]
     fn fill(&mut self) {
+        // Fast path: four bytes with no 0xFF among them (the common case) at once.
+        if !self.at_marker
+            && self.n <= 32
+            && let Some(&[a, b, c, d]) = self
+                .data
+                .get(self.pos..self.pos + 4)
+                .and_then(|s| <&[u8; 4]>::try_from(s).ok())
+            && a != 0xFF
+            && b != 0xFF
+            && c != 0xFF
+            && d != 0xFF
+        {
+            self.buf |= u64::from(u32::from_be_bytes([a, b, c, d])) << (32 - self.n);
+            self.n += 32;
+            self.pos += 4;
+        }
         while self.n <= 56 {
             let mut byte = 0u8;
             if !self.at_marker {
@@ -155,15 +171,20 @@ impl<'a> Bits<'a> {
         v
     }
 
+    /// Decodes one symbol. Leaves at least 16 bits buffered, so the value bits
+    /// that follow (at most 15) need no refill.
     #[inline]
     fn decode(&mut self, t: &Huffman) -> Result<u8, String> {
-        let look = self.peek(FAST_BITS) as usize;
+        if self.n < 32 {
+            self.fill();
+        }
+        let look = (self.buf >> (64 - FAST_BITS)) as usize;
         let (sym, len) = t.fast[look];
         if len > 0 {
             self.consume(u32::from(len));
             return Ok(sym);
         }
-        let code16 = self.peek(16) as i32;
+        let code16 = (self.buf >> 48) as i32;
         for len in (FAST_BITS as usize + 1)..=16 {
             let code = code16 >> (16 - len);
             if code <= t.maxcode[len] {
@@ -455,7 +476,8 @@ fn decode_scan(
                 if i > 63 {
                     return Err("AC coefficients past the end of a block".into());
                 }
-                bits.consume_checked(s);
+                // At least 16 bits are buffered after `decode` (s <= 15).
+                bits.consume(s);
                 i += 1;
             }
             if i > 64 {
@@ -522,16 +544,6 @@ fn decode_scan(
         p += 1;
     }
     Ok(p)
-}
-
-impl Bits<'_> {
-    #[inline]
-    fn consume_checked(&mut self, s: u32) {
-        if s > 0 {
-            self.peek(s);
-            self.consume(s);
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
