@@ -21,7 +21,7 @@ use natter_proto::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 type Sink = SplitSink<WebSocket, WsMessage>;
@@ -381,7 +381,6 @@ impl Ctx<'_> {
 
     async fn persist(&self, p: Persist) {
         let inner = &self.st.0;
-        let (tx, rx) = oneshot::channel();
         let (op, answer): (BatchOp, AnswerFn) = match p {
             Persist::Send(s) => {
                 let id = s.id.0.clone();
@@ -411,15 +410,12 @@ impl Ctx<'_> {
                 Box::new(|r| Answer::Ids("ack", r)),
             ),
         };
-        if !inner.writer.submit(op, Some(tx)).await {
-            let _ = self.ans.send(answer(Err(())));
-            return;
-        }
+        // The writer answers in commit order, straight into this socket's queue.
         let ans = self.ans.clone();
-        tokio::spawn(async move {
-            let r = rx.await.unwrap_or(Err(()));
+        let reply: crate::writer::Reply = Box::new(move |r| {
             let _ = ans.send(answer(r));
         });
+        inner.writer.submit(op, Some(reply)).await;
     }
 
     fn typing(&self, t: TypingSend) {

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Where the outcome of a batched operation goes.
-pub(crate) type Reply = oneshot::Sender<Result<OpOutcome, ()>>;
+/// Where the outcome of a batched operation goes: called by the writer, in
+/// commit order, right after the commit (or with `Err` when it failed).
+pub(crate) type Reply = Box<dyn FnOnce(Result<OpOutcome, ()>) + Send>;
 
 /// An operation for the writer.
 pub(crate) enum WriteOp {
@@ -38,9 +39,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Queues an operation; waits while the writer's queue is full.
+    /// Queues an operation; waits while the writer's queue is full. When the
+    /// writer has stopped, the reply is called with `Err` at once.
     pub(crate) async fn submit(&self, op: BatchOp, reply: Option<Reply>) -> bool {
-        self.tx.send(WriteOp::Batch(op, reply)).await.is_ok()
+        match self.tx.send(WriteOp::Batch(op, reply)).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(WriteOp::Batch(_, Some(r)))) => {
+                r(Err(()));
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// Applies a group change and waits for its commit.
@@ -137,7 +146,7 @@ impl WriterTask {
                         metrics::counter!("chat_messages_stored_total").increment(1);
                     }
                     if let Some(r) = reply {
-                        let _ = r.send(Ok(outcome));
+                        r(Ok(outcome));
                     }
                 }
                 self.dispatch(c.queued, now);
@@ -146,7 +155,7 @@ impl WriterTask {
                 metrics::counter!("chat_commit_errors_total").increment(1);
                 tracing::error!(error = %e, ops = ops.len(), "chat commit failed; senders will be told to retry");
                 for r in replies.into_iter().flatten() {
-                    let _ = r.send(Err(()));
+                    r(Err(()));
                 }
             }
         }

@@ -109,10 +109,20 @@ impl InProcess {
 
     /// Graceful restart on the same address and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.pause().await;
+        self.resume().await
+    }
+
+    /// Stops serving (gracefully: sockets get 1001); the database stays.
+    pub async fn pause(&mut self) {
         self.shutdown.cancel();
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
+    }
+
+    /// Serves again on the same address after [`InProcess::pause`].
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
         let listener = bind_retry(self.addr).await?;
         self.shutdown = Shutdown::new();
         self.tasks = serve(
@@ -126,7 +136,18 @@ impl InProcess {
         Ok(())
     }
 
-    async fn stop(mut self) {
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The SMS outbox with registration codes.
+    pub fn sms_outbox(&self) -> PathBuf {
+        self.data_dir.path().join("outbox/sms.jsonl")
+    }
+
+    /// Stops and drops the database.
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
         for t in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;

@@ -11,9 +11,29 @@ use natter_proto::{Body, From, ReceiptStatus};
 use sqlx::{PgPool, SqlitePool};
 use std::collections::{HashMap, HashSet, VecDeque};
 
-/// Rows per multi-row statement: at most 10 binds each, far below SQLite's
-/// 32766 and PostgreSQL's 65535 bind limits.
-const CHUNK: usize = 400;
+/// Sizes of multi-row statements. A batch is split greedily into pieces of
+/// these sizes (100 rows = 64 + 16 + 16 + 4), so each statement kind has at
+/// most five shapes: they stay in the drivers' prepared-statement caches
+/// instead of being re-prepared for every batch size. 256 rows of at most 10
+/// binds stay far below SQLite's 32766 and PostgreSQL's 65535 bind limits.
+const SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Splits `v` into slices whose lengths are in [`SHAPES`].
+fn pieces<T>(v: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while !rest.is_empty() {
+        let n = SHAPES
+            .iter()
+            .copied()
+            .find(|s| *s <= rest.len())
+            .unwrap_or(1);
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
 
 /// SQLite implementation.
 #[derive(Debug, Clone)]
@@ -252,7 +272,7 @@ macro_rules! sql_store {
                 users: &[String],
             ) -> StoreResult<()> {
                 let missing: Vec<&String> = dedup(users.iter().filter(|u| !cache.contains_key(*u)));
-                for chunk in missing.chunks(CHUNK) {
+                for chunk in pieces(&missing) {
                     for u in chunk {
                         cache.insert((*u).clone(), Vec::new());
                     }
@@ -279,7 +299,7 @@ macro_rules! sql_store {
             ) -> StoreResult<HashSet<String>> {
                 let mut found = HashSet::new();
                 let users = dedup(users.iter().cloned());
-                for chunk in users.chunks(CHUNK) {
+                for chunk in pieces(&users) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT user_id FROM accounts WHERE user_id IN (");
                     let mut sep = qb.separated(", ");
                     for u in chunk {
@@ -337,7 +357,7 @@ macro_rules! sql_store {
                 rows: &mut Vec<NewRow>,
             ) -> StoreResult<HashMap<usize, Sent>> {
                 let mut ids: HashMap<(String, i64, String), i64> = HashMap::new();
-                for chunk in out.chunks(CHUNK) {
+                for chunk in pieces(&out) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO chat_messages (sender_user, sender_device, client_id, conv_kind, conv_id, kind, body, system, created_at, expires_at) ",
                     );
@@ -416,7 +436,7 @@ macro_rules! sql_store {
                         }
                     }
                 }
-                for chunk in status.chunks(CHUNK) {
+                for chunk in pieces(&status) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO chat_status (msg_id, user_id) ");
                     qb.push_values(chunk, |mut b, (m, u)| {
                         b.push_bind(*m).push_bind(*u);
@@ -433,7 +453,7 @@ macro_rules! sql_store {
                 now: UnixMillis,
             ) -> StoreResult<Vec<Queued>> {
                 let mut by_key: HashMap<RowKey, VecDeque<i64>> = HashMap::new();
-                for chunk in rows.chunks(CHUNK) {
+                for chunk in pieces(&rows) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO chat_queue (user_id, device_id, generation, kind, msg_id, peer, at) ",
                     );
@@ -485,7 +505,7 @@ macro_rules! sql_store {
             ) -> StoreResult<HashMap<i64, MsgInfo>> {
                 let mut out = HashMap::new();
                 let ids = dedup(ids.iter().copied());
-                for chunk in ids.chunks(CHUNK) {
+                for chunk in pieces(&ids) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT msg_id, sender_user, client_id, conv_kind, conv_id FROM chat_messages WHERE msg_id IN (",
                     );
@@ -505,7 +525,7 @@ macro_rules! sql_store {
                 ids: &[i64],
             ) -> StoreResult<()> {
                 let ids = dedup(ids.iter().copied());
-                for chunk in ids.chunks(CHUNK) {
+                for chunk in pieces(&ids) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "UPDATE chat_messages SET body = NULL WHERE body IS NOT NULL AND NOT EXISTS
                          (SELECT 1 FROM chat_queue q WHERE q.msg_id = chat_messages.msg_id AND q.kind = 0) AND msg_id IN (",
@@ -545,7 +565,7 @@ macro_rules! sql_store {
                 }
                 // Sent before (idempotency): answer with the stored ack.
                 let mut existing: HashMap<(String, i64, String), (i64, i64)> = HashMap::new();
-                for chunk in unique.chunks(CHUNK) {
+                for chunk in pieces(&unique) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT sender_user, sender_device, client_id, msg_id, created_at FROM chat_messages
                          WHERE (sender_user, sender_device, client_id) IN (",
@@ -589,7 +609,7 @@ macro_rules! sql_store {
                     Target::User(_) => None,
                 }));
                 let mut members: HashMap<String, Vec<String>> = HashMap::new();
-                for chunk in groups.chunks(CHUNK) {
+                for chunk in pieces(&groups) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT group_id, user_id FROM chat_group_members WHERE group_id IN (",
                     );
@@ -670,7 +690,7 @@ macro_rules! sql_store {
                     ids.iter().map(move |id| (d.user.as_str(), i64::from(d.device), *id as i64))
                 }));
                 let mut deleted: HashSet<(String, i64, i64)> = HashSet::new();
-                for chunk in triples.chunks(CHUNK) {
+                for chunk in pieces(&triples) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "DELETE FROM chat_queue WHERE kind = 0 AND (user_id, device_id, msg_id) IN (",
                     );
@@ -700,7 +720,7 @@ macro_rules! sql_store {
                         .map(|(u, _, m)| (*m, u.clone())),
                 );
                 let mut first_delivery = Vec::new();
-                for chunk in pairs.chunks(CHUNK) {
+                for chunk in pieces(&pairs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE chat_status SET delivered_at = ");
                     qb.push_bind(now);
                     qb.push(" WHERE delivered_at IS NULL AND (msg_id, user_id) IN (");
@@ -739,7 +759,7 @@ macro_rules! sql_store {
                         .flat_map(|(_, d, ids)| ids.iter().map(move |id| (*id as i64, d.user.as_str()))),
                 );
                 let mut found: HashMap<(i64, String), StatusJoin> = HashMap::new();
-                for chunk in pairs.chunks(CHUNK) {
+                for chunk in pieces(&pairs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT s.msg_id, s.user_id, s.delivered_at, s.read_at, m.sender_user, m.client_id, m.conv_kind, m.conv_id
                          FROM chat_status s JOIN chat_messages m ON m.msg_id = s.msg_id WHERE (s.msg_id, s.user_id) IN (",
@@ -774,7 +794,7 @@ macro_rules! sql_store {
                     .map(|r| (r.msg_id, r.user_id.clone()))
                     .collect();
                 let mut marked = Vec::new();
-                for chunk in to_mark.chunks(CHUNK) {
+                for chunk in pieces(&to_mark) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE chat_status SET read_at = ");
                     qb.push_bind(now);
                     qb.push(", delivered_at = COALESCE(delivered_at, ");
@@ -831,7 +851,7 @@ macro_rules! sql_store {
                     ids.iter().map(move |id| (*id as i64, d.user.as_str(), i64::from(d.device)))
                 }));
                 let mut deleted: HashSet<(i64, String, i64)> = HashSet::new();
-                for chunk in triples.chunks(CHUNK) {
+                for chunk in pieces(&triples) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "DELETE FROM chat_queue WHERE kind <> 0 AND (seq, user_id, device_id) IN (",
                     );
@@ -1277,7 +1297,7 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
-                for chunk in seen.chunks(CHUNK) {
+                for chunk in pieces(&seen) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO chat_presence (user_id, last_seen_at) ");
                     qb.push_values(chunk, |mut b, (u, t)| {
                         b.push_bind(u.as_str()).push_bind(*t);
@@ -1296,7 +1316,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 let contacts = dedup(contacts.iter().map(|c| c.0.clone()));
-                for chunk in contacts.chunks(CHUNK) {
+                for chunk in pieces(&contacts) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO chat_contacts (user_id, contact_id) ");
                     qb.push_values(chunk, |mut b, c| {
                         b.push_bind(user.as_str()).push_bind(c.as_str());
@@ -1354,7 +1374,7 @@ macro_rules! sql_store {
 
             async fn push_tokens(&self, devs: &[DeviceRef]) -> StoreResult<Vec<(DeviceRef, PushToken)>> {
                 let mut out = Vec::new();
-                for chunk in devs.chunks(CHUNK) {
+                for chunk in pieces(&devs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT user_id, device_id, generation, platform, token FROM chat_push_tokens WHERE (user_id, device_id, generation) IN (",
                     );
@@ -1405,3 +1425,19 @@ macro_rules! sql_store {
 
 sql_store!(SqliteStore, sqlx::Sqlite, Sqlite);
 sql_store!(PgStore, sqlx::Postgres, Postgres);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pieces_use_few_shapes_and_cover_everything() {
+        let v: Vec<u32> = (0..1000).collect();
+        let p = super::pieces(&v);
+        assert_eq!(
+            p.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            vec![256, 256, 256, 64, 64, 64, 16, 16, 4, 4]
+        );
+        assert_eq!(p.concat(), v);
+        assert!(super::pieces::<u32>(&[]).is_empty());
+        assert_eq!(super::pieces(&[1, 2, 3]).len(), 3);
+    }
+}
