@@ -1,10 +1,12 @@
 //! The SQL behind [`MessageStore`], written once and compiled for both engines.
 //!
-//! SQLite and PostgreSQL both accept `$n` placeholders, `RETURNING`, row values
-//! (`(a, b) IN (VALUES (…), (…))`) and `ON CONFLICT`, so one body of SQL serves
-//! both. Batches become multi-row statements: a commit runs a fixed number of
-//! statements whatever its size (chunked at [`CHUNK`] rows to stay under bind
-//! limits), which is what makes group commit pay off.
+//! SQLite and PostgreSQL both accept `$n` placeholders, `RETURNING` and
+//! `ON CONFLICT`, so one body of SQL serves both. Batches become multi-row
+//! statements: a commit runs a small number of statements whatever its size
+//! (split into a few cached shapes, see [`SHAPES`]), which is what makes group
+//! commit pay off. Lookups by several keys are written as `OR`s of equalities,
+//! which both engines answer from indexes (SQLite scans the whole table for a
+//! row-value `IN (VALUES …)`, which made every commit slower as tables grew).
 
 use super::*;
 use natter_proto::{Body, From, ReceiptStatus};
@@ -260,6 +262,28 @@ fn dedup<T: Clone + Eq + std::hash::Hash>(v: impl IntoIterator<Item = T>) -> Vec
 
 fn new_system_client_id() -> ClientMsgId {
     ClientMsgId(format!("sys-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Appends `((c1 = ? AND c2 = ?) OR (…))` for a list of rows. SQLite plans
+/// this with an index per branch (MULTI-INDEX OR), where a row-value
+/// `(c1, c2) IN (VALUES …)` would scan the whole table.
+macro_rules! push_or_rows {
+    ($qb:expr, $rows:expr, |$r:pat_param| $col0:literal = $val0:expr $(, $col:literal = $val:expr)* $(,)?) => {{
+        $qb.push("(");
+        for (i, $r) in $rows.iter().enumerate() {
+            if i > 0 {
+                $qb.push(" OR ");
+            }
+            $qb.push(concat!("(", $col0, " = "));
+            $qb.push_bind($val0);
+            $(
+                $qb.push(concat!(" AND ", $col, " = "));
+                $qb.push_bind($val);
+            )*
+            $qb.push(")");
+        }
+        $qb.push(")");
+    }};
 }
 
 macro_rules! sql_store {
@@ -568,14 +592,10 @@ macro_rules! sql_store {
                 for chunk in pieces(&unique) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT sender_user, sender_device, client_id, msg_id, created_at FROM chat_messages
-                         WHERE (sender_user, sender_device, client_id) IN (",
+                         WHERE ",
                     );
-                    qb.push_values(chunk, |mut b, (_, m)| {
-                        b.push_bind(m.sender.as_str())
-                            .push_bind(i64::from(m.sender_device))
-                            .push_bind(m.client_id.as_str());
-                    });
-                    qb.push(")");
+                    push_or_rows!(qb, chunk, |(_, m)| "sender_user" = m.sender.as_str(),
+                        "sender_device" = i64::from(m.sender_device), "client_id" = m.client_id.as_str());
                     let rows: Vec<(String, i64, String, i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
                     for (u, d, c, id, ts) in rows {
                         existing.insert((u, d, c), (id, ts));
@@ -692,12 +712,10 @@ macro_rules! sql_store {
                 let mut deleted: HashSet<(String, i64, i64)> = HashSet::new();
                 for chunk in pieces(&triples) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "DELETE FROM chat_queue WHERE kind = 0 AND (user_id, device_id, msg_id) IN (",
+                        "DELETE FROM chat_queue WHERE kind = 0 AND ",
                     );
-                    qb.push_values(chunk, |mut b, (u, d, m)| {
-                        b.push_bind(*u).push_bind(*d).push_bind(*m);
-                    });
-                    qb.push(") RETURNING user_id, device_id, msg_id");
+                    push_or_rows!(qb, chunk, |(u, d, m)| "msg_id" = *m, "user_id" = *u, "device_id" = *d);
+                    qb.push(" RETURNING user_id, device_id, msg_id");
                     let ret: Vec<(String, i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
                     deleted.extend(ret);
                 }
@@ -723,11 +741,9 @@ macro_rules! sql_store {
                 for chunk in pieces(&pairs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE chat_status SET delivered_at = ");
                     qb.push_bind(now);
-                    qb.push(" WHERE delivered_at IS NULL AND (msg_id, user_id) IN (");
-                    qb.push_values(chunk, |mut b, (m, u)| {
-                        b.push_bind(*m).push_bind(u.as_str());
-                    });
-                    qb.push(") RETURNING msg_id, user_id");
+                    qb.push(" WHERE delivered_at IS NULL AND ");
+                    push_or_rows!(qb, chunk, |(m, u)| "msg_id" = *m, "user_id" = u.as_str());
+                    qb.push(" RETURNING msg_id, user_id");
                     let ret: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
                     first_delivery.extend(ret);
                 }
@@ -762,12 +778,9 @@ macro_rules! sql_store {
                 for chunk in pieces(&pairs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT s.msg_id, s.user_id, s.delivered_at, s.read_at, m.sender_user, m.client_id, m.conv_kind, m.conv_id
-                         FROM chat_status s JOIN chat_messages m ON m.msg_id = s.msg_id WHERE (s.msg_id, s.user_id) IN (",
+                         FROM chat_status s JOIN chat_messages m ON m.msg_id = s.msg_id WHERE ",
                     );
-                    qb.push_values(chunk, |mut b, (m, u)| {
-                        b.push_bind(*m).push_bind(*u);
-                    });
-                    qb.push(")");
+                    push_or_rows!(qb, chunk, |(m, u)| "s.msg_id" = *m, "s.user_id" = *u);
                     let ret: Vec<StatusJoin> = qb.build_query_as().fetch_all(&mut *conn).await?;
                     for r in ret {
                         found.insert((r.msg_id, r.user_id.clone()), r);
@@ -799,11 +812,9 @@ macro_rules! sql_store {
                     qb.push_bind(now);
                     qb.push(", delivered_at = COALESCE(delivered_at, ");
                     qb.push_bind(now);
-                    qb.push(") WHERE read_at IS NULL AND (msg_id, user_id) IN (");
-                    qb.push_values(chunk, |mut b, (m, u)| {
-                        b.push_bind(*m).push_bind(u.as_str());
-                    });
-                    qb.push(") RETURNING msg_id, user_id");
+                    qb.push(") WHERE read_at IS NULL AND ");
+                    push_or_rows!(qb, chunk, |(m, u)| "msg_id" = *m, "user_id" = u.as_str());
+                    qb.push(" RETURNING msg_id, user_id");
                     let ret: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
                     marked.extend(ret);
                 }
@@ -853,12 +864,10 @@ macro_rules! sql_store {
                 let mut deleted: HashSet<(i64, String, i64)> = HashSet::new();
                 for chunk in pieces(&triples) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "DELETE FROM chat_queue WHERE kind <> 0 AND (seq, user_id, device_id) IN (",
+                        "DELETE FROM chat_queue WHERE kind <> 0 AND ",
                     );
-                    qb.push_values(chunk, |mut b, (s, u, d)| {
-                        b.push_bind(*s).push_bind(*u).push_bind(*d);
-                    });
-                    qb.push(") RETURNING seq, user_id, device_id");
+                    push_or_rows!(qb, chunk, |(s, u, d)| "seq" = *s, "user_id" = *u, "device_id" = *d);
+                    qb.push(" RETURNING seq, user_id, device_id");
                     let ret: Vec<(i64, String, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
                     deleted.extend(ret);
                 }
@@ -1376,12 +1385,10 @@ macro_rules! sql_store {
                 let mut out = Vec::new();
                 for chunk in pieces(&devs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT user_id, device_id, generation, platform, token FROM chat_push_tokens WHERE (user_id, device_id, generation) IN (",
+                        "SELECT user_id, device_id, generation, platform, token FROM chat_push_tokens WHERE ",
                     );
-                    qb.push_values(chunk, |mut b, d| {
-                        b.push_bind(d.user.as_str()).push_bind(i64::from(d.device)).push_bind(d.generation);
-                    });
-                    qb.push(")");
+                    push_or_rows!(qb, chunk, |d| "user_id" = d.user.as_str(), "device_id" = i64::from(d.device),
+                        "generation" = d.generation);
                     let rows: Vec<(String, i64, i64, String, String)> = qb.build_query_as().fetch_all(&self.pool).await?;
                     out.extend(rows.into_iter().map(|(u, d, g, platform, token)| {
                         (DeviceRef { user: UserId(u), device: d as DeviceId, generation: g }, PushToken { platform, token })
