@@ -107,6 +107,29 @@ impl MediaService {
         self.state.media()
     }
 
+    /// A readiness probe: the blob backend answers (a metadata request for an
+    /// object that does not exist; for S3 one HEAD).
+    pub fn readiness(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + Sync
+    + 'static {
+        let media = self.state.media().clone();
+        move || {
+            let media = media.clone();
+            Box::pin(async move {
+                let probe = crate::blob::ObjectKey::Blob(crate::BlobHash::from_bytes([0; 32]));
+                media
+                    .blobs()
+                    .size(&probe)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("media blob store: {e}"))
+            })
+        }
+    }
+
     /// Runs the garbage collector every `media.gc_interval_secs` until
     /// shutdown: expired resumable uploads, expired blobs and thumbnails,
     /// crashed uploads and orphaned staging objects.

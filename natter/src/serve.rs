@@ -107,6 +107,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
         app = app.merge(media.router());
+        checks.push(("media", health::check(media.readiness())));
         background.extend(media.spawn_background(shutdown.clone()));
     }
     if matches!(service, Service::All | Service::Chat) {

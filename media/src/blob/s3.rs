@@ -117,10 +117,18 @@ impl S3BlobStore {
             .send()
             .await
             .map_err(|e| {
+                let why = match &e {
+                    SdkError::ServiceError(se) => format!(
+                        "the server answered {} ({})",
+                        se.raw().status().as_u16(),
+                        se.err().code().unwrap_or("no error code")
+                    ),
+                    SdkError::TimeoutError(_) => "timed out".to_owned(),
+                    _ => DisplayErrorContext(&e).to_string(),
+                };
                 format!(
-                    "media.s3: bucket {:?} is not reachable: {}",
-                    store.bucket,
-                    DisplayErrorContext(e)
+                    "media.s3: bucket {:?} at {:?} is not usable: {why}",
+                    store.bucket, cfg.endpoint
                 )
             })?;
         Ok(store)
