@@ -14,7 +14,22 @@ both_backends!(
     profile_references_hold_until_removed,
     videos_get_a_first_frame_thumbnail_when_ffmpeg_is_there,
     without_ffmpeg_the_response_says_so,
+    the_readiness_probe_reaches_the_backend,
 );
+
+async fn the_readiness_probe_reaches_the_backend(b: Backend) {
+    let srv = Server::start(b).await;
+    let probe = srv.service.readiness();
+    probe().await.expect("backend answers");
+    if b == Backend::Fs {
+        // A blob directory that cannot be read makes the probe fail.
+        let blobs = srv.dir.path().join("media/blobs");
+        std::fs::remove_dir_all(&blobs).unwrap();
+        std::fs::write(&blobs, b"not a directory").unwrap();
+        assert!(probe().await.is_err());
+    }
+    srv.cleanup().await;
+}
 
 const DAY: i64 = 86_400;
 
