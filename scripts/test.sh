@@ -9,6 +9,16 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/natter/target}
 mkdir -p "$CARGO_TARGET_DIR"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Incremental state only helps edit-compile loops; in a test run it doubles the
+# size of target/ (a full disk once broke CI's linker).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
+# Fail early and plainly when the build cannot fit, rather than with a linker bus error.
+free_kib=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 {print $4}')
+if (( free_kib < 8 * 1024 * 1024 )); then
+  echo "only $((free_kib / 1024)) MiB free under $CARGO_TARGET_DIR; the build needs about 8 GiB" >&2
+  exit 1
+fi
 
 step() { printf '\n== %s ==\n' "$*"; }
 
