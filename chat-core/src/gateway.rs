@@ -186,6 +186,9 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
         closer.clone(),
     );
     tracing::debug!("connected");
+    if let Some(calls) = st.call_handler() {
+        calls.device_connected(&dev.user, dev.device);
+    }
     if reg.came_online {
         crate::presence::announce(&st, &dev.user, true, None);
     }
@@ -288,7 +291,14 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
     inner.hub.unsubscribe(reg.conn_id, &subs);
     let now = inner.clock.now_ms();
     inner.hub.touch(&dev.user, now);
-    if inner.hub.unregister(&dev.user, reg.conn_id) {
+    let gone = inner.hub.unregister(&dev.user, reg.conn_id);
+    // A socket replaced by a newer one of the same device is not a disconnect.
+    if let Some(calls) = st.call_handler()
+        && !inner.hub.online_devices(&dev.user).contains(&dev.device)
+    {
+        calls.device_disconnected(&dev.user, dev.device);
+    }
+    if gone {
         crate::presence::announce(&st, &dev.user, false, Some(now));
     }
 }
@@ -364,6 +374,21 @@ impl Ctx<'_> {
                     wrote = true;
                 }
                 Effect::Touch => inner.hub.touch(&self.dev.user, inner.clock.now_ms()),
+                Effect::Call(frame) => match self.st.call_handler() {
+                    Some(calls) => calls.handle_frame(&self.dev.user, self.dev.device, frame),
+                    None => {
+                        let e = ErrorFrame::new(
+                            ErrorCode::CallsUnavailable,
+                            "call signaling is not running on this server",
+                        )
+                        .about(Some(frame.type_name().into()), None);
+                        let json = ServerFrame::Error(e).to_json();
+                        if let Err(c) = feed(sink, WsMessage::Text(json.into()), closer).await {
+                            return Some(c);
+                        }
+                        wrote = true;
+                    }
+                },
                 Effect::Close(code) => {
                     if wrote {
                         let _ = flush(sink, closer).await;

@@ -8,6 +8,7 @@
 use crate::pipeline::Delivery;
 use crate::pipeline::limits::PushPolicy;
 use natter_common::UnixMillis;
+use natter_common::calls::Devices;
 use natter_proto::{CloseCode, DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -186,14 +187,33 @@ impl Hub {
     /// Sends an ephemeral frame to every connected device of `user` (dropped for
     /// a device whose queue is full: ephemeral frames are never worth a close).
     pub(crate) fn send_ephemeral(&self, user: &UserId, json: &Arc<str>) -> usize {
+        self.send_ephemeral_to(user, Devices::AllBut(None), json)
+    }
+
+    /// Like [`Hub::send_ephemeral`], to some of the user's devices (call
+    /// signaling addresses the one device that answered).
+    pub(crate) fn send_ephemeral_to(&self, user: &UserId, to: Devices, json: &Arc<str>) -> usize {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for c in conns.get(user).map(Vec::as_slice).unwrap_or_default() {
-            if c.tx.try_send(Outbound::Frame(json.clone())).is_ok() {
+            let wanted = match to {
+                Devices::One(d) => c.device == d,
+                Devices::AllBut(except) => Some(c.device) != except,
+            };
+            if wanted && c.tx.try_send(Outbound::Frame(json.clone())).is_ok() {
                 n += 1;
             }
         }
         n
+    }
+
+    /// The connected devices of `user`.
+    pub(crate) fn online_devices(&self, user: &UserId) -> Vec<DeviceId> {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(user)
+            .map(|l| l.iter().map(|c| c.device).collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn is_online(&self, user: &UserId) -> bool {

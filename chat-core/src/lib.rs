@@ -7,6 +7,7 @@
 //! per socket, `api`: REST). The service wiring is in [`service`].
 
 pub mod api;
+mod calls;
 pub mod config;
 mod gateway;
 mod hub;

@@ -24,8 +24,29 @@ pub struct PushNotice {
     pub device: DeviceId,
     /// Its credential generation.
     pub generation: i64,
-    /// When the message that triggered it was stored.
+    /// When the message (or call) that triggered it happened.
     pub at: UnixMillis,
+    /// Why the device is woken.
+    pub reason: PushReason,
+}
+
+/// Why a device is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushReason {
+    /// Messages are waiting.
+    Message,
+    /// A call is ringing (a VoIP push: the app should connect and fetch the offer).
+    Call,
+}
+
+impl PushReason {
+    /// As written in the outbox and the webhook body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushReason::Message => "message",
+            PushReason::Call => "call",
+        }
+    }
 }
 
 /// Why a push batch failed.
@@ -92,7 +113,7 @@ impl PushSender for OutboxPush {
             let line = OutboxLine {
                 user_id: n.user.as_str(),
                 device_id: n.device,
-                reason: "message",
+                reason: n.reason.as_str(),
                 at: n.at,
             };
             serde_json::to_writer(&mut bytes, &line).map_err(std::io::Error::other)?;
@@ -181,6 +202,12 @@ impl PushSender for WebhookPush {
                 .map(|n| n.at)
                 .unwrap_or_default()
         };
+        let reason_of = |d: &DeviceRef| {
+            batch
+                .iter()
+                .find(|n| n.user == d.user && n.device == d.device)
+                .map_or("message", |n| n.reason.as_str())
+        };
         let body = WebhookBody {
             notifications: tokens
                 .iter()
@@ -189,7 +216,7 @@ impl PushSender for WebhookPush {
                     device_id: d.device,
                     platform: &t.platform,
                     token: &t.token,
-                    reason: "message",
+                    reason: reason_of(d),
                     at: at_of(d),
                 })
                 .collect(),

@@ -76,6 +76,8 @@ impl ChatService {
             clock,
             tokens,
             shutdown: CancellationToken::new(),
+            calls: std::sync::OnceLock::new(),
+            push: push_tx.downgrade(),
         }));
         Ok(Self {
             state,

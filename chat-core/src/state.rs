@@ -25,6 +25,12 @@ pub(crate) struct Inner {
     pub(crate) tokens: Arc<TokenKeys>,
     /// Cancelled when the process drains: sockets close with 1001.
     pub(crate) shutdown: CancellationToken,
+    /// Call signaling, once the binary plugs it in (`call.*` frames are
+    /// refused with `calls_unavailable` until then).
+    pub(crate) calls: std::sync::OnceLock<Arc<dyn natter_common::calls::CallFrames>>,
+    /// The push queue, for VoIP pushes. Weak: the push task ends when the
+    /// writer, its owner, is gone.
+    pub(crate) push: tokio::sync::mpsc::WeakSender<crate::push::PushNotice>,
 }
 
 impl ChatState {

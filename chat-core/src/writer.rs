@@ -8,7 +8,7 @@
 
 use crate::hub::Hub;
 use crate::pipeline::{Delivery, ItemRef};
-use crate::push::PushNotice;
+use crate::push::{PushNotice, PushReason};
 use crate::store::{
     BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, Queued, QueuedFrame, StoreError,
 };
@@ -195,6 +195,7 @@ impl WriterTask {
                     device: q.device,
                     generation: q.generation,
                     at: now,
+                    reason: PushReason::Message,
                 };
                 if self.push.try_send(notice).is_err() {
                     metrics::counter!("chat_push_total", "result" => "dropped").increment(1);

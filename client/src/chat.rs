@@ -38,6 +38,8 @@ pub enum Event {
     Presence(Presence),
     /// The server refused a frame.
     Error(ErrorFrame),
+    /// A `call.*` frame (see [`crate::call`]).
+    Call(ServerFrame),
     /// The socket dropped; reconnecting after `retry_in`.
     Disconnected {
         /// The close code, if the server sent one.
@@ -518,6 +520,15 @@ impl Driver {
                 None
             }
             ServerFrame::Hello(_) | ServerFrame::Pong(_) => None,
+            call @ (ServerFrame::CallIncoming(_)
+            | ServerFrame::CallRinging(_)
+            | ServerFrame::CallAnswered(_)
+            | ServerFrame::CallIce(_)
+            | ServerFrame::CallUpdate(_)
+            | ServerFrame::CallEnded(_)) => {
+                let _ = self.events.send(Event::Call(call));
+                None
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! depend on this one.
 
 pub mod api;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -45,6 +45,14 @@ pub enum ErrorCode {
     GroupFull,
     /// The server failed; the frame may be retried (sends are idempotent).
     InternalError,
+    /// No live call with this id that this device takes part in.
+    UnknownCall,
+    /// A `call.offer` reused the id of a live call.
+    CallExists,
+    /// A `call.offer` from a user already in a call (or placing one).
+    CallInProgress,
+    /// Call signaling is not running on this server.
+    CallsUnavailable,
 }
 
 impl ErrorCode {
@@ -70,6 +78,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::GroupFull => "group_full",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::UnknownCall => "unknown_call",
+            ErrorCode::CallExists => "call_exists",
+            ErrorCode::CallInProgress => "call_in_progress",
+            ErrorCode::CallsUnavailable => "calls_unavailable",
         }
     }
 
@@ -94,6 +106,10 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::GroupFull,
         ErrorCode::InternalError,
+        ErrorCode::UnknownCall,
+        ErrorCode::CallExists,
+        ErrorCode::CallInProgress,
+        ErrorCode::CallsUnavailable,
     ];
 }
 

@@ -2,6 +2,10 @@
 //! ignored (so newer clients can talk to older servers), unknown types refused.
 
 use crate::body::Body;
+use crate::call::{
+    CallAnswer, CallAnswered, CallEnded, CallIce, CallIncoming, CallOffer, CallRef, CallRinging,
+    CallUpdate,
+};
 use crate::codes::ErrorCode;
 use crate::ids::{ClientMsgId, DeviceId, GroupId, Kind, MsgId, ReceiptId, UserId};
 use serde::{Deserialize, Serialize};
@@ -46,6 +50,24 @@ pub enum ClientFrame {
     /// Application-level heartbeat, for clients that cannot see WebSocket pings.
     #[serde(rename = "ping")]
     Ping(Ping),
+    /// Starts a call.
+    #[serde(rename = "call.offer")]
+    CallOffer(CallOffer),
+    /// Accepts a ringing call on this device.
+    #[serde(rename = "call.answer")]
+    CallAnswer(CallAnswer),
+    /// Declines a ringing call (on every device of this user).
+    #[serde(rename = "call.reject")]
+    CallReject(CallRef),
+    /// Ends a call: cancels it before an answer, hangs it up after.
+    #[serde(rename = "call.hangup")]
+    CallHangup(CallRef),
+    /// A trickled ICE candidate for the other party.
+    #[serde(rename = "call.ice")]
+    CallIce(CallIce),
+    /// Renegotiation (ICE restart) of an answered call.
+    #[serde(rename = "call.update")]
+    CallUpdate(CallUpdate),
 }
 
 /// Every client frame type, as on the wire.
@@ -59,6 +81,12 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "presence.subscribe",
     "presence.unsubscribe",
     "ping",
+    "call.offer",
+    "call.answer",
+    "call.reject",
+    "call.hangup",
+    "call.ice",
+    "call.update",
 ];
 
 /// What the server sends.
@@ -93,11 +121,43 @@ pub enum ServerFrame {
     /// Answer to `ping`.
     #[serde(rename = "pong")]
     Pong(Ping),
+    /// A call is ringing on this device.
+    #[serde(rename = "call.incoming")]
+    CallIncoming(CallIncoming),
+    /// The callee's devices are ringing (to the caller's device).
+    #[serde(rename = "call.ringing")]
+    CallRinging(CallRinging),
+    /// The callee answered (to the caller's device).
+    #[serde(rename = "call.answered")]
+    CallAnswered(CallAnswered),
+    /// A trickled ICE candidate from the other party.
+    #[serde(rename = "call.ice")]
+    CallIce(CallIce),
+    /// Renegotiation from the other party.
+    #[serde(rename = "call.update")]
+    CallUpdate(CallUpdate),
+    /// The call is over (or never started) for this device.
+    #[serde(rename = "call.ended")]
+    CallEnded(CallEnded),
 }
 
 /// Every server frame type, as on the wire.
 pub const SERVER_FRAME_TYPES: &[&str] = &[
-    "hello", "sent", "msg", "receipt", "synced", "typing", "presence", "error", "pong",
+    "hello",
+    "sent",
+    "msg",
+    "receipt",
+    "synced",
+    "typing",
+    "presence",
+    "error",
+    "pong",
+    "call.incoming",
+    "call.ringing",
+    "call.answered",
+    "call.ice",
+    "call.update",
+    "call.ended",
 ];
 
 /// A conversation: one user or one group.
@@ -465,6 +525,12 @@ impl ServerFrame {
             ServerFrame::Presence(_) => "presence",
             ServerFrame::Error(_) => "error",
             ServerFrame::Pong(_) => "pong",
+            ServerFrame::CallIncoming(_) => "call.incoming",
+            ServerFrame::CallRinging(_) => "call.ringing",
+            ServerFrame::CallAnswered(_) => "call.answered",
+            ServerFrame::CallIce(_) => "call.ice",
+            ServerFrame::CallUpdate(_) => "call.update",
+            ServerFrame::CallEnded(_) => "call.ended",
         }
     }
 
@@ -489,6 +555,12 @@ impl ClientFrame {
             ClientFrame::PresenceSubscribe(_) => "presence.subscribe",
             ClientFrame::PresenceUnsubscribe(_) => "presence.unsubscribe",
             ClientFrame::Ping(_) => "ping",
+            ClientFrame::CallOffer(_) => "call.offer",
+            ClientFrame::CallAnswer(_) => "call.answer",
+            ClientFrame::CallReject(_) => "call.reject",
+            ClientFrame::CallHangup(_) => "call.hangup",
+            ClientFrame::CallIce(_) => "call.ice",
+            ClientFrame::CallUpdate(_) => "call.update",
         }
     }
 

@@ -10,12 +10,13 @@
 //! Versioning: the URL carries the major version (`/v1/ws`) and the `hello`
 //! frame the exact [`PROTOCOL_VERSION`]. Additions (new frame types, new optional
 //! fields) keep the version; clients ignore fields they do not know. Frame types
-//! with a dotted prefix (`presence.*`, and `call.*` reserved for call signaling)
+//! with a dotted prefix (`presence.*`, and `call.*` for call signaling)
 //! group related frames.
 //!
 //! This crate is serde only: no I/O, no async runtime.
 
 mod body;
+mod call;
 mod codes;
 mod decode;
 mod frames;
@@ -24,6 +25,11 @@ mod ids;
 pub mod fuzz;
 
 pub use body::Body;
+pub use call::{
+    CallAnswer, CallAnswered, CallClientFrame, CallEnded, CallId, CallIce, CallIncoming,
+    CallMedia, CallOffer, CallRef, CallRinging, CallUpdate, EndReason, MAX_CANDIDATE_LEN,
+    MAX_SDP_LEN, SdpKind,
+};
 pub use codes::{CloseCode, ErrorCode};
 pub use decode::{DecodeError, decode_client_frame, decode_server_frame, describe_frame};
 pub use frames::*;

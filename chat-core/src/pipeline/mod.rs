@@ -30,7 +30,7 @@ use limits::Gcra;
 use natter_common::UnixMillis;
 use natter_common::ratelimit::Quota;
 use natter_proto::{
-    ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Kind, MAX_IDS_PER_FRAME,
+    CallClientFrame, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Kind, MAX_IDS_PER_FRAME,
     MAX_USERS_PER_FRAME, MsgId, Ping, ReceiptId, Send, ServerFrame, Synced, TypingSend, UserId,
 };
 use std::collections::HashSet;
@@ -141,6 +141,8 @@ pub enum Effect {
     Touch,
     /// Close the socket with this code (the last effect of a session).
     Close(CloseCode),
+    /// Hand a `call.*` frame to call signaling.
+    Call(CallClientFrame),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -543,6 +545,12 @@ impl Session {
             }
             ClientFrame::Ping(Ping { nonce }) => {
                 out.push(Effect::Frame(ServerFrame::Pong(Ping { nonce })))
+            }
+            call => {
+                // Every remaining type is a call frame; signaling checks it.
+                if let Ok(c) = call.into_call() {
+                    out.push(Effect::Call(c));
+                }
             }
         }
     }

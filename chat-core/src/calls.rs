@@ -1,0 +1,55 @@
+//! chat-core's side of the call seam ([`natter_common::calls`]): signaling
+//! reaches devices through [`ChatState`] as a [`DeviceLink`], and gets `call.*`
+//! frames through the [`CallFrames`] handler the binary installs.
+
+use crate::push::{PushNotice, PushReason};
+use crate::state::ChatState;
+use natter_common::calls::{CallFrames, DeviceGen, DeviceLink, Devices};
+use natter_proto::{CallId, DeviceId, ServerFrame, UserId};
+use std::sync::Arc;
+
+impl ChatState {
+    /// Installs call signaling. Returns false if one was installed already.
+    pub fn set_call_handler(&self, handler: Arc<dyn CallFrames>) -> bool {
+        self.0.calls.set(handler).is_ok()
+    }
+
+    /// This service as the device link signaling sends through.
+    pub fn device_link(&self) -> Arc<dyn DeviceLink> {
+        Arc::new(self.clone())
+    }
+
+    pub(crate) fn call_handler(&self) -> Option<&Arc<dyn CallFrames>> {
+        self.0.calls.get()
+    }
+}
+
+impl DeviceLink for ChatState {
+    fn send(&self, user: &UserId, to: Devices, frame: &ServerFrame) -> usize {
+        let json: Arc<str> = Arc::from(frame.to_json());
+        self.0.hub.send_ephemeral_to(user, to, &json)
+    }
+
+    fn online_devices(&self, user: &UserId) -> Vec<DeviceId> {
+        self.0.hub.online_devices(user)
+    }
+
+    fn push_call(&self, user: &UserId, devices: &[DeviceGen], _call_id: &CallId, _from: &UserId) {
+        let Some(tx) = self.0.push.upgrade() else {
+            return; // shutting down
+        };
+        let at = self.0.clock.now_ms();
+        for d in devices {
+            let notice = PushNotice {
+                user: user.clone(),
+                device: d.device,
+                generation: d.generation,
+                at,
+                reason: PushReason::Call,
+            };
+            if tx.try_send(notice).is_err() {
+                metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Wiring: builds signaling from configuration. The REST routes run wherever
+//! `serve signaling` (or `serve all`) runs; the call state machine runs where
+//! the chat gateway does, plugged into it with [`SignalingService::attach`].
+
+use crate::SignalingConfig;
+use crate::call::{CallRules, Calls};
+use crate::driver::{CallDriver, DriverTask};
+use crate::store::{self, CallStore};
+use axum::extract::FromRef;
+use natter_common::calls::DeviceLink;
+use natter_common::token::TokenKeys;
+use natter_common::{Db, Secret, SharedClock, Shutdown, TokenVerifier};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// Handler state (cheap to clone).
+#[derive(Clone)]
+pub struct SignalingState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) cfg: SignalingConfig,
+    pub(crate) store: Arc<dyn CallStore>,
+    pub(crate) clock: SharedClock,
+    pub(crate) tokens: Arc<TokenKeys>,
+    /// `turn.auth_secret`, shared with the TURN server.
+    pub(crate) turn_secret: Secret,
+}
+
+impl FromRef<SignalingState> for TokenVerifier {
+    fn from_ref(state: &SignalingState) -> Self {
+        TokenVerifier {
+            keys: state.0.tokens.clone(),
+            clock: state.0.clock.clone(),
+        }
+    }
+}
+
+/// What the binary needs to run signaling.
+pub struct SignalingService {
+    state: SignalingState,
+    driver: Mutex<Option<DriverTask>>,
+}
+
+impl SignalingService {
+    /// Opens the store (migrating when asked) and builds the state.
+    pub async fn build(
+        cfg: SignalingConfig,
+        db: &Db,
+        migrate: bool,
+        clock: SharedClock,
+        tokens: Arc<TokenKeys>,
+        turn_secret: Secret,
+    ) -> Result<Self, String> {
+        let store = store::for_db(db);
+        if migrate {
+            store
+                .migrate()
+                .await
+                .map_err(|e| format!("signaling: migrations failed: {e}"))?;
+        }
+        Self::with_store(cfg, store, clock, tokens, turn_secret)
+    }
+
+    /// Like [`SignalingService::build`] with an open store.
+    pub fn with_store(
+        cfg: SignalingConfig,
+        store: Arc<dyn CallStore>,
+        clock: SharedClock,
+        tokens: Arc<TokenKeys>,
+        turn_secret: Secret,
+    ) -> Result<Self, String> {
+        cfg.validate()?;
+        if turn_secret.is_empty() && !cfg.turn_urls.0.is_empty() {
+            tracing::warn!("signaling.turn_urls is set but turn.auth_secret is empty: no TURN credentials will be handed out");
+        }
+        Ok(Self {
+            state: SignalingState(Arc::new(Inner {
+                cfg,
+                store,
+                clock,
+                tokens,
+                turn_secret,
+            })),
+            driver: Mutex::new(None),
+        })
+    }
+
+    /// Handler state.
+    pub fn state(&self) -> &SignalingState {
+        &self.state
+    }
+
+    /// `/v1/calls`, `/v1/calls/ice-servers`.
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(self.state.clone())
+    }
+
+    /// Creates the call state machine, sending through `link` (chat-core).
+    /// Install the returned handler in chat-core; frames queue until
+    /// [`SignalingService::spawn_background`] starts the driver.
+    pub fn attach(&self, link: Arc<dyn DeviceLink>) -> CallDriver {
+        let cfg = &self.state.0.cfg;
+        let calls = Calls::new(CallRules {
+            ring_timeout_ms: i64::from(cfg.ring_timeout_secs) * 1000,
+            reconnect_grace_ms: i64::from(cfg.reconnect_grace_secs) * 1000,
+        });
+        let (handle, task) = crate::driver::channel(
+            calls,
+            link,
+            self.state.0.store.clone(),
+            self.state.0.clock.clone(),
+        );
+        *self.driver.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        handle
+    }
+
+    /// Starts the call driver (if attached) and its log writer.
+    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+        match self
+            .driver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(task) => task.spawn(shutdown),
+            None => Vec::new(),
+        }
+    }
+}
