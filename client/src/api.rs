@@ -31,6 +31,69 @@ impl Credentials {
     }
 }
 
+/// One `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// `GET /v1/calls/ice-servers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServers {
+    /// STUN, then TURN with credentials.
+    pub ice_servers: Vec<IceServer>,
+    /// Credential lifetime.
+    pub ttl_secs: u32,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// One call of the call log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLogEntry {
+    /// The call.
+    pub call_id: natter_proto::CallId,
+    /// `outgoing` or `incoming`.
+    pub direction: String,
+    /// The other party.
+    pub peer: UserId,
+    /// Audio or video.
+    pub media: natter_proto::CallMedia,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms.
+    #[serde(default)]
+    pub answered_at: Option<i64>,
+    /// Unix ms.
+    pub ended_at: i64,
+    /// Answer to end.
+    pub duration_ms: u64,
+    /// `answered`, `rejected`, `busy`, `missed`, `cancelled`, `unavailable`, `failed`.
+    pub outcome: String,
+    /// What ended it.
+    pub reason: natter_proto::EndReason,
+    /// The device that answered (incoming calls).
+    #[serde(default)]
+    pub answered_device: Option<u32>,
+}
+
+/// `GET /v1/calls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLog {
+    /// Newest first.
+    pub calls: Vec<CallLogEntry>,
+    /// For the next page.
+    #[serde(default)]
+    pub next_before: Option<i64>,
+}
+
 /// A registration session (a phone number waiting for its code).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegSession {
@@ -458,6 +521,38 @@ impl Api {
             .call(reqwest::Method::GET, &path, Some(token), None)
             .await?;
         Ok(r.messages)
+    }
+
+    // --- calls ---
+
+    /// STUN/TURN servers with fresh TURN credentials.
+    pub async fn ice_servers(&self, token: &str) -> Result<IceServers, Error> {
+        self.call(
+            reqwest::Method::GET,
+            "/v1/calls/ice-servers",
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    /// The call log, newest first (`before`: Unix ms, for paging).
+    pub async fn call_log(
+        &self,
+        token: &str,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<CallLog, Error> {
+        let mut params = Vec::new();
+        if let Some(b) = before {
+            params.push(format!("before={b}"));
+        }
+        if let Some(l) = limit {
+            params.push(format!("limit={l}"));
+        }
+        let path = format!("/v1/calls?{}", params.join("&"));
+        self.call(reqwest::Method::GET, &path, Some(token), None)
+            .await
     }
 
     // --- chat: presence ---

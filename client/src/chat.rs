@@ -174,6 +174,11 @@ impl Chat {
             .send(Cmd::Frame(ClientFrame::PresenceSubscribe(Users { users })));
     }
 
+    /// Sends a `call.*` frame (answers arrive as [`Event::Call`]).
+    pub fn call_frame(&self, frame: natter_proto::CallClientFrame) {
+        let _ = self.cmd.send(Cmd::Frame(frame.into()));
+    }
+
     /// Closes the connection (normal closure); a `Closed` event follows.
     pub fn close(&self) {
         let _ = self.cmd.send(Cmd::Close);

@@ -25,7 +25,7 @@ pub mod media;
 
 pub use account::{Account, CredentialsHook, code_from_outbox, register};
 pub use api::{
-    Api, Credentials, Group, GroupMember, MessageStatus, PendingQuery, PresenceInfo,
+    Api, CallLog, CallLogEntry, Credentials, IceServer, IceServers, Group, GroupMember, MessageStatus, PendingQuery, PresenceInfo,
     RecipientStatus, RegSession,
 };
 pub use chat::{Chat, ConnectOptions, Event, Events};

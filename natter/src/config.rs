@@ -30,6 +30,11 @@ pub(crate) struct Config {
     pub(crate) media: natter_media::MediaConfig,
     /// Chat: WebSocket gateway, message pipeline, groups, presence, push.
     pub(crate) chat: natter_chat::ChatConfig,
+    /// Calls: ring timeout, ICE server URLs, TURN credential lifetime.
+    pub(crate) signaling: natter_signaling::SignalingConfig,
+    /// The STUN/TURN server (its `auth_secret` also signs the credentials
+    /// signaling hands out).
+    pub(crate) turn: natter_turn::TurnConfig,
 }
 
 impl Default for Config {
@@ -43,13 +48,24 @@ impl Default for Config {
             auth: AuthConfig::default(),
             media: natter_media::MediaConfig::default(),
             chat: natter_chat::ChatConfig::default(),
+            signaling: natter_signaling::SignalingConfig::default(),
+            turn: natter_turn::TurnConfig::default(),
         }
     }
 }
 
 /// Top-level keys, and so the environment prefixes (`NATTER_<KEY>…`) read.
 const SECTIONS: &[&str] = &[
-    "data_dir", "http", "database", "log", "tokens", "auth", "media", "chat",
+    "data_dir",
+    "http",
+    "database",
+    "log",
+    "tokens",
+    "auth",
+    "media",
+    "chat",
+    "signaling",
+    "turn",
 ];
 
 impl Config {
@@ -83,6 +99,8 @@ impl Config {
         self.auth.validate().map_err(ConfigError)?;
         self.media.validate().map_err(ConfigError)?;
         self.chat.validate().map_err(ConfigError)?;
+        self.signaling.validate().map_err(ConfigError)?;
+        self.turn.validate().map_err(ConfigError)?;
         Ok(())
     }
 }
@@ -176,6 +194,32 @@ mod tests {
             jail.set_env("NATTER_MEDIA__MAX_UPLOAD_BYTES", "lots");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("media.max_upload_bytes"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn signaling_and_turn_sections_are_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "NATTER_SIGNALING__TURN_URLS",
+                "turn:turn.example:3478?transport=udp,turn:turn.example:3478?transport=tcp",
+            );
+            jail.set_env("NATTER_SIGNALING__RING_TIMEOUT_SECS", "30");
+            jail.set_env("NATTER_TURN__AUTH_SECRET", "s3cret");
+            jail.set_env("NATTER_TURN__LISTEN", "127.0.0.1:3479");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.signaling.turn_urls.0.len(), 2);
+            assert_eq!(c.signaling.ring_timeout_secs, 30);
+            assert_eq!(c.turn.auth_secret.expose(), "s3cret");
+            assert_eq!(c.turn.listen.to_string(), "127.0.0.1:3479");
+            assert!(!toml::to_string(&c).unwrap().contains("s3cret"));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_SIGNALING__TURN_URLS", "http://nope");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("signaling.turn_urls"), "{err}");
             Ok(())
         });
     }

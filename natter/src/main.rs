@@ -1,6 +1,6 @@
 //! `natter`: the one binary of the Natter messaging and calls backend.
 //!
-//! `natter serve [all|auth]` runs services, `natter migrate` applies database
+//! `natter serve [all|auth|chat|media|signaling|turn]` runs services, `natter migrate` applies database
 //! migrations, `natter config print` shows the effective configuration.
 
 mod config;
@@ -64,8 +64,13 @@ pub(crate) enum Service {
     Auth,
     /// Media: uploads, thumbnails, downloads, references and their collection.
     Media,
-    /// Chat: the WebSocket gateway, messages, receipts, groups, presence.
+    /// Chat: the WebSocket gateway, messages, receipts, groups, presence (and
+    /// the call state machine, whose frames ride the chat socket).
     Chat,
+    /// Calls: ICE servers with TURN credentials, the call log.
+    Signaling,
+    /// The STUN/TURN server (UDP, TCP, TLS), with health endpoints on HTTP.
+    Turn,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {

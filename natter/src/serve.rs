@@ -32,6 +32,10 @@ pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
         .migrate()
         .await
         .context("chat migrations")?;
+    natter_signaling::store::for_db(&db)
+        .migrate()
+        .await
+        .context("signaling migrations")?;
     tracing::info!(engine = ?db.engine(), "migrations applied");
     db.close().await;
     Ok(())
@@ -61,9 +65,13 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     let shutdown = natter_common::shutdown::on_signals();
     natter_common::metrics::handle();
     let clock: SharedClock = Arc::new(SystemClock);
+    if service == Service::Turn {
+        return serve_turn_only(cfg, shutdown).await;
+    }
     let tokens = token_keys(&cfg)?;
     let db = Db::connect(&cfg.database, &cfg.data_dir).await?;
     tracing::info!(engine = ?db.engine(), "database open");
+    let turn = turn_config(&cfg, service)?;
 
     let mut checks: Vec<(&'static str, ReadinessCheck)> = Vec::new();
     {
@@ -110,6 +118,22 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         checks.push(("media", health::check(media.readiness())));
         background.extend(media.spawn_background(shutdown.clone()));
     }
+    let signaling = if matches!(service, Service::All | Service::Chat | Service::Signaling) {
+        Some(
+            natter_signaling::SignalingService::build(
+                signaling_config(&cfg, &turn),
+                &db,
+                cfg.database.migrate_on_start,
+                clock.clone(),
+                tokens.clone(),
+                turn.auth_secret.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
     if matches!(service, Service::All | Service::Chat) {
         let chat = natter_chat::ChatService::build(
             cfg.chat.clone(),
@@ -121,8 +145,23 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+        // Call frames ride the chat socket: the call state machine runs
+        // where the gateway runs.
+        if let Some(sig) = &signaling {
+            let calls = sig.attach(chat.state().device_link());
+            chat.state().set_call_handler(Arc::new(calls));
+        }
         app = app.merge(chat.router());
         background.extend(chat.spawn_background(shutdown.clone()));
+    }
+    if let Some(sig) = &signaling {
+        if matches!(service, Service::All | Service::Signaling) {
+            app = app.merge(sig.router());
+        }
+        background.extend(sig.spawn_background(shutdown.clone()));
+    }
+    if service == Service::All {
+        background.push(spawn_turn(turn.clone(), shutdown.clone()).await?);
     }
 
     let app = app
@@ -163,4 +202,113 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     db.close().await;
     tracing::info!("natter stopped");
     Ok(())
+}
+
+/// The TURN configuration in force: in the embedded shape (`serve all`) an
+/// unset `turn.auth_secret` is generated into the data dir, so the TURN server
+/// and the credentials signaling hands out agree with no set-up. Split
+/// services must be given the same secret (the Helm chart does).
+fn turn_config(cfg: &Config, service: Service) -> anyhow::Result<natter_turn::TurnConfig> {
+    let mut turn = cfg.turn.clone();
+    if service == Service::All {
+        turn.auth_secret = natter_common::secrets_file::configured_or_generated(
+            &cfg.turn.auth_secret,
+            &cfg.data_dir,
+            "turn-auth-secret",
+        )
+        .context("turn.auth_secret: cannot read or create the generated secret in the data dir")?;
+    }
+    Ok(turn)
+}
+
+/// Signaling's settings; in the embedded shape with no TURN URLs configured,
+/// the embedded TURN server's at `http.public_url`'s host.
+fn signaling_config(
+    cfg: &Config,
+    turn: &natter_turn::TurnConfig,
+) -> natter_signaling::SignalingConfig {
+    let mut sig = cfg.signaling.clone();
+    if sig.turn_urls.0.is_empty()
+        && let Some(host) = public_host(&cfg.http.public_url)
+    {
+        let port = turn.listen.port();
+        sig.turn_urls = natter_signaling::config::UrlList(vec![
+            format!("turn:{host}:{port}?transport=udp"),
+            format!("turn:{host}:{port}?transport=tcp"),
+        ]);
+        if let Some(tls) = turn.tls_listen {
+            sig.turn_urls
+                .0
+                .push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+        }
+    }
+    sig
+}
+
+/// `host` of `scheme://host[:port]/…`.
+fn public_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => authority.split(':').next()?.to_owned(),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+async fn spawn_turn(
+    turn: natter_turn::TurnConfig,
+    shutdown: natter_common::Shutdown,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let server = natter_turn::TurnServer::bind(turn)
+        .await
+        .context("turn: cannot start")?;
+    tracing::info!(addrs = ?server.local_addrs(), "TURN listening");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.run(shutdown).await {
+            tracing::error!(error = %e, "TURN server stopped");
+        }
+    }))
+}
+
+/// `serve turn`: the TURN server, and health and metrics on the HTTP listener.
+async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyhow::Result<()> {
+    let turn = spawn_turn(cfg.turn.clone(), shutdown.clone()).await?;
+    let app = health::router(Vec::new(), shutdown.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "natter turn listening");
+    let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
+    shutdown.cancelled().await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, server).await;
+    let _ = turn.await;
+    tracing::info!("natter stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_host_of_urls() {
+        assert_eq!(public_host("https://chat.example.org/").as_deref(), Some("chat.example.org"));
+        assert_eq!(public_host("http://127.0.0.1:8080").as_deref(), Some("127.0.0.1"));
+        assert_eq!(public_host("http://[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(public_host("nonsense"), None);
+    }
+
+    #[test]
+    fn embedded_turn_urls_follow_public_url() {
+        let cfg = Config::default();
+        let sig = signaling_config(&cfg, &cfg.turn);
+        assert_eq!(
+            sig.turn_urls.0,
+            vec![
+                "turn:127.0.0.1:3478?transport=udp",
+                "turn:127.0.0.1:3478?transport=tcp"
+            ]
+        );
+    }
 }

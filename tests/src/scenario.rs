@@ -18,7 +18,10 @@
 use crate::server::Server;
 use anyhow::{Context, bail};
 use natter_client::{Account, Api, Chat, ConnectOptions, Credentials, Event};
-use natter_proto::{GroupId, MsgId, ReceiptStatus, SystemEvent, Target, UserId};
+use natter_proto::{
+    CallAnswer, CallClientFrame, CallId, CallMedia, CallOffer, CallRef, GroupId, MsgId,
+    ReceiptStatus, ServerFrame, SystemEvent, Target, UserId,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -38,6 +41,9 @@ pub struct Scenario {
     /// Needs a server that can be killed (a real process).
     #[serde(default)]
     pub needs_process: bool,
+    /// Call ring timeout of the server (default 60 s).
+    #[serde(default)]
+    pub ring_timeout_secs: Option<u32>,
     /// The steps.
     pub steps: Vec<Step>,
 }
@@ -158,6 +164,59 @@ pub enum Step {
     Wait {
         /// Events to wait for.
         expect: Expect,
+    },
+    /// Place a call (signaling only: the SDP is a placeholder).
+    Call {
+        /// Calling device.
+        from: String,
+        /// Callee (user name).
+        to: String,
+        /// Call id.
+        call: String,
+        /// Video instead of audio.
+        #[serde(default)]
+        video: bool,
+        /// Events to wait for.
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// Answer a ringing call on a device.
+    Answer {
+        /// Device.
+        device: String,
+        /// Call id.
+        call: String,
+        /// Events to wait for.
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// Decline a ringing call on a device.
+    Reject {
+        /// Device.
+        device: String,
+        /// Call id.
+        call: String,
+        /// Events to wait for.
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// Hang up (or cancel) a call on a device.
+    Hangup {
+        /// Device.
+        device: String,
+        /// Call id.
+        call: String,
+        /// Events to wait for.
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// Record a user's call log (REST).
+    CallLog {
+        /// Device whose token reads it.
+        device: String,
+        /// Entries to wait for (the log is written just after a call ends).
+        #[serde(default = "one")]
+        calls: usize,
     },
 }
 
@@ -452,6 +511,95 @@ impl Runner {
                 return Ok(());
             }
             Step::Wait { expect: e } => expect = e.clone(),
+            Step::Call {
+                from,
+                to,
+                call,
+                video,
+                expect: e,
+            } => {
+                expect = e.clone();
+                let to = self.user(to)?;
+                self.chat_of(from)?.call_frame(CallClientFrame::Offer(CallOffer {
+                    call_id: CallId::new(call.as_str()),
+                    to,
+                    media: if *video {
+                        CallMedia::Video
+                    } else {
+                        CallMedia::Audio
+                    },
+                    sdp: format!("sdp-offer-{call}"),
+                }));
+            }
+            Step::Answer {
+                device,
+                call,
+                expect: e,
+            } => {
+                expect = e.clone();
+                self.chat_of(device)?
+                    .call_frame(CallClientFrame::Answer(CallAnswer {
+                        call_id: CallId::new(call.as_str()),
+                        sdp: format!("sdp-answer-{call}"),
+                    }));
+            }
+            Step::Reject {
+                device,
+                call,
+                expect: e,
+            } => {
+                expect = e.clone();
+                self.chat_of(device)?.call_frame(CallClientFrame::Reject(CallRef {
+                    call_id: CallId::new(call.as_str()),
+                }));
+            }
+            Step::Hangup {
+                device,
+                call,
+                expect: e,
+            } => {
+                expect = e.clone();
+                self.chat_of(device)?.call_frame(CallClientFrame::Hangup(CallRef {
+                    call_id: CallId::new(call.as_str()),
+                }));
+            }
+            Step::CallLog { device, calls } => {
+                let label = canonical(device);
+                let token = self.device(device)?.account.token().await?;
+                // The log is written just after the call ends; poll for it.
+                let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+                let mut log = self.api.call_log(&token, None, None).await?;
+                while log.calls.len() < *calls {
+                    if tokio::time::Instant::now() > deadline {
+                        bail!("call log of {device} has {} entries, expected {calls}", log.calls.len());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    log = self.api.call_log(&token, None, None).await?;
+                }
+                let entries: Vec<String> = log
+                    .calls
+                    .iter()
+                    .map(|c| {
+                        let peer = self.names.get(&c.peer).cloned().unwrap_or_default();
+                        let answered = c
+                            .answered_device
+                            .map(|d| format!(" on device {d}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{} {} {} {} {}{answered} ({})",
+                            c.call_id,
+                            c.direction,
+                            peer,
+                            c.media.as_str(),
+                            c.outcome,
+                            c.reason.as_str()
+                        )
+                    })
+                    .collect();
+                self.lines
+                    .push(format!("{label}: call log [{}]", entries.join("; ")));
+                return Ok(());
+            }
         }
         self.wait_for(&expect, None).await
     }
@@ -471,6 +619,13 @@ impl Runner {
                 connects: 0,
             },
         );
+    }
+
+    fn chat_of(&mut self, device: &str) -> anyhow::Result<Chat> {
+        self.device(device)?
+            .chat
+            .clone()
+            .with_context(|| format!("{device} is not connected"))
     }
 
     fn user(&self, name: &str) -> anyhow::Result<UserId> {
@@ -644,6 +799,7 @@ impl Runner {
             Event::Closed { code: Some(c), .. } if c != 1000 => {
                 Some(format!("{label}: closed {c}"))
             }
+            Event::Call(f) => call_text(&f, &name).map(|t| format!("{label}: {t}")),
             Event::Synced | Event::Disconnected { .. } | Event::Closed { .. } => None,
         };
         if let Some(l) = line {
@@ -676,6 +832,39 @@ fn system_text(s: &SystemEvent, name: &dyn Fn(&UserId) -> String) -> String {
         SystemEvent::AdminAdded { user } => format!("[{} is admin]", name(user)),
         SystemEvent::AdminRemoved { user } => format!("[{} is no longer admin]", name(user)),
     }
+}
+
+/// A call frame as a transcript line (SDP, candidates and times left out).
+fn call_text(f: &ServerFrame, name: &dyn Fn(&UserId) -> String) -> Option<String> {
+    Some(match f {
+        ServerFrame::CallIncoming(c) => format!(
+            "call.incoming {} from {}/{} {}",
+            c.call_id,
+            name(&c.from.user),
+            c.from.device,
+            c.media.as_str()
+        ),
+        ServerFrame::CallRinging(r) => format!(
+            "call.ringing {} (devices {}, pushed {})",
+            r.call_id, r.devices, r.pushed
+        ),
+        ServerFrame::CallAnswered(a) => {
+            format!("call.answered {} on device {}", a.call_id, a.device)
+        }
+        ServerFrame::CallIce(i) => format!("call.ice {}", i.call_id),
+        ServerFrame::CallUpdate(u) => format!("call.update {}", u.call_id),
+        ServerFrame::CallEnded(e) => format!(
+            "call.ended {} {}{}",
+            e.call_id,
+            e.reason.as_str(),
+            if e.duration_ms.is_some() {
+                " (with duration)"
+            } else {
+                ""
+            }
+        ),
+        _ => return None,
+    })
 }
 
 /// `alice` → `alice/1`.
@@ -759,6 +948,33 @@ fn describe_step(s: &Step) -> String {
         }
         Step::Pending { device } => format!("pending on the server for {device}"),
         Step::Wait { expect } => format!("wait{}", exp(expect)),
+        Step::Call {
+            from,
+            to,
+            call,
+            video,
+            expect,
+        } => format!(
+            "{from} calls {to} ({call}, {}){}",
+            if *video { "video" } else { "audio" },
+            exp(expect)
+        ),
+        Step::Answer {
+            device,
+            call,
+            expect,
+        } => format!("{device} answers {call}{}", exp(expect)),
+        Step::Reject {
+            device,
+            call,
+            expect,
+        } => format!("{device} rejects {call}{}", exp(expect)),
+        Step::Hangup {
+            device,
+            call,
+            expect,
+        } => format!("{device} hangs up {call}{}", exp(expect)),
+        Step::CallLog { device, .. } => format!("call log of {device}"),
     }
 }
 

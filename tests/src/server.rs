@@ -78,11 +78,18 @@ pub struct InProcess {
     keys: Arc<TokenKeys>,
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    ring_timeout_secs: u32,
 }
 
 impl InProcess {
     /// A fresh database of `engine` (`sqlite` or `postgres`) and a server on it.
     pub async fn start(engine: &str) -> anyhow::Result<Self> {
+        Self::start_with(engine, 60).await
+    }
+
+    /// Like [`InProcess::start`] with a call ring timeout (call scenarios that
+    /// wait for a missed call set it low).
+    pub async fn start_with(engine: &str, ring_timeout_secs: u32) -> anyhow::Result<Self> {
         let db = match engine {
             "sqlite" => TestDb::sqlite().await,
             "postgres" => TestDb::postgres().await,
@@ -96,7 +103,15 @@ impl InProcess {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::new();
-        let tasks = serve(&db.db, &data_dir, keys.clone(), listener, shutdown.clone()).await?;
+        let tasks = serve(
+            &db.db,
+            &data_dir,
+            keys.clone(),
+            listener,
+            shutdown.clone(),
+            ring_timeout_secs,
+        )
+        .await?;
         Ok(Self {
             db,
             data_dir,
@@ -104,6 +119,7 @@ impl InProcess {
             keys,
             shutdown,
             tasks,
+            ring_timeout_secs,
         })
     }
 
@@ -131,6 +147,7 @@ impl InProcess {
             self.keys.clone(),
             listener,
             self.shutdown.clone(),
+            self.ring_timeout_secs,
         )
         .await?;
         Ok(())
@@ -172,6 +189,7 @@ async fn serve(
     keys: Arc<TokenKeys>,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
+    ring_timeout_secs: u32,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let clock: natter_common::SharedClock = Arc::new(SystemClock);
     let auth_cfg = AuthConfig {
@@ -191,6 +209,7 @@ async fn serve(
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    let keys_for_signaling = keys.clone();
     let chat = ChatService::build(
         ChatConfig::for_tests(),
         db,
@@ -201,9 +220,48 @@ async fn serve(
     )
     .await
     .map_err(anyhow::Error::msg)?;
-    let router = auth.router().merge(chat.router());
+    // TURN and signaling as `natter serve` composes them: loopback relays
+    // allowed, so calls between clients on this host can be relay-only.
+    let turn_cfg = natter_turn::TurnConfig {
+        allowed_peers: "127.0.0.0/8".parse().map_err(anyhow::Error::msg)?,
+        ..natter_turn::TurnConfig::for_tests()
+    };
+    let turn = natter_turn::TurnServer::bind(turn_cfg.clone()).await?;
+    let turn_port = turn.local_addrs().udp.port();
+    let signaling = natter_signaling::SignalingService::build(
+        natter_signaling::SignalingConfig {
+            turn_urls: natter_signaling::config::UrlList(vec![
+                format!("turn:127.0.0.1:{turn_port}?transport=udp"),
+                format!("turn:127.0.0.1:{turn_port}?transport=tcp"),
+            ]),
+            ring_timeout_secs,
+            ..natter_signaling::SignalingConfig::default()
+        },
+        db,
+        true,
+        Arc::new(SystemClock),
+        keys_for_signaling,
+        turn_cfg.auth_secret.clone(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    chat.state()
+        .set_call_handler(Arc::new(signaling.attach(chat.state().device_link())));
+    let router = auth
+        .router()
+        .merge(chat.router())
+        .merge(signaling.router());
     let mut tasks = vec![auth.spawn_cleanup(shutdown.clone())];
     tasks.extend(chat.spawn_background(shutdown.clone()));
+    tasks.extend(signaling.spawn_background(shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = turn.run(shutdown).await {
+                tracing::error!(error = %e, "scenario TURN server failed");
+            }
+        }));
+    }
     tasks.push(tokio::spawn(async move {
         if let Err(e) = natter_common::http::serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "scenario server failed");
@@ -244,6 +302,8 @@ impl ProcessServer {
             .arg(self.data_dir.path())
             .arg("serve")
             .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{}", self.port))
+            // The embedded TURN server on an ephemeral port: tests run side by side.
+            .env("NATTER_TURN__LISTEN", "127.0.0.1:0")
             .env("NATTER_AUTH__ARGON2__MEMORY_KIB", "256")
             .env("NATTER_AUTH__ARGON2__ITERATIONS", "1")
             .env("NATTER_AUTH__LIMIT_PER_IP__COUNT", "10000")

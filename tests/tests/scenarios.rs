@@ -38,7 +38,7 @@ scenarios!(
 #[test]
 fn every_scenario_file_parses_and_has_a_golden_transcript() {
     let all = natter_tests::scenario::Scenario::load_dir(&natter_tests::scenarios_dir()).unwrap();
-    assert!(all.len() >= 8, "found {}", all.len());
+    assert!(all.len() >= 15, "found {}", all.len());
     for s in all {
         assert!(
             natter_tests::golden_dir()
