@@ -25,8 +25,8 @@ pub mod media;
 
 pub use account::{Account, CredentialsHook, code_from_outbox, register};
 pub use api::{
-    Api, CallLog, CallLogEntry, Credentials, IceServer, IceServers, Group, GroupMember, MessageStatus, PendingQuery, PresenceInfo,
-    RecipientStatus, RegSession,
+    Api, CallLog, CallLogEntry, Credentials, Group, GroupMember, IceServer, IceServers,
+    MessageStatus, PendingQuery, PresenceInfo, RecipientStatus, RegSession,
 };
 pub use chat::{Chat, ConnectOptions, Event, Events};
 pub use natter_proto as proto;

@@ -293,8 +293,14 @@ mod tests {
 
     #[test]
     fn public_host_of_urls() {
-        assert_eq!(public_host("https://chat.example.org/").as_deref(), Some("chat.example.org"));
-        assert_eq!(public_host("http://127.0.0.1:8080").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            public_host("https://chat.example.org/").as_deref(),
+            Some("chat.example.org")
+        );
+        assert_eq!(
+            public_host("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(public_host("http://[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(public_host("nonsense"), None);
     }

@@ -291,9 +291,9 @@ impl CallClientFrame {
             {
                 Err(format!("sdp: longer than {MAX_SDP_LEN} bytes"))
             }
-            CallClientFrame::Ice(i) if i.candidate.len() > MAX_CANDIDATE_LEN => Err(format!(
-                "candidate: longer than {MAX_CANDIDATE_LEN} bytes"
-            )),
+            CallClientFrame::Ice(i) if i.candidate.len() > MAX_CANDIDATE_LEN => {
+                Err(format!("candidate: longer than {MAX_CANDIDATE_LEN} bytes"))
+            }
             _ => Ok(()),
         }
     }
@@ -346,7 +346,10 @@ mod tests {
             f.to_json(),
             r#"{"type":"call.offer","call_id":"c-1","to":"u2","media":"audio","sdp":"v=0"}"#
         );
-        let back = crate::decode_client_frame(r#"{"type":"call.offer","call_id":"c-1","to":"u2","sdp":"v=0"}"#).unwrap();
+        let back = crate::decode_client_frame(
+            r#"{"type":"call.offer","call_id":"c-1","to":"u2","sdp":"v=0"}"#,
+        )
+        .unwrap();
         assert_eq!(back, f);
         let e = ServerFrame::CallEnded(CallEnded {
             call_id: CallId::new("c-1"),

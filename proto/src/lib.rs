@@ -26,9 +26,9 @@ pub mod fuzz;
 
 pub use body::Body;
 pub use call::{
-    CallAnswer, CallAnswered, CallClientFrame, CallEnded, CallId, CallIce, CallIncoming,
-    CallMedia, CallOffer, CallRef, CallRinging, CallUpdate, EndReason, MAX_CANDIDATE_LEN,
-    MAX_SDP_LEN, SdpKind,
+    CallAnswer, CallAnswered, CallClientFrame, CallEnded, CallIce, CallId, CallIncoming, CallMedia,
+    CallOffer, CallRef, CallRinging, CallUpdate, EndReason, MAX_CANDIDATE_LEN, MAX_SDP_LEN,
+    SdpKind,
 };
 pub use codes::{CloseCode, ErrorCode};
 pub use decode::{DecodeError, decode_client_frame, decode_server_frame, describe_frame};

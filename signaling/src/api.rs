@@ -85,7 +85,7 @@ async fn history(
 ) -> Result<Json<CallLog>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let max = st.0.cfg.max_history_page;
-    let limit = q.limit.unwrap_or(50);
+    let limit = q.limit.unwrap_or(50.min(max));
     if limit == 0 || limit > max {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -93,12 +93,11 @@ async fn history(
         ));
     }
     let me = UserId(claims.sub);
-    let rows = st
-        .0
-        .store
-        .history(&me, q.before.unwrap_or(i64::MAX), limit)
-        .await
-        .map_err(ApiError::internal)?;
+    let rows =
+        st.0.store
+            .history(&me, q.before.unwrap_or(i64::MAX), limit)
+            .await
+            .map_err(ApiError::internal)?;
     let next_before = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.started_at))
         .flatten();
@@ -129,10 +128,7 @@ fn entry(me: &UserId, r: CallRecord) -> CallLogEntry {
     }
 }
 
-async fn ice(
-    State(st): State<SignalingState>,
-    Authed(claims): Authed,
-) -> Json<IceServers> {
+async fn ice(State(st): State<SignalingState>, Authed(claims): Authed) -> Json<IceServers> {
     let cfg = &st.0.cfg;
     Json(ice_servers(
         cfg.effective_stun_urls(),

@@ -140,6 +140,7 @@ impl<'de> Deserialize<'de> for UrlList {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error by design.
 mod tests {
     use super::*;
 
@@ -151,9 +152,9 @@ mod tests {
                 "turn:t.example:3478?transport=udp, turn:t.example:3478?transport=tcp,turns:t.example:5349?transport=tcp",
             );
             jail.set_env("NATTER_SIGNALING__RING_TIMEOUT_SECS", "45");
-            let c: SignalingConfig = figment::Figment::from(figment::providers::Serialized::defaults(
-                SignalingConfig::default(),
-            ))
+            let c: SignalingConfig = figment::Figment::from(
+                figment::providers::Serialized::defaults(SignalingConfig::default()),
+            )
             .merge(figment::providers::Env::prefixed("NATTER_SIGNALING__"))
             .extract()
             .map_err(|e| e.to_string())?;
@@ -179,6 +180,10 @@ mod tests {
             credential_ttl_secs: 5,
             ..SignalingConfig::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("signaling.credential_ttl_secs"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("signaling.credential_ttl_secs")
+        );
     }
 }

@@ -13,7 +13,9 @@ use crate::call::{CallRecord, Callee, Calls, DeviceAddr, Effect};
 use crate::store::{CallStore, CalleeInfo};
 use natter_common::calls::{CallFrames, DeviceGen, DeviceLink, Devices};
 use natter_common::{SharedClock, Shutdown};
-use natter_proto::{CallClientFrame, CallId, CallOffer, DeviceId, ErrorCode, ErrorFrame, ServerFrame, UserId};
+use natter_proto::{
+    CallClientFrame, CallId, CallOffer, DeviceId, ErrorCode, ErrorFrame, ServerFrame, UserId,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,7 +134,11 @@ impl DriverTask {
                     if waiting.contains_key(&offer.call_id) {
                         let e = ErrorFrame::new(ErrorCode::CallExists, "this call is being set up")
                             .about(Some("call.offer".into()), None);
-                        self.link.send(&from.user, Devices::One(from.device), &ServerFrame::Error(e));
+                        self.link.send(
+                            &from.user,
+                            Devices::One(from.device),
+                            &ServerFrame::Error(e),
+                        );
                         continue;
                     }
                     waiting.insert(offer.call_id.clone(), Vec::new());
@@ -169,15 +175,23 @@ impl DriverTask {
                                 online: self.link.online_devices(&offer.to),
                             };
                             gens.insert(offer.to.clone(), info.devices);
-                            let e = self.calls.handle_offer(self.clock.now_ms(), &from, offer.clone(), callee);
+                            let e = self.calls.handle_offer(
+                                self.clock.now_ms(),
+                                &from,
+                                offer.clone(),
+                                callee,
+                            );
                             metrics::counter!("signaling_offers_total").increment(1);
                             e
                         }
                         Err(()) => vec![Effect::ToDevice(
                             from.clone(),
                             ServerFrame::Error(
-                                ErrorFrame::new(ErrorCode::InternalError, "could not look up the callee; try again")
-                                    .about(Some("call.offer".into()), None),
+                                ErrorFrame::new(
+                                    ErrorCode::InternalError,
+                                    "could not look up the callee; try again",
+                                )
+                                .about(Some("call.offer".into()), None),
                             ),
                         )],
                     };
@@ -234,7 +248,8 @@ impl DriverTask {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    metrics::counter!("signaling_voip_pushes_total").increment(targets.len() as u64);
+                    metrics::counter!("signaling_voip_pushes_total")
+                        .increment(targets.len() as u64);
                     self.link.push_call(&user, &targets, &call_id, &from);
                 }
                 Effect::Record(r) => {

@@ -71,7 +71,9 @@ impl SignalingService {
     ) -> Result<Self, String> {
         cfg.validate()?;
         if turn_secret.is_empty() && !cfg.turn_urls.0.is_empty() {
-            tracing::warn!("signaling.turn_urls is set but turn.auth_secret is empty: no TURN credentials will be handed out");
+            tracing::warn!(
+                "signaling.turn_urls is set but turn.auth_secret is empty: no TURN credentials will be handed out"
+            );
         }
         Ok(Self {
             state: SignalingState(Arc::new(Inner {
@@ -116,12 +118,7 @@ impl SignalingService {
 
     /// Starts the call driver (if attached) and its log writer.
     pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
-        match self
-            .driver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        match self.driver.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(task) => task.spawn(shutdown),
             None => Vec::new(),
         }

@@ -520,16 +520,17 @@ impl Runner {
             } => {
                 expect = e.clone();
                 let to = self.user(to)?;
-                self.chat_of(from)?.call_frame(CallClientFrame::Offer(CallOffer {
-                    call_id: CallId::new(call.as_str()),
-                    to,
-                    media: if *video {
-                        CallMedia::Video
-                    } else {
-                        CallMedia::Audio
-                    },
-                    sdp: format!("sdp-offer-{call}"),
-                }));
+                self.chat_of(from)?
+                    .call_frame(CallClientFrame::Offer(CallOffer {
+                        call_id: CallId::new(call.as_str()),
+                        to,
+                        media: if *video {
+                            CallMedia::Video
+                        } else {
+                            CallMedia::Audio
+                        },
+                        sdp: format!("sdp-offer-{call}"),
+                    }));
             }
             Step::Answer {
                 device,
@@ -549,9 +550,10 @@ impl Runner {
                 expect: e,
             } => {
                 expect = e.clone();
-                self.chat_of(device)?.call_frame(CallClientFrame::Reject(CallRef {
-                    call_id: CallId::new(call.as_str()),
-                }));
+                self.chat_of(device)?
+                    .call_frame(CallClientFrame::Reject(CallRef {
+                        call_id: CallId::new(call.as_str()),
+                    }));
             }
             Step::Hangup {
                 device,
@@ -559,9 +561,10 @@ impl Runner {
                 expect: e,
             } => {
                 expect = e.clone();
-                self.chat_of(device)?.call_frame(CallClientFrame::Hangup(CallRef {
-                    call_id: CallId::new(call.as_str()),
-                }));
+                self.chat_of(device)?
+                    .call_frame(CallClientFrame::Hangup(CallRef {
+                        call_id: CallId::new(call.as_str()),
+                    }));
             }
             Step::CallLog { device, calls } => {
                 let label = canonical(device);
@@ -571,7 +574,10 @@ impl Runner {
                 let mut log = self.api.call_log(&token, None, None).await?;
                 while log.calls.len() < *calls {
                     if tokio::time::Instant::now() > deadline {
-                        bail!("call log of {device} has {} entries, expected {calls}", log.calls.len());
+                        bail!(
+                            "call log of {device} has {} entries, expected {calls}",
+                            log.calls.len()
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     log = self.api.call_log(&token, None, None).await?;

@@ -9,10 +9,12 @@ use natter_tests::scenario::Scenario;
 use natter_tests::server::{InProcess, Server};
 
 async fn run(name: &str, engine: &str) {
-    let text =
-        std::fs::read_to_string(natter_tests::scenarios_dir().join(format!("{name}.toml")))
-            .unwrap();
-    let ring = Scenario::parse(&text).unwrap().ring_timeout_secs.unwrap_or(60);
+    let text = std::fs::read_to_string(natter_tests::scenarios_dir().join(format!("{name}.toml")))
+        .unwrap();
+    let ring = Scenario::parse(&text)
+        .unwrap()
+        .ring_timeout_secs
+        .unwrap_or(60);
     let s = InProcess::start_with(engine, ring).await.unwrap();
     run_and_check(name, Server::InProcess(s)).await;
 }

@@ -30,8 +30,9 @@ use limits::Gcra;
 use natter_common::UnixMillis;
 use natter_common::ratelimit::Quota;
 use natter_proto::{
-    CallClientFrame, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Kind, MAX_IDS_PER_FRAME,
-    MAX_USERS_PER_FRAME, MsgId, Ping, ReceiptId, Send, ServerFrame, Synced, TypingSend, UserId,
+    CallClientFrame, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Kind,
+    MAX_IDS_PER_FRAME, MAX_USERS_PER_FRAME, MsgId, Ping, ReceiptId, Send, ServerFrame, Synced,
+    TypingSend, UserId,
 };
 use std::collections::HashSet;
 use std::sync::Arc;

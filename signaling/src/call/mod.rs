@@ -35,9 +35,9 @@ pub use record::{CallOutcome, CallRecord};
 
 use natter_common::UnixMillis;
 use natter_proto::{
-    CallAnswer, CallAnswered, CallClientFrame, CallEnded, CallId, CallIce, CallIncoming,
-    CallMedia, CallOffer, CallRinging, CallUpdate, DeviceId, EndReason, ErrorCode, ErrorFrame,
-    From as Party, ServerFrame, UserId,
+    CallAnswer, CallAnswered, CallClientFrame, CallEnded, CallIce, CallId, CallIncoming, CallMedia,
+    CallOffer, CallRinging, CallUpdate, DeviceId, EndReason, ErrorCode, ErrorFrame, From as Party,
+    ServerFrame, UserId,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -313,9 +313,11 @@ impl Calls {
                 return out;
             }
         }
-        if self.live_of(&from.user).next().is_some_and(|c| {
-            c.caller.user == from.user || matches!(c.state, State::Active { .. })
-        }) {
+        if self
+            .live_of(&from.user)
+            .next()
+            .is_some_and(|c| c.caller.user == from.user || matches!(c.state, State::Active { .. }))
+        {
             out.push(error(
                 from,
                 ErrorCode::CallInProgress,
@@ -441,7 +443,11 @@ impl Calls {
     // --- inputs ---
 
     fn answer(&mut self, now: UnixMillis, from: &DeviceAddr, a: CallAnswer, out: &mut Vec<Effect>) {
-        let Some(call) = self.calls.get_mut(&a.call_id).filter(|c| c.callee == from.user) else {
+        let Some(call) = self
+            .calls
+            .get_mut(&a.call_id)
+            .filter(|c| c.callee == from.user)
+        else {
             out.push(unknown(from, &a.call_id, "call.answer"));
             return;
         };
@@ -562,7 +568,10 @@ impl Calls {
     fn insert(&mut self, call: Call) {
         let id = call.id.clone();
         for u in [&call.caller.user, &call.callee] {
-            self.by_user.entry(u.clone()).or_default().insert(id.clone());
+            self.by_user
+                .entry(u.clone())
+                .or_default()
+                .insert(id.clone());
         }
         self.calls.insert(id.clone(), call);
         self.rearm(&id);

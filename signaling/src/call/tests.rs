@@ -49,7 +49,11 @@ impl World {
         for e in effects {
             match e {
                 Effect::ToDevice(d, f) => {
-                    if self.online.get(&d.user).is_some_and(|l| l.contains(&d.device)) {
+                    if self
+                        .online
+                        .get(&d.user)
+                        .is_some_and(|l| l.contains(&d.device))
+                    {
                         self.inbox.entry(d).or_default().push(f);
                     }
                 }
@@ -153,7 +157,10 @@ impl World {
     }
 
     fn connect(&mut self, d: &DeviceAddr) {
-        self.online.entry(d.user.clone()).or_default().push(d.device);
+        self.online
+            .entry(d.user.clone())
+            .or_default()
+            .push(d.device);
         let e = self.calls.handle_connected(self.now, d);
         self.apply(e);
     }
@@ -190,9 +197,7 @@ fn offer_rings_every_device_and_answer_on_one_ends_the_others() {
     w.advance(3_000);
     w.answer(&b2, "c1");
     let f = w.take(&a);
-    assert!(
-        matches!(&f[..], [ServerFrame::CallAnswered(x)] if x.device == 2 && x.sdp == "answer")
-    );
+    assert!(matches!(&f[..], [ServerFrame::CallAnswered(x)] if x.device == 2 && x.sdp == "answer"));
     assert_eq!(w.types(&b1), ["call.ended:answered_elsewhere"]);
     assert!(w.take(&b2).is_empty());
     // The answered call never times out.
@@ -344,11 +349,10 @@ fn offline_devices_get_a_push_and_the_offer_when_they_connect() {
     let (a, b1, b2) = (dev("alice", 1), dev("bob", 1), dev("bob", 2));
     w.online.insert(UserId::new("bob"), vec![]);
     w.offer(&a, "c1", "bob");
-    assert_eq!(
-        w.pushes,
-        vec![(UserId::new("bob"), vec![1, 2], id("c1"))]
+    assert_eq!(w.pushes, vec![(UserId::new("bob"), vec![1, 2], id("c1"))]);
+    assert!(
+        matches!(&w.take(&a)[..], [ServerFrame::CallRinging(r)] if r.devices == 0 && r.pushed == 2)
     );
-    assert!(matches!(&w.take(&a)[..], [ServerFrame::CallRinging(r)] if r.devices == 0 && r.pushed == 2));
     w.advance(5_000);
     w.connect(&b2);
     assert_eq!(w.types(&b2), ["call.incoming"]);
@@ -390,7 +394,12 @@ fn unknown_and_deviceless_callees() {
 #[test]
 fn ice_and_updates_are_relayed_to_the_peer_only() {
     let mut w = World::new();
-    let (a, b1, b2, c) = (dev("alice", 1), dev("bob", 1), dev("bob", 2), dev("carol", 1));
+    let (a, b1, b2, c) = (
+        dev("alice", 1),
+        dev("bob", 1),
+        dev("bob", 2),
+        dev("carol", 1),
+    );
     w.offer(&a, "c1", "bob");
     w.take(&b1);
     w.take(&b2);

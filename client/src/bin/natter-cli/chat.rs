@@ -40,6 +40,20 @@ pub(crate) fn describe(ev: &Event) -> Option<String> {
             )
         }
         Event::Closed { code, reason } => format!("closed (code {code:?}): {reason}"),
+        Event::Call(f) => format!("{} {}", f.type_name(), call_id_of(f)?),
+    })
+}
+
+fn call_id_of(f: &natter_proto::ServerFrame) -> Option<&str> {
+    use natter_proto::ServerFrame as F;
+    Some(match f {
+        F::CallIncoming(c) => c.call_id.as_str(),
+        F::CallRinging(c) => c.call_id.as_str(),
+        F::CallAnswered(c) => c.call_id.as_str(),
+        F::CallIce(c) => c.call_id.as_str(),
+        F::CallUpdate(c) => c.call_id.as_str(),
+        F::CallEnded(c) => c.call_id.as_str(),
+        _ => return None,
     })
 }
 

@@ -1,0 +1,256 @@
+//! The signaling REST API and store on both engines: the call log (paging,
+//! direction, auth on every endpoint), the ICE servers endpoint (credentials
+//! the TURN server accepts), the callee lookup.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use natter_common::calls::DeviceGen;
+use natter_common::clock::ManualClock;
+use natter_common::testing::TestDb;
+use natter_common::token::{Claims, TokenKeys};
+use natter_common::{Db, Secret, SharedClock};
+use natter_proto::{CallId, CallMedia, EndReason, UserId};
+use natter_signaling::call::{CallOutcome, CallRecord};
+use natter_signaling::config::UrlList;
+use natter_signaling::{SignalingConfig, SignalingService};
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const NOW_MS: i64 = 1_750_000_000_000;
+
+async fn fresh(engine: &str) -> TestDb {
+    let t = match engine {
+        "sqlite" => TestDb::sqlite().await,
+        _ => TestDb::postgres().await,
+    };
+    let sql = include_str!("fixtures/auth_tables.sql");
+    let users = "INSERT INTO accounts (user_id, number, created_at) VALUES ('alice', '+1', 0), ('bob', '+2', 0);
+         INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation)
+         VALUES ('bob', 1, 'p', 0, 0, 3), ('bob', 2, 't', 0, 0, 7);";
+    match &t.db {
+        Db::Sqlite(p) => {
+            sqlx::raw_sql(sql).execute(p).await.unwrap();
+            sqlx::raw_sql(users).execute(p).await.unwrap();
+        }
+        Db::Postgres(p) => {
+            sqlx::raw_sql(sql).execute(p).await.unwrap();
+            sqlx::raw_sql(users).execute(p).await.unwrap();
+        }
+    }
+    t
+}
+
+struct Setup {
+    t: TestDb,
+    svc: SignalingService,
+    keys: Arc<TokenKeys>,
+}
+
+async fn setup(engine: &str) -> Setup {
+    let t = fresh(engine).await;
+    let keys = Arc::new(TokenKeys::new(b"test-signing-key-0123456789abcdef", &[]));
+    let clock: SharedClock = ManualClock::new(NOW_MS);
+    let cfg = SignalingConfig {
+        turn_urls: UrlList::parse(
+            "turn:turn.test:3478?transport=udp,turns:turn.test:5349?transport=tcp",
+        ),
+        max_history_page: 3,
+        ..SignalingConfig::default()
+    };
+    let svc = SignalingService::build(
+        cfg,
+        &t.db,
+        true,
+        clock,
+        keys.clone(),
+        Secret::new("turn-secret"),
+    )
+    .await
+    .unwrap();
+    Setup { t, svc, keys }
+}
+
+fn token(keys: &TokenKeys, user: &str) -> String {
+    keys.sign(&Claims {
+        sub: user.into(),
+        dev: 1,
+        generation: 1,
+        iat: NOW_MS / 1000,
+        exp: NOW_MS / 1000 + 600,
+    })
+}
+
+async fn get(s: &Setup, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::get(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = s
+        .svc
+        .router()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn record(id: &str, caller: &str, callee: &str, started: i64, outcome: CallOutcome) -> CallRecord {
+    let answered = outcome == CallOutcome::Answered;
+    CallRecord {
+        call_id: CallId::new(id),
+        caller: UserId::new(caller),
+        caller_device: 1,
+        callee: UserId::new(callee),
+        answered_device: answered.then_some(2),
+        media: CallMedia::Audio,
+        started_at: started,
+        answered_at: answered.then_some(started + 1_000),
+        ended_at: started + 61_000,
+        outcome,
+        reason: if answered {
+            EndReason::Hangup
+        } else {
+            EndReason::Missed
+        },
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name("sqlite").await } )* }
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name("postgres").await } )* }
+    };
+}
+
+both!(
+    every_endpoint_needs_a_token,
+    call_log_pages_newest_first_with_direction,
+    ice_servers_hand_out_turn_rest_credentials,
+    callee_lookup_reads_auth_tables,
+);
+
+async fn every_endpoint_needs_a_token(engine: &str) {
+    let s = setup(engine).await;
+    for path in ["/v1/calls", "/v1/calls/ice-servers"] {
+        let (status, body) = get(&s, path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body["error"]["code"], "missing_token");
+        let (status, body) = get(&s, path, Some("not.a.token")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(body["error"]["code"], "invalid_token");
+    }
+    s.t.cleanup().await;
+}
+
+async fn call_log_pages_newest_first_with_direction(engine: &str) {
+    let s = setup(engine).await;
+    let store = natter_signaling::store::for_db(&s.t.db);
+    store
+        .record(&record("c1", "alice", "bob", 1_000, CallOutcome::Answered))
+        .await
+        .unwrap();
+    store
+        .record(&record("c2", "bob", "alice", 2_000, CallOutcome::Missed))
+        .await
+        .unwrap();
+    store
+        .record(&record("c3", "alice", "bob", 3_000, CallOutcome::Missed))
+        .await
+        .unwrap();
+    store
+        .record(&record("c4", "alice", "bob", 4_000, CallOutcome::Missed))
+        .await
+        .unwrap();
+    store
+        .record(&record("x", "carol", "dave", 5_000, CallOutcome::Missed))
+        .await
+        .unwrap();
+    let alice = token(&s.keys, "alice");
+    let (status, body) = get(&s, "/v1/calls", Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["c4", "c3", "c2"],
+        "page size is max_history_page (3) by default here"
+    );
+    assert_eq!(body["calls"][2]["direction"], "incoming");
+    assert_eq!(body["calls"][2]["peer"], "bob");
+    assert_eq!(body["calls"][0]["direction"], "outgoing");
+    assert_eq!(body["next_before"], 2_000);
+    let (_, body) = get(&s, "/v1/calls?before=2000&limit=3", Some(&alice)).await;
+    let c = &body["calls"][0];
+    assert_eq!(c["call_id"], "c1");
+    assert_eq!(c["outcome"], "answered");
+    assert_eq!(c["duration_ms"], 60_000);
+    assert_eq!(c["reason"], "hangup");
+    assert!(
+        c.get("answered_device").is_none(),
+        "only the callee sees its device"
+    );
+    assert!(body.get("next_before").is_none());
+    let (_, body) = get(&s, "/v1/calls", Some(&token(&s.keys, "bob"))).await;
+    assert_eq!(body["calls"].as_array().unwrap().len(), 3);
+    let (status, body) = get(&s, "/v1/calls?limit=0", Some(&alice)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_query");
+    let (status, _) = get(&s, "/v1/calls?limit=4", Some(&alice)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    s.t.cleanup().await;
+}
+
+async fn ice_servers_hand_out_turn_rest_credentials(engine: &str) {
+    let s = setup(engine).await;
+    let (status, body) = get(&s, "/v1/calls/ice-servers", Some(&token(&s.keys, "alice"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expiry = NOW_MS / 1000 + 600;
+    assert_eq!(body["ttl_secs"], 600);
+    assert_eq!(body["expires_at"], expiry);
+    assert_eq!(body["ice_servers"][0]["urls"][0], "stun:turn.test:3478");
+    let turn = &body["ice_servers"][1];
+    assert_eq!(turn["urls"].as_array().unwrap().len(), 2);
+    let user = turn["username"].as_str().unwrap();
+    assert_eq!(user, format!("{expiry}:alice"));
+    let creds = natter_turn_core::auth::Credentials::new("natter", Some(b"turn-secret"), []);
+    assert_eq!(
+        creds.key_for(user, (expiry - 1) as u64).unwrap(),
+        natter_turn_core::auth::long_term_key(user, "natter", turn["credential"].as_str().unwrap())
+    );
+    s.t.cleanup().await;
+}
+
+async fn callee_lookup_reads_auth_tables(engine: &str) {
+    let s = setup(engine).await;
+    let store = natter_signaling::store::for_db(&s.t.db);
+    let bob = store.callee(&UserId::new("bob")).await.unwrap();
+    assert!(bob.exists);
+    assert_eq!(
+        bob.devices,
+        vec![
+            DeviceGen {
+                device: 1,
+                generation: 3
+            },
+            DeviceGen {
+                device: 2,
+                generation: 7
+            }
+        ]
+    );
+    let alice = store.callee(&UserId::new("alice")).await.unwrap();
+    assert!(alice.exists && alice.devices.is_empty());
+    assert!(!store.callee(&UserId::new("nobody")).await.unwrap().exists);
+    s.t.cleanup().await;
+}
