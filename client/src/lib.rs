@@ -20,6 +20,7 @@
 
 mod account;
 mod api;
+pub mod call;
 mod chat;
 pub mod media;
 

@@ -1,0 +1,552 @@
+//! The media side of a call: one webrtc-rs peer connection with one Opus
+//! audio track each way. Audio is 16 kHz mono (wideband) in 20 ms frames,
+//! in-band FEC on by default; the RTP clock is Opus's 48 kHz as RFC 7587
+//! requires. A WAV file (or silence) is the microphone; what arrives is
+//! decoded (FEC, then concealment, for lost packets) into a recording.
+//!
+//! webrtc-rs callbacks become channel messages here, at the driver edge.
+
+use super::wav::Pcm;
+use crate::api::IceServer;
+use rtc::media::Sample;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::RTCStatsReportEntry;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    StatsSelector, register_default_interceptors,
+};
+
+/// The call's audio rate: Opus wideband.
+pub const RATE: u32 = 16_000;
+/// Samples in one 20 ms frame at [`RATE`].
+pub const FRAME: usize = (RATE / 50) as usize;
+const FRAME_TIME: Duration = Duration::from_millis(20);
+/// Opus's RTP payload type in our offers (any dynamic type works; 111 is what browsers use).
+const OPUS_PT: u8 = 111;
+
+/// Audio settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioOptions {
+    /// In-band forward error correction (the decoder rebuilds a lost frame
+    /// from the next packet).
+    pub fec: bool,
+    /// Encoder bitrate, bits per second.
+    pub bitrate: i32,
+    /// Loss the encoder plans FEC for, in percent.
+    pub expected_loss_percent: i32,
+}
+
+impl Default for AudioOptions {
+    fn default() -> Self {
+        Self {
+            fec: true,
+            bitrate: 32_000,
+            expected_loss_percent: 10,
+        }
+    }
+}
+
+/// Why media failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// webrtc-rs refused.
+    #[error("webrtc: {0}")]
+    Webrtc(String),
+    /// Opus refused.
+    #[error("opus: {0}")]
+    Opus(#[from] opus::Error),
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> MediaError {
+    MediaError::Webrtc(e.to_string())
+}
+
+/// What the peer connection tells the call.
+#[derive(Debug)]
+pub(crate) enum MediaEvent {
+    /// A local ICE candidate, as JSON for `call.ice`.
+    Candidate(String),
+    /// Connection state.
+    State(RTCPeerConnectionState),
+}
+
+/// Figures about the media path and the received audio.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaStats {
+    /// Local and remote candidate types of the selected pair (`relay`, `host`, …).
+    pub selected_pair: Option<(String, String)>,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames lost in transit.
+    pub lost: u64,
+    /// Of those, rebuilt from FEC.
+    pub recovered: u64,
+    /// Longest wait between two received packets, in milliseconds.
+    pub max_gap_ms: u64,
+}
+
+/// One peer connection with its audio.
+pub(crate) struct Media {
+    pc: Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+    ssrc: u32,
+    opts: AudioOptions,
+    recorder: Arc<Mutex<Recorder>>,
+    frames_sent: Arc<std::sync::atomic::AtomicU64>,
+    stop: CancellationToken,
+}
+
+struct Handler {
+    events: mpsc::UnboundedSender<MediaEvent>,
+    recorder: Arc<Mutex<Recorder>>,
+    stop: CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json()
+            && let Ok(json) = serde_json::to_string(&init)
+        {
+            let _ = self.events.send(MediaEvent::Candidate(json));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.send(MediaEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let recorder = self.recorder.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    ev = track.poll() => ev,
+                };
+                match ev {
+                    Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                        let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+                        r.push(p.header.sequence_number, &p.payload, Instant::now());
+                    }
+                    Some(TrackRemoteEvent::OnEnded) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+    }
+}
+
+impl Media {
+    /// A peer connection with the ICE servers (relay only when asked) and a
+    /// send-receive Opus track.
+    pub(crate) async fn new(
+        ice: &[IceServer],
+        relay_only: bool,
+        bind: &str,
+        opts: AudioOptions,
+    ) -> Result<(Media, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
+        let opus = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: format!("minptime=10;useinbandfec={}", u8::from(opts.fec)),
+                rtcp_feedback: vec![],
+            },
+            payload_type: OPUS_PT,
+            ..Default::default()
+        };
+        let mut engine = MediaEngine::default();
+        engine
+            .register_codec(opus.clone(), RtpCodecKind::Audio)
+            .map_err(rtc_err)?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?;
+        let servers = ice
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(servers)
+            .with_ice_transport_policy(if relay_only {
+                RTCIceTransportPolicy::Relay
+            } else {
+                RTCIceTransportPolicy::All
+            })
+            .build();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let recorder = Arc::new(Mutex::new(Recorder::new(opts.fec)?));
+        let stop = CancellationToken::new();
+        let handler = Arc::new(Handler {
+            events: tx,
+            recorder: recorder.clone(),
+            stop: stop.clone(),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_udp_addrs(vec![bind.to_owned()])
+            .build()
+            .await
+            .map_err(rtc_err)?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let ssrc: u32 = rand_u32();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    "natter".to_owned(),
+                    "natter-audio".to_owned(),
+                    "natter-audio".to_owned(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: opus.rtp_codec.clone(),
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(rtc_err)?,
+        );
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(rtc_err)?;
+        Ok((
+            Media {
+                pc,
+                track,
+                sender,
+                ssrc,
+                opts,
+                recorder,
+                frames_sent: Arc::default(),
+                stop,
+            },
+            rx,
+        ))
+    }
+
+    /// Creates the offer and sets it locally; returns its SDP.
+    pub(crate) async fn offer(&self) -> Result<String, MediaError> {
+        let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        self.local_sdp().await
+    }
+
+    /// Takes the remote offer and answers it; returns the answer's SDP.
+    pub(crate) async fn answer(&self, offer_sdp: &str) -> Result<String, MediaError> {
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(rtc_err)?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(rtc_err)?;
+        let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(rtc_err)?;
+        self.local_sdp().await
+    }
+
+    /// The remote answer to our offer.
+    pub(crate) async fn accept_answer(&self, sdp: &str) -> Result<(), MediaError> {
+        let answer = RTCSessionDescription::answer(sdp.to_owned()).map_err(rtc_err)?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(rtc_err)
+    }
+
+    /// A remote candidate from `call.ice` (empty: end of candidates).
+    pub(crate) async fn add_candidate(&self, json: &str) -> Result<(), MediaError> {
+        if json.is_empty() {
+            return Ok(());
+        }
+        let init: RTCIceCandidateInit = serde_json::from_str(json)
+            .map_err(|e| MediaError::Webrtc(format!("candidate: {e}")))?;
+        if init.candidate.is_empty() {
+            return Ok(());
+        }
+        self.pc.add_ice_candidate(init).await.map_err(rtc_err)
+    }
+
+    async fn local_sdp(&self) -> Result<String, MediaError> {
+        self.pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::Webrtc("no local description".into()))
+    }
+
+    /// Starts sending `play` (then silence) in 20 ms Opus frames.
+    pub(crate) async fn start_sending(&self, play: Option<Pcm>) -> Result<(), MediaError> {
+        let pt = self
+            .sender
+            .get_parameters()
+            .await
+            .map_err(rtc_err)?
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .unwrap_or(OPUS_PT);
+        let mut enc = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip)?;
+        enc.set_inband_fec(self.opts.fec)?;
+        enc.set_packet_loss_perc(if self.opts.fec {
+            self.opts.expected_loss_percent
+        } else {
+            0
+        })?;
+        enc.set_bitrate(opus::Bitrate::Bits(self.opts.bitrate))?;
+        let samples = play.map(|p| p.resample(RATE).samples).unwrap_or_default();
+        let track = self.track.clone();
+        let ssrc = self.ssrc;
+        let stop = self.stop.clone();
+        let sent = self.frames_sent.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FRAME_TIME);
+            let mut pos = 0;
+            let mut buf = vec![0u8; 1500];
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let mut frame = [0i16; FRAME];
+                if pos < samples.len() {
+                    let n = (samples.len() - pos).min(FRAME);
+                    frame[..n].copy_from_slice(&samples[pos..pos + n]);
+                    pos += n;
+                }
+                let Ok(len) = enc.encode(&frame, &mut buf) else {
+                    continue;
+                };
+                let sample = Sample {
+                    data: bytes::Bytes::copy_from_slice(&buf[..len]),
+                    duration: FRAME_TIME,
+                    ..Sample::new(Instant::now())
+                };
+                if track
+                    .sample_writer(ssrc, pt)
+                    .write_sample(&sample)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("audio track closed");
+                    break;
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Ok(())
+    }
+
+    /// The selected candidate pair's types and the audio figures.
+    pub(crate) async fn stats(&self) -> MediaStats {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut selected_id = None;
+        for e in report.iter() {
+            if let RTCStatsReportEntry::Transport(t) = e
+                && !t.selected_candidate_pair_id.is_empty()
+            {
+                selected_id = Some(t.selected_candidate_pair_id.clone());
+            }
+        }
+        let pair = report.iter().find_map(|e| match e {
+            RTCStatsReportEntry::IceCandidatePair(p)
+                if selected_id.as_deref() == Some(e.id())
+                    || (selected_id.is_none() && p.nominated) =>
+            {
+                Some((p.local_candidate_id.clone(), p.remote_candidate_id.clone()))
+            }
+            _ => None,
+        });
+        let kind_of = |id: &str| {
+            report.iter().find_map(|e| match e {
+                RTCStatsReportEntry::LocalCandidate(c)
+                | RTCStatsReportEntry::RemoteCandidate(c)
+                    if e.id() == id =>
+                {
+                    Some(format!("{}", c.candidate_type))
+                }
+                _ => None,
+            })
+        };
+        let selected_pair = pair.and_then(|(l, r)| Some((kind_of(&l)?, kind_of(&r)?)));
+        let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        MediaStats {
+            selected_pair,
+            packets_received: r.packets,
+            frames_sent: self.frames_sent.load(std::sync::atomic::Ordering::Relaxed),
+            lost: r.lost,
+            recovered: r.recovered,
+            max_gap_ms: r.max_gap.as_millis() as u64,
+        }
+    }
+
+    /// What was received so far, 16 kHz mono.
+    pub(crate) fn recording(&self) -> Pcm {
+        let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        Pcm {
+            rate: RATE,
+            samples: r.pcm.clone(),
+        }
+    }
+
+    /// Stops sending and closes the connection.
+    pub(crate) async fn close(&self) {
+        self.stop.cancel();
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Decodes received packets in order, rebuilding lost frames.
+struct Recorder {
+    dec: opus::Decoder,
+    fec: bool,
+    last_seq: Option<u16>,
+    last_arrival: Option<Instant>,
+    pcm: Vec<i16>,
+    packets: u64,
+    lost: u64,
+    recovered: u64,
+    max_gap: Duration,
+}
+
+/// Most frames rebuilt for one hole; a longer outage is left out of the
+/// recording (the sender's timeline is not worth seconds of concealment).
+const MAX_CONCEAL: u16 = 50;
+
+impl Recorder {
+    fn new(fec: bool) -> Result<Self, MediaError> {
+        Ok(Self {
+            dec: opus::Decoder::new(RATE, opus::Channels::Mono)?,
+            fec,
+            last_seq: None,
+            last_arrival: None,
+            pcm: Vec::new(),
+            packets: 0,
+            lost: 0,
+            recovered: 0,
+            max_gap: Duration::ZERO,
+        })
+    }
+
+    fn push(&mut self, seq: u16, payload: &[u8], now: Instant) {
+        if let Some(last) = self.last_seq {
+            let ahead = seq.wrapping_sub(last);
+            if ahead == 0 || ahead > 0x8000 {
+                return; // duplicate or late: already concealed
+            }
+            let missing = ahead - 1;
+            self.lost += u64::from(missing);
+            for i in 0..missing.min(MAX_CONCEAL) {
+                let mut out = [0i16; FRAME];
+                // The last missing frame can be rebuilt from this packet's FEC data.
+                let last = i + 1 == missing.min(MAX_CONCEAL);
+                let n = if last && self.fec {
+                    self.dec.decode(payload, &mut out, true).ok()
+                } else {
+                    self.dec.decode(&[], &mut out, false).ok()
+                };
+                if last && self.fec && n.is_some() {
+                    self.recovered += 1;
+                }
+                self.pcm
+                    .extend_from_slice(&out[..n.unwrap_or(FRAME).min(FRAME)]);
+            }
+        }
+        if let Some(prev) = self.last_arrival {
+            self.max_gap = self.max_gap.max(now - prev);
+        }
+        self.last_arrival = Some(now);
+        self.last_seq = Some(seq);
+        self.packets += 1;
+        let mut out = vec![0i16; FRAME * 6];
+        if let Ok(n) = self.dec.decode(payload, &mut out, false) {
+            self.pcm.extend_from_slice(&out[..n]);
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let b = uuid::Uuid::new_v4();
+    let b = b.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(fec: bool, n: usize) -> Vec<Vec<u8>> {
+        let mut enc =
+            opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        enc.set_inband_fec(fec).unwrap();
+        enc.set_packet_loss_perc(if fec { 20 } else { 0 }).unwrap();
+        let tone = Pcm::tone(RATE, 440.0, n as f64 * 0.02, 0.5);
+        tone.samples
+            .chunks_exact(FRAME)
+            .map(|f| enc.encode_vec(f, 1500).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lost_frames_are_rebuilt_from_fec_and_the_timeline_kept() {
+        let p = packets(true, 50);
+        let mut r = Recorder::new(true).unwrap();
+        let t = Instant::now();
+        for (i, pkt) in p.iter().enumerate() {
+            if i == 10 || i == 20 || i == 21 {
+                continue; // lost
+            }
+            r.push(1000 + i as u16, pkt, t + FRAME_TIME * i as u32);
+        }
+        assert_eq!(r.lost, 3);
+        assert_eq!(
+            r.recovered, 2,
+            "one per hole: the frame just before a packet"
+        );
+        assert_eq!(
+            r.pcm.len(),
+            50 * FRAME,
+            "lost frames are concealed in place"
+        );
+        assert_eq!(r.max_gap, FRAME_TIME * 3);
+        // Duplicates and late packets change nothing.
+        r.push(1000 + 5, &p[5], t);
+        assert_eq!(r.pcm.len(), 50 * FRAME);
+    }
+}

@@ -1,0 +1,282 @@
+//! Audio calls: signaling over the chat socket (`call.*` frames) and media
+//! with webrtc-rs and Opus ([`media`]). A headless peer can use a WAV file
+//! as its microphone and record what it receives ([`wav`]).
+//!
+//! ```no_run
+//! # async fn demo(account: natter_client::Account) -> Result<(), natter_client::call::CallError> {
+//! use natter_client::{Chat, ConnectOptions};
+//! use natter_client::call::{CallOptions, place};
+//! let (chat, mut events) = Chat::connect(account.clone(), ConnectOptions::default());
+//! let opts = CallOptions { hangup_after: Some(std::time::Duration::from_secs(5)), ..CallOptions::default() };
+//! let report = place(&chat, &mut events, &account, "u-bob".into(), opts).await?;
+//! report.recording.write("out.wav".as_ref()).ok();
+//! # Ok(()) }
+//! ```
+
+pub mod media;
+pub mod wav;
+
+use crate::{Account, Chat, Event, Events};
+use media::{Media, MediaEvent, MediaStats};
+use natter_proto::{
+    CallAnswer, CallClientFrame, CallIce, CallId, CallMedia, CallOffer, CallRef, EndReason,
+    ServerFrame, UserId,
+};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+use wav::Pcm;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+pub use media::AudioOptions;
+
+/// How to run a call.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Audio encoder settings.
+    pub audio: AudioOptions,
+    /// The microphone: played once, then silence. `None`: silence.
+    pub play: Option<Pcm>,
+    /// Only relay (TURN) candidates, as a privacy-minded app would (and as the
+    /// tests force, to check the relay path).
+    pub relay_only: bool,
+    /// Hang up this long after media connected (`None`: wait for the other side).
+    pub hangup_after: Option<Duration>,
+    /// Give up if the call is not connected after this.
+    pub setup_timeout: Duration,
+    /// Local UDP address for media.
+    pub bind: String,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            audio: AudioOptions::default(),
+            play: None,
+            relay_only: false,
+            hangup_after: None,
+            setup_timeout: Duration::from_secs(75),
+            bind: "0.0.0.0:0".into(),
+        }
+    }
+}
+
+/// How a call went.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// The call.
+    pub call_id: CallId,
+    /// The other party.
+    pub peer: UserId,
+    /// Why it ended, as the server said (`None` when this side hung up).
+    pub ended_by_peer: Option<EndReason>,
+    /// Media connected.
+    pub connected: bool,
+    /// From offer (or incoming) to media connected.
+    pub setup_time: Option<Duration>,
+    /// Media figures (selected candidate pair, packets, losses).
+    pub stats: MediaStats,
+    /// What was received, 16 kHz mono.
+    pub recording: Pcm,
+}
+
+/// Why a call could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server or the SDK failed.
+    #[error(transparent)]
+    Client(#[from] crate::Error),
+    /// Media failed.
+    #[error(transparent)]
+    Media(#[from] media::MediaError),
+    /// The server refused a frame.
+    #[error("server refused {0}")]
+    Refused(String),
+    /// The call ended before media connected.
+    #[error("call ended: {}", .0.as_str())]
+    Ended(EndReason),
+    /// Waited too long.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The connection to the server closed.
+    #[error("chat connection closed")]
+    Closed,
+}
+
+/// Calls `to` and runs the call until either side hangs up.
+pub async fn place(
+    chat: &Chat,
+    events: &mut Events,
+    account: &Account,
+    to: UserId,
+    opts: CallOptions,
+) -> Result<CallReport, CallError> {
+    let token = account.token().await?;
+    let ice = account.api().ice_servers(&token).await?;
+    let (media, media_events) =
+        Media::new(&ice.ice_servers, opts.relay_only, &opts.bind, opts.audio).await?;
+    let call_id = CallId::new(uuid::Uuid::new_v4().simple().to_string());
+    let sdp = media.offer().await?;
+    let started = Instant::now();
+    chat.call_frame(CallClientFrame::Offer(CallOffer {
+        call_id: call_id.clone(),
+        to: to.clone(),
+        media: CallMedia::Audio,
+        sdp,
+    }));
+    let span = tracing::info_span!("call", call_id = %call_id, peer = %to);
+    run(
+        chat,
+        events,
+        media,
+        media_events,
+        call_id,
+        to,
+        opts,
+        started,
+        true,
+    )
+    .instrument(span)
+    .await
+}
+
+/// Waits for an incoming call (from `from`, if given), answers it, and runs
+/// it until either side hangs up.
+pub async fn answer(
+    chat: &Chat,
+    events: &mut Events,
+    account: &Account,
+    from: Option<UserId>,
+    opts: CallOptions,
+    wait: Duration,
+) -> Result<CallReport, CallError> {
+    let deadline = Instant::now() + wait;
+    let incoming = loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .map_err(|_| CallError::Timeout("no incoming call"))?
+            .ok_or(CallError::Closed)?;
+        if let Event::Call(ServerFrame::CallIncoming(c)) = ev
+            && from.as_ref().is_none_or(|f| *f == c.from.user)
+        {
+            break c;
+        }
+    };
+    let started = Instant::now();
+    let token = account.token().await?;
+    let ice = account.api().ice_servers(&token).await?;
+    let (media, media_events) =
+        Media::new(&ice.ice_servers, opts.relay_only, &opts.bind, opts.audio).await?;
+    let sdp = media.answer(&incoming.sdp).await?;
+    chat.call_frame(CallClientFrame::Answer(CallAnswer {
+        call_id: incoming.call_id.clone(),
+        sdp,
+    }));
+    let span = tracing::info_span!("call", call_id = %incoming.call_id, peer = %incoming.from.user);
+    run(
+        chat,
+        events,
+        media,
+        media_events,
+        incoming.call_id,
+        incoming.from.user,
+        opts,
+        started,
+        false,
+    )
+    .instrument(span)
+    .await
+}
+
+/// The shared part of a call: relay candidates both ways, start sending once
+/// connected, hang up on time, stop on `call.ended`.
+#[allow(clippy::too_many_arguments)] // one internal entry point for both directions
+async fn run(
+    chat: &Chat,
+    events: &mut Events,
+    media: Media,
+    mut media_events: tokio::sync::mpsc::UnboundedReceiver<MediaEvent>,
+    call_id: CallId,
+    peer: UserId,
+    opts: CallOptions,
+    started: Instant,
+    caller: bool,
+) -> Result<CallReport, CallError> {
+    let mut connected_at: Option<Instant> = None;
+    let mut answered = !caller;
+    let mut ended_by_peer = None;
+    let setup_deadline = started + opts.setup_timeout;
+    let mut play = opts.play.clone();
+    let result = loop {
+        let hangup_at = match (connected_at, opts.hangup_after) {
+            (Some(c), Some(after)) => c + after,
+            (None, _) => setup_deadline,
+            _ => Instant::now() + Duration::from_secs(86_400),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(hangup_at) => {
+                chat.call_frame(CallClientFrame::Hangup(CallRef { call_id: call_id.clone() }));
+                if connected_at.is_none() {
+                    break Err(CallError::Timeout("media did not connect"));
+                }
+                break Ok(());
+            }
+            ev = media_events.recv() => match ev {
+                Some(MediaEvent::Candidate(c)) => chat.call_frame(CallClientFrame::Ice(CallIce {
+                    call_id: call_id.clone(),
+                    candidate: c,
+                })),
+                Some(MediaEvent::State(RTCPeerConnectionState::Connected)) if connected_at.is_none() => {
+                    tracing::info!(setup_ms = started.elapsed().as_millis() as u64, "media connected");
+                    connected_at = Some(Instant::now());
+                    media.start_sending(play.take()).await?;
+                }
+                Some(MediaEvent::State(RTCPeerConnectionState::Failed)) => {
+                    chat.call_frame(CallClientFrame::Hangup(CallRef { call_id: call_id.clone() }));
+                    break Err(media::MediaError::Webrtc("ICE failed".into()).into());
+                }
+                Some(_) => {}
+                None => break Err(CallError::Closed),
+            },
+            ev = events.recv() => match ev {
+                None => break Err(CallError::Closed),
+                Some(Event::Call(f)) => match f {
+                    ServerFrame::CallAnswered(a) if a.call_id == call_id && !answered => {
+                        answered = true;
+                        media.accept_answer(&a.sdp).await?;
+                    }
+                    ServerFrame::CallIce(i) if i.call_id == call_id => {
+                        if let Err(e) = media.add_candidate(&i.candidate).await {
+                            tracing::warn!(error = %e, "remote candidate refused");
+                        }
+                    }
+                    ServerFrame::CallEnded(e) if e.call_id == call_id => {
+                        ended_by_peer = Some(e.reason);
+                        if connected_at.is_none() {
+                            break Err(CallError::Ended(e.reason));
+                        }
+                        break Ok(());
+                    }
+                    _ => {}
+                },
+                Some(Event::Error(e)) if e.ref_type.as_deref().is_some_and(|t| t.starts_with("call.")) => {
+                    break Err(CallError::Refused(format!("{}: {}", e.code, e.message)));
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    let stats = media.stats().await;
+    let recording = media.recording();
+    media.close().await;
+    result?;
+    Ok(CallReport {
+        call_id,
+        peer,
+        ended_by_peer,
+        connected: connected_at.is_some(),
+        setup_time: connected_at.map(|c| c - started),
+        stats,
+        recording,
+    })
+}
