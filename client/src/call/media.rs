@@ -393,18 +393,20 @@ impl Media {
             }
             _ => None,
         });
-        let kind_of = |id: &str| {
+        // Candidate entries are named `RTCLocalIceCandidate_<id>` / `RTCRemoteIceCandidate_<id>`
+        // while pairs name them by `<id>`.
+        let kind_of = |id: &str, local: bool| {
             report.iter().find_map(|e| match e {
-                RTCStatsReportEntry::LocalCandidate(c)
-                | RTCStatsReportEntry::RemoteCandidate(c)
-                    if e.id() == id =>
-                {
-                    Some(format!("{}", c.candidate_type))
+                RTCStatsReportEntry::LocalCandidate(c) if local && names(e.id(), id) => {
+                    Some(c.candidate_type.to_string())
+                }
+                RTCStatsReportEntry::RemoteCandidate(c) if !local && names(e.id(), id) => {
+                    Some(c.candidate_type.to_string())
                 }
                 _ => None,
             })
         };
-        let selected_pair = pair.and_then(|(l, r)| Some((kind_of(&l)?, kind_of(&r)?)));
+        let selected_pair = pair.and_then(|(l, r)| Some((kind_of(&l, true)?, kind_of(&r, false)?)));
         let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         MediaStats {
             selected_pair,
@@ -499,6 +501,11 @@ impl Recorder {
             self.pcm.extend_from_slice(&out[..n]);
         }
     }
+}
+
+/// Whether stats entry `entry_id` is the object `id`.
+fn names(entry_id: &str, id: &str) -> bool {
+    entry_id == id || entry_id.strip_suffix(id).is_some_and(|p| p.ends_with('_'))
 }
 
 fn rand_u32() -> u32 {

@@ -207,6 +207,7 @@ async fn run(
     let mut ended_by_peer = None;
     let setup_deadline = started + opts.setup_timeout;
     let mut play = opts.play.clone();
+    let mut first_pair = None;
     let result = loop {
         let hangup_at = match (connected_at, opts.hangup_after) {
             (Some(c), Some(after)) => c + after,
@@ -230,6 +231,8 @@ async fn run(
                     tracing::info!(setup_ms = started.elapsed().as_millis() as u64, "media connected");
                     connected_at = Some(Instant::now());
                     media.start_sending(play.take()).await?;
+                    // The pair in use now: after a hang-up the transport may be gone.
+                    first_pair = media.stats().await.selected_pair;
                 }
                 Some(MediaEvent::State(RTCPeerConnectionState::Failed)) => {
                     chat.call_frame(CallClientFrame::Hangup(CallRef { call_id: call_id.clone() }));
@@ -266,7 +269,10 @@ async fn run(
             },
         }
     };
-    let stats = media.stats().await;
+    let mut stats = media.stats().await;
+    if stats.selected_pair.is_none() {
+        stats.selected_pair = first_pair;
+    }
     let recording = media.recording();
     media.close().await;
     result?;
