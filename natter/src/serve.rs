@@ -72,6 +72,20 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     let db = Db::connect(&cfg.database, &cfg.data_dir).await?;
     tracing::info!(engine = ?db.engine(), "database open");
     let turn = turn_config(&cfg, service)?;
+    // Bound before signaling is built, so the TURN URLs it hands out carry the
+    // real port even when the configured one is 0.
+    let turn_server = if service == Service::All {
+        Some(
+            natter_turn::TurnServer::bind(turn.clone())
+                .await
+                .context("turn: cannot start")?,
+        )
+    } else {
+        None
+    };
+    let turn_port = turn_server
+        .as_ref()
+        .map_or(turn.listen.port(), |t| t.local_addrs().udp.port());
 
     let mut checks: Vec<(&'static str, ReadinessCheck)> = Vec::new();
     {
@@ -121,7 +135,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     let signaling = if matches!(service, Service::All | Service::Chat | Service::Signaling) {
         Some(
             natter_signaling::SignalingService::build(
-                signaling_config(&cfg, &turn),
+                signaling_config(&cfg, &turn, turn_port),
                 &db,
                 cfg.database.migrate_on_start,
                 clock.clone(),
@@ -160,8 +174,8 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         }
         background.extend(sig.spawn_background(shutdown.clone()));
     }
-    if service == Service::All {
-        background.push(spawn_turn(turn.clone(), shutdown.clone()).await?);
+    if let Some(server) = turn_server {
+        background.push(run_turn(server, shutdown.clone()));
     }
 
     let app = app
@@ -226,12 +240,12 @@ fn turn_config(cfg: &Config, service: Service) -> anyhow::Result<natter_turn::Tu
 fn signaling_config(
     cfg: &Config,
     turn: &natter_turn::TurnConfig,
+    port: u16,
 ) -> natter_signaling::SignalingConfig {
     let mut sig = cfg.signaling.clone();
     if sig.turn_urls.0.is_empty()
         && let Some(host) = public_host(&cfg.http.public_url)
     {
-        let port = turn.listen.port();
         sig.turn_urls = natter_signaling::config::UrlList(vec![
             format!("turn:{host}:{port}?transport=udp"),
             format!("turn:{host}:{port}?transport=tcp"),
@@ -256,24 +270,24 @@ fn public_host(url: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
-async fn spawn_turn(
-    turn: natter_turn::TurnConfig,
+fn run_turn(
+    server: natter_turn::TurnServer,
     shutdown: natter_common::Shutdown,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let server = natter_turn::TurnServer::bind(turn)
-        .await
-        .context("turn: cannot start")?;
+) -> tokio::task::JoinHandle<()> {
     tracing::info!(addrs = ?server.local_addrs(), "TURN listening");
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = server.run(shutdown).await {
             tracing::error!(error = %e, "TURN server stopped");
         }
-    }))
+    })
 }
 
 /// `serve turn`: the TURN server, and health and metrics on the HTTP listener.
 async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyhow::Result<()> {
-    let turn = spawn_turn(cfg.turn.clone(), shutdown.clone()).await?;
+    let server = natter_turn::TurnServer::bind(cfg.turn.clone())
+        .await
+        .context("turn: cannot start")?;
+    let turn = run_turn(server, shutdown.clone());
     let app = health::router(Vec::new(), shutdown.clone());
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -308,7 +322,7 @@ mod tests {
     #[test]
     fn embedded_turn_urls_follow_public_url() {
         let cfg = Config::default();
-        let sig = signaling_config(&cfg, &cfg.turn);
+        let sig = signaling_config(&cfg, &cfg.turn, 3478);
         assert_eq!(
             sig.turn_urls.0,
             vec![

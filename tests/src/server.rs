@@ -301,6 +301,8 @@ impl ProcessServer {
             .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{}", self.port))
             // The embedded TURN server on an ephemeral port: tests run side by side.
             .env("NATTER_TURN__LISTEN", "127.0.0.1:0")
+            // Clients and relays all live on loopback here.
+            .env("NATTER_TURN__ALLOWED_PEERS", "127.0.0.0/8")
             .env("NATTER_AUTH__ARGON2__MEMORY_KIB", "256")
             .env("NATTER_AUTH__ARGON2__ITERATIONS", "1")
             .env("NATTER_AUTH__LIMIT_PER_IP__COUNT", "10000")
@@ -329,6 +331,16 @@ impl ProcessServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("natter did not become ready on port {}", self.port)
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The SMS outbox with registration codes.
+    pub fn sms_outbox(&self) -> PathBuf {
+        self.data_dir.path().join("outbox/sms.jsonl")
     }
 
     /// Stops the process (SIGKILL when `kill`, else SIGTERM) and starts it again.

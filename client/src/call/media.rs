@@ -173,7 +173,6 @@ impl Media {
                 rtcp_feedback: vec![],
             },
             payload_type: OPUS_PT,
-            ..Default::default()
         };
         let mut engine = MediaEngine::default();
         engine

@@ -4,6 +4,7 @@
 //! [`Run`]; adding one is a module plus one line in `commands!` below.
 
 mod account;
+mod call;
 mod chat;
 mod group;
 mod media;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 #[command(
     name = "natter-cli",
     version,
-    about = "Natter from the terminal: register, chat, groups"
+    about = "Natter from the terminal: register, chat, groups, calls"
 )]
 struct Cli {
     /// Server base URL.
@@ -95,6 +96,14 @@ commands! {
     Upload => media::Upload,
     /// Download media by hash through its signed URL (resumes, verifies SHA-256).
     Download => media::Download,
+    /// Call a user (audio): `call +1415… --play in.wav --record out.wav`.
+    Call => call::CallCmd,
+    /// Wait for a call and answer it: `answer --play in.wav --record out.wav`.
+    Answer => call::AnswerCmd,
+    /// Your call log.
+    Calls => call::CallLogCmd,
+    /// STUN/TURN servers with fresh TURN credentials.
+    IceServers => call::IceServersCmd,
 }
 
 /// What a profile file holds.

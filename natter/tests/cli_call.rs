@@ -1,0 +1,137 @@
+//! "Two terminals": a real `natter serve` (embedded TURN on loopback) and two
+//! `natter-cli` processes that register with codes, then one calls the other
+//! (`call USER --play a.wav --record a-got.wav`, `answer --play b.wav --record
+//! b-got.wav`) relay-only; each recording must hold the other side's tone.
+
+use natter_client::call::wav::Pcm;
+use natter_tests::audio;
+use natter_tests::server::ProcessServer;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_natter");
+
+/// natter-cli from the same target directory, built on demand (it belongs to
+/// another package, so cargo does not hand its path to this test).
+fn natter_cli() -> PathBuf {
+    let dir = Path::new(BIN).parent().expect("target dir");
+    let cli = dir.join("natter-cli");
+    if !cli.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "natter-client", "--bin", "natter-cli"])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building natter-cli failed");
+    }
+    cli
+}
+
+fn cli(server: &ProcessServer, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(natter_cli());
+    c.env("NATTER_SERVER", server.url())
+        .env("NATTER_CLI_HOME", home)
+        .args(args);
+    c
+}
+
+fn user_id(home: &Path) -> String {
+    let text = std::fs::read_to_string(home.join("default.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["credentials"]["user_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_natter_cli_processes_call_and_record_each_other() {
+    let server = ProcessServer::start(BIN.into(), None).await.unwrap();
+    let work = natter_common::testing::TempDir::new("natter-cli-call");
+    let (ha, hb) = (work.path().join("a"), work.path().join("b"));
+    let outbox = server.sms_outbox();
+    for (home, number) in [(&ha, "+14155550301"), (&hb, "+14155550302")] {
+        let out = cli(
+            &server,
+            home,
+            &["register", "--number", number, "--sms-outbox"],
+        )
+        .arg(&outbox)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (a_in, b_in) = (work.path().join("a.wav"), work.path().join("b.wav"));
+    Pcm::tone(16_000, 440.0, 2.5, 0.5).write(&a_in).unwrap();
+    Pcm::tone(48_000, 1000.0, 2.5, 0.5).write(&b_in).unwrap();
+    let (a_out, b_out) = (work.path().join("a-got.wav"), work.path().join("b-got.wav"));
+    let bob = user_id(&hb);
+    let answer = cli(
+        &server,
+        &hb,
+        &[
+            "answer",
+            "--relay-only",
+            "--bind",
+            "127.0.0.1:0",
+            "--wait",
+            "60",
+            "--play",
+        ],
+    )
+    .arg(&b_in)
+    .arg("--record")
+    .arg(&b_out)
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Give the callee's socket a moment; a call to an offline device would
+    // wait for it anyway (VoIP push, then ringing on connect).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let call = cli(
+        &server,
+        &ha,
+        &[
+            "call",
+            &bob,
+            "--relay-only",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration",
+            "4",
+            "--play",
+        ],
+    )
+    .arg(&a_in)
+    .arg("--record")
+    .arg(&a_out)
+    .output()
+    .unwrap();
+    let answered = answer.wait_with_output().unwrap();
+    assert!(
+        call.status.success(),
+        "call: {}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    assert!(answered.status.success(), "answer failed");
+    let said = String::from_utf8_lossy(&call.stdout);
+    assert!(said.contains("path relay->relay"), "{said}");
+    for (file, hz) in [(&a_out, 1000.0), (&b_out, 440.0)] {
+        let rec = Pcm::read(file).unwrap();
+        let (s, e) = audio::loud_span(&rec.samples, 16_000, 500.0).expect("a loud recording");
+        let body = &rec.samples[s + 1_600..e - 1_600];
+        let f = audio::dominant_frequency(body, 16_000, 100.0, 4_000.0);
+        assert!(
+            (f - hz).abs() <= 5.0,
+            "{}: {f} Hz, expected {hz}",
+            file.display()
+        );
+    }
+    // Both ends see the call in their log.
+    let log = cli(&server, &hb, &["calls"]).output().unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains("incoming") && log.contains("answered"),
+        "{log}"
+    );
+}
