@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts everything the test suite talks to, when it is missing:
-# PostgreSQL, Redis, coturn's client tools, an S3-compatible server (s3s-fs) and
-# ffmpeg. Idempotent; safe to run every time.
+# PostgreSQL, Redis, coturn's client tools, an S3-compatible server (s3s-fs),
+# ffmpeg, and for calls cmake, espeak-ng, PESQ, Chromium and playwright-core. Idempotent; safe to run every time.
 # Each `ensure_*` prints one line saying what it found or did.
 set -euo pipefail
 
@@ -102,6 +102,63 @@ ensure_ffmpeg() {
   echo "deps: ffmpeg present"
 }
 
+# cmake: the opus crate builds libopus from source (calls, client SDK).
+ensure_cmake() {
+  if ! command -v cmake >/dev/null; then
+    echo "deps: installing cmake"
+    apt_install cmake
+  fi
+  echo "deps: cmake present"
+}
+
+# espeak-ng: the speech sample of the PESQ call test.
+ensure_espeak() {
+  if ! command -v espeak-ng >/dev/null; then
+    echo "deps: installing espeak-ng"
+    apt_install espeak-ng
+  fi
+  echo "deps: espeak-ng present"
+}
+
+# PESQ (ITU-T P.862) scorer for the speech call test: PyPI `pesq` in a venv
+# outside the clone. The test runs $NATTER_TOOLS_DIR/pesq-venv/bin/python.
+ensure_pesq() {
+  local tools=${NATTER_TOOLS_DIR:-$HOME/.cache/natter/tools}
+  local venv=$tools/pesq-venv
+  if ! "$venv/bin/python" -c 'import pesq, numpy' 2>/dev/null; then
+    echo "deps: installing pesq into $venv"
+    if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+    mkdir -p "$tools"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check numpy pesq
+  fi
+  echo "deps: pesq present ($venv)"
+}
+
+# Headless Chromium and playwright-core (npm) for the browser call test. The
+# test runs node with NODE_PATH=$NATTER_TOOLS_DIR/node/node_modules.
+ensure_browser() {
+  local tools=${NATTER_TOOLS_DIR:-$HOME/.cache/natter/tools}
+  if ! command -v chromium >/dev/null; then
+    echo "deps: installing chromium"
+    apt_install chromium
+  fi
+  if ! command -v node >/dev/null; then
+    echo "deps: installing nodejs and npm"
+    apt_install nodejs npm
+  fi
+  if [[ ! -d $tools/node/node_modules/playwright-core ]]; then
+    echo "deps: installing playwright-core into $tools/node"
+    mkdir -p "$tools/node"
+    (cd "$tools/node" && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null)
+  fi
+  echo "deps: chromium and playwright-core present"
+}
+
+ensure_cmake
+ensure_espeak
+ensure_pesq
+ensure_browser
 ensure_postgres
 ensure_redis
 ensure_coturn_clients
