@@ -18,9 +18,13 @@ async function main() {
   try {
     const page = await browser.newPage();
     page.on('console', (m) => process.stderr.write(`[page] ${m.text()}\n`));
-    // Same origin as the API, so fetch needs no CORS.
+    // A page on the server's origin: a secure context (loopback), so
+    // getUserMedia exists. ICE servers are fetched here, the socket in the page.
     await page.goto(`${url}/healthz`);
-    const result = await page.evaluate(runCall, { url, token, callee, secs: Number(secs) });
+    const ice = await (await fetch(`${url}/v1/calls/ice-servers`, {
+      headers: { Authorization: `Bearer ${token}` },
+    })).json();
+    const result = await page.evaluate(runCall, { url, token, callee, secs: Number(secs), ice });
     process.stdout.write(JSON.stringify(result) + '\n');
   } finally {
     await browser.close();
@@ -28,10 +32,7 @@ async function main() {
 }
 
 // Runs in the page.
-async function runCall({ url, token, callee, secs }) {
-  const ice = await (await fetch(`${url}/v1/calls/ice-servers`, {
-    headers: { Authorization: `Bearer ${token}` },
-  })).json();
+async function runCall({ url, token, callee, secs, ice }) {
   const ws = new WebSocket(url.replace(/^http/, 'ws') + '/v1/ws');
   const inbox = [];
   let wake = null;

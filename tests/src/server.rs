@@ -247,7 +247,11 @@ async fn serve(
     .map_err(anyhow::Error::msg)?;
     chat.state()
         .set_call_handler(Arc::new(signaling.attach(chat.state().device_link())));
-    let router = auth.router().merge(chat.router()).merge(signaling.router());
+    let router = auth
+        .router()
+        .merge(chat.router())
+        .merge(signaling.router())
+        .merge(natter_common::health::router(Vec::new(), shutdown.clone()));
     let mut tasks = vec![auth.spawn_cleanup(shutdown.clone())];
     tasks.extend(chat.spawn_background(shutdown.clone()));
     tasks.extend(signaling.spawn_background(shutdown.clone()));

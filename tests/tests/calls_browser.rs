@@ -19,7 +19,9 @@ const MIC_HZ: f64 = 660.0;
 fn tools_dir() -> PathBuf {
     std::env::var_os("NATTER_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/natter/tools"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/natter/tools")
+        })
 }
 
 async fn account(api: &Api, server: &InProcess, number: &str) -> Account {
@@ -58,7 +60,6 @@ async fn headless_chromium_calls_a_rust_client_relay_only() {
         .arg(callee.as_str())
         .arg(&mic)
         .arg("4")
-        .stderr(std::process::Stdio::inherit())
         .output();
     let opts = CallOptions {
         relay_only: true,
@@ -69,11 +70,22 @@ async fn headless_chromium_calls_a_rust_client_relay_only() {
     };
     let (out, report) = tokio::join!(
         node,
-        answer(&chat, &mut events, &rust_user, None, opts, Duration::from_secs(60)),
+        answer(
+            &chat,
+            &mut events,
+            &rust_user,
+            None,
+            opts,
+            Duration::from_secs(60)
+        ),
     );
     let out = out.expect("node (run scripts/test-deps.sh)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser script failed: {stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser script failed: {stdout}\n{stderr}"
+    );
     let browser: serde_json::Value = serde_json::from_str(stdout.trim()).expect("browser result");
     assert_eq!(browser["connected"], true, "{browser}");
     assert_eq!(browser["localType"], "relay", "{browser}");
@@ -88,8 +100,14 @@ async fn headless_chromium_calls_a_rust_client_relay_only() {
     assert!(secs > 3.0, "only {secs:.2} s of browser audio");
     let body = &rec[s + 3_200..e - 1_600];
     let f = audio::dominant_frequency(body, 16_000, 100.0, 4_000.0);
-    eprintln!("browser mic {MIC_HZ} Hz received as {f:.2} Hz over {secs:.2} s; {}", browser);
-    assert!((f - MIC_HZ).abs() <= 5.0, "dominant {f:.1} Hz, expected {MIC_HZ} Hz");
+    eprintln!(
+        "browser mic {MIC_HZ} Hz received as {f:.2} Hz over {secs:.2} s; {}",
+        browser
+    );
+    assert!(
+        (f - MIC_HZ).abs() <= 5.0,
+        "dominant {f:.1} Hz, expected {MIC_HZ} Hz"
+    );
     chat.close();
     server.stop().await;
 }

@@ -16,7 +16,9 @@ const MIN_PESQ_WB: f64 = 3.5;
 fn tools_dir() -> PathBuf {
     std::env::var_os("NATTER_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/natter/tools"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/natter/tools")
+        })
 }
 
 const SCORE: &str = r#"
@@ -39,7 +41,11 @@ fn pesq_wb(reference: &Path, degraded: &Path) -> f64 {
         .arg(degraded)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/test-deps.sh", py.display()));
-    assert!(out.status.success(), "pesq: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pesq: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
