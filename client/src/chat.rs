@@ -352,7 +352,8 @@ impl Driver {
         req.headers_mut().insert("authorization", value);
         match tokio::time::timeout(
             Duration::from_secs(15),
-            tokio_tungstenite::connect_async(req),
+            // Small, latency-bound frames: no Nagle.
+            tokio_tungstenite::connect_async_with_config(req, None, true),
         )
         .await
         {

@@ -76,7 +76,13 @@ pub async fn serve(
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    // No Nagle: chat and call frames are small and latency-bound; with it a
+    // frame can wait ~40 ms for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
