@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts everything the test suite talks to, when it is missing:
 # PostgreSQL, Redis, coturn's client tools, an S3-compatible server (s3s-fs),
-# ffmpeg, and for calls cmake, espeak-ng, PESQ, Chromium and playwright-core. Idempotent; safe to run every time.
+# ffmpeg, and for calls cmake, espeak-ng, PESQ, Chromium and playwright-core.
+# Idempotent; safe to run every time.
 # Each `ensure_*` prints one line saying what it found or did.
 set -euo pipefail
 
