@@ -71,8 +71,10 @@ async fn signaling(args: &Args) -> Result<()> {
     let mut accounts = Vec::new();
     for i in 0..args.pairs * 2 {
         let o = outbox.clone();
+        // Spread over number ranges: auth rate-limits codes per range.
+        let number = format!("+1415{}{:04}", 200 + i / 50, i % 50);
         let creds =
-            natter_client::register(&api, &format!("+1415555{i:04}"), "bench", |s| async move {
+            natter_client::register(&api, &number, "bench", |s| async move {
                 natter_client::code_from_outbox(&o, &s.session_id).await
             })
             .await
