@@ -19,18 +19,29 @@ struct Recorder {
 
 impl CallFrames for Recorder {
     fn handle_frame(&self, user: &UserId, device: DeviceId, frame: CallClientFrame) {
-        self.seen.lock().unwrap().push(format!("{user}/{device} {}", frame.type_name()));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("{user}/{device} {}", frame.type_name()));
     }
     fn device_connected(&self, user: &UserId, device: DeviceId) {
-        self.seen.lock().unwrap().push(format!("{user}/{device} connected"));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("{user}/{device} connected"));
     }
     fn device_disconnected(&self, user: &UserId, device: DeviceId) {
-        self.seen.lock().unwrap().push(format!("{user}/{device} disconnected"));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("{user}/{device} disconnected"));
     }
 }
 
 fn hangup() -> ClientFrame {
-    ClientFrame::CallHangup(CallRef { call_id: CallId::new("c1") })
+    ClientFrame::CallHangup(CallRef {
+        call_id: CallId::new("c1"),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,16 +75,32 @@ async fn call_frames_devices_and_voip_pushes() {
         reason: EndReason::AnsweredElsewhere,
         duration_ms: None,
     });
-    assert_eq!(link.send(&UserId::new("bob"), Devices::AllBut(Some(1)), &ended), 1);
-    assert_eq!(b2.until(|f| matches!(f, ServerFrame::CallEnded(_)).then_some(())).await, ());
+    assert_eq!(
+        link.send(&UserId::new("bob"), Devices::AllBut(Some(1)), &ended),
+        1
+    );
+    assert_eq!(
+        b2.until(|f| matches!(f, ServerFrame::CallEnded(_)).then_some(()))
+            .await,
+        ()
+    );
     assert_eq!(link.send(&UserId::new("bob"), Devices::One(1), &ended), 1);
-    assert_eq!(b1.until(|f| matches!(f, ServerFrame::CallEnded(_)).then_some(())).await, ());
+    assert_eq!(
+        b1.until(|f| matches!(f, ServerFrame::CallEnded(_)).then_some(()))
+            .await,
+        ()
+    );
     drop(b2);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = rec.seen.lock().unwrap().clone();
     assert_eq!(
         seen,
-        ["bob/1 connected", "bob/2 connected", "bob/1 call.hangup", "bob/2 disconnected"]
+        [
+            "bob/1 connected",
+            "bob/2 connected",
+            "bob/1 call.hangup",
+            "bob/2 disconnected"
+        ]
     );
     s.stop().await;
 }
@@ -91,7 +118,10 @@ async fn voip_pushes_say_call() {
     common::add_user(&s.db.db, "bob", &[(1, 21)]).await;
     s.state.device_link().push_call(
         &UserId::new("bob"),
-        &[DeviceGen { device: 1, generation: 21 }],
+        &[DeviceGen {
+            device: 1,
+            generation: 21,
+        }],
         &CallId::new("c1"),
         &UserId::new("alice"),
     );
@@ -100,7 +130,8 @@ async fn voip_pushes_say_call() {
         if let Ok(text) = std::fs::read_to_string(&outbox)
             && !text.is_empty()
         {
-            let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let line: serde_json::Value =
+                serde_json::from_str(text.lines().next().unwrap()).unwrap();
             assert_eq!(line["reason"], "call");
             assert_eq!(line["user_id"], "bob");
             assert_eq!(line["device_id"], 1);

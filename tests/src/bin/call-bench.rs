@@ -73,12 +73,11 @@ async fn signaling(args: &Args) -> Result<()> {
         let o = outbox.clone();
         // Spread over number ranges: auth rate-limits codes per range.
         let number = format!("+1415{}{:04}", 200 + i / 50, i % 50);
-        let creds =
-            natter_client::register(&api, &number, "bench", |s| async move {
-                natter_client::code_from_outbox(&o, &s.session_id).await
-            })
-            .await
-            .with_context(|| format!("register user {i}"))?;
+        let creds = natter_client::register(&api, &number, "bench", |s| async move {
+            natter_client::code_from_outbox(&o, &s.session_id).await
+        })
+        .await
+        .with_context(|| format!("register user {i}"))?;
         accounts.push(Account::new(api.clone(), creds));
     }
     let start = Instant::now();
@@ -235,7 +234,7 @@ async fn relay(args: &Args) -> Result<()> {
     let mut tasks = Vec::new();
     for (a, b) in calls {
         let (a, b) = (Arc::new(a), Arc::new(b));
-        let n = (args.secs * 50) as u64;
+        let n = args.secs * 50;
         tasks.push(tokio::spawn(stream(a.clone(), b.clone(), n, args.payload)));
         tasks.push(tokio::spawn(stream(b, a, n, args.payload)));
     }
