@@ -134,3 +134,65 @@ async fn two_clients_exchange_tones_through_our_turn_server_only() {
     bob_chat.close();
     server.stop().await;
 }
+
+/// An ICE restart in the middle of a call (what a client does after a network
+/// change): the caller sends a `call.update` offer with fresh ICE credentials,
+/// the callee answers it, both re-gather relay candidates, and audio goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_mid_call_keeps_audio_flowing() {
+    let server = InProcess::start("sqlite").await.unwrap();
+    let api = Api::new(&server.url()).unwrap();
+    let alice = register(&api, &server, "+14155550211").await;
+    let bob = register(&api, &server, "+14155550212").await;
+    let bob_id = bob.credentials().user();
+    let (alice_chat, mut alice_ev) = Chat::connect(alice.clone(), ConnectOptions::default());
+    let (bob_chat, mut bob_ev) = Chat::connect(bob.clone(), ConnectOptions::default());
+    synced(&mut alice_ev).await;
+    synced(&mut bob_ev).await;
+    let caller = CallOptions {
+        play: Some(Pcm::tone(16_000, 440.0, 5.0, 0.5)),
+        relay_only: true,
+        hangup_after: Some(Duration::from_secs(5)),
+        setup_timeout: Duration::from_secs(20),
+        bind: "127.0.0.1:0".into(),
+        ice_restart_after: Some(Duration::from_millis(1500)),
+        ..CallOptions::default()
+    };
+    let callee = CallOptions {
+        play: Some(Pcm::tone(16_000, 1000.0, 5.0, 0.5)),
+        hangup_after: None,
+        ice_restart_after: None,
+        ..caller.clone()
+    };
+    let (a, b) = tokio::join!(
+        place(&alice_chat, &mut alice_ev, &alice, bob_id, caller),
+        answer(
+            &bob_chat,
+            &mut bob_ev,
+            &bob,
+            None,
+            callee,
+            Duration::from_secs(20)
+        ),
+    );
+    let (a, b) = (a.expect("caller"), b.expect("callee"));
+    assert_eq!((a.ice_restarts, b.ice_restarts), (1, 1));
+    for (who, r, hz) in [("caller", &a, 1000.0), ("callee", &b, 440.0)] {
+        let rec = &r.recording.samples;
+        // The last second before the hang-up still carries the other side's tone.
+        let tail = &rec[rec.len().saturating_sub(20_000)..rec.len().saturating_sub(4_000)];
+        assert!(
+            audio::rms(tail) > 1_000.0,
+            "{who}: silent after the restart"
+        );
+        let f = audio::dominant_frequency(tail, 16_000, 100.0, 4_000.0);
+        assert!((f - hz).abs() <= 5.0, "{who}: {f} Hz after the restart");
+        eprintln!(
+            "{who}: after the ICE restart {f:.1} Hz; {} packets, {} lost, max inter-arrival {} ms",
+            r.stats.packets_received, r.stats.lost, r.stats.max_gap_ms
+        );
+    }
+    alice_chat.close();
+    bob_chat.close();
+    server.stop().await;
+}

@@ -288,6 +288,17 @@ impl Media {
             .map_err(rtc_err)
     }
 
+    /// An ICE-restart offer: fresh credentials, candidates gathered again.
+    pub(crate) async fn restart_offer(&self) -> Result<String, MediaError> {
+        self.pc.restart_ice().await.map_err(rtc_err)?;
+        self.offer().await
+    }
+
+    /// A renegotiation offer from the peer (`call.update`); returns our answer.
+    pub(crate) async fn update_answer(&self, sdp: &str) -> Result<String, MediaError> {
+        self.answer(sdp).await
+    }
+
     /// A remote candidate from `call.ice` (empty: end of candidates).
     pub(crate) async fn add_candidate(&self, json: &str) -> Result<(), MediaError> {
         if json.is_empty() {

@@ -8,7 +8,7 @@
 //! use natter_client::call::{CallOptions, place};
 //! let (chat, mut events) = Chat::connect(account.clone(), ConnectOptions::default());
 //! let opts = CallOptions { hangup_after: Some(std::time::Duration::from_secs(5)), ..CallOptions::default() };
-//! let report = place(&chat, &mut events, &account, "u-bob".into(), opts).await?;
+//! let report = place(&chat, &mut events, &account, natter_proto::UserId::new("u-bob"), opts).await?;
 //! report.recording.write("out.wav".as_ref()).ok();
 //! # Ok(()) }
 //! ```
@@ -19,8 +19,8 @@ pub mod wav;
 use crate::{Account, Chat, Event, Events};
 use media::{Media, MediaEvent, MediaStats};
 use natter_proto::{
-    CallAnswer, CallClientFrame, CallIce, CallId, CallMedia, CallOffer, CallRef, EndReason,
-    ServerFrame, UserId,
+    CallAnswer, CallClientFrame, CallIce, CallId, CallMedia, CallOffer, CallRef, CallUpdate,
+    EndReason, SdpKind, ServerFrame, UserId,
 };
 use std::time::Duration;
 use tokio::time::Instant;
@@ -46,6 +46,10 @@ pub struct CallOptions {
     pub setup_timeout: Duration,
     /// Local UDP address for media.
     pub bind: String,
+    /// Restart ICE this long after media connected (as after a network
+    /// change; tests use it). The caller also restarts ICE by itself when the
+    /// connection drops to `disconnected`.
+    pub ice_restart_after: Option<Duration>,
 }
 
 impl Default for CallOptions {
@@ -57,6 +61,7 @@ impl Default for CallOptions {
             hangup_after: None,
             setup_timeout: Duration::from_secs(75),
             bind: "0.0.0.0:0".into(),
+            ice_restart_after: None,
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct CallReport {
     pub setup_time: Option<Duration>,
     /// Media figures (selected candidate pair, packets, losses).
     pub stats: MediaStats,
+    /// ICE restarts done (offers sent or answered).
+    pub ice_restarts: u32,
     /// What was received, 16 kHz mono.
     pub recording: Pcm,
 }
@@ -208,6 +215,10 @@ async fn run(
     let setup_deadline = started + opts.setup_timeout;
     let mut play = opts.play.clone();
     let mut first_pair = None;
+    let mut ice_restarts = 0u32;
+    // Only the caller starts renegotiations, so two offers never cross.
+    let mut restart_at = None;
+    let never = || Instant::now() + Duration::from_secs(86_400);
     let result = loop {
         let hangup_at = match (connected_at, opts.hangup_after) {
             (Some(c), Some(after)) => c + after,
@@ -215,6 +226,17 @@ async fn run(
             _ => Instant::now() + Duration::from_secs(86_400),
         };
         tokio::select! {
+            _ = tokio::time::sleep_until(restart_at.unwrap_or_else(never)), if restart_at.is_some() => {
+                restart_at = None;
+                tracing::info!("restarting ICE");
+                let sdp = media.restart_offer().await?;
+                ice_restarts += 1;
+                chat.call_frame(CallClientFrame::Update(CallUpdate {
+                    call_id: call_id.clone(),
+                    kind: SdpKind::Offer,
+                    sdp,
+                }));
+            }
             _ = tokio::time::sleep_until(hangup_at) => {
                 chat.call_frame(CallClientFrame::Hangup(CallRef { call_id: call_id.clone() }));
                 if connected_at.is_none() {
@@ -230,9 +252,18 @@ async fn run(
                 Some(MediaEvent::State(RTCPeerConnectionState::Connected)) if connected_at.is_none() => {
                     tracing::info!(setup_ms = started.elapsed().as_millis() as u64, "media connected");
                     connected_at = Some(Instant::now());
+                    if caller {
+                        restart_at = opts.ice_restart_after.map(|d| Instant::now() + d);
+                    }
                     media.start_sending(play.take()).await?;
                     // The pair in use now: after a hang-up the transport may be gone.
                     first_pair = media.stats().await.selected_pair;
+                }
+                Some(MediaEvent::State(RTCPeerConnectionState::Disconnected))
+                    if caller && connected_at.is_some() && restart_at.is_none() =>
+                {
+                    // A network change: restart ICE at once.
+                    restart_at = Some(Instant::now());
                 }
                 Some(MediaEvent::State(RTCPeerConnectionState::Failed)) => {
                     chat.call_frame(CallClientFrame::Hangup(CallRef { call_id: call_id.clone() }));
@@ -248,6 +279,18 @@ async fn run(
                         answered = true;
                         media.accept_answer(&a.sdp).await?;
                     }
+                    ServerFrame::CallUpdate(u) if u.call_id == call_id => match u.kind {
+                        SdpKind::Offer => {
+                            let sdp = media.update_answer(&u.sdp).await?;
+                            ice_restarts += 1;
+                            chat.call_frame(CallClientFrame::Update(CallUpdate {
+                                call_id: call_id.clone(),
+                                kind: SdpKind::Answer,
+                                sdp,
+                            }));
+                        }
+                        SdpKind::Answer => media.accept_answer(&u.sdp).await?,
+                    },
                     ServerFrame::CallIce(i) if i.call_id == call_id => {
                         if let Err(e) = media.add_candidate(&i.candidate).await {
                             tracing::warn!(error = %e, "remote candidate refused");
@@ -283,6 +326,7 @@ async fn run(
         connected: connected_at.is_some(),
         setup_time: connected_at.map(|c| c - started),
         stats,
+        ice_restarts,
         recording,
     })
 }
