@@ -215,6 +215,7 @@ async fn run(
     let setup_deadline = started + opts.setup_timeout;
     let mut play = opts.play.clone();
     let mut first_pair = None;
+    let mut pair_check_at: Option<Instant> = None;
     let mut ice_restarts = 0u32;
     // Only the caller starts renegotiations, so two offers never cross.
     let mut restart_at = None;
@@ -226,6 +227,12 @@ async fn run(
             _ => Instant::now() + Duration::from_secs(86_400),
         };
         tokio::select! {
+            _ = tokio::time::sleep_until(pair_check_at.unwrap_or_else(never)), if pair_check_at.is_some() => {
+                first_pair = media.stats().await.selected_pair;
+                pair_check_at = first_pair
+                    .is_none()
+                    .then(|| Instant::now() + Duration::from_millis(100));
+            }
             _ = tokio::time::sleep_until(restart_at.unwrap_or_else(never)), if restart_at.is_some() => {
                 restart_at = None;
                 tracing::info!("restarting ICE");
@@ -256,8 +263,9 @@ async fn run(
                         restart_at = opts.ice_restart_after.map(|d| Instant::now() + d);
                     }
                     media.start_sending(play.take()).await?;
-                    // The pair in use now: after a hang-up the transport may be gone.
-                    first_pair = media.stats().await.selected_pair;
+                    // The pair in use: read while connected (after a hang-up the
+                    // transport may be gone); the stats may lag the state change.
+                    pair_check_at = Some(Instant::now());
                 }
                 Some(MediaEvent::State(RTCPeerConnectionState::Disconnected))
                     if caller && connected_at.is_some() && restart_at.is_none() =>
