@@ -60,6 +60,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Parses a TOML document over the defaults (no environment) and validates:
+    /// the file half of [`Config::load`].
+    pub(crate) fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = natter_common::config::from_toml_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Checks what types cannot; errors name the key.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {

@@ -4,6 +4,8 @@
 //! migrations, `natter config print` shows the effective configuration.
 
 mod config;
+#[cfg(test)]
+mod config_fuzz;
 mod serve;
 
 use anyhow::Context;
