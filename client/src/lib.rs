@@ -21,6 +21,7 @@
 mod account;
 mod api;
 mod chat;
+pub mod keys;
 pub mod media;
 
 pub use account::{Account, CredentialsHook, code_from_outbox, register};

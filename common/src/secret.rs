@@ -106,6 +106,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error by design.
     fn numbers_from_the_environment_are_accepted() {
         use figment::{Figment, providers::Env};
         #[derive(Deserialize)]

@@ -61,7 +61,8 @@ impl Config {
     }
 
     /// Parses a TOML document over the defaults (no environment) and validates:
-    /// the file half of [`Config::load`].
+    /// the file half of [`Config::load`]. Used by the fuzz target and its tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let cfg: Config = natter_common::config::from_toml_str(text)?;
         cfg.validate()?;

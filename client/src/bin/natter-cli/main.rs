@@ -6,6 +6,7 @@
 mod account;
 mod chat;
 mod group;
+mod keys;
 mod media;
 mod presence;
 
@@ -95,6 +96,9 @@ commands! {
     Upload => media::Upload,
     /// Download media by hash through its signed URL (resumes, verifies SHA-256).
     Download => media::Download,
+    /// End-to-end-encryption keys: generate, publish, count, fetch bundles.
+    #[command(subcommand)]
+    Keys => keys::KeysCmd,
 }
 
 /// What a profile file holds.
