@@ -242,6 +242,10 @@ async fn duplicate_send_is_acked_once_and_delivered_once(engine: &str) {
     users(&s).await;
     let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
     let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    // Bob's (empty) queue drain ends with `synced`; wait for it so that the
+    // silence checked at the end is not broken by a late `synced` on a busy machine.
+    b.until(|f| matches!(f, ServerFrame::Synced(_)).then_some(()))
+        .await;
     a.send(&send("same", to_user("bob"), "once")).await;
     a.send(&send("same", to_user("bob"), "once")).await;
     let first = a
