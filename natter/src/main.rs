@@ -3,6 +3,7 @@
 //! `natter serve [all|auth]` runs services, `natter migrate` applies database
 //! migrations, `natter config print` shows the effective configuration.
 
+mod avatar_refs;
 mod config;
 #[cfg(test)]
 mod config_fuzz;
