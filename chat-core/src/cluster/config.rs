@@ -1,0 +1,73 @@
+//! `[redis]`: the distributed shape's connection registry and frame bus.
+
+use natter_common::Secret;
+use serde::{Deserialize, Serialize};
+
+/// Redis for chat-core's connection registry and cross-node delivery. Empty
+/// `url` (the default) is the embedded shape: everything stays in process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; empty: embedded (no Redis).
+    pub url: Secret,
+    /// Prefix of every key and channel, so deployments (and tests) can share a server.
+    pub key_prefix: String,
+    /// This node's name on the bus; empty: a random one at start-up (a pod
+    /// restarted under the same name must not inherit the old one's sockets).
+    pub node_id: String,
+    /// How often a node refreshes its heartbeat (and checks Redis kept its state).
+    pub heartbeat_ms: u64,
+    /// A node silent this long counts as gone: its registry entries are ignored.
+    pub node_ttl_ms: u64,
+    /// How long a user's registry entry lives without a reconnect or a rebuild.
+    pub entry_ttl_secs: u64,
+    /// How often every node rewrites its sockets' entries even when nothing
+    /// went wrong (refreshes their TTL, repairs anything lost).
+    pub rebuild_secs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            key_prefix: "natter:".into(),
+            node_id: String::new(),
+            heartbeat_ms: 2_000,
+            node_ttl_ms: 10_000,
+            entry_ttl_secs: 86_400,
+            rebuild_secs: 600,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Whether Redis is configured (the distributed shape).
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// Checks what types cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = self.url.expose();
+        if url.starts_with("rediss://") {
+            // The TLS connector is not compiled in yet; say so at start-up
+            // rather than at the first connection attempt.
+            return Err("redis.url: rediss:// (TLS) is not supported yet; use redis:// on a private network".into());
+        }
+        if !url.starts_with("redis://") {
+            return Err("redis.url: must start with redis://".into());
+        }
+        if self.heartbeat_ms < 50 || self.node_ttl_ms < 2 * self.heartbeat_ms {
+            return Err(
+                "redis.node_ttl_ms: must be at least twice redis.heartbeat_ms (>= 50)".into(),
+            );
+        }
+        if self.entry_ttl_secs < 2 * self.rebuild_secs.max(1) {
+            return Err("redis.entry_ttl_secs: must be at least twice redis.rebuild_secs".into());
+        }
+        Ok(())
+    }
+}
