@@ -93,7 +93,8 @@ impl ChatService {
     /// registry, presence and frames for sockets on other nodes go through it.
     /// Call before [`ChatService::router`] and [`ChatService::spawn_background`].
     pub async fn connect_redis(&mut self, cfg: &crate::RedisConfig) -> Result<(), String> {
-        let cluster = crate::cluster::RedisCluster::connect(cfg, self.state.0.clock.clone()).await?;
+        let cluster =
+            crate::cluster::RedisCluster::connect(cfg, self.state.0.clock.clone()).await?;
         let inner = Arc::get_mut(&mut self.state.0)
             .ok_or("chat: connect_redis must be called before the service is shared")?;
         inner.cluster = Arc::new(cluster);
@@ -152,12 +153,7 @@ impl ChatService {
         tasks.push(tokio::spawn(
             writer.run(p.writer_rx, inner.shutdown.clone()),
         ));
-        tasks.extend(
-            inner
-                .cluster
-                .clone()
-                .spawn(self.state.clone(), p.push_tx),
-        );
+        tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
         // The push task ends when the writer (the only sender) is gone.
         tasks.push(tokio::spawn(crate::push::run(p.push_rx, p.sender)));
         tasks.push(tokio::spawn(purge_loop(self.state.clone())));

@@ -88,7 +88,9 @@ impl Config {
         self.media.validate().map_err(ConfigError)?;
         self.chat.validate().map_err(ConfigError)?;
         self.redis.validate().map_err(ConfigError)?;
-        if self.redis.enabled() && !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if self.redis.enabled()
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
             // Several nodes must share one queue: a node's SQLite file is its own.
             return Err(ConfigError(
                 "redis.url: the distributed shape needs database.url = postgres://… (SQLite is one node's file)".into(),
@@ -198,7 +200,10 @@ mod tests {
             assert!(!c.redis.enabled(), "embedded by default");
             jail.set_env("NATTER_REDIS__URL", "redis://127.0.0.1:6379/0");
             let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("redis.url") && err.contains("postgres"), "{err}");
+            assert!(
+                err.contains("redis.url") && err.contains("postgres"),
+                "{err}"
+            );
             jail.set_env("NATTER_DATABASE__URL", "postgres://db/natter");
             jail.set_env("NATTER_REDIS__KEY_PREFIX", "t1:");
             let c = Config::load(None).unwrap();

@@ -4,9 +4,7 @@
 //! fail, never skip, without them (scripts/test-deps.sh starts them).
 
 use natter_client::{Chat, ConnectOptions, Event, Events};
-use natter_proto::{
-    PresenceState, ReceiptStatus, Target, TypingState, UserId,
-};
+use natter_proto::{PresenceState, ReceiptStatus, Target, TypingState, UserId};
 use natter_tests::cluster::{LocalCluster, PrivateRedis, test_redis_url};
 use natter_tests::ledger::{self, Ledger};
 use std::sync::{Arc, Mutex};
@@ -56,7 +54,10 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
 
     // Ann on node 0 watches Ben's presence before Ben connects anywhere.
     let (ann_chat, mut ann_ev) = connect_to(ann.clone(), c.nodes[0].ws_url());
-    expect(&mut ann_ev, "ann connected", |e| matches!(e, Event::Connected(_)).then_some(())).await;
+    expect(&mut ann_ev, "ann connected", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
     ann_chat.subscribe_presence(vec![ben_id.clone()]);
     expect(&mut ann_ev, "ben offline", |e| match e {
         Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Offline => Some(()),
@@ -66,7 +67,10 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
 
     // Ben connects on node 1: Ann (node 0) sees him come online.
     let (ben_chat, mut ben_ev) = connect_to(ben.clone(), c.nodes[1].ws_url());
-    expect(&mut ben_ev, "ben connected", |e| matches!(e, Event::Connected(_)).then_some(())).await;
+    expect(&mut ben_ev, "ben connected", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
     expect(&mut ann_ev, "ben online", |e| match e {
         Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Online => Some(()),
         _ => None,
@@ -81,7 +85,10 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
     assert_eq!(p.state, PresenceState::Online, "{p:?}");
 
     let (cat_chat, mut cat_ev) = connect_to(cat.clone(), c.nodes[2].ws_url());
-    expect(&mut cat_ev, "cat connected", |e| matches!(e, Event::Connected(_)).then_some(())).await;
+    expect(&mut cat_ev, "cat connected", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
 
     // A message node 0 → node 1, its delivered and read receipts back.
     let id = ann_chat.send_text(Target::User(ben_id.clone()), "hello ben");
@@ -95,7 +102,10 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
         _ => None,
     })
     .await;
-    assert_eq!((m.msg_id, &m.from.user, &m.body.0[..]), (msg_id, &ann_id, &b"hello ben"[..]));
+    assert_eq!(
+        (m.msg_id, &m.from.user, &m.body.0[..]),
+        (msg_id, &ann_id, &b"hello ben"[..])
+    );
     expect(&mut ann_ev, "delivered receipt", |e| match e {
         Event::Receipt(r) if r.msg_id == msg_id && r.status == ReceiptStatus::Delivered => Some(()),
         _ => None,
@@ -103,7 +113,9 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
     .await;
     ben_chat.read(vec![msg_id]);
     expect(&mut ann_ev, "read receipt", |e| match e {
-        Event::Receipt(r) if r.msg_id == msg_id && r.status == ReceiptStatus::Read && r.by == ben_id => {
+        Event::Receipt(r)
+            if r.msg_id == msg_id && r.status == ReceiptStatus::Read && r.by == ben_id =>
+        {
             Some(())
         }
         _ => None,
@@ -121,7 +133,11 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
 
     // A group fans out from node 2 to nodes 0 and 1.
     let g = cat_api
-        .create_group(&cat.token().await.unwrap(), "trio", &[ann_id.clone(), ben_id.clone()])
+        .create_group(
+            &cat.token().await.unwrap(),
+            "trio",
+            &[ann_id.clone(), ben_id.clone()],
+        )
         .await
         .unwrap();
     let gid = cat_chat.send_text(Target::Group(g.group_id.clone()), "hi all");
@@ -136,7 +152,10 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
     // One socket per device across nodes: Ben's device connects again on node
     // 2; the old socket on node 1 is closed with 4000 (replaced).
     let (_ben2, mut ben2_ev) = connect_to(ben.clone(), c.nodes[2].ws_url());
-    expect(&mut ben2_ev, "ben's new socket", |e| matches!(e, Event::Connected(_)).then_some(())).await;
+    expect(&mut ben2_ev, "ben's new socket", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
     let code = expect(&mut ben_ev, "old socket closed", |e| match e {
         Event::Closed { code, .. } => Some(*code),
         Event::Disconnected { code, .. } => Some(*code),
@@ -155,7 +174,9 @@ async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() 
     // Ben leaves: Ann sees him go offline, with a last-seen time.
     drop(_ben2);
     let seen = expect(&mut ann_ev, "ben offline again", |e| match e {
-        Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Offline => Some(p.last_seen),
+        Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Offline => {
+            Some(p.last_seen)
+        }
         _ => None,
     })
     .await;
@@ -190,7 +211,11 @@ async fn sigkill_one_node_under_load_loses_and_duplicates_nothing() {
     let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
     let l = ledger.lock().unwrap();
     assert_eq!(l.issued.len(), 540);
-    assert!(l.fatal.is_empty(), "connections ended for good: {:?}", l.fatal);
+    assert!(
+        l.fatal.is_empty(),
+        "connections ended for good: {:?}",
+        l.fatal
+    );
     for u in &on_killed {
         assert!(
             l.connects[u] >= 2,
@@ -250,7 +275,11 @@ async fn postgres_connections_killed_and_redis_restarted_mid_load() {
     let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
     {
         let l = ledger.lock().unwrap();
-        assert!(l.fatal.is_empty(), "connections ended for good: {:?}", l.fatal);
+        assert!(
+            l.fatal.is_empty(),
+            "connections ended for good: {:?}",
+            l.fatal
+        );
     }
     assert_eq!(
         v,
@@ -269,11 +298,19 @@ async fn postgres_connections_killed_and_redis_restarted_mid_load() {
     for cl in &clients {
         let key = format!("{}u:{}", c.key_prefix, cl.user);
         loop {
-            let n: usize = redis::cmd("HLEN").arg(&key).query_async(&mut conn).await.unwrap();
+            let n: usize = redis::cmd("HLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
             if n == 1 {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no registry entry for {}", cl.user);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no registry entry for {}",
+                cl.user
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -107,7 +107,10 @@ impl LocalCluster {
             .env("NATTER_DATABASE__MAX_CONNECTIONS", "6")
             .env("NATTER_REDIS__URL", &self.redis_url)
             .env("NATTER_REDIS__KEY_PREFIX", &self.key_prefix)
-            .env("NATTER_REDIS__NODE_ID", format!("node{index}-{}", node.port))
+            .env(
+                "NATTER_REDIS__NODE_ID",
+                format!("node{index}-{}", node.port),
+            )
             // Fast heartbeats: a killed node is noticed within a second.
             .env("NATTER_REDIS__HEARTBEAT_MS", "200")
             .env("NATTER_REDIS__NODE_TTL_MS", "1000")
@@ -121,7 +124,11 @@ impl LocalCluster {
                 "NATTER_LOG__FILTER",
                 std::env::var("NATTER_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(if std::env::var_os("NATTER_TEST_NODE_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
@@ -173,7 +180,9 @@ impl LocalCluster {
     /// WebSocket URLs of every node, starting with node `first`.
     pub fn ws_urls_from(&self, first: usize) -> Vec<String> {
         let n = self.nodes.len();
-        (0..n).map(|k| self.nodes[(first + k) % n].ws_url()).collect()
+        (0..n)
+            .map(|k| self.nodes[(first + k) % n].ws_url())
+            .collect()
     }
 
     /// Where node `i` writes registration codes.

@@ -117,7 +117,8 @@ pub async fn connect(
                 }
                 Event::Message(m) => {
                     *l.received.entry((u.clone(), m.msg_id)).or_default() += 1;
-                    l.received_ids.insert(m.msg_id, (m.from.user.clone(), m.id.clone()));
+                    l.received_ids
+                        .insert(m.msg_id, (m.from.user.clone(), m.id.clone()));
                 }
                 Event::Closed { code, reason } => l.fatal.push((u.clone(), code, reason)),
                 _ => {}

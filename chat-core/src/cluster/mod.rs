@@ -99,12 +99,7 @@ impl Cluster for Embedded {
 }
 
 /// Wakes an offline device with a push, unless one went out recently.
-pub(crate) fn push_if_due(
-    hub: &Hub,
-    push: &mpsc::Sender<PushNotice>,
-    q: &Queued,
-    now: UnixMillis,
-) {
+pub(crate) fn push_if_due(hub: &Hub, push: &mpsc::Sender<PushNotice>, q: &Queued, now: UnixMillis) {
     let is_msg = matches!(q.frame, crate::store::QueuedFrame::Msg(_));
     if is_msg && hub.should_push(&q.user, q.device, now) {
         let notice = PushNotice {

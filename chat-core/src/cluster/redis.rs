@@ -495,8 +495,7 @@ impl RedisCluster {
                 Job::Forward(qs, now) => {
                     for q in qs {
                         let at = located.get(&q.user).and_then(|l| {
-                            l.iter()
-                                .find(|(d, e)| *d == q.device && self.elsewhere(e))
+                            l.iter().find(|(d, e)| *d == q.device && self.elsewhere(e))
                         });
                         let Some((_, e)) = at else {
                             push_if_due(hub, push, q, *now);

@@ -390,7 +390,9 @@ impl Session {
         if std::mem::take(&mut self.refetch) {
             self.mode = Mode::Draining;
             self.maybe_fetch(&mut out);
-        } else if short && self.max_live_seen <= self.cursor && self.inflight() < self.cfg.window as usize
+        } else if short
+            && self.max_live_seen <= self.cursor
+            && self.inflight() < self.cfg.window as usize
         {
             self.mode = Mode::Live;
             if !self.synced {
