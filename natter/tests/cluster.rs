@@ -210,6 +210,11 @@ async fn sigkill_one_node_under_load_loses_and_duplicates_nothing() {
     ledger::ring_load(&clients, &ledger, 40, Duration::from_millis(25)).await;
     let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
     let l = ledger.lock().unwrap();
+    eprintln!(
+        "sigkill: {v:?}; resends recognised as duplicates: {}; reconnects: {:?}",
+        l.dup_acks,
+        on_killed.iter().map(|u| l.connects[u]).collect::<Vec<_>>()
+    );
     assert_eq!(l.issued.len(), 540);
     assert!(
         l.fatal.is_empty(),

@@ -197,6 +197,35 @@ impl LocalCluster {
     }
 }
 
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        // Stop the nodes first (they would rewrite their entries), then remove
+        // what they left in the shared Redis; best effort, keys expire anyway.
+        self.nodes.clear();
+        delete_prefix(&self.redis_url, &self.key_prefix);
+    }
+}
+
+/// Deletes every key under `prefix` (best effort, for test and benchmark clean-up).
+pub fn delete_prefix(redis_url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = match redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+    {
+        Ok(k) => k,
+        Err(_) => return,
+    };
+    for chunk in keys.chunks(500) {
+        let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
 /// Registers a fresh number on `api`, reading the code from `outbox`.
 pub async fn register_via(api: &Api, outbox: &Path) -> anyhow::Result<Account> {
     let r = uuid::Uuid::new_v4().as_u128();

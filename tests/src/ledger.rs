@@ -25,6 +25,9 @@ pub struct Ledger {
     pub connects: HashMap<UserId, u32>,
     /// Close codes that ended a connection for good (none expected).
     pub fatal: Vec<(UserId, Option<u16>, String)>,
+    /// `sent` acks marked `dup`: resends the server recognised (after a
+    /// connection dropped before its ack arrived).
+    pub dup_acks: usize,
 }
 
 /// The check's verdict.
@@ -110,6 +113,9 @@ pub async fn connect(
             match ev {
                 Event::Connected(_) => *l.connects.entry(u.clone()).or_default() += 1,
                 Event::Sent(s) => {
+                    if s.dup {
+                        l.dup_acks += 1;
+                    }
                     l.acked
                         .entry((u.clone(), s.id.clone()))
                         .or_default()

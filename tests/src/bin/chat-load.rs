@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = natter_common::testing::TempDir::new("chat-load");
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
+    let prefix = format!("chat-load-{}:", std::process::id());
     match args.nodes {
         None => {
             let port = free_port()?;
@@ -124,11 +125,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(n) => {
             let db = create_database(&args.postgres_admin_url).await?;
-            let prefix = format!("chat-load-{}:", std::process::id());
             let env = [
                 ("NATTER_DATABASE__URL".to_owned(), db.clone()),
                 ("NATTER_REDIS__URL".to_owned(), args.redis_url.clone()),
-                ("NATTER_REDIS__KEY_PREFIX".to_owned(), prefix),
+                ("NATTER_REDIS__KEY_PREFIX".to_owned(), prefix.clone()),
             ];
             run_natter(&args, dir.path(), free_port()?, &["migrate"], &env)?.wait()?;
             provision_pg(&db, users).await?;
@@ -172,6 +172,9 @@ async fn main() -> anyhow::Result<()> {
         let _ = s.kill();
         let _ = s.wait();
     }
+    if args.nodes.is_some() {
+        natter_tests::cluster::delete_prefix(&args.redis_url, &prefix);
+    }
     result
 }
 
@@ -197,8 +200,15 @@ async fn create_database(admin: &str) -> anyhow::Result<String> {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-    Ok(format!("{base}/{name}"))
+    // Keep query parameters (e.g. `?host=/var/run/postgresql` for a Unix socket).
+    let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let base = path.rsplit_once('/').map(|(b, _)| b).unwrap_or(path);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{base}/{name}{query}"))
 }
 
 fn run_natter(
