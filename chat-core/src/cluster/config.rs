@@ -71,3 +71,53 @@ impl RedisConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_by_default_and_checked_when_set() {
+        let c = RedisConfig::default();
+        assert!(!c.enabled());
+        c.validate().unwrap();
+        let ok = RedisConfig {
+            url: Secret::new("redis://127.0.0.1:6379/0"),
+            ..RedisConfig::default()
+        };
+        ok.validate().unwrap();
+        for (bad, key) in [
+            (
+                RedisConfig {
+                    url: Secret::new("http://x"),
+                    ..ok.clone()
+                },
+                "redis.url",
+            ),
+            (
+                RedisConfig {
+                    url: Secret::new("rediss://x"),
+                    ..ok.clone()
+                },
+                "redis.url",
+            ),
+            (
+                RedisConfig {
+                    node_ttl_ms: ok.heartbeat_ms,
+                    ..ok.clone()
+                },
+                "redis.node_ttl_ms",
+            ),
+            (
+                RedisConfig {
+                    entry_ttl_secs: ok.rebuild_secs,
+                    ..ok.clone()
+                },
+                "redis.entry_ttl_secs",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+}

@@ -70,6 +70,9 @@ return old or ''
 /// Records (jobs) the dispatcher takes per wake-up: bounds one pipeline.
 const MAX_JOBS_PER_ROUND: usize = 2048;
 
+/// How long a failed dispatch round is retried (covers a Redis restart).
+const DISPATCH_RETRY_LIMIT: Duration = Duration::from_secs(10);
+
 /// Work for the dispatcher task, which owns the ordering of bus messages.
 enum Job {
     Forward(Vec<Queued>, UnixMillis),
@@ -443,8 +446,21 @@ impl RedisCluster {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.dispatch(jobs, &hub, &push).await {
+            // A failed round is retried for a while: a publish that never
+            // happens would leave its entries waiting until the device's next
+            // entry or reconnect. Repeats are harmless (sessions drop entries
+            // they already wrote). Past the limit, the receiving nodes' resync
+            // after the outage covers it.
+            let started = Instant::now();
+            let mut pause = Duration::from_millis(50);
+            while let Err(e) = self.dispatch(&jobs, &hub, &push).await {
                 self.failed("dispatch", &e);
+                if started.elapsed() > DISPATCH_RETRY_LIMIT {
+                    metrics::counter!("chat_bus_dropped_rounds_total").increment(1);
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
     }
@@ -454,13 +470,13 @@ impl RedisCluster {
     /// follows job order.
     async fn dispatch(
         &self,
-        jobs: Vec<Job>,
+        jobs: &[Job],
         hub: &Hub,
         push: &mpsc::Sender<PushNotice>,
     ) -> redis::RedisResult<()> {
         let mut users: Vec<&UserId> = Vec::new();
         let mut seen = HashSet::new();
-        for j in &jobs {
+        for j in jobs {
             match j {
                 Job::Forward(qs, _) => {
                     for q in qs {
@@ -490,7 +506,7 @@ impl RedisCluster {
         }
         let mut out: HashMap<String, String> = HashMap::new();
         let mut json_cache = HashMap::new();
-        for j in &jobs {
+        for j in jobs {
             match j {
                 Job::Forward(qs, now) => {
                     for q in qs {
