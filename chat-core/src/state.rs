@@ -55,6 +55,12 @@ impl ChatState {
         inner.cluster.frame(to, device, json);
     }
 
+    /// Whether any device of `user` has a socket on any node (no privacy
+    /// rule applied: for server-side decisions such as ringing or pushing).
+    pub async fn is_connected(&self, user: &UserId) -> bool {
+        self.0.hub.is_online(user) || self.0.cluster.online_elsewhere(user).await
+    }
+
     /// Number of connected sockets in this process.
     pub fn socket_count(&self) -> usize {
         self.0.hub.socket_count()
