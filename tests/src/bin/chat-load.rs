@@ -174,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.nodes.is_some() {
         natter_tests::cluster::delete_prefix(&args.redis_url, &prefix);
+        if let Err(e) = drop_database(&args.postgres_admin_url).await {
+            println!("could not drop the benchmark database: {e:#}");
+        }
     }
     result
 }
@@ -184,13 +187,31 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+fn database_name() -> String {
+    format!("chat_load_{}", std::process::id())
+}
+
+/// Drops the run's database (the nodes are gone).
+async fn drop_database(admin: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    // The name is ours (digits), never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        database_name()
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
 /// A fresh database for the run; returns its URL.
 async fn create_database(admin: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin)
         .await
         .with_context(|| format!("PostgreSQL not reachable at {admin}"))?;
-    let name = format!("chat_load_{}", std::process::id());
+    let name = database_name();
     // The name is ours (digits), never input.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name}"
