@@ -366,3 +366,35 @@ async fn recorded_scenario_multi_device_on_three_nodes() {
         .unwrap();
     natter_tests::run_and_check("multi_device", natter_tests::server::Server::Cluster(c)).await;
 }
+
+/// `rediss://`: the nodes reach Redis over TLS (a private redis-server with a
+/// certificate from a test CA, trusted through `SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_over_tls() {
+    let r = PrivateRedis::start_tls().await.unwrap();
+    assert!(r.url().starts_with("rediss://"));
+    // Without the test CA the certificate is not trusted: the node refuses to start.
+    let untrusted = LocalCluster::start(BIN.into(), 1, &r.url(), &[]).await;
+    assert!(untrusted.is_err(), "a node trusted an unknown CA");
+    let ca = r.ca_file().unwrap().to_str().unwrap().to_owned();
+    let c = LocalCluster::start(BIN.into(), 2, &r.url(), &[("SSL_CERT_FILE", &ca)])
+        .await
+        .unwrap();
+    let ann = c.register(0).await.unwrap();
+    let ben = c.register(1).await.unwrap();
+    let ben_id = ben.credentials().user();
+    let (ann_chat, mut ann_ev) = connect_to(ann, c.nodes[0].ws_url());
+    let (_ben_chat, mut ben_ev) = connect_to(ben, c.nodes[1].ws_url());
+    for ev in [&mut ann_ev, &mut ben_ev] {
+        expect(ev, "connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+    }
+    let id = ann_chat.send_text(Target::User(ben_id), "over tls");
+    expect(&mut ben_ev, "message across nodes", |e| match e {
+        Event::Message(m) if m.id == id => Some(()),
+        _ => None,
+    })
+    .await;
+}

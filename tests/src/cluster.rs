@@ -261,6 +261,8 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// TLS only: the CA that signed the server's certificate.
+    ca: Option<PathBuf>,
 }
 
 impl PrivateRedis {
@@ -270,19 +272,116 @@ impl PrivateRedis {
             port: free_port()?,
             dir: TempDir::new("natter-redis"),
             child: None,
+            ca: None,
         };
         r.spawn().await?;
         Ok(r)
     }
 
-    /// `redis://127.0.0.1:<port>/0`.
+    /// The same, TLS only, with a certificate for 127.0.0.1 from a CA made
+    /// here with `openssl` (see [`PrivateRedis::ca_file`]).
+    pub async fn start_tls() -> anyhow::Result<Self> {
+        let mut r = Self {
+            port: free_port()?,
+            dir: TempDir::new("natter-redis-tls"),
+            child: None,
+            ca: None,
+        };
+        let d = r.dir.path().to_owned();
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=natter-test-ca",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "srv.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let st = Command::new("openssl")
+                .args(args)
+                .current_dir(&d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("openssl is required for the TLS test")?;
+            if !st.success() {
+                bail!("openssl {} failed", args.join(" "));
+            }
+        }
+        r.ca = Some(d.join("ca.pem"));
+        r.spawn().await?;
+        Ok(r)
+    }
+
+    /// The CA bundle a client must trust (TLS only).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// `redis://127.0.0.1:<port>/0` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        if self.ca.is_some() {
+            let d = self.dir.path();
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(d.join("srv.pem"))
+                .arg("--tls-key-file")
+                .arg(d.join("srv.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
