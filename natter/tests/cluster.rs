@@ -398,3 +398,17 @@ async fn nodes_reach_redis_over_tls() {
     })
     .await;
 }
+
+/// The offline recipient reconnects to another node than before (the runner
+/// spreads connections over the nodes in order) and drains its queue there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_scenario_recipient_offline_then_reconnects_on_three_nodes() {
+    let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    natter_tests::run_and_check(
+        "recipient_offline_then_reconnects",
+        natter_tests::server::Server::Cluster(c),
+    )
+    .await;
+}
