@@ -102,8 +102,18 @@ ensure_ffmpeg() {
   echo "deps: ffmpeg present"
 }
 
+# openssl, to make the test CA and certificate of the Redis-over-TLS cluster test.
+ensure_openssl() {
+  if ! command -v openssl >/dev/null; then
+    echo "deps: installing openssl"
+    apt_install openssl
+  fi
+  echo "deps: openssl present"
+}
+
 ensure_postgres
 ensure_redis
+ensure_openssl
 ensure_coturn_clients
 ensure_s3
 ensure_ffmpeg
