@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts everything the test suite talks to, when it is missing:
-# PostgreSQL, Redis, coturn's client tools, an S3-compatible server (s3s-fs) and
+# PostgreSQL, Redis, openssl, coturn's client tools, an S3-compatible server (s3s-fs) and
 # ffmpeg. Idempotent; safe to run every time.
 # Each `ensure_*` prints one line saying what it found or did.
 set -euo pipefail
