@@ -203,7 +203,42 @@ impl Drop for LocalCluster {
         // what they left in the shared Redis; best effort, keys expire anyway.
         self.nodes.clear();
         delete_prefix(&self.redis_url, &self.key_prefix);
+        drop_database(&self.database_url);
     }
+}
+
+/// Drops a database made by [`crate::server::create_postgres_database`] (best
+/// effort). On its own thread: `Drop` may run inside a tokio runtime.
+fn drop_database(url: &str) {
+    let Some(name) = url.rsplit('/').next().map(str::to_owned) else {
+        return;
+    };
+    if !name.starts_with("natter_test_")
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return;
+    }
+    let admin = natter_common::testing::postgres_admin_url();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await {
+                // The name was checked above: our prefix and [A-Za-z0-9_] only.
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
+        });
+    })
+    .join();
 }
 
 /// Deletes every key under `prefix` (best effort, for test and benchmark clean-up).
