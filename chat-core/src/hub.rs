@@ -22,6 +22,8 @@ pub(crate) enum Outbound {
     Delivery(Delivery),
     /// An ephemeral frame (typing, presence, asynchronous errors), already JSON.
     Frame(Arc<str>),
+    /// Live deliveries may have been lost: read the queue again.
+    Resync,
 }
 
 /// Asks a socket task to close with a code; the first code wins.
@@ -56,6 +58,7 @@ struct Conn {
     id: u64,
     device: DeviceId,
     generation: i64,
+    since: UnixMillis,
     tx: mpsc::Sender<Outbound>,
     closer: Arc<Closer>,
 }
@@ -76,6 +79,16 @@ pub(crate) struct Hub {
     dirty_seen: Mutex<HashMap<UserId, UnixMillis>>,
     push: Mutex<PushPolicy>,
     next_id: AtomicU64,
+}
+
+/// A socket of this node, as the cluster registry records it.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalConn {
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+    pub(crate) conn_id: u64,
+    /// When it connected (settles which of two sockets of a device is newer).
+    pub(crate) since: UnixMillis,
 }
 
 /// Result of registering a socket.
@@ -104,6 +117,7 @@ impl Hub {
         user: &UserId,
         device: DeviceId,
         generation: i64,
+        since: UnixMillis,
         tx: mpsc::Sender<Outbound>,
         closer: Arc<Closer>,
     ) -> Registered {
@@ -112,6 +126,7 @@ impl Hub {
             id,
             device,
             generation,
+            since,
             tx,
             closer,
         };
@@ -194,6 +209,61 @@ impl Hub {
             }
         }
         n
+    }
+
+    /// Sends an ephemeral frame to one device of `user`, if connected here.
+    pub(crate) fn send_device(&self, user: &UserId, device: DeviceId, json: &Arc<str>) -> bool {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.device == device)
+            .any(|c| c.tx.try_send(Outbound::Frame(json.clone())).is_ok())
+    }
+
+    /// Closes one socket by id (another node took over its device).
+    pub(crate) fn close_conn(&self, user: &UserId, conn_id: u64, code: CloseCode) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.get(user).map(Vec::as_slice).unwrap_or_default() {
+            if c.id == conn_id {
+                c.closer.close(code);
+            }
+        }
+    }
+
+    /// Every socket of this node (to rebuild the cluster registry).
+    pub(crate) fn local_conns(&self) -> Vec<LocalConn> {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .flat_map(|(u, l)| {
+                l.iter().map(|c| LocalConn {
+                    user: u.clone(),
+                    device: c.device,
+                    conn_id: c.id,
+                    since: c.since,
+                })
+            })
+            .collect()
+    }
+
+    /// Asks every socket to read its queue again (live deliveries may be lost).
+    pub(crate) fn resync_all(&self) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.values().flatten() {
+            // A full socket queue already forces a close and a drain on reconnect.
+            let _ = c.tx.try_send(Outbound::Resync);
+        }
+    }
+
+    /// A last-seen time learnt from another node (it stores it itself).
+    pub(crate) fn note_seen(&self, user: &UserId, at: UnixMillis) {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.clone(), at);
     }
 
     pub(crate) fn is_online(&self, user: &UserId) -> bool {

@@ -7,6 +7,7 @@
 //! per socket, `api`: REST). The service wiring is in [`service`].
 
 pub mod api;
+mod cluster;
 pub mod config;
 mod gateway;
 mod hub;
@@ -18,6 +19,7 @@ mod state;
 pub mod store;
 mod writer;
 
+pub use cluster::RedisConfig;
 pub use config::{ChatConfig, PushBackend, PushConfig};
 pub use service::ChatService;
 pub use state::ChatState;

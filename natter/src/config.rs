@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) media: natter_media::MediaConfig,
     /// Chat: WebSocket gateway, message pipeline, groups, presence, push.
     pub(crate) chat: natter_chat::ChatConfig,
+    /// Redis for chat's connection registry and cross-node frames (distributed
+    /// shape); empty URL: everything in process.
+    pub(crate) redis: natter_chat::RedisConfig,
 }
 
 impl Default for Config {
@@ -43,13 +46,14 @@ impl Default for Config {
             auth: AuthConfig::default(),
             media: natter_media::MediaConfig::default(),
             chat: natter_chat::ChatConfig::default(),
+            redis: natter_chat::RedisConfig::default(),
         }
     }
 }
 
 /// Top-level keys, and so the environment prefixes (`NATTER_<KEY>…`) read.
 const SECTIONS: &[&str] = &[
-    "data_dir", "http", "database", "log", "tokens", "auth", "media", "chat",
+    "data_dir", "http", "database", "log", "tokens", "auth", "media", "chat", "redis",
 ];
 
 impl Config {
@@ -92,6 +96,15 @@ impl Config {
         self.auth.validate().map_err(ConfigError)?;
         self.media.validate().map_err(ConfigError)?;
         self.chat.validate().map_err(ConfigError)?;
+        self.redis.validate().map_err(ConfigError)?;
+        if self.redis.enabled()
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            // Several nodes must share one queue: a node's SQLite file is its own.
+            return Err(ConfigError(
+                "redis.url: the distributed shape needs database.url = postgres://… (SQLite is one node's file)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -190,13 +203,38 @@ mod tests {
     }
 
     #[test]
+    fn redis_section_is_read_and_needs_postgres() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None).unwrap();
+            assert!(!c.redis.enabled(), "embedded by default");
+            jail.set_env("NATTER_REDIS__URL", "redis://127.0.0.1:6379/0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("redis.url") && err.contains("postgres"),
+                "{err}"
+            );
+            jail.set_env("NATTER_DATABASE__URL", "postgres://db/natter");
+            jail.set_env("NATTER_REDIS__KEY_PREFIX", "t1:");
+            let c = Config::load(None).unwrap();
+            assert!(c.redis.enabled());
+            assert_eq!(c.redis.key_prefix, "t1:");
+            jail.set_env("NATTER_REDIS__URL", "http://nope");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("redis.url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn printed_config_hides_secrets() {
         let mut c = Config::default();
         c.tokens.signing_key = natter_common::Secret::new("super-secret-key");
         c.database.url = natter_common::Secret::new("postgres://u:pw@h/db");
+        c.redis.url = natter_common::Secret::new("redis://:redispw@h:6379");
         let printed = toml::to_string(&c).unwrap();
         assert!(!printed.contains("super-secret-key"));
         assert!(!printed.contains("pw@h"));
+        assert!(!printed.contains("redispw"));
         assert!(printed.contains("[redacted]"));
     }
 }

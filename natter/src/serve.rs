@@ -118,7 +118,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         background.extend(media.spawn_background(shutdown.clone()));
     }
     if matches!(service, Service::All | Service::Chat) {
-        let chat = natter_chat::ChatService::build(
+        let mut chat = natter_chat::ChatService::build(
             cfg.chat.clone(),
             &db,
             cfg.database.migrate_on_start,
@@ -128,6 +128,11 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+        if cfg.redis.enabled() {
+            chat.connect_redis(&cfg.redis)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
         app = app.merge(chat.router());
         background.extend(chat.spawn_background(shutdown.clone()));
     }

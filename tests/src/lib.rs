@@ -7,6 +7,8 @@
 //!   127.0.0.1, SQLite or PostgreSQL), a real `natter` process (for SIGKILL),
 //!   or any deployment by URL (the `natter-scenarios` binary, for QA).
 
+pub mod cluster;
+pub mod ledger;
 pub mod scenario;
 pub mod server;
 
