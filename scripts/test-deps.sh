@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts everything the test suite talks to, when it is missing:
-# PostgreSQL, Redis, coturn's client tools, an S3-compatible server (s3s-fs),
-# ffmpeg, and for calls cmake, espeak-ng, PESQ, Chromium and playwright-core.
-# Idempotent; safe to run every time.
+# PostgreSQL, Redis, openssl, coturn's client tools, an S3-compatible server
+# (s3s-fs), ffmpeg, and for calls cmake, espeak-ng, PESQ, Chromium and
+# playwright-core. Idempotent; safe to run every time.
 # Each `ensure_*` prints one line saying what it found or did.
 set -euo pipefail
 
@@ -160,8 +160,18 @@ ensure_cmake
 ensure_espeak
 ensure_pesq
 ensure_browser
+# openssl, to make the test CA and certificate of the Redis-over-TLS cluster test.
+ensure_openssl() {
+  if ! command -v openssl >/dev/null; then
+    echo "deps: installing openssl"
+    apt_install openssl
+  fi
+  echo "deps: openssl present"
+}
+
 ensure_postgres
 ensure_redis
+ensure_openssl
 ensure_coturn_clients
 ensure_s3
 ensure_ffmpeg

@@ -130,6 +130,7 @@ impl AuthConfig {
                 memory_kib: 256,
                 iterations: 1,
                 parallelism: 1,
+                ..Argon2Params::default()
             },
             ..Self::default()
         }

@@ -6,6 +6,7 @@
 //! | axum handlers (`api`). The service wiring is in [`service`].
 
 pub mod api;
+pub mod avatars;
 pub mod config;
 pub mod phone;
 pub mod rules;
@@ -15,4 +16,5 @@ pub mod sms;
 pub mod store;
 
 pub use api::{AuthState, openapi, router};
+pub use avatars::{AvatarRefError, AvatarRefs};
 pub use config::AuthConfig;

@@ -6,6 +6,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use argon2::{PasswordHash, PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// argon2id cost. The default is OWASP's first recommendation for argon2id:
 /// 19 MiB of memory, 2 passes, 1 lane.
@@ -18,6 +20,10 @@ pub struct Argon2Params {
     pub iterations: u32,
     /// Lanes.
     pub parallelism: u32,
+    /// Hashes computed at once; callers beyond it wait their turn. Bounds memory
+    /// (each hash holds `memory_kib`) and keeps a flood of code checks from
+    /// starving the blocking pool. Default: the number of CPUs.
+    pub max_concurrent: u32,
 }
 
 impl Default for Argon2Params {
@@ -26,6 +32,9 @@ impl Default for Argon2Params {
             memory_kib: 19 * 1024,
             iterations: 2,
             parallelism: 1,
+            max_concurrent: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2),
         }
     }
 }
@@ -35,10 +44,12 @@ impl Default for Argon2Params {
 #[error("argon2: {0}")]
 pub struct HashError(String);
 
-/// argon2id hashing with fixed parameters; cheap to clone.
+/// argon2id hashing with fixed parameters; cheap to clone (clones share the
+/// concurrency limit).
 #[derive(Clone)]
 pub struct SecretHasher {
     params: Params,
+    permits: Arc<Semaphore>,
 }
 
 impl SecretHasher {
@@ -46,7 +57,13 @@ impl SecretHasher {
     pub fn new(p: Argon2Params) -> Result<Self, HashError> {
         let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
             .map_err(|e| HashError(format!("invalid parameters: {e}")))?;
-        Ok(Self { params })
+        if p.max_concurrent == 0 {
+            return Err(HashError("max_concurrent must be at least 1".into()));
+        }
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(p.max_concurrent as usize)),
+        })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -57,18 +74,34 @@ impl SecretHasher {
     /// tens of milliseconds and must not stall the async runtime).
     pub async fn hash(&self, secret: String) -> Result<String, HashError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.hash_blocking(&secret))
-            .await
-            .map_err(|e| HashError(format!("hashing task failed: {e}")))?
+        let permit = self.permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.hash_blocking(&secret)
+        })
+        .await
+        .map_err(|e| HashError(format!("hashing task failed: {e}")))?
     }
 
     /// Checks `secret` against a stored PHC string, on a blocking thread. The
     /// comparison inside argon2 is constant-time.
     pub async fn verify(&self, secret: String, stored: String) -> Result<bool, HashError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.verify_blocking(&secret, &stored))
+        let permit = self.permit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.verify_blocking(&secret, &stored)
+        })
+        .await
+        .map_err(|e| HashError(format!("verification task failed: {e}")))?
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        self.permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| HashError(format!("verification task failed: {e}")))?
+            .map_err(|_| HashError("hasher closed".into()))
     }
 
     /// Synchronous hash (benchmarks, blocking contexts).
@@ -110,6 +143,7 @@ mod tests {
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,
+            max_concurrent: 1,
         })
         .unwrap()
     }
@@ -138,9 +172,37 @@ mod tests {
             SecretHasher::new(Argon2Params {
                 memory_kib: 1,
                 iterations: 0,
-                parallelism: 0
+                parallelism: 0,
+                ..Argon2Params::default()
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let err = SecretHasher::new(Argon2Params {
+            max_concurrent: 0,
+            ..Argon2Params::default()
+        })
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("max_concurrent"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn hashes_beyond_the_limit_wait_for_a_permit() {
+        let h = cheap(); // max_concurrent = 1
+        let held = h.permit().await.unwrap();
+        let waiting = tokio::spawn({
+            let h = h.clone();
+            async move { h.hash("123456".into()).await }
+        });
+        // With the only permit held, the hash cannot start.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        let stored = waiting.await.unwrap().unwrap();
+        assert!(h.verify("123456".into(), stored).await.unwrap());
     }
 }

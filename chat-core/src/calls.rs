@@ -25,9 +25,23 @@ impl ChatState {
 }
 
 impl DeviceLink for ChatState {
+    /// Through [`ChatState::send_frame`], so devices on other nodes get the
+    /// frame too. `AllBut(Some(_))` reaches this node's devices only: the
+    /// signaling core addresses devices one by one instead.
     fn send(&self, user: &UserId, to: Devices, frame: &ServerFrame) -> usize {
         let json: Arc<str> = Arc::from(frame.to_json());
-        self.0.hub.send_ephemeral_to(user, to, &json)
+        match to {
+            Devices::One(d) => self.send_frame(user, Some(d), json),
+            Devices::AllBut(None) => self.send_frame(user, None, json),
+            Devices::AllBut(Some(except)) => {
+                for d in self.0.hub.online_devices(user) {
+                    if d != except {
+                        self.send_frame(user, Some(d), json.clone());
+                    }
+                }
+            }
+        }
+        1
     }
 
     fn online_devices(&self, user: &UserId) -> Vec<DeviceId> {

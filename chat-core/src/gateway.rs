@@ -3,7 +3,7 @@
 //! deliveries, the writer's answers, queue pages and the session's timer,
 //! feeding each input to the sans-IO [`Session`] and carrying out its effects.
 
-use crate::hub::{Closer, Outbound};
+use crate::hub::{Closer, LocalConn, Outbound};
 use crate::pipeline::{Delivery, Effect, Persist, Session};
 use crate::state::ChatState;
 use crate::store::{BatchOp, DeviceRef, NewMessage, OpOutcome};
@@ -178,18 +178,29 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
     let inner = &st.0;
     let (tx, mut rx) = mpsc::channel::<Outbound>(inner.cfg.outbound_queue);
     let closer = Arc::new(Closer::default());
+    let since = inner.clock.now_ms();
     let reg = inner.hub.register(
         &dev.user,
         dev.device,
         dev.generation,
+        since,
         tx.clone(),
         closer.clone(),
     );
+    let local = LocalConn {
+        user: dev.user.clone(),
+        device: dev.device,
+        conn_id: reg.conn_id,
+        since,
+    };
+    // The claim completes before the queue is first read: a writer that looked
+    // this device up before the claim committed its entries before the read.
+    let first_anywhere = inner.cluster.claim(&local).await;
     tracing::debug!("connected");
     if let Some(calls) = st.call_handler() {
         calls.device_connected(&dev.user, dev.device);
     }
-    if reg.came_online {
+    if reg.came_online && first_anywhere {
         crate::presence::announce(&st, &dev.user, true, None);
     }
     let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answer>();
@@ -259,6 +270,7 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
             Some(out) = rx.recv() => {
                 match out {
                     Outbound::Delivery(d) => effects = session.handle_live(inner.clock.now_ms(), d),
+                    Outbound::Resync => effects = session.handle_resync(inner.clock.now_ms()),
                     Outbound::Frame(json) => {
                         if let Err(c) = write(&mut sink, WsMessage::Text(Utf8Bytes::from(&*json)), &closer).await {
                             code = Some(c);
@@ -291,14 +303,15 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
     inner.hub.unsubscribe(reg.conn_id, &subs);
     let now = inner.clock.now_ms();
     inner.hub.touch(&dev.user, now);
-    let gone = inner.hub.unregister(&dev.user, reg.conn_id);
+    let none_here = inner.hub.unregister(&dev.user, reg.conn_id);
     // A socket replaced by a newer one of the same device is not a disconnect.
     if let Some(calls) = st.call_handler()
         && !inner.hub.online_devices(&dev.user).contains(&dev.device)
     {
         calls.device_disconnected(&dev.user, dev.device);
     }
-    if gone {
+    let none_anywhere = inner.cluster.release(&local).await;
+    if none_here && none_anywhere {
         crate::presence::announce(&st, &dev.user, false, Some(now));
     }
 }
@@ -459,13 +472,11 @@ impl Ctx<'_> {
             );
             match &t.to {
                 // Ephemeral: only devices connected now see it.
-                Target::User(u) => {
-                    inner.hub.send_ephemeral(u, &json);
-                }
+                Target::User(u) => st.send_frame(u, None, json),
                 Target::Group(g) => match inner.store.group(g).await {
                     Ok(Some(group)) if group.members.iter().any(|m| m.user_id == from) => {
                         for m in group.members.iter().filter(|m| m.user_id != from) {
-                            inner.hub.send_ephemeral(&m.user_id, &json);
+                            st.send_frame(&m.user_id, None, json.clone());
                         }
                     }
                     Ok(found) => {

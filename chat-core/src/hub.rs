@@ -8,7 +8,6 @@
 use crate::pipeline::Delivery;
 use crate::pipeline::limits::PushPolicy;
 use natter_common::UnixMillis;
-use natter_common::calls::Devices;
 use natter_proto::{CloseCode, DeviceId, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -23,6 +22,8 @@ pub(crate) enum Outbound {
     Delivery(Delivery),
     /// An ephemeral frame (typing, presence, asynchronous errors), already JSON.
     Frame(Arc<str>),
+    /// Live deliveries may have been lost: read the queue again.
+    Resync,
 }
 
 /// Asks a socket task to close with a code; the first code wins.
@@ -57,6 +58,7 @@ struct Conn {
     id: u64,
     device: DeviceId,
     generation: i64,
+    since: UnixMillis,
     tx: mpsc::Sender<Outbound>,
     closer: Arc<Closer>,
 }
@@ -77,6 +79,16 @@ pub(crate) struct Hub {
     dirty_seen: Mutex<HashMap<UserId, UnixMillis>>,
     push: Mutex<PushPolicy>,
     next_id: AtomicU64,
+}
+
+/// A socket of this node, as the cluster registry records it.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalConn {
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+    pub(crate) conn_id: u64,
+    /// When it connected (settles which of two sockets of a device is newer).
+    pub(crate) since: UnixMillis,
 }
 
 /// Result of registering a socket.
@@ -105,6 +117,7 @@ impl Hub {
         user: &UserId,
         device: DeviceId,
         generation: i64,
+        since: UnixMillis,
         tx: mpsc::Sender<Outbound>,
         closer: Arc<Closer>,
     ) -> Registered {
@@ -113,6 +126,7 @@ impl Hub {
             id,
             device,
             generation,
+            since,
             tx,
             closer,
         };
@@ -187,27 +201,72 @@ impl Hub {
     /// Sends an ephemeral frame to every connected device of `user` (dropped for
     /// a device whose queue is full: ephemeral frames are never worth a close).
     pub(crate) fn send_ephemeral(&self, user: &UserId, json: &Arc<str>) -> usize {
-        self.send_ephemeral_to(user, Devices::AllBut(None), json)
-    }
-
-    /// Like [`Hub::send_ephemeral`], to some of the user's devices (call
-    /// signaling addresses the one device that answered).
-    pub(crate) fn send_ephemeral_to(&self, user: &UserId, to: Devices, json: &Arc<str>) -> usize {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for c in conns.get(user).map(Vec::as_slice).unwrap_or_default() {
-            let wanted = match to {
-                Devices::One(d) => c.device == d,
-                Devices::AllBut(except) => Some(c.device) != except,
-            };
-            if wanted && c.tx.try_send(Outbound::Frame(json.clone())).is_ok() {
+            if c.tx.try_send(Outbound::Frame(json.clone())).is_ok() {
                 n += 1;
             }
         }
         n
     }
 
-    /// The connected devices of `user`.
+    /// Sends an ephemeral frame to one device of `user`, if connected here.
+    pub(crate) fn send_device(&self, user: &UserId, device: DeviceId, json: &Arc<str>) -> bool {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.device == device)
+            .any(|c| c.tx.try_send(Outbound::Frame(json.clone())).is_ok())
+    }
+
+    /// Closes one socket by id (another node took over its device).
+    pub(crate) fn close_conn(&self, user: &UserId, conn_id: u64, code: CloseCode) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.get(user).map(Vec::as_slice).unwrap_or_default() {
+            if c.id == conn_id {
+                c.closer.close(code);
+            }
+        }
+    }
+
+    /// Every socket of this node (to rebuild the cluster registry).
+    pub(crate) fn local_conns(&self) -> Vec<LocalConn> {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .flat_map(|(u, l)| {
+                l.iter().map(|c| LocalConn {
+                    user: u.clone(),
+                    device: c.device,
+                    conn_id: c.id,
+                    since: c.since,
+                })
+            })
+            .collect()
+    }
+
+    /// Asks every socket to read its queue again (live deliveries may be lost).
+    pub(crate) fn resync_all(&self) {
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        for c in conns.values().flatten() {
+            // A full socket queue already forces a close and a drain on reconnect.
+            let _ = c.tx.try_send(Outbound::Resync);
+        }
+    }
+
+    /// A last-seen time learnt from another node (it stores it itself).
+    pub(crate) fn note_seen(&self, user: &UserId, at: UnixMillis) {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.clone(), at);
+    }
+
+    /// The devices of `user` connected to this node.
     pub(crate) fn online_devices(&self, user: &UserId) -> Vec<DeviceId> {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         conns

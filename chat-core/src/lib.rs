@@ -8,6 +8,7 @@
 
 pub mod api;
 mod calls;
+mod cluster;
 pub mod config;
 mod gateway;
 mod hub;
@@ -19,6 +20,7 @@ mod state;
 pub mod store;
 mod writer;
 
+pub use cluster::RedisConfig;
 pub use config::{ChatConfig, PushBackend, PushConfig};
 pub use service::ChatService;
 pub use state::ChatState;

@@ -49,15 +49,26 @@ pub(crate) async fn current(
     if !may_see(&*inner.store, privacy, user, viewer).await {
         return Ok((PresenceState::Hidden, None));
     }
-    if inner.hub.is_online(user) {
+    if inner.hub.is_online(user) || inner.cluster.online_elsewhere(user).await {
         return Ok((PresenceState::Online, None));
     }
     let seen = inner.hub.last_seen(user).or(stored_seen);
     Ok((PresenceState::Offline, seen))
 }
 
-/// Tells `user`'s subscribers that they came online or went offline.
+/// Tells `user`'s subscribers, on every node, that they came online or went offline.
 pub(crate) fn announce(st: &ChatState, user: &UserId, online: bool, last_seen: Option<UnixMillis>) {
+    st.0.cluster.presence(user, online, last_seen);
+    announce_local(st, user, online, last_seen);
+}
+
+/// Tells `user`'s subscribers on this node.
+pub(crate) fn announce_local(
+    st: &ChatState,
+    user: &UserId,
+    online: bool,
+    last_seen: Option<UnixMillis>,
+) {
     let subscribers = st.0.hub.subscribers(user);
     if subscribers.is_empty() {
         return;

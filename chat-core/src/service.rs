@@ -72,6 +72,7 @@ impl ChatService {
             cfg,
             store,
             hub,
+            cluster: Arc::new(crate::cluster::Embedded),
             writer,
             clock,
             tokens,
@@ -88,6 +89,18 @@ impl ChatService {
                 sender,
             })),
         })
+    }
+
+    /// Joins the cluster through Redis (the distributed shape): the connection
+    /// registry, presence and frames for sockets on other nodes go through it.
+    /// Call before [`ChatService::router`] and [`ChatService::spawn_background`].
+    pub async fn connect_redis(&mut self, cfg: &crate::RedisConfig) -> Result<(), String> {
+        let cluster =
+            crate::cluster::RedisCluster::connect(cfg, self.state.0.clock.clone()).await?;
+        let inner = Arc::get_mut(&mut self.state.0)
+            .ok_or("chat: connect_redis must be called before the service is shared")?;
+        inner.cluster = Arc::new(cluster);
+        Ok(())
     }
 
     /// Handler state.
@@ -131,8 +144,9 @@ impl ChatService {
         let writer = WriterTask {
             store: inner.store.clone(),
             hub: inner.hub.clone(),
+            cluster: inner.cluster.clone(),
             clock: inner.clock.clone(),
-            push: p.push_tx,
+            push: p.push_tx.clone(),
             ttl_ms: (inner.cfg.message_ttl_secs as i64).saturating_mul(1000),
             max_batch: inner.cfg.commit_max_batch,
             max_group: inner.cfg.max_group_members,
@@ -141,6 +155,7 @@ impl ChatService {
         tasks.push(tokio::spawn(
             writer.run(p.writer_rx, inner.shutdown.clone()),
         ));
+        tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
         // The push task ends when the writer (the only sender) is gone.
         tasks.push(tokio::spawn(crate::push::run(p.push_rx, p.sender)));
         tasks.push(tokio::spawn(purge_loop(self.state.clone())));

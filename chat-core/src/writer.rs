@@ -8,7 +8,7 @@
 
 use crate::hub::Hub;
 use crate::pipeline::{Delivery, ItemRef};
-use crate::push::{PushNotice, PushReason};
+use crate::push::PushNotice;
 use crate::store::{
     BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, Queued, QueuedFrame, StoreError,
 };
@@ -67,6 +67,7 @@ impl Writer {
 pub(crate) struct WriterTask {
     pub(crate) store: Arc<dyn MessageStore>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) cluster: Arc<dyn crate::cluster::Cluster>,
     pub(crate) clock: SharedClock,
     pub(crate) push: mpsc::Sender<PushNotice>,
     pub(crate) ttl_ms: i64,
@@ -182,27 +183,22 @@ impl WriterTask {
         }
     }
 
-    /// Hands committed entries to connected sockets; wakes offline devices.
+    /// Hands committed entries to sockets on this node, forwards the rest to
+    /// the nodes that hold them, and wakes devices connected nowhere.
     fn dispatch(&self, queued: Vec<Queued>, now: UnixMillis) {
         let mut json_cache: HashMap<MsgId, Arc<str>> = HashMap::new();
-        for q in &queued {
-            let d = delivery_of(q, &mut json_cache);
-            let is_msg = matches!(q.frame, QueuedFrame::Msg(_));
-            let online = self.hub.deliver(&q.user, q.device, q.generation, d);
-            if !online && is_msg && self.hub.should_push(&q.user, q.device, now) {
-                let notice = PushNotice {
-                    user: q.user.clone(),
-                    device: q.device,
-                    generation: q.generation,
-                    at: now,
-                    reason: PushReason::Message,
-                };
-                if self.push.try_send(notice).is_err() {
-                    metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
-                }
+        let n = queued.len();
+        let mut elsewhere = Vec::new();
+        for q in queued {
+            let d = delivery_of(&q, &mut json_cache);
+            if !self.hub.deliver(&q.user, q.device, q.generation, d) {
+                elsewhere.push(q);
             }
         }
-        metrics::counter!("chat_queue_entries_total").increment(queued.len() as u64);
+        for q in self.cluster.forward(elsewhere, now) {
+            crate::cluster::push_if_due(&self.hub, &self.push, &q, now);
+        }
+        metrics::counter!("chat_queue_entries_total").increment(n as u64);
     }
 }
 
@@ -216,12 +212,14 @@ pub(crate) fn delivery_of(q: &Queued, cache: &mut HashMap<MsgId, Arc<str>>) -> D
                 .clone();
             Delivery {
                 seq: q.seq,
+                prev: q.prev,
                 item: ItemRef::Msg(m.msg_id),
                 json,
             }
         }
         QueuedFrame::Receipt(r) => Delivery {
             seq: q.seq,
+            prev: q.prev,
             item: ItemRef::Receipt(r.receipt_id),
             json: Arc::from(ServerFrame::Receipt(r.clone()).to_json()),
         },

@@ -24,6 +24,7 @@ both!(
     offline_recipient_drains_in_order_after_reconnect,
     duplicate_send_is_acked_once_and_delivered_once,
     group_fan_out_and_refusals,
+    send_frame_reaches_one_device_or_all,
 );
 
 async fn users(s: &Server) {
@@ -242,6 +243,10 @@ async fn duplicate_send_is_acked_once_and_delivered_once(engine: &str) {
     users(&s).await;
     let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
     let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    // Bob's (empty) queue drain ends with `synced`; wait for it so that the
+    // silence checked at the end is not broken by a late `synced` on a busy machine.
+    b.until(|f| matches!(f, ServerFrame::Synced(_)).then_some(()))
+        .await;
     a.send(&send("same", to_user("bob"), "once")).await;
     a.send(&send("same", to_user("bob"), "once")).await;
     let first = a
@@ -644,5 +649,43 @@ async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
         .await;
     }
     assert_eq!(got.len(), n);
+    s.stop().await;
+}
+
+/// `ChatState::send_frame` (the hook for typing and call signaling) in the
+/// embedded shape: one device, or every device of the user; never queued.
+async fn send_frame_reaches_one_device_or_all(engine: &str) {
+    let s = Server::start(engine, ChatConfig::for_tests()).await;
+    users(&s).await;
+    let bob = UserId::new("bob");
+    assert!(!s.state.is_connected(&bob).await);
+    let mut b1 = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    let mut b2 = Client::login(&s.url(), &valid_token("bob", 2, 22)).await;
+    for c in [&mut b1, &mut b2] {
+        assert_eq!(c.next().await, ServerFrame::Synced(Synced {}));
+    }
+    assert!(s.state.is_connected(&bob).await);
+    assert!(!s.state.is_connected(&UserId::new("carol")).await);
+    let frame = |state| {
+        ServerFrame::Typing(TypingEvent {
+            from: UserId::new("alice"),
+            to: to_user("bob"),
+            state,
+        })
+    };
+    s.state.send_frame(
+        &bob,
+        Some(2),
+        std::sync::Arc::from(frame(TypingState::Composing).to_json()),
+    );
+    assert_eq!(b2.next().await, frame(TypingState::Composing));
+    s.state.send_frame(
+        &bob,
+        None,
+        std::sync::Arc::from(frame(TypingState::Paused).to_json()),
+    );
+    // Device 1 never got the first frame: its next one is the second.
+    assert_eq!(b1.next().await, frame(TypingState::Paused));
+    assert_eq!(b2.next().await, frame(TypingState::Paused));
     s.stop().await;
 }

@@ -75,6 +75,7 @@ contract!(
     pending_filters_and_status,
     presence_contacts_push_tokens,
     purge_expired_and_orphans,
+    queue_entries_chain_per_device_under_concurrent_commits,
 );
 
 async fn setup(engine: &str) -> (natter_common::testing::TestDb, Arc<dyn MessageStore>) {
@@ -865,5 +866,53 @@ async fn purge_expired_and_orphans(engine: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(st.pending_devices, 1, "only alice's device 2 copy remains");
+    t.cleanup().await;
+}
+
+/// Each device's entries form one chain in commit order (`prev` = the entry
+/// before), even when several writers (nodes) commit at once: what lets a
+/// session spot a live delivery that overtook an earlier one. SQLite has one
+/// writer and reports no chain.
+async fn queue_entries_chain_per_device_under_concurrent_commits(engine: &str) {
+    let (t, s) = setup(engine).await;
+    // SQLite is used by one writer task only (concurrent writers would meet
+    // "database is locked"); PostgreSQL gets the several writers of a cluster.
+    let (n_writers, rounds) = if engine == "sqlite" { (1, 60) } else { (4, 15) };
+    let mut writers = Vec::new();
+    for w in 0..n_writers {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..rounds {
+                let ops = [
+                    send("alice", 1, &format!("w{w}-{i}a"), user("bob"), "x"),
+                    send("carol", 1, &format!("w{w}-{i}b"), user("bob"), "y"),
+                ];
+                let c = s.commit(&ops, 1000, TTL, 1024).await.unwrap();
+                got.extend(
+                    c.queued
+                        .into_iter()
+                        .filter(|q| q.user.as_str() == "bob" && q.device == 1),
+                );
+            }
+            got
+        }));
+    }
+    let mut entries = Vec::new();
+    for w in writers {
+        entries.extend(w.await.unwrap());
+    }
+    assert_eq!(entries.len(), 4 * 15 * 2);
+    if engine == "sqlite" {
+        assert!(entries.iter().all(|q| q.prev.is_none()));
+    } else {
+        // Sorted by seq, each entry's prev is exactly the one before it.
+        entries.sort_by_key(|q| q.seq);
+        let mut last = 0;
+        for q in &entries {
+            assert_eq!(q.prev, Some(last), "entry {} does not follow {last}", q.seq);
+            last = q.seq;
+        }
+    }
     t.cleanup().await;
 }

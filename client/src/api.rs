@@ -226,7 +226,7 @@ impl Api {
         format!("ws{rest}{}", natter_proto::WS_PATH)
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -68,6 +68,10 @@ pub struct ConnectOptions {
     pub backoff_max: Duration,
     /// The WebSocket URL (default: derived from the API's base URL).
     pub ws_url: Option<String>,
+    /// More gateway URLs (other nodes of a cluster), tried in turn after
+    /// `ws_url` when a connection fails or drops: for deployments without a
+    /// load balancer in front of the chat nodes.
+    pub fallback_ws_urls: Vec<String>,
 }
 
 impl Default for ConnectOptions {
@@ -77,6 +81,7 @@ impl Default for ConnectOptions {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             ws_url: None,
+            fallback_ws_urls: Vec::new(),
         }
     }
 }
@@ -101,11 +106,15 @@ impl Chat {
     pub fn connect(account: Account, opts: ConnectOptions) -> (Chat, Events) {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let first = opts
+            .ws_url
+            .clone()
+            .unwrap_or_else(|| account.api().ws_url());
         let driver = Driver {
-            ws_url: opts
-                .ws_url
-                .clone()
-                .unwrap_or_else(|| account.api().ws_url()),
+            ws_urls: std::iter::once(first)
+                .chain(opts.fallback_ws_urls.iter().cloned())
+                .collect(),
+            url_index: 0,
             account,
             opts,
             events: ev_tx,
@@ -222,7 +231,10 @@ type Socket =
 struct Driver {
     account: Account,
     opts: ConnectOptions,
-    ws_url: String,
+    /// `ws_url` then the fallbacks; never empty.
+    ws_urls: Vec<String>,
+    /// The one in use; moves on after a failed or dropped connection.
+    url_index: usize,
     events: mpsc::UnboundedSender<Event>,
     /// Sends not yet acknowledged, in order.
     outbox: VecDeque<Send>,
@@ -276,6 +288,7 @@ impl Driver {
                 }
             };
             failures = failures.saturating_add(1);
+            self.url_index = (self.url_index + 1) % self.ws_urls.len();
             let delay = backoff(&self.opts, failures);
             let _ = self.events.send(Event::Disconnected {
                 code,
@@ -331,12 +344,13 @@ impl Driver {
                 });
             }
         };
-        let mut req = match self.ws_url.as_str().into_client_request() {
+        let url = &self.ws_urls[self.url_index % self.ws_urls.len()];
+        let mut req = match url.as_str().into_client_request() {
             Ok(r) => r,
             Err(e) => {
                 return Err(Ended::Fatal {
                     code: None,
-                    reason: format!("bad WebSocket URL {}: {e}", self.ws_url),
+                    reason: format!("bad WebSocket URL {url}: {e}"),
                 });
             }
         };

@@ -22,6 +22,7 @@ mod account;
 mod api;
 pub mod call;
 mod chat;
+pub mod keys;
 pub mod media;
 
 pub use account::{Account, CredentialsHook, code_from_outbox, register};

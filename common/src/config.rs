@@ -65,6 +65,21 @@ where
     })
 }
 
+/// Parses `T` from its defaults overlaid with a TOML document (no environment):
+/// what `load` does with a file, for callers that hold the text (fuzzing, tests).
+pub fn from_toml_str<T>(text: &str) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    Figment::from(Serialized::defaults(T::default()))
+        .merge(Toml::string(text))
+        .extract::<T>()
+        .map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(describe).collect();
+            ConfigError(msgs.join("; "))
+        })
+}
+
 fn describe(e: figment::Error) -> String {
     let key = if e.path.is_empty() {
         String::from("(top level)")

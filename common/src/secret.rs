@@ -51,7 +51,43 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Accepts a string, or a number: environment values are parsed by type, so an
+/// all-digit secret set as `NATTER_…=12345678` arrives as an integer.
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+        Ok(Secret(v.to_string()))
     }
 }
 
@@ -67,5 +103,26 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
         assert_eq!(s.expose(), "hunter2");
         assert_eq!(format!("{:?}", Secret::default()), "[empty]");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error by design.
+    fn numbers_from_the_environment_are_accepted() {
+        use figment::{Figment, providers::Env};
+        #[derive(Deserialize)]
+        struct Conf {
+            key: Secret,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_SECRET_TEST_KEY", "123456789012");
+            let c: Conf = Figment::from(Env::prefixed("NATTER_SECRET_TEST_"))
+                .extract()
+                .unwrap();
+            assert_eq!(c.key.expose(), "123456789012");
+            Ok(())
+        });
+        let from_str: Secret = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(from_str.expose(), "abc");
+        assert!(serde_json::from_str::<Secret>("[1]").is_err());
     }
 }

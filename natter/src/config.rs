@@ -35,6 +35,9 @@ pub(crate) struct Config {
     /// The STUN/TURN server (its `auth_secret` also signs the credentials
     /// signaling hands out).
     pub(crate) turn: natter_turn::TurnConfig,
+    /// Redis for chat's connection registry and cross-node frames (distributed
+    /// shape); empty URL: everything in process.
+    pub(crate) redis: natter_chat::RedisConfig,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             chat: natter_chat::ChatConfig::default(),
             signaling: natter_signaling::SignalingConfig::default(),
             turn: natter_turn::TurnConfig::default(),
+            redis: natter_chat::RedisConfig::default(),
         }
     }
 }
@@ -64,6 +68,7 @@ const SECTIONS: &[&str] = &[
     "auth",
     "media",
     "chat",
+    "redis",
     "signaling",
     "turn",
 ];
@@ -72,6 +77,15 @@ impl Config {
     /// Loads defaults, then `file`, then the environment; validates.
     pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let cfg: Config = natter_common::config::load(file, SECTIONS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML document over the defaults (no environment) and validates:
+    /// the file half of [`Config::load`]. Used by the fuzz target and its tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = natter_common::config::from_toml_str(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -101,6 +115,15 @@ impl Config {
         self.chat.validate().map_err(ConfigError)?;
         self.signaling.validate().map_err(ConfigError)?;
         self.turn.validate().map_err(ConfigError)?;
+        self.redis.validate().map_err(ConfigError)?;
+        if self.redis.enabled()
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            // Several nodes must share one queue: a node's SQLite file is its own.
+            return Err(ConfigError(
+                "redis.url: the distributed shape needs database.url = postgres://… (SQLite is one node's file)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -225,13 +248,38 @@ mod tests {
     }
 
     #[test]
+    fn redis_section_is_read_and_needs_postgres() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None).unwrap();
+            assert!(!c.redis.enabled(), "embedded by default");
+            jail.set_env("NATTER_REDIS__URL", "redis://127.0.0.1:6379/0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("redis.url") && err.contains("postgres"),
+                "{err}"
+            );
+            jail.set_env("NATTER_DATABASE__URL", "postgres://db/natter");
+            jail.set_env("NATTER_REDIS__KEY_PREFIX", "t1:");
+            let c = Config::load(None).unwrap();
+            assert!(c.redis.enabled());
+            assert_eq!(c.redis.key_prefix, "t1:");
+            jail.set_env("NATTER_REDIS__URL", "http://nope");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("redis.url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn printed_config_hides_secrets() {
         let mut c = Config::default();
         c.tokens.signing_key = natter_common::Secret::new("super-secret-key");
         c.database.url = natter_common::Secret::new("postgres://u:pw@h/db");
+        c.redis.url = natter_common::Secret::new("redis://:redispw@h:6379");
         let printed = toml::to_string(&c).unwrap();
         assert!(!printed.contains("super-secret-key"));
         assert!(!printed.contains("pw@h"));
+        assert!(!printed.contains("redispw"));
         assert!(printed.contains("[redacted]"));
     }
 }

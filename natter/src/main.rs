@@ -3,7 +3,10 @@
 //! `natter serve [all|auth|chat|media|signaling|turn]` runs services, `natter migrate` applies database
 //! migrations, `natter config print` shows the effective configuration.
 
+mod avatar_refs;
 mod config;
+#[cfg(test)]
+mod config_fuzz;
 mod serve;
 
 use anyhow::Context;

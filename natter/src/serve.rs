@@ -101,6 +101,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
 
     let mut app = Router::new();
     let mut background = Vec::new();
+    let mut auth_state = None;
     if matches!(service, Service::All | Service::Auth) {
         let auth = AuthService::build(
             cfg.auth.clone(),
@@ -115,6 +116,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
         app = app.merge(auth.router());
         background.push(auth.spawn_cleanup(shutdown.clone()));
+        auth_state = Some(auth.state.clone());
     }
     if matches!(service, Service::All | Service::Media) {
         let media = natter_media::service::MediaService::build(
@@ -128,6 +130,11 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(auth) = &auth_state {
+            auth.set_avatar_refs(Arc::new(crate::avatar_refs::MediaAvatarRefs(
+                media.media().clone(),
+            )));
+        }
         app = app.merge(media.router());
         checks.push(("media", health::check(media.readiness())));
         background.extend(media.spawn_background(shutdown.clone()));
@@ -149,7 +156,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         None
     };
     if matches!(service, Service::All | Service::Chat) {
-        let chat = natter_chat::ChatService::build(
+        let mut chat = natter_chat::ChatService::build(
             cfg.chat.clone(),
             &db,
             cfg.database.migrate_on_start,
@@ -159,6 +166,11 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+        if cfg.redis.enabled() {
+            chat.connect_redis(&cfg.redis)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
         // Call frames ride the chat socket: the call state machine runs
         // where the gateway runs.
         if let Some(sig) = &signaling {

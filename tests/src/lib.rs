@@ -8,6 +8,8 @@
 //!   or any deployment by URL (the `natter-scenarios` binary, for QA).
 
 pub mod audio;
+pub mod cluster;
+pub mod ledger;
 pub mod scenario;
 pub mod server;
 

@@ -268,6 +268,8 @@ pub struct Runner {
     events: mpsc::UnboundedReceiver<(String, Event)>,
     lines: Vec<String>,
     settle: Duration,
+    /// Connections opened so far (a cluster spreads them over its nodes).
+    connects_total: usize,
 }
 
 /// Longest wait for a step's expected events.
@@ -290,6 +292,7 @@ impl Runner {
             events,
             lines: Vec::new(),
             settle: Duration::from_millis(150),
+            connects_total: 0,
         })
     }
 
@@ -344,9 +347,13 @@ impl Runner {
             Step::Connect { device, expect: e } => {
                 expect = e.clone();
                 let label = canonical(device);
+                let opts = ConnectOptions {
+                    ws_url: self.server.ws_url_for(self.connects_total),
+                    ..ConnectOptions::default()
+                };
+                self.connects_total += 1;
                 let d = self.device(device)?;
-                let (chat, mut events) =
-                    Chat::connect(d.account.clone(), ConnectOptions::default());
+                let (chat, mut events) = Chat::connect(d.account.clone(), opts);
                 d.chat = Some(chat);
                 let tx = self.events_tx.clone();
                 tokio::spawn(async move {

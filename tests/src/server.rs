@@ -20,6 +20,9 @@ pub enum Server {
     InProcess(InProcess),
     /// A `natter` child process.
     Process(ProcessServer),
+    /// Several `natter` processes sharing PostgreSQL and Redis; devices are
+    /// spread over the nodes in connect order.
+    Cluster(crate::cluster::LocalCluster),
     /// A deployment.
     Remote {
         /// Base URL.
@@ -35,7 +38,17 @@ impl Server {
         match self {
             Server::InProcess(s) => format!("http://{}", s.addr),
             Server::Process(p) => format!("http://127.0.0.1:{}", p.port),
+            Server::Cluster(c) => c.nodes[0].url(),
             Server::Remote { url, .. } => url.clone(),
+        }
+    }
+
+    /// The WebSocket URL for the `n`th connection a scenario opens: a cluster
+    /// spreads them over its nodes; other servers use the API's default.
+    pub fn ws_url_for(&self, n: usize) -> Option<String> {
+        match self {
+            Server::Cluster(c) => Some(c.nodes[n % c.nodes.len()].ws_url()),
+            _ => None,
         }
     }
 
@@ -44,6 +57,7 @@ impl Server {
         match self {
             Server::InProcess(s) => s.data_dir.path().join("outbox/sms.jsonl"),
             Server::Process(p) => p.data_dir.path().join("outbox/sms.jsonl"),
+            Server::Cluster(c) => c.sms_outbox(0),
             Server::Remote { sms_outbox, .. } => sms_outbox.clone(),
         }
     }
@@ -56,6 +70,7 @@ impl Server {
                 "a SIGKILL restart needs a real process (run this scenario with natter/tests)"
             ),
             Server::Process(p) => p.restart(kill).await,
+            Server::Cluster(_) => bail!("restart one node of a cluster with LocalCluster"),
             Server::Remote { .. } => bail!("cannot restart a remote server"),
         }
     }
@@ -65,6 +80,7 @@ impl Server {
         match self {
             Server::InProcess(s) => s.stop().await,
             Server::Process(mut p) => p.kill(),
+            Server::Cluster(c) => drop(c),
             Server::Remote { .. } => {}
         }
     }

@@ -3,6 +3,7 @@
 
 use super::types::*;
 use super::{AuthState, LiveDevice};
+use crate::avatars::AvatarRefError;
 use crate::phone;
 use crate::rules;
 use crate::secrets::token_digest;
@@ -234,12 +235,19 @@ pub(super) async fn delete_account(
             "only the primary device can delete the account",
         ));
     }
+    let avatar = match state.avatar_refs() {
+        Some(_) => own_account(&state, &me.user_id).await?.avatar,
+        None => None,
+    };
     state
         .0
         .store
         .delete_account(&me.user_id)
         .await
         .map_err(ApiError::internal)?;
+    if let (Some(refs), Some(hash)) = (state.avatar_refs(), avatar) {
+        refs.release(&me.user_id, &hash).await;
+    }
     tracing::info!(user_id = %me.user_id, "account deleted");
     metrics::counter!("auth_accounts_deleted_total").increment(1);
     Ok(StatusCode::NO_CONTENT)
@@ -466,6 +474,29 @@ pub(super) async fn update_profile(
     if let Some(Some(hash)) = &req.avatar {
         rules::check_media_hash(hash).map_err(|m| ApiError::bad_request("invalid_profile", m))?;
     }
+    // With media in process, the avatar blob is referenced before the profile
+    // points at it (so it cannot be collected in between), and the old one is
+    // released after.
+    let refs = state
+        .avatar_refs()
+        .filter(|_| req.avatar.is_some())
+        .cloned();
+    let old_avatar = match &refs {
+        Some(_) => own_account(&state, &me.user_id).await?.avatar,
+        None => None,
+    };
+    let new_avatar = req.avatar.clone().flatten();
+    if let (Some(refs), Some(hash)) = (&refs, &new_avatar)
+        && old_avatar.as_ref() != Some(hash)
+    {
+        refs.hold(&me.user_id, hash).await.map_err(|e| match e {
+            AvatarRefError::UnknownMedia => ApiError::bad_request(
+                "unknown_media",
+                "avatar: upload the image to /v1/media first; no media has this hash",
+            ),
+            AvatarRefError::Failed(m) => ApiError::internal(m),
+        })?;
+    }
     let update = ProfileUpdate {
         display_name: req.display_name,
         about: req.about,
@@ -477,6 +508,11 @@ pub(super) async fn update_profile(
         .update_profile(&me.user_id, &update)
         .await
         .map_err(ApiError::internal)?;
+    if let (Some(refs), Some(old)) = (&refs, old_avatar)
+        && new_avatar.as_ref() != Some(&old)
+    {
+        refs.release(&me.user_id, &old).await;
+    }
     Ok(Json(profile_of(own_account(&state, &me.user_id).await?)))
 }
 

@@ -35,6 +35,8 @@ struct Inner {
     tokens: Arc<TokenKeys>,
     access_ttl_secs: i64,
     limits: Limits,
+    /// Set once by the binary when media runs in the same process.
+    avatar_refs: std::sync::OnceLock<Arc<dyn crate::avatars::AvatarRefs>>,
 }
 
 struct Limits {
@@ -78,7 +80,18 @@ impl AuthState {
             tokens,
             access_ttl_secs: i64::from(access_ttl_secs),
             limits,
+            avatar_refs: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Lets auth hold media references for avatars (see [`crate::avatars`]).
+    /// Only the first call takes effect.
+    pub fn set_avatar_refs(&self, refs: Arc<dyn crate::avatars::AvatarRefs>) {
+        let _ = self.0.avatar_refs.set(refs);
+    }
+
+    fn avatar_refs(&self) -> Option<&Arc<dyn crate::avatars::AvatarRefs>> {
+        self.0.avatar_refs.get()
     }
 
     /// The store (for background jobs and tests).

@@ -94,6 +94,11 @@ pub enum ItemRef {
 pub struct Delivery {
     /// Queue sequence number.
     pub seq: i64,
+    /// The device's previous queue entry when this one was committed (0: none),
+    /// when the store knows it. With several nodes, live deliveries can arrive
+    /// out of commit order; an entry whose predecessor was never written here
+    /// reveals the gap, and the session reads the queue instead.
+    pub prev: Option<i64>,
     /// What it is.
     pub item: ItemRef,
     /// The frame, serialised once (a message fanned out to many devices shares it).
@@ -162,6 +167,8 @@ pub struct Session {
     /// Highest live sequence number seen while draining.
     max_live_seen: i64,
     synced: bool,
+    /// A resync arrived while a fetch was in flight: fetch once more after it.
+    refetch: bool,
     in_msgs: HashSet<MsgId>,
     in_receipts: HashSet<ReceiptId>,
     pending_sends: u32,
@@ -190,6 +197,7 @@ impl Session {
             cursor: 0,
             max_live_seen: 0,
             synced: false,
+            refetch: false,
             in_msgs: HashSet::new(),
             in_receipts: HashSet::new(),
             pending_sends: 0,
@@ -382,7 +390,12 @@ impl Session {
                 self.write(d, &mut out);
             }
         }
-        if short && self.max_live_seen <= self.cursor && self.inflight() < self.cfg.window as usize
+        if std::mem::take(&mut self.refetch) {
+            self.mode = Mode::Draining;
+            self.maybe_fetch(&mut out);
+        } else if short
+            && self.max_live_seen <= self.cursor
+            && self.inflight() < self.cfg.window as usize
         {
             self.mode = Mode::Live;
             if !self.synced {
@@ -400,10 +413,35 @@ impl Session {
         self.fetching = false;
     }
 
+    /// Live deliveries may have been lost (the cross-node bus reconnected, the
+    /// registry was rebuilt): read the queue after `cursor` once more.
+    pub fn handle_resync(&mut self, _now: UnixMillis) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
+        if self.fetching {
+            self.refetch = true;
+        } else {
+            self.mode = Mode::Draining;
+            self.maybe_fetch(&mut out);
+        }
+        out
+    }
+
     /// A queue entry committed while this device is connected.
     pub fn handle_live(&mut self, _now: UnixMillis, d: Delivery) -> Vec<Effect> {
         let mut out = Vec::new();
         if d.seq <= self.cursor || self.closed {
+            return out;
+        }
+        if self.mode == Mode::Live && d.prev.is_some_and(|p| p > self.cursor) {
+            // An earlier entry of this device has not reached us (it was routed
+            // through another node and is still in flight, or was lost): the
+            // queue has both, in order.
+            self.mode = Mode::Draining;
+            self.max_live_seen = d.seq;
+            self.maybe_fetch(&mut out);
             return out;
         }
         match self.mode {

@@ -23,6 +23,7 @@ fn cfg() -> SessionConfig {
 fn msg(seq: i64) -> Delivery {
     Delivery {
         seq,
+        prev: None,
         item: ItemRef::Msg(seq as u64 * 10),
         json: Arc::from(format!("m{seq}")),
     }
@@ -121,6 +122,7 @@ fn receipts_are_acknowledged_with_ack() {
     s.start(0);
     let r = Delivery {
         seq: 2,
+        prev: None,
         item: ItemRef::Receipt(2),
         json: Arc::from("r2"),
     };
@@ -270,4 +272,56 @@ fn unknown_ids_are_named() {
     assert_eq!(e.code, ErrorCode::UnknownMessage);
     assert_eq!(e.message, "no pending message with id 4, 5 for this device");
     assert!(s.handle_unknown_ids(0, "ack", &[]).is_empty());
+}
+
+fn msg_after(seq: i64, prev: i64) -> Delivery {
+    Delivery {
+        prev: Some(prev),
+        ..msg(seq)
+    }
+}
+
+fn fetches(effects: &[Effect]) -> Vec<i64> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Fetch { after_seq, .. } => Some(*after_seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_live_entry_whose_predecessor_never_arrived_reads_the_queue() {
+    let mut s = Session::new(cfg(), 0);
+    s.start(0);
+    s.handle_fetched(1, vec![msg(3)], 4);
+    assert!(s.is_live());
+    // In order: written straight away.
+    assert_eq!(delivered(&s.handle_live(2, msg_after(5, 3))), ["m5"]);
+    // Entry 9 follows 7, which this socket never saw (another node's delivery
+    // still in flight): nothing is written, the queue is read after 5.
+    let out = s.handle_live(3, msg_after(9, 7));
+    assert!(delivered(&out).is_empty());
+    assert_eq!(fetches(&out), [5]);
+    // The late delivery of 7 is taken while draining; the page has both, in order.
+    assert!(delivered(&s.handle_live(4, msg_after(7, 5))).is_empty());
+    let out = s.handle_fetched(5, vec![msg(7), msg(9)], 2);
+    assert_eq!(delivered(&out), ["m7", "m9"]);
+}
+
+#[test]
+fn resync_reads_the_queue_again_even_mid_fetch() {
+    let mut s = Session::new(cfg(), 0);
+    let out = s.start(0);
+    assert_eq!(fetches(&out), [0]);
+    // A resync while the first fetch is in flight waits for it, then fetches again.
+    assert!(fetches(&s.handle_resync(1)).is_empty());
+    let out = s.handle_fetched(2, vec![], 4);
+    assert_eq!(fetches(&out), [0]);
+    assert!(!s.is_live());
+    s.handle_fetched(3, vec![msg(4)], 4);
+    assert!(s.is_live());
+    let out = s.handle_resync(4);
+    assert_eq!(fetches(&out), [4]);
 }

@@ -11,6 +11,7 @@
 //! Auth's `accounts(user_id)` and `devices(user_id, device_id, generation)` are
 //! read here (same database), never written.
 
+mod queue_order;
 mod sql;
 
 use async_trait::async_trait;
@@ -117,6 +118,9 @@ pub struct Queued {
     pub generation: i64,
     /// Queue position (increasing in commit order).
     pub seq: i64,
+    /// The device's entry before this one when it was committed (0: none);
+    /// `None` when the store does not track it (SQLite: one writer, in order).
+    pub prev: Option<i64>,
     /// The frame.
     pub frame: QueuedFrame,
 }

@@ -147,6 +147,7 @@ impl QueueRow {
             device: self.device_id as DeviceId,
             generation: self.generation,
             seq: self.seq,
+            prev: None,
             frame,
         }
     }
@@ -476,6 +477,8 @@ macro_rules! sql_store {
                 rows: Vec<NewRow>,
                 now: UnixMillis,
             ) -> StoreResult<Vec<Queued>> {
+                let devs: Vec<(&str, i64, i64)> = dedup(rows.iter().map(|r| (r.user.as_str(), r.device, r.generation)));
+                let mut prev = Self::order_queues(&mut *conn, &devs).await?;
                 let mut by_key: HashMap<RowKey, VecDeque<i64>> = HashMap::new();
                 for chunk in pieces(&rows) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
@@ -516,10 +519,20 @@ macro_rules! sql_store {
                         device: r.device as DeviceId,
                         generation: r.generation,
                         seq,
+                        prev: None,
                         frame,
                     });
                 }
                 queued.sort_by_key(|q| q.seq);
+                if let Some(prev) = prev.as_mut() {
+                    // Chain each device's new entries: the first follows its newest
+                    // existing entry, each later one the entry before it.
+                    for q in &mut queued {
+                        let last = prev.entry((q.user.0.clone(), i64::from(q.device))).or_insert(0);
+                        q.prev = Some(*last);
+                        *last = q.seq;
+                    }
+                }
                 Ok(queued)
             }
 

@@ -128,6 +128,9 @@ struct Call {
     callee: UserId,
     media: CallMedia,
     offer_sdp: String,
+    /// The callee's registered devices when it was offered: frames for "all
+    /// but one device" go to each of them, so they reach every node.
+    callee_devices: Vec<DeviceId>,
     created: UnixMillis,
     state: State,
     /// Parties' devices that disconnected, and when.
@@ -294,6 +297,7 @@ impl Calls {
             callee: offer.to.clone(),
             media: offer.media,
             offer_sdp: offer.sdp,
+            callee_devices: callee.devices.clone(),
             created: now,
             state: State::Ringing,
             away: HashMap::new(),
@@ -466,11 +470,13 @@ impl Calls {
                         sdp: a.sdp,
                     }),
                 ));
-                out.push(Effect::ToUser {
-                    user: call.callee.clone(),
-                    except: Some(from.device),
-                    frame: ended(&call.id, EndReason::AnsweredElsewhere, None),
-                });
+                let elsewhere = ended(&call.id, EndReason::AnsweredElsewhere, None);
+                for d in call.callee_devices.iter().filter(|d| **d != from.device) {
+                    out.push(Effect::ToDevice(
+                        DeviceAddr::new(call.callee.clone(), *d),
+                        elsewhere.clone(),
+                    ));
+                }
                 self.rearm(&a.call_id);
             }
             // A repeated answer from the same device changes nothing.
@@ -638,11 +644,22 @@ impl Calls {
                     out.push(Effect::ToDevice(dev, frame));
                 }
             }
-            None => out.push(Effect::ToUser {
-                user: call.callee.clone(),
-                except: by.filter(|d| d.user == call.callee).map(|d| d.device),
-                frame,
-            }),
+            None => match by.filter(|d| d.user == call.callee) {
+                // Every other device of the callee, one by one (see `callee_devices`).
+                Some(dev) => {
+                    for d in call.callee_devices.iter().filter(|d| **d != dev.device) {
+                        out.push(Effect::ToDevice(
+                            DeviceAddr::new(call.callee.clone(), *d),
+                            frame.clone(),
+                        ));
+                    }
+                }
+                None => out.push(Effect::ToUser {
+                    user: call.callee.clone(),
+                    except: None,
+                    frame,
+                }),
+            },
         }
         tracing::debug!(call_id = %id, reason = reason.as_str(), "call ended");
         out.push(Effect::Record(CallRecord::of(

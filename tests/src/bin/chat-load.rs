@@ -13,6 +13,14 @@
 //! - `idle`: N authenticated idle sockets from 127.0.0.x source addresses;
 //!   reports server RSS per connection.
 //!
+//! With `--nodes N` the server is the distributed shape instead: a fresh
+//! PostgreSQL database (`--postgres-admin-url`), Redis (`--redis-url`, its own
+//! key prefix) and N `natter serve chat` processes on loopback ports. Each
+//! conversation's sender and recipient then sit on different nodes (sender on
+//! node c mod N, recipient on node c+1 mod N), so every message crosses the
+//! Redis bus; server CPU and RSS are summed over the nodes. `--nodes 1` runs
+//! one node on PostgreSQL + Redis (the same code path without crossings).
+//!
 //! Run in release mode, with the file limit raised: `ulimit -n 20000`.
 
 use anyhow::{Context, bail};
@@ -72,6 +80,20 @@ struct Args {
     /// Extra `NATTER_…=value` settings for the server.
     #[arg(long = "server-env")]
     server_env: Vec<String>,
+    /// Distributed shape with this many chat nodes (PostgreSQL + Redis);
+    /// without it, one embedded node on SQLite.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// PostgreSQL to create the benchmark database in (distributed shape).
+    #[arg(
+        long,
+        env = "NATTER_TEST_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_admin_url: String,
+    /// Redis for the registry and bus (distributed shape).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    redis_url: String,
 }
 
 const KEY: &str = "chat-load-signing-key-0123456789abcdef";
@@ -84,29 +106,130 @@ async fn main() -> anyhow::Result<()> {
         _ => args.conversations * 2,
     };
     let dir = natter_common::testing::TempDir::new("chat-load");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    run_natter(&args, dir.path(), port, &["migrate"])?.wait()?;
-    provision(dir.path(), users).await?;
-    let mut server = run_natter(&args, dir.path(), port, &["serve", "chat"])?;
-    let pid = server.id();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_ready(port).await?;
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    let prefix = format!("chat-load-{}:", std::process::id());
+    match args.nodes {
+        None => {
+            let port = free_port()?;
+            run_natter(&args, dir.path(), port, &["migrate"], &[])?.wait()?;
+            provision(dir.path(), users).await?;
+            servers.push(run_natter(
+                &args,
+                dir.path(),
+                port,
+                &["serve", "chat"],
+                &[],
+            )?);
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        Some(n) => {
+            let db = create_database(&args.postgres_admin_url).await?;
+            let env = [
+                ("NATTER_DATABASE__URL".to_owned(), db.clone()),
+                ("NATTER_REDIS__URL".to_owned(), args.redis_url.clone()),
+                ("NATTER_REDIS__KEY_PREFIX".to_owned(), prefix.clone()),
+            ];
+            run_natter(&args, dir.path(), free_port()?, &["migrate"], &env)?.wait()?;
+            provision_pg(&db, users).await?;
+            for i in 0..n.max(1) {
+                let port = free_port()?;
+                let node_dir = dir.path().join(format!("node{i}"));
+                std::fs::create_dir_all(&node_dir)?;
+                servers.push(run_natter(
+                    &args,
+                    &node_dir,
+                    port,
+                    &["serve", "chat"],
+                    &env,
+                )?);
+                addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+        }
+    }
+    for a in &addrs {
+        wait_ready(a.port()).await?;
+    }
+    let pids: Vec<u32> = servers.iter().map(std::process::Child::id).collect();
     println!("machine: {} cores, {}", num_cpus(), mem_total());
     println!(
-        "server pid {pid}, data dir {}, fd limit {}",
+        "server pids {pids:?} ({} node(s), {}), data dir {}, fd limit {}",
+        addrs.len(),
+        if args.nodes.is_some() {
+            "PostgreSQL + Redis"
+        } else {
+            "SQLite"
+        },
         dir.path().display(),
         fd_limit()
     );
     let keys = TokenKeys::new(KEY.as_bytes(), &[]);
     let result = match args.mode {
-        Mode::Idle => idle(&args, addr, &keys, pid).await,
-        Mode::Throughput | Mode::Latency => traffic(&args, addr, &keys, pid).await,
+        Mode::Idle => idle(&args, &addrs, &keys, &pids).await,
+        Mode::Throughput | Mode::Latency => traffic(&args, &addrs, &keys, &pids).await,
     };
-    let _ = server.kill();
-    let _ = server.wait();
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    if args.nodes.is_some() {
+        natter_tests::cluster::delete_prefix(&args.redis_url, &prefix);
+        if let Err(e) = drop_database(&args.postgres_admin_url).await {
+            println!("could not drop the benchmark database: {e:#}");
+        }
+    }
     result
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn database_name() -> String {
+    format!("chat_load_{}", std::process::id())
+}
+
+/// Drops the run's database (the nodes are gone).
+async fn drop_database(admin: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    // The name is ours (digits), never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        database_name()
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
+/// A fresh database for the run; returns its URL.
+async fn create_database(admin: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .with_context(|| format!("PostgreSQL not reachable at {admin}"))?;
+    let name = database_name();
+    // The name is ours (digits), never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    // Keep query parameters (e.g. `?host=/var/run/postgresql` for a Unix socket).
+    let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let base = path.rsplit_once('/').map(|(b, _)| b).unwrap_or(path);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{base}/{name}{query}"))
 }
 
 fn run_natter(
@@ -114,6 +237,7 @@ fn run_natter(
     dir: &std::path::Path,
     port: u16,
     cmd: &[&str],
+    env: &[(String, String)],
 ) -> anyhow::Result<std::process::Child> {
     let mut c = std::process::Command::new(&args.natter_bin);
     c.arg("--data-dir")
@@ -125,6 +249,9 @@ fn run_natter(
         // The generator is one client per socket at rates far above a person's.
         .env("NATTER_CHAT__LIMIT_SENDS__COUNT", "100000000")
         .env("NATTER_CHAT__LIMIT_FRAMES__COUNT", "100000000");
+    for (k, v) in env {
+        c.env(k, v);
+    }
     for kv in &args.server_env {
         let (k, v) = kv.split_once('=').context("--server-env KEY=VALUE")?;
         c.env(k, v);
@@ -137,35 +264,52 @@ fn user(i: usize) -> String {
     format!("load-user-{i:06}")
 }
 
+/// Inserts `n` accounts with one device each, as auth would write them.
+macro_rules! provision_rows {
+    ($db:ty, $tx:expr, $n:expr) => {
+        for chunk in (0..$n).collect::<Vec<usize>>().chunks(1000) {
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO accounts (user_id, number, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, i| {
+                b.push_bind(user(*i))
+                    .push_bind(format!("+1555{i:07}"))
+                    .push_bind(0i64);
+            });
+            qb.build().execute(&mut *$tx).await?;
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation) ",
+            );
+            qb.push_values(chunk, |mut b, i| {
+                b.push_bind(user(*i))
+                    .push_bind(1i64)
+                    .push_bind("load")
+                    .push_bind(0i64)
+                    .push_bind(0i64)
+                    .push_bind(1i64);
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+    };
+}
+
 /// Writes accounts and devices as auth would (the benchmark is about chat).
 async fn provision(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
     use sqlx::Connection;
     let url = format!("sqlite://{}", dir.join("natter.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await?;
     let mut tx = conn.begin().await?;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO accounts (user_id, number, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, i| {
-            b.push_bind(user(*i))
-                .push_bind(format!("+1555{i:07}"))
-                .push_bind(0i64);
-        });
-        qb.build().execute(&mut *tx).await?;
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation) ",
-        );
-        qb.push_values(chunk, |mut b, i| {
-            b.push_bind(user(*i))
-                .push_bind(1i64)
-                .push_bind("load")
-                .push_bind(0i64)
-                .push_bind(0i64)
-                .push_bind(1i64);
-        });
-        qb.build().execute(&mut *tx).await?;
-    }
+    provision_rows!(sqlx::Sqlite, tx, n);
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The same in PostgreSQL (distributed shape).
+async fn provision_pg(url: &str, n: usize) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let mut tx = conn.begin().await?;
+    provision_rows!(sqlx::Postgres, tx, n);
     tx.commit().await?;
     Ok(())
 }
@@ -243,6 +387,14 @@ fn cpu_us(pid: u32) -> u64 {
     ticks * 1_000_000 / 100
 }
 
+fn cpu_total(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| cpu_us(*p)).sum()
+}
+
+fn rss_total(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| rss_kib(*p)).sum()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -288,14 +440,19 @@ fn fd_limit() -> String {
         .unwrap_or_default()
 }
 
-async fn idle(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> anyhow::Result<()> {
+async fn idle(
+    args: &Args,
+    addrs: &[SocketAddr],
+    keys: &TokenKeys,
+    pids: &[u32],
+) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = rss_kib(pid);
+    let before = rss_total(pids);
     let mut sockets = Vec::with_capacity(args.connections);
     let started = Instant::now();
     let mut failed = None;
     for i in 0..args.connections {
-        match connect(addr, keys, i, source(args, i)).await {
+        match connect(addrs[i % addrs.len()], keys, i, source(args, i)).await {
             Ok(ws) => sockets.push(ws),
             Err(e) => {
                 failed = Some(format!("connection {i} failed: {e:#}"));
@@ -317,7 +474,7 @@ async fn idle(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> anyh
         .map(|mut ws| tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }))
         .collect();
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
-    let after = rss_kib(pid);
+    let after = rss_total(pids);
     println!(
         "server RSS: {before} KiB idle, {after} KiB with {held} sockets: {:.2} KiB per idle authenticated connection",
         (after.saturating_sub(before)) as f64 / held.max(1) as f64
@@ -334,7 +491,12 @@ struct Stats {
     measuring: std::sync::atomic::AtomicBool,
 }
 
-async fn traffic(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> anyhow::Result<()> {
+async fn traffic(
+    args: &Args,
+    addrs: &[SocketAddr],
+    keys: &TokenKeys,
+    pids: &[u32],
+) -> anyhow::Result<()> {
     let stats = Arc::new(Stats {
         delivered: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
@@ -346,8 +508,11 @@ async fn traffic(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> a
     let per_conv_interval = (args.mode == Mode::Latency)
         .then(|| Duration::from_secs_f64(args.conversations as f64 / args.rate.max(1) as f64));
     for c in 0..args.conversations {
-        let sender = connect(addr, keys, 2 * c, source(args, 2 * c)).await?;
-        let recipient = connect(addr, keys, 2 * c + 1, source(args, 2 * c + 1)).await?;
+        // With several nodes the recipient is always on another node than the sender.
+        let n = addrs.len();
+        let sender = connect(addrs[c % n], keys, 2 * c, source(args, 2 * c)).await?;
+        let recipient =
+            connect(addrs[(c + 1) % n], keys, 2 * c + 1, source(args, 2 * c + 1)).await?;
         let permits = Arc::new(Semaphore::new(if per_conv_interval.is_some() {
             1 << 20
         } else {
@@ -446,13 +611,13 @@ async fn traffic(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> a
         args.conversations, args.warmup_secs
     );
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
-    let cpu0 = cpu_us(pid);
+    let cpu0 = cpu_total(pids);
     stats.measuring.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.measure_secs)).await;
     stats.measuring.store(false, Ordering::SeqCst);
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_us(pid) - cpu0;
+    let cpu = cpu_total(pids) - cpu0;
     let n = stats.delivered.load(Ordering::SeqCst);
     let mut lat = stats.latencies_us.lock().await.clone();
     lat.sort_unstable();
@@ -479,7 +644,7 @@ async fn traffic(args: &Args, addr: SocketAddr, keys: &TokenKeys, pid: u32) -> a
         cpu as f64 / n.max(1) as f64,
         cpu as f64 / secs / 10_000.0
     );
-    println!("server RSS: {} KiB", rss_kib(pid));
+    println!("server RSS: {} KiB", rss_total(pids));
     for t in tasks {
         t.abort();
     }

@@ -7,6 +7,7 @@ mod account;
 mod call;
 mod chat;
 mod group;
+mod keys;
 mod media;
 mod presence;
 
@@ -104,6 +105,9 @@ commands! {
     Calls => call::CallLogCmd,
     /// STUN/TURN servers with fresh TURN credentials.
     IceServers => call::IceServersCmd,
+    /// End-to-end-encryption keys: generate, publish, count, fetch bundles.
+    #[command(subcommand)]
+    Keys => keys::KeysCmd,
 }
 
 /// What a profile file holds.

@@ -1,0 +1,116 @@
+//! Where sockets are, across chat-core nodes.
+//!
+//! A node's [`Hub`](crate::hub::Hub) knows its own sockets. A [`Cluster`]
+//! knows the rest: which node holds which device's socket, and how to reach
+//! it. Two implementations:
+//!
+//! - [`Embedded`] (no Redis configured): one node, nothing to share. Every
+//!   call is a no-op, so the single-process shape behaves exactly as before.
+//! - [`RedisCluster`] (`redis.url` set): the registry is a Redis hash per user
+//!   (device → node), nodes announce themselves with heartbeats, and frames
+//!   for a socket on another node go over that node's pub/sub channel.
+//!
+//! The queue in the store stays the truth. Live deliveries over the bus are a
+//! shortcut: one that is lost (a node dies, Redis restarts) or arrives out of
+//! order is caught by the session, which then reads its queue (see
+//! `Delivery::prev` and `Session::handle_resync`).
+
+mod config;
+mod redis;
+mod wire;
+
+pub use config::RedisConfig;
+pub(crate) use redis::RedisCluster;
+
+use crate::hub::{Hub, LocalConn};
+use crate::push::PushNotice;
+use crate::state::ChatState;
+use crate::store::Queued;
+use async_trait::async_trait;
+use natter_common::UnixMillis;
+use natter_proto::{DeviceId, UserId};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The cluster-wide part of routing (see the module docs).
+#[async_trait]
+pub(crate) trait Cluster: Send + Sync {
+    /// This node now holds `conn`: make it findable, and close an older socket
+    /// of the same device on another node (4000). Returns whether no other
+    /// device of the user is connected on another node.
+    async fn claim(&self, conn: &LocalConn) -> bool;
+
+    /// `conn` closed. Returns whether no device of the user is connected on
+    /// another node.
+    async fn release(&self, conn: &LocalConn) -> bool;
+
+    /// Whether a device of `user` is connected on another node.
+    async fn online_elsewhere(&self, user: &UserId) -> bool;
+
+    /// Committed entries for devices with no socket on this node. Returns the
+    /// ones it did not take; the caller treats those as offline (push).
+    fn forward(&self, entries: Vec<Queued>, now: UnixMillis) -> Vec<Queued>;
+
+    /// An ephemeral frame for `to`'s devices (or one device) on other nodes.
+    fn frame(&self, to: &UserId, device: Option<DeviceId>, json: Arc<str>);
+
+    /// Tells other nodes that `user` came online or went offline.
+    fn presence(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>);
+
+    /// Starts the background tasks (bus subscriber, heartbeat, dispatcher).
+    fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>)
+    -> Vec<JoinHandle<()>>;
+}
+
+/// One process, no Redis: everything is in the hub.
+#[derive(Debug, Default)]
+pub(crate) struct Embedded;
+
+#[async_trait]
+impl Cluster for Embedded {
+    async fn claim(&self, _conn: &LocalConn) -> bool {
+        true
+    }
+
+    async fn release(&self, _conn: &LocalConn) -> bool {
+        true
+    }
+
+    async fn online_elsewhere(&self, _user: &UserId) -> bool {
+        false
+    }
+
+    fn forward(&self, entries: Vec<Queued>, _now: UnixMillis) -> Vec<Queued> {
+        entries
+    }
+
+    fn frame(&self, _to: &UserId, _device: Option<DeviceId>, _json: Arc<str>) {}
+
+    fn presence(&self, _user: &UserId, _online: bool, _last_seen: Option<UnixMillis>) {}
+
+    fn spawn(
+        self: Arc<Self>,
+        _st: ChatState,
+        _push: mpsc::Sender<PushNotice>,
+    ) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
+}
+
+/// Wakes an offline device with a push, unless one went out recently.
+pub(crate) fn push_if_due(hub: &Hub, push: &mpsc::Sender<PushNotice>, q: &Queued, now: UnixMillis) {
+    let is_msg = matches!(q.frame, crate::store::QueuedFrame::Msg(_));
+    if is_msg && hub.should_push(&q.user, q.device, now) {
+        let notice = PushNotice {
+            user: q.user.clone(),
+            device: q.device,
+            generation: q.generation,
+            at: now,
+            reason: crate::push::PushReason::Message,
+        };
+        if push.try_send(notice).is_err() {
+            metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
+        }
+    }
+}

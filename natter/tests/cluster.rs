@@ -1,0 +1,414 @@
+//! The distributed shape with real processes: three `natter serve` nodes on
+//! loopback ports, one PostgreSQL database and one Redis (a key prefix per
+//! test, so tests run in parallel). PostgreSQL and Redis are required: these
+//! fail, never skip, without them (scripts/test-deps.sh starts them).
+
+use natter_client::{Chat, ConnectOptions, Event, Events};
+use natter_proto::{PresenceState, ReceiptStatus, Target, TypingState, UserId};
+use natter_tests::cluster::{LocalCluster, PrivateRedis, test_redis_url};
+use natter_tests::ledger::{self, Ledger};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_natter");
+
+/// Waits for the first event matching `f` (skipping others), up to 10 s.
+async fn expect<T>(events: &mut Events, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ev)) => {
+                if let Some(t) = f(&ev) {
+                    return t;
+                }
+            }
+            Ok(None) => panic!("events ended while waiting for {what}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+fn connect_to(account: natter_client::Account, ws_url: String) -> (Chat, Events) {
+    Chat::connect(
+        account,
+        ConnectOptions {
+            ws_url: Some(ws_url),
+            ..ConnectOptions::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() {
+    let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    let ann = c.register(0).await.unwrap();
+    let ben = c.register(1).await.unwrap();
+    let cat = c.register(2).await.unwrap();
+    let (ann_id, ben_id, cat_id) = (
+        ann.credentials().user(),
+        ben.credentials().user(),
+        cat.credentials().user(),
+    );
+
+    // Ann on node 0 watches Ben's presence before Ben connects anywhere.
+    let (ann_chat, mut ann_ev) = connect_to(ann.clone(), c.nodes[0].ws_url());
+    expect(&mut ann_ev, "ann connected", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
+    ann_chat.subscribe_presence(vec![ben_id.clone()]);
+    expect(&mut ann_ev, "ben offline", |e| match e {
+        Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Offline => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // Ben connects on node 1: Ann (node 0) sees him come online.
+    let (ben_chat, mut ben_ev) = connect_to(ben.clone(), c.nodes[1].ws_url());
+    expect(&mut ben_ev, "ben connected", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
+    expect(&mut ann_ev, "ben online", |e| match e {
+        Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Online => Some(()),
+        _ => None,
+    })
+    .await;
+    // The REST view agrees (answered by node 2, which holds neither socket).
+    let cat_api = natter_client::Api::new(&c.nodes[2].url()).unwrap();
+    let p = cat_api
+        .presence(&cat.token().await.unwrap(), &ben_id)
+        .await
+        .unwrap();
+    assert_eq!(p.state, PresenceState::Online, "{p:?}");
+
+    let (cat_chat, mut cat_ev) = connect_to(cat.clone(), c.nodes[2].ws_url());
+    expect(&mut cat_ev, "cat connected", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
+
+    // A message node 0 → node 1, its delivered and read receipts back.
+    let id = ann_chat.send_text(Target::User(ben_id.clone()), "hello ben");
+    let msg_id = expect(&mut ann_ev, "sent", |e| match e {
+        Event::Sent(s) if s.id == id => Some(s.msg_id),
+        _ => None,
+    })
+    .await;
+    let m = expect(&mut ben_ev, "ben's message", |e| match e {
+        Event::Message(m) if m.id == id => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (m.msg_id, &m.from.user, &m.body.0[..]),
+        (msg_id, &ann_id, &b"hello ben"[..])
+    );
+    expect(&mut ann_ev, "delivered receipt", |e| match e {
+        Event::Receipt(r) if r.msg_id == msg_id && r.status == ReceiptStatus::Delivered => Some(()),
+        _ => None,
+    })
+    .await;
+    ben_chat.read(vec![msg_id]);
+    expect(&mut ann_ev, "read receipt", |e| match e {
+        Event::Receipt(r)
+            if r.msg_id == msg_id && r.status == ReceiptStatus::Read && r.by == ben_id =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+
+    // Typing node 2 → node 0.
+    cat_chat.typing(Target::User(ann_id.clone()), TypingState::Composing);
+    let t = expect(&mut ann_ev, "typing", |e| match e {
+        Event::Typing(t) => Some(t.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((t.from, t.state), (cat_id.clone(), TypingState::Composing));
+
+    // A group fans out from node 2 to nodes 0 and 1.
+    let g = cat_api
+        .create_group(
+            &cat.token().await.unwrap(),
+            "trio",
+            &[ann_id.clone(), ben_id.clone()],
+        )
+        .await
+        .unwrap();
+    let gid = cat_chat.send_text(Target::Group(g.group_id.clone()), "hi all");
+    for (name, ev) in [("ann", &mut ann_ev), ("ben", &mut ben_ev)] {
+        expect(ev, &format!("{name}'s group message"), |e| match e {
+            Event::Message(m) if m.id == gid => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+
+    // One socket per device across nodes: Ben's device connects again on node
+    // 2; the old socket on node 1 is closed with 4000 (replaced).
+    let (_ben2, mut ben2_ev) = connect_to(ben.clone(), c.nodes[2].ws_url());
+    expect(&mut ben2_ev, "ben's new socket", |e| {
+        matches!(e, Event::Connected(_)).then_some(())
+    })
+    .await;
+    let code = expect(&mut ben_ev, "old socket closed", |e| match e {
+        Event::Closed { code, .. } => Some(*code),
+        Event::Disconnected { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, Some(natter_proto::CloseCode::Replaced.code()));
+    // The new socket gets new messages.
+    let id2 = ann_chat.send_text(Target::User(ben_id.clone()), "still there?");
+    expect(&mut ben2_ev, "message on the new socket", |e| match e {
+        Event::Message(m) if m.id == id2 => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // Ben leaves: Ann sees him go offline, with a last-seen time.
+    drop(_ben2);
+    let seen = expect(&mut ann_ev, "ben offline again", |e| match e {
+        Event::Presence(p) if p.user == ben_id && p.state == PresenceState::Offline => {
+            Some(p.last_seen)
+        }
+        _ => None,
+    })
+    .await;
+    assert!(seen.is_some(), "offline presence carries last_seen");
+}
+
+/// Three nodes under a steady ring of messages; node 2 is killed with SIGKILL
+/// mid-load. Its devices reconnect to the others; every message acked `sent`
+/// arrives exactly once, none is stored twice, and every send is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_one_node_under_load_loses_and_duplicates_nothing() {
+    let mut c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut clients = Vec::new();
+    for i in 0..9 {
+        let acc = c.register(0).await.unwrap();
+        let urls = c.ws_urls_from(i % 3);
+        clients.push(ledger::connect(acc, urls, ledger.clone()).await.unwrap());
+    }
+    let on_killed: Vec<UserId> = clients
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 2)
+        .map(|(_, cl)| cl.user.clone())
+        .collect();
+    // 9 clients × 60 rounds × 25 ms: 540 messages in 1.5 s; the kill after round 20.
+    ledger::ring_load(&clients, &ledger, 20, Duration::from_millis(25)).await;
+    c.kill(2).unwrap();
+    ledger::ring_load(&clients, &ledger, 40, Duration::from_millis(25)).await;
+    let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
+    let l = ledger.lock().unwrap();
+    eprintln!(
+        "sigkill: {v:?}; resends recognised as duplicates: {}; reconnects: {:?}",
+        l.dup_acks,
+        on_killed.iter().map(|u| l.connects[u]).collect::<Vec<_>>()
+    );
+    assert_eq!(l.issued.len(), 540);
+    assert!(
+        l.fatal.is_empty(),
+        "connections ended for good: {:?}",
+        l.fatal
+    );
+    for u in &on_killed {
+        assert!(
+            l.connects[u] >= 2,
+            "{u}'s device was on the killed node and must have reconnected elsewhere"
+        );
+    }
+    assert_eq!(
+        v,
+        ledger::Verdict {
+            acked: 540,
+            lost: 0,
+            duplicated: 0,
+            unacked: 0
+        }
+    );
+    drop(l);
+    for cl in clients {
+        cl.close();
+    }
+}
+
+/// PostgreSQL connections are killed (pg_terminate_backend), then a private
+/// Redis is restarted empty, both mid-load. Nodes recover by themselves: every
+/// acked message arrives exactly once, the registry is rebuilt from the live
+/// sockets (every device's entry is back in Redis), and cross-node delivery
+/// works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_and_redis_restarted_mid_load() {
+    let mut redis_srv = PrivateRedis::start().await.unwrap();
+    let c = LocalCluster::start(BIN.into(), 3, &redis_srv.url(), &[])
+        .await
+        .unwrap();
+    let db_name = c.database_url.rsplit('/').next().unwrap().to_owned();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let acc = c.register(0).await.unwrap();
+        clients.push(
+            ledger::connect(acc, c.ws_urls_from(i % 3), ledger.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    // 6 clients × 80 rounds × 25 ms: 480 messages in 2 s. PostgreSQL loses
+    // every connection after round 15; Redis dies after round 40 and comes
+    // back empty 300 ms later, while the load goes on.
+    ledger::ring_load(&clients, &ledger, 15, Duration::from_millis(25)).await;
+    let n = terminate_backends(&db_name).await;
+    assert!(n > 0, "no PostgreSQL connection of the cluster was found");
+    ledger::ring_load(&clients, &ledger, 25, Duration::from_millis(25)).await;
+    let restart = tokio::spawn(async move {
+        redis_srv.restart(Duration::from_millis(300)).await.unwrap();
+        redis_srv
+    });
+    ledger::ring_load(&clients, &ledger, 40, Duration::from_millis(25)).await;
+    let redis_srv = restart.await.unwrap();
+    let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
+    {
+        let l = ledger.lock().unwrap();
+        assert!(
+            l.fatal.is_empty(),
+            "connections ended for good: {:?}",
+            l.fatal
+        );
+    }
+    assert_eq!(
+        v,
+        ledger::Verdict {
+            acked: 480,
+            lost: 0,
+            duplicated: 0,
+            unacked: 0
+        }
+    );
+
+    // The registry was rebuilt from the live sockets: each device has its entry.
+    let client = redis::Client::open(redis_srv.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for cl in &clients {
+        let key = format!("{}u:{}", c.key_prefix, cl.user);
+        loop {
+            let n: usize = redis::cmd("HLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if n == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no registry entry for {}",
+                cl.user
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // And live cross-node delivery works again (0 → 1 is node 0 → node 1).
+    let before = ledger.lock().unwrap().received.len();
+    clients[0].send(&clients[1].user.clone(), &ledger);
+    let v = ledger::settle(&ledger, Duration::from_secs(5)).await;
+    assert_eq!((v.lost, v.duplicated, v.unacked), (0, 0, 0));
+    assert_eq!(ledger.lock().unwrap().received.len(), before + 1);
+    for cl in clients {
+        cl.close();
+    }
+}
+
+/// Terminates every connection to `db` (as a failover or a DBA would); returns how many.
+async fn terminate_backends(db: &str) -> i64 {
+    use sqlx::Connection;
+    let admin = natter_common::testing::postgres_admin_url();
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.unwrap();
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(db)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    n.unwrap_or(0)
+}
+
+/// Recorded scenarios from the chat-core suite, with devices spread over
+/// three nodes: the transcripts must equal the single-node goldens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_scenario_group_of_five_on_three_nodes() {
+    let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    natter_tests::run_and_check(
+        "group_of_five_one_offline",
+        natter_tests::server::Server::Cluster(c),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_scenario_multi_device_on_three_nodes() {
+    let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    natter_tests::run_and_check("multi_device", natter_tests::server::Server::Cluster(c)).await;
+}
+
+/// `rediss://`: the nodes reach Redis over TLS (a private redis-server with a
+/// certificate from a test CA, trusted through `SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_over_tls() {
+    let r = PrivateRedis::start_tls().await.unwrap();
+    assert!(r.url().starts_with("rediss://"));
+    // Without the test CA the certificate is not trusted: the node refuses to start.
+    let untrusted = LocalCluster::start(BIN.into(), 1, &r.url(), &[]).await;
+    assert!(untrusted.is_err(), "a node trusted an unknown CA");
+    let ca = r.ca_file().unwrap().to_str().unwrap().to_owned();
+    let c = LocalCluster::start(BIN.into(), 2, &r.url(), &[("SSL_CERT_FILE", &ca)])
+        .await
+        .unwrap();
+    let ann = c.register(0).await.unwrap();
+    let ben = c.register(1).await.unwrap();
+    let ben_id = ben.credentials().user();
+    let (ann_chat, mut ann_ev) = connect_to(ann, c.nodes[0].ws_url());
+    let (_ben_chat, mut ben_ev) = connect_to(ben, c.nodes[1].ws_url());
+    for ev in [&mut ann_ev, &mut ben_ev] {
+        expect(ev, "connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+    }
+    let id = ann_chat.send_text(Target::User(ben_id), "over tls");
+    expect(&mut ben_ev, "message across nodes", |e| match e {
+        Event::Message(m) if m.id == id => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// The offline recipient reconnects to another node than before (the runner
+/// spreads connections over the nodes in order) and drains its queue there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_scenario_recipient_offline_then_reconnects_on_three_nodes() {
+    let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    natter_tests::run_and_check(
+        "recipient_offline_then_reconnects",
+        natter_tests::server::Server::Cluster(c),
+    )
+    .await;
+}
