@@ -102,6 +102,8 @@ impl LocalCluster {
             .arg("serve")
             .arg("all")
             .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{}", node.port))
+            // Each node's embedded TURN server on an ephemeral port (not 3478 x 3).
+            .env("NATTER_TURN__LISTEN", "127.0.0.1:0")
             .env("NATTER_DATABASE__URL", &self.database_url)
             // Tests run clusters in parallel under PostgreSQL's 100 connections.
             .env("NATTER_DATABASE__MAX_CONNECTIONS", "6")
