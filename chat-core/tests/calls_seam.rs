@@ -66,6 +66,20 @@ async fn call_frames_devices_and_voip_pushes() {
     let mut b1 = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
     let mut b2 = Client::login(&s.url(), &valid_token("bob", 2, 22)).await;
     b1.send(&hangup()).await;
+    // The frame reaches the handler from b1's session task; wait for it so the
+    // order checked below does not depend on scheduling on a busy machine.
+    for _ in 0..100 {
+        if rec
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e == "bob/1 call.hangup")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let link = s.state.device_link();
     let mut online = link.online_devices(&UserId::new("bob"));
     online.sort();
