@@ -25,7 +25,9 @@ async fn fresh(engine: &str) -> TestDb {
         "sqlite" => TestDb::sqlite().await,
         _ => TestDb::postgres().await,
     };
-    let sql = include_str!("fixtures/auth_tables.sql");
+    // The subset of auth's schema that services reading accounts and devices
+    // share in their tests (kept once, beside chat-core's tests).
+    let sql = include_str!("../../chat-core/tests/fixtures/auth_tables.sql");
     let users = "INSERT INTO accounts (user_id, number, created_at) VALUES ('alice', '+1', 0), ('bob', '+2', 0);
          INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation)
          VALUES ('bob', 1, 'p', 0, 0, 3), ('bob', 2, 't', 0, 0, 7);";
