@@ -410,3 +410,35 @@ pub async fn create_postgres_database() -> anyhow::Result<String> {
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     Ok(format!("{base}/{name}"))
 }
+
+impl InProcess {
+    /// Registers `number` with the code from this server's SMS outbox and returns
+    /// the account (what every call test does for each party).
+    pub async fn registered(
+        &self,
+        api: &natter_client::Api,
+        number: &str,
+        device_name: &str,
+    ) -> natter_client::Account {
+        let outbox = self.sms_outbox();
+        let creds = natter_client::register(api, number, device_name, |s| async move {
+            natter_client::code_from_outbox(&outbox, &s.session_id).await
+        })
+        .await
+        .expect("registration with the outbox code");
+        natter_client::Account::new(api.clone(), creds)
+    }
+}
+
+/// Waits (at most 20 s) for the `synced` event that ends a connection's queue drain.
+pub async fn synced(events: &mut natter_client::Events) {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("synced within 20 s")
+            .expect("connection alive");
+        if ev == natter_client::Event::Synced {
+            return;
+        }
+    }
+}

@@ -7,7 +7,7 @@
 
 use natter_client::call::wav::Pcm;
 use natter_client::call::{CallOptions, answer};
-use natter_client::{Account, Api, Chat, ConnectOptions, Event};
+use natter_client::{Api, Chat, ConnectOptions, Event};
 use natter_tests::audio;
 use natter_tests::server::InProcess;
 use std::path::PathBuf;
@@ -24,16 +24,6 @@ fn tools_dir() -> PathBuf {
         })
 }
 
-async fn account(api: &Api, server: &InProcess, number: &str) -> Account {
-    let outbox = server.sms_outbox();
-    let creds = natter_client::register(api, number, "browser-test", |s| async move {
-        natter_client::code_from_outbox(&outbox, &s.session_id).await
-    })
-    .await
-    .unwrap();
-    Account::new(api.clone(), creds)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_chromium_calls_a_rust_client_relay_only() {
     let work = natter_common::testing::TempDir::new("natter-browser");
@@ -41,8 +31,12 @@ async fn headless_chromium_calls_a_rust_client_relay_only() {
     Pcm::tone(48_000, MIC_HZ, 10.0, 0.5).write(&mic).unwrap();
     let server = InProcess::start("sqlite").await.unwrap();
     let api = Api::new(&server.url()).unwrap();
-    let browser_user = account(&api, &server, "+14155550501").await;
-    let rust_user = account(&api, &server, "+14155550502").await;
+    let browser_user = server
+        .registered(&api, "+14155550501", "browser-test")
+        .await;
+    let rust_user = server
+        .registered(&api, "+14155550502", "browser-test")
+        .await;
     let callee = rust_user.credentials().user();
     let (chat, mut events) = Chat::connect(rust_user.clone(), ConnectOptions::default());
     while let Some(ev) = events.recv().await {

@@ -4,9 +4,9 @@
 
 use natter_client::call::wav::Pcm;
 use natter_client::call::{CallOptions, CallReport, answer, place};
-use natter_client::{Account, Api, Chat, ConnectOptions, Event};
+use natter_client::{Api, Chat, ConnectOptions};
 use natter_tests::audio;
-use natter_tests::server::InProcess;
+use natter_tests::server::{InProcess, synced};
 use std::time::Duration;
 
 /// Seconds of tone each side plays.
@@ -15,28 +15,6 @@ const TONE_SECS: f64 = 3.0;
 /// measures about 30 dB here; 20 dB leaves room for jitter without letting a
 /// broken path (gaps, clicks, the wrong tone) through.
 const MIN_SNR_DB: f64 = 20.0;
-
-async fn register(api: &Api, server: &InProcess, number: &str) -> Account {
-    let outbox = server.sms_outbox();
-    let creds = natter_client::register(api, number, "call-test", |s| async move {
-        natter_client::code_from_outbox(&outbox, &s.session_id).await
-    })
-    .await
-    .unwrap();
-    Account::new(api.clone(), creds)
-}
-
-async fn synced(events: &mut natter_client::Events) {
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("synced within 20 s")
-            .expect("connection alive");
-        if ev == Event::Synced {
-            return;
-        }
-    }
-}
 
 fn check_tone(who: &str, r: &CallReport, hz: f64) {
     let rec = &r.recording;
@@ -93,8 +71,8 @@ async fn two_clients_exchange_tones_through_our_turn_server_only() {
         .try_init();
     let server = InProcess::start("sqlite").await.unwrap();
     let api = Api::new(&server.url()).unwrap();
-    let alice = register(&api, &server, "+14155550201").await;
-    let bob = register(&api, &server, "+14155550202").await;
+    let alice = server.registered(&api, "+14155550201", "call-test").await;
+    let bob = server.registered(&api, "+14155550202", "call-test").await;
     let bob_id = bob.credentials().user();
     let (alice_chat, mut alice_ev) = Chat::connect(alice.clone(), ConnectOptions::default());
     let (bob_chat, mut bob_ev) = Chat::connect(bob.clone(), ConnectOptions::default());
@@ -142,8 +120,8 @@ async fn two_clients_exchange_tones_through_our_turn_server_only() {
 async fn an_ice_restart_mid_call_keeps_audio_flowing() {
     let server = InProcess::start("sqlite").await.unwrap();
     let api = Api::new(&server.url()).unwrap();
-    let alice = register(&api, &server, "+14155550211").await;
-    let bob = register(&api, &server, "+14155550212").await;
+    let alice = server.registered(&api, "+14155550211", "call-test").await;
+    let bob = server.registered(&api, "+14155550212", "call-test").await;
     let bob_id = bob.credentials().user();
     let (alice_chat, mut alice_ev) = Chat::connect(alice.clone(), ConnectOptions::default());
     let (bob_chat, mut bob_ev) = Chat::connect(bob.clone(), ConnectOptions::default());

@@ -5,8 +5,8 @@
 
 use natter_client::call::wav::Pcm;
 use natter_client::call::{CallOptions, answer, place};
-use natter_client::{Account, Api, Chat, ConnectOptions, Event};
-use natter_tests::server::InProcess;
+use natter_client::{Api, Chat, ConnectOptions};
+use natter_tests::server::{InProcess, synced};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,24 +49,6 @@ fn pesq_wb(reference: &Path, degraded: &Path) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-async fn account(api: &Api, server: &InProcess, number: &str) -> Account {
-    let outbox = server.sms_outbox();
-    let creds = natter_client::register(api, number, "speech-test", |s| async move {
-        natter_client::code_from_outbox(&outbox, &s.session_id).await
-    })
-    .await
-    .unwrap();
-    Account::new(api.clone(), creds)
-}
-
-async fn synced(events: &mut natter_client::Events) {
-    while let Some(ev) = events.recv().await {
-        if ev == Event::Synced {
-            return;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speech_through_a_call_scores_pesq_wideband_3_5_or_better() {
     let work = natter_common::testing::TempDir::new("natter-speech");
@@ -83,8 +65,8 @@ async fn speech_through_a_call_scores_pesq_wideband_3_5_or_better() {
 
     let server = InProcess::start("sqlite").await.unwrap();
     let api = Api::new(&server.url()).unwrap();
-    let alice = account(&api, &server, "+14155550401").await;
-    let bob = account(&api, &server, "+14155550402").await;
+    let alice = server.registered(&api, "+14155550401", "speech-test").await;
+    let bob = server.registered(&api, "+14155550402", "speech-test").await;
     let bob_id = bob.credentials().user();
     let (ac, mut ae) = Chat::connect(alice.clone(), ConnectOptions::default());
     let (bc, mut be) = Chat::connect(bob.clone(), ConnectOptions::default());
