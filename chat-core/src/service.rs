@@ -152,9 +152,7 @@ impl ChatService {
             max_group: inner.cfg.max_group_members,
             delay: Duration::from_micros(inner.cfg.commit_delay_us),
         };
-        tasks.push(tokio::spawn(
-            writer.run(p.writer_rx, inner.shutdown.clone()),
-        ));
+        tasks.push(writer.spawn(p.writer_rx, inner.shutdown.clone()));
         tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
         // The push task ends when the writer (the only sender) is gone.
         tasks.push(tokio::spawn(crate::push::run(p.push_rx, p.sender)));

@@ -96,6 +96,38 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+/// How often the background task moves the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] on a pool
+/// connection until the pool closes. PASSIVE never waits for readers or
+/// writers, so commits go on while pages are copied; once a checkpoint has
+/// caught up, the next writer restarts the WAL from its beginning, so the file
+/// stays small.
+fn checkpoint_in_background(pool: SqlitePool) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(_) => {}
+                Err(sqlx::Error::PoolClosed) => break,
+                Err(e) => tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying"),
+            }
+        }
+    });
+}
+
 impl Db {
     /// Opens the configured database; an empty URL means SQLite under `data_dir`.
     pub async fn connect(cfg: &DatabaseConfig, data_dir: &Path) -> Result<Self, DbError> {
@@ -122,7 +154,15 @@ impl Db {
                     SqliteSync::Normal => SqliteSynchronous::Normal,
                 })
                 .foreign_keys(true)
-                .busy_timeout(acquire);
+                .busy_timeout(acquire)
+                // Checkpoints run in `checkpoint_in_background`, not inside
+                // whichever commit crosses SQLite's 1000-page threshold: an
+                // inline checkpoint copies pages and fsyncs the database file
+                // while that commit's callers wait, which was the latency tail.
+                .pragma("wal_autocheckpoint", "0")
+                // Batched statements come in a few shapes per kind (see chat's
+                // store); all of them stay prepared.
+                .statement_cache_capacity(512);
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections.max(1))
                 .acquire_timeout(acquire)
@@ -132,6 +172,7 @@ impl Db {
                     engine: Engine::Sqlite,
                     source,
                 })?;
+            checkpoint_in_background(pool.clone());
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {

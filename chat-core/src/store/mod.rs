@@ -321,6 +321,13 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Creates the schema (idempotent).
     async fn migrate(&self) -> StoreResult<()>;
 
+    /// Whether the writer should drive this store from a thread of its own
+    /// (see [`crate::writer::WriterTask::spawn`]). Only for stores whose
+    /// connections are not tied to the runtime that opened them.
+    fn wants_writer_thread(&self) -> bool {
+        false
+    }
+
     // --- the write path (called by the one writer task only) ---
     /// Applies a batch in one transaction. Messages expire `ttl_ms` after `now`.
     async fn commit(

@@ -485,9 +485,17 @@ async fn idle(
     Ok(())
 }
 
+/// Microseconds from the send time carried in a client id (`conv-seq-micros`) to now.
+fn latency_since(epoch: Instant, client_id: &str) -> Option<u64> {
+    let sent_us = client_id.rsplit('-').next()?.parse::<u64>().ok()?;
+    Some((epoch.elapsed().as_micros() as u64).saturating_sub(sent_us))
+}
+
 struct Stats {
     delivered: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
+    /// send -> `sent` (the durable acknowledgement to the sender).
+    sent_us: Mutex<Vec<u64>>,
     measuring: std::sync::atomic::AtomicBool,
 }
 
@@ -500,6 +508,7 @@ async fn traffic(
     let stats = Arc::new(Stats {
         delivered: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
+        sent_us: Mutex::new(Vec::new()),
         measuring: std::sync::atomic::AtomicBool::new(false),
     });
     let epoch = Instant::now();
@@ -525,13 +534,18 @@ async fn traffic(
         let p = permits.clone();
         // Sender's reader: receipts to acknowledge go to the sender's writer.
         let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let stats_s = stats.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(m)) = s_rx.next().await {
-                if let Ws::Text(t) = m
-                    && let Ok(ServerFrame::Receipt(r)) = natter_proto::decode_server_frame(&t)
-                    && ack_tx.send(r.receipt_id).is_err()
-                {
-                    break;
+                let Ws::Text(t) = m else { continue };
+                match natter_proto::decode_server_frame(&t) {
+                    Ok(ServerFrame::Receipt(r)) if ack_tx.send(r.receipt_id).is_err() => break,
+                    Ok(ServerFrame::Sent(s)) if stats_s.measuring.load(Ordering::Relaxed) => {
+                        if let Some(lat) = latency_since(epoch, s.id.as_str()) {
+                            stats_s.sent_us.lock().await.push(lat);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }));
@@ -585,14 +599,7 @@ async fn traffic(
                     permits.add_permits(1);
                     if stats2.measuring.load(Ordering::Relaxed) {
                         stats2.delivered.fetch_add(1, Ordering::Relaxed);
-                        if let Some(sent_us) = msg
-                            .id
-                            .as_str()
-                            .rsplit('-')
-                            .next()
-                            .and_then(|v| v.parse::<u64>().ok())
-                        {
-                            let lat = (epoch.elapsed().as_micros() as u64).saturating_sub(sent_us);
+                        if let Some(lat) = latency_since(epoch, msg.id.as_str()) {
                             stats2.latencies_us.lock().await.push(lat);
                         }
                     }
@@ -612,20 +619,25 @@ async fn traffic(
     );
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
     let cpu0 = cpu_total(pids);
+    let commits0 = commit_metrics(addrs).await;
     stats.measuring.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.measure_secs)).await;
     stats.measuring.store(false, Ordering::SeqCst);
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_total(pids) - cpu0;
+    let commits = commit_metrics(addrs).await.since(&commits0);
     let n = stats.delivered.load(Ordering::SeqCst);
     let mut lat = stats.latencies_us.lock().await.clone();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+    let mut sent_lat = stats.sent_us.lock().await.clone();
+    sent_lat.sort_unstable();
+    let pct_of = |v: &[u64], p: f64| {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
             .copied()
             .unwrap_or(0)
     };
+    let pct = |p: f64| pct_of(&lat, p);
     println!(
         "mode {:?}: {} conversations, body {} B",
         args.mode, args.conversations, args.body_bytes
@@ -640,13 +652,124 @@ async fn traffic(
         pct(0.99) as f64 / 1000.0
     );
     println!(
+        "send->sent (durable ack) latency: p50 {:.2} ms, p99 {:.2} ms",
+        pct_of(&sent_lat, 0.50) as f64 / 1000.0,
+        pct_of(&sent_lat, 0.99) as f64 / 1000.0
+    );
+    println!(
         "server CPU: {:.1} µs per delivered message ({:.0} % of one core)",
         cpu as f64 / n.max(1) as f64,
         cpu as f64 / secs / 10_000.0
     );
     println!("server RSS: {} KiB", rss_total(pids));
+    println!("{}", commits.describe(secs));
     for t in tasks {
         t.abort();
     }
     Ok(())
+}
+
+/// The server's group-commit counters (from `/metrics`), summed over nodes.
+#[derive(Default)]
+struct CommitMetrics {
+    count: f64,
+    seconds: f64,
+    ops: f64,
+    /// Time spent in the final COMMIT (WAL write + fsync).
+    finish_seconds: f64,
+    /// Cumulative histogram buckets: (upper bound in seconds, commits).
+    buckets: Vec<(f64, f64)>,
+}
+
+impl CommitMetrics {
+    fn since(self, before: &CommitMetrics) -> CommitMetrics {
+        CommitMetrics {
+            count: self.count - before.count,
+            seconds: self.seconds - before.seconds,
+            ops: self.ops - before.ops,
+            finish_seconds: self.finish_seconds - before.finish_seconds,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| {
+                    let b = before
+                        .buckets
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0.0, |x| x.1);
+                    (*le, n - b)
+                })
+                .collect(),
+        }
+    }
+
+    /// The smallest bucket bound that holds fraction `p` of the commits.
+    fn quantile_bound(&self, p: f64) -> Option<f64> {
+        let want = self.count * p;
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map(|(le, _)| *le)
+    }
+
+    fn describe(&self, secs: f64) -> String {
+        if self.count <= 0.0 {
+            return "commits: no metrics from the server".into();
+        }
+        let ms = |v: Option<f64>| v.map_or("?".into(), |s| format!("{:.1}", s * 1000.0));
+        format!(
+            "commits: {:.0}/s, {:.1} operations each, mean {:.2} ms (final COMMIT {:.2} ms), p50 <= {} ms, p99 <= {} ms (histogram bounds)",
+            self.count / secs,
+            self.ops / self.count,
+            self.seconds / self.count * 1000.0,
+            self.finish_seconds / self.count * 1000.0,
+            ms(self.quantile_bound(0.50)),
+            ms(self.quantile_bound(0.99)),
+        )
+    }
+}
+
+async fn commit_metrics(addrs: &[SocketAddr]) -> CommitMetrics {
+    let http = reqwest::Client::new();
+    let mut total = CommitMetrics::default();
+    for a in addrs {
+        let Ok(r) = http.get(format!("http://{a}/metrics")).send().await else {
+            continue;
+        };
+        let Ok(text) = r.text().await else { continue };
+        for line in text.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            if name == "chat_commit_duration_seconds_count" {
+                total.count += v;
+            } else if name == "chat_commit_duration_seconds_sum" {
+                total.seconds += v;
+            } else if name == "chat_commit_finish_seconds_sum" {
+                total.finish_seconds += v;
+            } else if name == "chat_commit_batch_ops_sum" {
+                total.ops += v;
+            } else if let Some(le) = name
+                .strip_prefix("chat_commit_duration_seconds_bucket{le=\"")
+                .and_then(|r| r.strip_suffix("\"}"))
+            {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::INFINITY)
+                };
+                match total.buckets.iter_mut().find(|(l, _)| *l == le) {
+                    Some(b) => b.1 += v,
+                    None => total.buckets.push((le, v)),
+                }
+            }
+        }
+    }
+    total
+        .buckets
+        .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    total
 }
