@@ -607,7 +607,9 @@ async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
     // Bob connects and never reads his socket.
     let mut stuck = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
     let body = "z".repeat(60_000);
-    let n = 600;
+    // Loopback buffers hold about 10 MB (~170 of these); the rest must
+    // overflow the 416-entry queue by a wide margin, whatever the timing.
+    let n = 1000;
     for i in 0..n {
         a.send(&send(&format!("s{i}"), to_user("bob"), &body)).await;
     }
