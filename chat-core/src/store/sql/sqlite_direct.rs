@@ -502,3 +502,40 @@ impl Batch<'_> {
         Ok(queued)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MessageStore;
+    use natter_common::testing::TestDb;
+
+    /// The store contract tests cover what is written; this pins down that a
+    /// file database really takes the direct path (not the pool's).
+    #[tokio::test]
+    async fn a_file_database_commits_through_its_own_connection() {
+        let t = TestDb::sqlite().await;
+        let Db::Sqlite(pool) = &t.db else {
+            panic!("TestDb::sqlite is SQLite");
+        };
+        let store = SqliteStore::new(pool.clone());
+        store.migrate().await.expect("migrate");
+        let dev = DeviceRef {
+            user: UserId::new("nobody"),
+            device: 1,
+            generation: 1,
+        };
+        let committed = store
+            .commit(&[BatchOp::Ack(dev, vec![42])], 0, 1_000, 16)
+            .await
+            .expect("commit");
+        assert!(
+            matches!(&committed.outcomes[0], OpOutcome::Unknown(ids) if ids == &[42]),
+            "an ack for no receipt names it: {:?}",
+            committed.outcomes
+        );
+        assert!(
+            store.direct.get().is_some_and(Option::is_some),
+            "the commit went through the pool instead of the direct writer"
+        );
+    }
+}
