@@ -263,6 +263,26 @@ struct NewRow {
 type RowKey = (String, i64, i64, i64, Option<String>);
 
 impl NewRow {
+    /// The committed entry, once the database gave it sequence number `seq`
+    /// (a receipt's id is its entry's sequence number).
+    fn into_queued(self, seq: i64) -> Queued {
+        let frame = match self.frame {
+            QueuedFrame::Receipt(mut rc) => {
+                rc.receipt_id = seq as u64;
+                QueuedFrame::Receipt(rc)
+            }
+            f => f,
+        };
+        Queued {
+            user: UserId(self.user),
+            device: self.device as DeviceId,
+            generation: self.generation,
+            seq,
+            prev: None,
+            frame,
+        }
+    }
+
     fn key(&self) -> RowKey {
         (
             self.user.clone(),
@@ -774,21 +794,7 @@ macro_rules! sql_store {
                             "queue insert did not return every row".into(),
                         )));
                     };
-                    let frame = match r.frame {
-                        QueuedFrame::Receipt(mut rc) => {
-                            rc.receipt_id = seq as u64;
-                            QueuedFrame::Receipt(rc)
-                        }
-                        f => f,
-                    };
-                    queued.push(Queued {
-                        user: UserId(r.user),
-                        device: r.device as DeviceId,
-                        generation: r.generation,
-                        seq,
-                        prev: None,
-                        frame,
-                    });
+                    queued.push(r.into_queued(seq));
                 }
                 queued.sort_by_key(|q| q.seq);
                 if let Some(prev) = prev.as_mut() {

@@ -481,22 +481,7 @@ impl Batch<'_> {
                 r.peer,
                 self.now
             ])?;
-            let seq = self.conn.last_insert_rowid();
-            let frame = match r.frame {
-                QueuedFrame::Receipt(mut rc) => {
-                    rc.receipt_id = seq as u64;
-                    QueuedFrame::Receipt(rc)
-                }
-                f => f,
-            };
-            queued.push(Queued {
-                user: UserId(r.user),
-                device: r.device as DeviceId,
-                generation: r.generation,
-                seq,
-                prev: None,
-                frame,
-            });
+            queued.push(r.into_queued(self.conn.last_insert_rowid()));
         }
         queued.sort_by_key(|q| q.seq);
         Ok(queued)
