@@ -335,6 +335,38 @@ fn receipt_row(
     }
 }
 
+/// A receipt-like operation (delivered, read, ack) and its position in the batch.
+type IdsOp<'a, T> = (usize, &'a DeviceRef, &'a Vec<T>);
+
+/// A batch's operations by kind, each with its position. Both commit paths
+/// apply them in this order: messages, deliveries, reads, acks.
+struct SortedOps<'a> {
+    sends: Vec<SendOp<'a>>,
+    delivered: Vec<IdsOp<'a, MsgId>>,
+    reads: Vec<IdsOp<'a, MsgId>>,
+    acks: Vec<IdsOp<'a, ReceiptId>>,
+}
+
+impl<'a> SortedOps<'a> {
+    fn of(ops: &'a [BatchOp]) -> Self {
+        let mut sorted = SortedOps {
+            sends: Vec::new(),
+            delivered: Vec::new(),
+            reads: Vec::new(),
+            acks: Vec::new(),
+        };
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                BatchOp::Send(m) => sorted.sends.push((i, m)),
+                BatchOp::Delivered(d, ids) => sorted.delivered.push((i, d, ids)),
+                BatchOp::Read(d, ids) => sorted.reads.push((i, d, ids)),
+                BatchOp::Ack(d, ids) => sorted.acks.push((i, d, ids)),
+            }
+        }
+        sorted
+    }
+}
+
 /// A send and its position in the batch.
 type SendOp<'a> = (usize, &'a NewMessage);
 
@@ -1115,18 +1147,7 @@ macro_rules! sql_store {
                 let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
                 let mut rows: Vec<NewRow> = Vec::new();
                 let mut devices: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-                let mut sends = Vec::new();
-                let mut delivered = Vec::new();
-                let mut reads = Vec::new();
-                let mut acks = Vec::new();
-                for (i, op) in ops.iter().enumerate() {
-                    match op {
-                        BatchOp::Send(m) => sends.push((i, m)),
-                        BatchOp::Delivered(d, ids) => delivered.push((i, d, ids)),
-                        BatchOp::Read(d, ids) => reads.push((i, d, ids)),
-                        BatchOp::Ack(d, ids) => acks.push((i, d, ids)),
-                    }
-                }
+                let SortedOps { sends, delivered, reads, acks } = SortedOps::of(ops);
                 if !sends.is_empty() {
                     Self::commit_sends(&mut *tx, &mut devices, &sends, &mut outcomes, &mut rows, now, ttl_ms).await?;
                 }

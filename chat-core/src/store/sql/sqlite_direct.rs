@@ -129,19 +129,12 @@ type SqlResult<T> = rusqlite::Result<T>;
 
 impl Batch<'_> {
     fn run(mut self, ops: &[BatchOp], ttl_ms: i64) -> SqlResult<Committed> {
-        let mut sends = Vec::new();
-        let mut delivered = Vec::new();
-        let mut reads = Vec::new();
-        let mut acks = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            match op {
-                BatchOp::Send(m) => sends.push((i, m)),
-                BatchOp::Delivered(d, ids) => delivered.push((i, d, ids)),
-                BatchOp::Read(d, ids) => reads.push((i, d, ids)),
-                BatchOp::Ack(d, ids) => acks.push((i, d, ids)),
-            }
-        }
-        // Same order as the shared SQL: messages, deliveries, reads, acks.
+        let SortedOps {
+            sends,
+            delivered,
+            reads,
+            acks,
+        } = SortedOps::of(ops);
         self.sends(&sends, ttl_ms)?;
         self.delivered(&delivered)?;
         self.reads(&reads)?;
