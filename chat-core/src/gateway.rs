@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use natter_common::token::TokenError;
 use natter_proto::{
     ClientFrame, CloseCode, ErrorCode, ErrorFrame, Hello, Limits, PROTOCOL_VERSION, Presence,
@@ -227,15 +227,57 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
         tx: &tx,
         ans: &ans_tx,
     };
+    // Frames are fed into the socket's buffer and flushed once no further
+    // input is waiting (or after MAX_UNFLUSHED inputs): a burst of deliveries,
+    // answers and incoming frames then costs one write instead of one each.
+    let mut unflushed = false;
+    let mut batched = 0usize;
+    let mut settled = false;
     while code.is_none() {
-        if let Some(c) = ctx
-            .apply(
-                &mut sink,
-                &mut session,
-                std::mem::take(&mut effects),
-                &closer,
-            )
+        match ctx
+            .apply(&mut sink, std::mem::take(&mut effects), &closer)
             .await
+        {
+            Ok(wrote) => unflushed |= wrote,
+            Err(c) => {
+                code = Some(c);
+                break;
+            }
+        }
+        if batched < MAX_UNFLUSHED {
+            let now = inner.clock.now_ms();
+            if let Ok(a) = ans_rx.try_recv() {
+                batched += 1;
+                effects = on_answer(&mut session, now, a);
+                continue;
+            }
+            if let Ok(out) = rx.try_recv() {
+                batched += 1;
+                effects = on_outbound(&mut session, now, out);
+                continue;
+            }
+            if session.wants_frames()
+                && let Some(msg) = stream.next().now_or_never()
+            {
+                batched += 1;
+                match on_socket(&mut session, now, msg) {
+                    Ok(e) => effects = e,
+                    Err(c) => code = Some(c),
+                }
+                continue;
+            }
+        }
+        batched = 0;
+        if unflushed && !settled && inner.hub.is_dispatching() {
+            // The writer is still handing out this commit: whatever else it
+            // has for this socket goes out in the same write.
+            inner.hub.dispatch_settled().await;
+            settled = true;
+            continue;
+        }
+        settled = false;
+        if std::mem::take(&mut unflushed)
+            && let Err(c) = flush(&mut sink, &closer).await
         {
             code = Some(c);
             break;
@@ -251,41 +293,15 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
                 code = Some(CloseCode::GoingAway);
             }
             Some(a) = ans_rx.recv() => {
-                let now = inner.clock.now_ms();
-                effects = match a {
-                    Answer::Sent(id, Ok(OpOutcome::Send(o))) => session.handle_sent(now, o, &id),
-                    Answer::Sent(id, _) => session.handle_send_failed(now, &id),
-                    Answer::Ids(t, Ok(OpOutcome::Unknown(ids))) => session.handle_unknown_ids(now, t, &ids),
-                    Answer::Ids(t, _) => {
-                        tracing::warn!(frame = t, "acknowledgement could not be stored; it will be redelivered");
-                        Vec::new()
-                    }
-                    Answer::Fetched(Ok(page), limit) => session.handle_fetched(now, page, limit),
-                    Answer::Fetched(Err(()), _) => {
-                        session.handle_fetch_failed(now);
-                        Vec::new()
-                    }
-                };
+                effects = on_answer(&mut session, inner.clock.now_ms(), a);
             }
             Some(out) = rx.recv() => {
-                match out {
-                    Outbound::Delivery(d) => effects = session.handle_live(inner.clock.now_ms(), d),
-                    Outbound::Resync => effects = session.handle_resync(inner.clock.now_ms()),
-                    Outbound::Frame(json) => {
-                        if let Err(c) = write(&mut sink, WsMessage::Text(Utf8Bytes::from(&*json)), &closer).await {
-                            code = Some(c);
-                        }
-                    }
-                }
+                effects = on_outbound(&mut session, inner.clock.now_ms(), out);
             }
             msg = stream.next(), if session.wants_frames() => {
-                let now = inner.clock.now_ms();
-                match msg {
-                    Some(Ok(WsMessage::Text(t))) => effects = session.handle_text(now, t.as_str()),
-                    Some(Ok(WsMessage::Binary(_))) => effects = session.handle_binary(now),
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => session.handle_activity(now),
-                    Some(Ok(WsMessage::Close(_))) | None => code = Some(CloseCode::Normal),
-                    Some(Err(e)) => code = Some(read_error_code(&e)),
+                match on_socket(&mut session, inner.clock.now_ms(), msg) {
+                    Ok(e) => effects = e,
+                    Err(c) => code = Some(c),
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -316,6 +332,58 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
     }
 }
 
+/// Inputs handled between two flushes of the socket at most.
+const MAX_UNFLUSHED: usize = 64;
+
+/// The writer's or a fetch's answer, fed to the session.
+fn on_answer(session: &mut Session, now: i64, a: Answer) -> Vec<Effect> {
+    match a {
+        Answer::Sent(id, Ok(OpOutcome::Send(o))) => session.handle_sent(now, o, &id),
+        Answer::Sent(id, _) => session.handle_send_failed(now, &id),
+        Answer::Ids(t, Ok(OpOutcome::Unknown(ids))) => session.handle_unknown_ids(now, t, &ids),
+        Answer::Ids(t, _) => {
+            tracing::warn!(
+                frame = t,
+                "acknowledgement could not be stored; it will be redelivered"
+            );
+            Vec::new()
+        }
+        Answer::Fetched(Ok(page), limit) => session.handle_fetched(now, page, limit),
+        Answer::Fetched(Err(()), _) => {
+            session.handle_fetch_failed(now);
+            Vec::new()
+        }
+    }
+}
+
+/// Something the hub queued for this socket.
+fn on_outbound(session: &mut Session, now: i64, out: Outbound) -> Vec<Effect> {
+    match out {
+        Outbound::Delivery(d) => session.handle_live(now, d),
+        Outbound::Resync => session.handle_resync(now),
+        // Ephemeral frames are written as they are; the session does not track them.
+        Outbound::Frame(json) => vec![Effect::Deliver(json)],
+    }
+}
+
+/// What the device sent; `Err` when the socket is done.
+fn on_socket(
+    session: &mut Session,
+    now: i64,
+    msg: Option<Result<WsMessage, axum::Error>>,
+) -> Result<Vec<Effect>, CloseCode> {
+    match msg {
+        Some(Ok(WsMessage::Text(t))) => Ok(session.handle_text(now, t.as_str())),
+        Some(Ok(WsMessage::Binary(_))) => Ok(session.handle_binary(now)),
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
+            session.handle_activity(now);
+            Ok(Vec::new())
+        }
+        Some(Ok(WsMessage::Close(_))) | None => Err(CloseCode::Normal),
+        Some(Err(e)) => Err(read_error_code(&e)),
+    }
+}
+
 struct Ctx<'a> {
     st: &'a ChatState,
     dev: &'a DeviceRef,
@@ -325,30 +393,25 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Carries out effects in order; returns a close code when the socket must close.
+    /// Carries out effects in order. Frames are fed, not flushed; returns
+    /// whether any was, or the code to close with (the close frame flushes
+    /// what was fed before it).
     async fn apply(
         &mut self,
         sink: &mut Sink,
-        session: &mut Session,
         effects: Vec<Effect>,
         closer: &Closer,
-    ) -> Option<CloseCode> {
+    ) -> Result<bool, CloseCode> {
         let inner = &self.st.0;
         let mut wrote = false;
         for e in effects {
             match e {
                 Effect::Frame(f) => {
-                    if let Err(c) = feed(sink, WsMessage::Text(f.to_json().into()), closer).await {
-                        return Some(c);
-                    }
+                    feed(sink, WsMessage::Text(f.to_json().into()), closer).await?;
                     wrote = true;
                 }
                 Effect::Deliver(json) => {
-                    if let Err(c) =
-                        feed(sink, WsMessage::Text(Utf8Bytes::from(&*json)), closer).await
-                    {
-                        return Some(c);
-                    }
+                    feed(sink, WsMessage::Text(Utf8Bytes::from(&*json)), closer).await?;
                     wrote = true;
                 }
                 Effect::Persist(p) => self.persist(p).await,
@@ -381,9 +444,7 @@ impl Ctx<'_> {
                 }
                 Effect::Unsubscribe(users) => inner.hub.unsubscribe(self.conn_id, &users),
                 Effect::Ping => {
-                    if let Err(c) = feed(sink, WsMessage::Ping(Default::default()), closer).await {
-                        return Some(c);
-                    }
+                    feed(sink, WsMessage::Ping(Default::default()), closer).await?;
                     wrote = true;
                 }
                 Effect::Touch => inner.hub.touch(&self.dev.user, inner.clock.now_ms()),
@@ -396,25 +457,14 @@ impl Ctx<'_> {
                         )
                         .about(Some(frame.type_name().into()), None);
                         let json = ServerFrame::Error(e).to_json();
-                        if let Err(c) = feed(sink, WsMessage::Text(json.into()), closer).await {
-                            return Some(c);
-                        }
+                        feed(sink, WsMessage::Text(json.into()), closer).await?;
                         wrote = true;
                     }
                 },
-                Effect::Close(code) => {
-                    if wrote {
-                        let _ = flush(sink, closer).await;
-                    }
-                    return Some(code);
-                }
+                Effect::Close(code) => return Err(code),
             }
         }
-        let _ = session;
-        if wrote && let Err(c) = flush(sink, closer).await {
-            return Some(c);
-        }
-        None
+        Ok(wrote)
     }
 
     async fn persist(&self, p: Persist) {
@@ -449,9 +499,13 @@ impl Ctx<'_> {
             ),
         };
         // The writer answers in commit order, straight into this socket's queue.
+        // An acknowledgement that named only pending ids has nothing to say:
+        // it is not sent, which spares a wake-up of this task per `delivered`.
         let ans = self.ans.clone();
         let reply: crate::writer::Reply = Box::new(move |r| {
-            let _ = ans.send(answer(r));
+            if !matches!(&r, Ok(OpOutcome::Unknown(ids)) if ids.is_empty()) {
+                let _ = ans.send(answer(r));
+            }
         });
         inner.writer.submit(op, Some(reply)).await;
     }
@@ -540,31 +594,36 @@ async fn send_frame(sink: &mut Sink, f: &ServerFrame) -> Result<(), CloseCode> {
     }
 }
 
+/// Appends a frame to the socket's write buffer (written out when it fills).
 async fn feed(sink: &mut Sink, m: WsMessage, closer: &Closer) -> Result<(), CloseCode> {
-    tokio::select! {
-        r = tokio::time::timeout(WRITE_TIMEOUT, sink.feed(m)) => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(CloseCode::Normal),
-            Err(_) => Err(CloseCode::SlowConsumer),
-        },
-        _ = closer.closed() => Err(closer.code().unwrap_or(CloseCode::Normal)),
-    }
+    bounded(sink.feed(m), closer).await
 }
 
+/// Writes out what was fed.
 async fn flush(sink: &mut Sink, closer: &Closer) -> Result<(), CloseCode> {
+    bounded(sink.flush(), closer).await
+}
+
+/// Runs a socket write, bounded by WRITE_TIMEOUT and cut short by a close
+/// request. Most writes complete at the first poll (the buffer has room, the
+/// kernel takes the bytes): those skip arming the timer, which was a
+/// measurable share of the per-frame cost.
+async fn bounded<F>(write: F, closer: &Closer) -> Result<(), CloseCode>
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    let mut write = std::pin::pin!(write);
+    if let Some(r) = write.as_mut().now_or_never() {
+        return r.map_err(|_| CloseCode::Normal);
+    }
     tokio::select! {
-        r = tokio::time::timeout(WRITE_TIMEOUT, sink.flush()) => match r {
+        r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(CloseCode::Normal),
             Err(_) => Err(CloseCode::SlowConsumer),
         },
         _ = closer.closed() => Err(closer.code().unwrap_or(CloseCode::Normal)),
     }
-}
-
-async fn write(sink: &mut Sink, m: WsMessage, closer: &Closer) -> Result<(), CloseCode> {
-    feed(sink, m, closer).await?;
-    flush(sink, closer).await
 }
 
 /// Sends a close frame (best effort, bounded in time).

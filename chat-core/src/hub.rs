@@ -10,10 +10,25 @@ use crate::pipeline::limits::PushPolicy;
 use natter_common::UnixMillis;
 use natter_proto::{CloseCode, DeviceId, UserId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+
+/// Longest a socket holds back its writes for a writer hand-off to finish.
+const SETTLE_LIMIT: Duration = Duration::from_millis(5);
+
+/// See [`Hub::dispatch_scope`].
+pub(crate) struct DispatchScope<'a>(&'a Hub);
+
+impl Drop for DispatchScope<'_> {
+    fn drop(&mut self) {
+        if self.0.dispatching.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.dispatched.notify_waiters();
+        }
+    }
+}
 
 /// What a socket task receives from the rest of the service.
 #[derive(Debug)]
@@ -79,6 +94,9 @@ pub(crate) struct Hub {
     dirty_seen: Mutex<HashMap<UserId, UnixMillis>>,
     push: Mutex<PushPolicy>,
     next_id: AtomicU64,
+    /// Writer hand-offs in progress (see [`Hub::dispatch_scope`]).
+    dispatching: AtomicUsize,
+    dispatched: Notify,
 }
 
 /// A socket of this node, as the cluster registry records it.
@@ -107,7 +125,37 @@ impl Hub {
             dirty_seen: Mutex::new(HashMap::new()),
             push: Mutex::new(PushPolicy::new(push_min_interval_ms)),
             next_id: AtomicU64::new(1),
+            dispatching: AtomicUsize::new(0),
+            dispatched: Notify::new(),
         }
+    }
+
+    /// Marks the writer handing out one commit's answers and deliveries,
+    /// until the scope is dropped. Why: a socket task woken by the first of
+    /// them would otherwise write each as it arrives — three small writes
+    /// per message, each a trip through the TCP stack, which was the largest
+    /// share of the gateway's CPU. Sockets wait for the scope to end (see
+    /// [`Hub::dispatch_settled`]) and write everything in one go.
+    pub(crate) fn dispatch_scope(&self) -> DispatchScope<'_> {
+        self.dispatching.fetch_add(1, Ordering::AcqRel);
+        DispatchScope(self)
+    }
+
+    /// Returns once no writer hand-off is in progress (at most
+    /// `SETTLE_LIMIT` later, so a stuck writer cannot hold sockets back).
+    pub(crate) async fn dispatch_settled(&self) {
+        let done = self.dispatched.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if self.dispatching.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(SETTLE_LIMIT, done).await;
+    }
+
+    /// Whether a writer hand-off is in progress.
+    pub(crate) fn is_dispatching(&self) -> bool {
+        self.dispatching.load(Ordering::Acquire) != 0
     }
 
     /// Registers a device socket, replacing (close 4000) an older one of the
@@ -416,5 +464,83 @@ impl Hub {
         for c in conns.values().flatten() {
             c.closer.close(code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn settled_returns_at_once_without_a_hand_off() {
+        let hub = Hub::new(0);
+        assert!(!hub.is_dispatching());
+        tokio::time::timeout(Duration::from_millis(100), hub.dispatch_settled())
+            .await
+            .expect("no hand-off in progress: nothing to wait for");
+    }
+
+    #[tokio::test]
+    async fn settled_waits_for_the_last_scope_to_end() {
+        let hub = Arc::new(Hub::new(0));
+        let outer = hub.dispatch_scope();
+        let inner = hub.dispatch_scope();
+        let waiter = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.dispatch_settled().await }
+        });
+        tokio::task::yield_now().await;
+        drop(inner);
+        tokio::task::yield_now().await;
+        assert!(hub.is_dispatching(), "one scope is still open");
+        assert!(!waiter.is_finished(), "returned while a scope was open");
+        drop(outer);
+        tokio::time::timeout(Duration::from_millis(100), waiter)
+            .await
+            .expect("released when the last scope ended")
+            .expect("waiter task");
+        assert!(!hub.is_dispatching());
+    }
+
+    fn delivery(seq: i64) -> Delivery {
+        Delivery {
+            seq,
+            prev: None,
+            item: crate::pipeline::ItemRef::Msg(seq as u64),
+            json: Arc::from("{}"),
+        }
+    }
+
+    /// The end-to-end test (gateway.rs) can only see the 4006 close frame
+    /// when the stuck client reads in time; the decision itself is here.
+    #[test]
+    fn a_full_outbound_queue_closes_the_socket_as_a_slow_consumer() {
+        let hub = Hub::new(0);
+        let bob = UserId::new("bob");
+        let (tx, mut rx) = mpsc::channel(2);
+        let closer = Arc::new(Closer::default());
+        hub.register(&bob, 1, 7, 0, tx, closer.clone());
+        assert!(hub.deliver(&bob, 1, 7, delivery(1)));
+        assert!(hub.deliver(&bob, 1, 7, delivery(2)));
+        assert_eq!(closer.code(), None, "room for two entries");
+        assert!(
+            hub.deliver(&bob, 1, 7, delivery(3)),
+            "the device is connected here"
+        );
+        assert_eq!(closer.code(), Some(CloseCode::SlowConsumer));
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Delivery(d)) if d.seq == 1));
+        assert!(
+            !hub.deliver(&bob, 1, 8, delivery(4)),
+            "another generation is not this socket"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_hand_off_holds_sockets_back_only_briefly() {
+        let hub = Hub::new(0);
+        let _stuck = hub.dispatch_scope();
+        let started = tokio::time::Instant::now();
+        hub.dispatch_settled().await;
+        assert_eq!(started.elapsed(), SETTLE_LIMIT);
     }
 }

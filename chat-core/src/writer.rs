@@ -183,6 +183,8 @@ impl WriterTask {
             .await;
         metrics::histogram!("chat_commit_duration_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("chat_commit_batch_ops").record(ops.len() as f64);
+        // Answers and deliveries of this commit reach each socket together.
+        let _handing_out = self.hub.dispatch_scope();
         match result {
             Ok(c) => {
                 for (reply, outcome) in replies.into_iter().zip(c.outcomes) {
@@ -217,6 +219,7 @@ impl WriterTask {
             .await
         {
             Ok((outcome, queued)) => {
+                let _handing_out = self.hub.dispatch_scope();
                 let _ = reply.send(Ok(outcome));
                 self.dispatch(queued, now);
             }

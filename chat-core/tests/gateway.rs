@@ -617,8 +617,12 @@ async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
         a.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
             .await;
     }
-    // Only now read: the server gave up on the socket with 4006 (or, if the
-    // kernel buffered everything, it is still open and every message arrives).
+    // Only now read: the server gave up on the socket. Its 4006 close frame
+    // sits behind the frames the kernel buffered, and the server waits about
+    // 3 s for it to go out; on a loaded machine the remaining sends can take
+    // longer than that, and the socket then ends without the frame. Either
+    // way the device was disconnected (the decision's code is pinned by the
+    // hub's unit test), and nothing is lost.
     let mut got = std::collections::HashSet::new();
     let code = loop {
         match tokio::time::timeout(
@@ -636,10 +640,21 @@ async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
                 break u16::from(c.code);
             }
             Ok(Some(Ok(_))) => {}
+            Ok(None)
+            | Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )))) => break 0,
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert_eq!(code, 4006);
+    assert!(
+        code == 4006 || code == 0,
+        "closed as a slow consumer (or cut off), not {code}"
+    );
+    assert!(
+        got.len() < n,
+        "the stuck device was cut off before everything arrived"
+    );
     // Reconnecting drains every message.
     let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
     while got.len() < n {

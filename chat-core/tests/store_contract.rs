@@ -76,6 +76,7 @@ contract!(
     presence_contacts_push_tokens,
     purge_expired_and_orphans,
     queue_entries_chain_per_device_under_concurrent_commits,
+    a_large_batch_queues_every_entry_in_order,
 );
 
 async fn setup(engine: &str) -> (natter_common::testing::TestDb, Arc<dyn MessageStore>) {
@@ -913,6 +914,70 @@ async fn queue_entries_chain_per_device_under_concurrent_commits(engine: &str) {
             assert_eq!(q.prev, Some(last), "entry {} does not follow {last}", q.seq);
             last = q.seq;
         }
+    }
+    t.cleanup().await;
+}
+
+/// 150 messages to bob from alice's device 1: 450 queue rows in one commit,
+/// more than the largest multi-row statement, so several statement shapes
+/// are used. Every row gets its own sequence number, each device's entries
+/// are in send order, and reading the queue gives back the same entries.
+async fn a_large_batch_queues_every_entry_in_order(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let ops: Vec<BatchOp> = (0..150)
+        .map(|i| {
+            send(
+                "alice",
+                1,
+                &format!("big{i}"),
+                user("bob"),
+                &format!("m{i}"),
+            )
+        })
+        .collect();
+    let c = s.commit(&ops, 1000, TTL, 1024).await.unwrap();
+    assert_eq!(
+        c.queued.len(),
+        450,
+        "bob's two devices and alice's other one"
+    );
+    assert!(
+        c.queued.windows(2).all(|w| w[0].seq < w[1].seq),
+        "sequence numbers are distinct and in commit order"
+    );
+    let ids: Vec<u64> = c.outcomes.iter().map(|o| sent(o).msg_id).collect();
+    for (user_id, device, generation) in [("bob", 1, 21), ("bob", 2, 22), ("alice", 2, 12)] {
+        let mine: Vec<(i64, u64, String)> = c
+            .queued
+            .iter()
+            .filter(|q| q.user.as_str() == user_id && q.device == device)
+            .map(|q| match &q.frame {
+                QueuedFrame::Msg(m) => (q.seq, m.msg_id, m.body.as_text().unwrap().to_owned()),
+                other => panic!("a message entry, not {other:?}"),
+            })
+            .collect();
+        let got_ids: Vec<u64> = mine.iter().map(|e| e.1).collect();
+        assert_eq!(got_ids, ids, "{user_id}/{device}: entries in send order");
+        assert!(
+            mine.iter().enumerate().all(|(i, e)| e.2 == format!("m{i}")),
+            "{user_id}/{device}: each entry carries its own message"
+        );
+        let fetched = s
+            .fetch(&dev(user_id, device, generation), 0, 1000)
+            .await
+            .unwrap();
+        let fetched: Vec<(i64, u64)> = fetched
+            .iter()
+            .map(|q| match &q.frame {
+                QueuedFrame::Msg(m) => (q.seq, m.msg_id),
+                other => panic!("a message entry, not {other:?}"),
+            })
+            .collect();
+        let committed: Vec<(i64, u64)> = mine.iter().map(|e| (e.0, e.1)).collect();
+        assert_eq!(
+            fetched, committed,
+            "{user_id}/{device}: the queue holds what the commit said"
+        );
     }
     t.cleanup().await;
 }

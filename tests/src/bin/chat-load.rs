@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -493,9 +493,9 @@ fn latency_since(epoch: Instant, client_id: &str) -> Option<u64> {
 
 struct Stats {
     delivered: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
+    latencies_us: std::sync::Mutex<Vec<u64>>,
     /// send -> `sent` (the durable acknowledgement to the sender).
-    sent_us: Mutex<Vec<u64>>,
+    sent_us: std::sync::Mutex<Vec<u64>>,
     measuring: std::sync::atomic::AtomicBool,
 }
 
@@ -507,8 +507,8 @@ async fn traffic(
 ) -> anyhow::Result<()> {
     let stats = Arc::new(Stats {
         delivered: AtomicU64::new(0),
-        latencies_us: Mutex::new(Vec::new()),
-        sent_us: Mutex::new(Vec::new()),
+        latencies_us: std::sync::Mutex::new(Vec::new()),
+        sent_us: std::sync::Mutex::new(Vec::new()),
         measuring: std::sync::atomic::AtomicBool::new(false),
     });
     let epoch = Instant::now();
@@ -542,7 +542,11 @@ async fn traffic(
                     Ok(ServerFrame::Receipt(r)) if ack_tx.send(r.receipt_id).is_err() => break,
                     Ok(ServerFrame::Sent(s)) if stats_s.measuring.load(Ordering::Relaxed) => {
                         if let Some(lat) = latency_since(epoch, s.id.as_str()) {
-                            stats_s.sent_us.lock().await.push(lat);
+                            stats_s
+                                .sent_us
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(lat);
                         }
                     }
                     _ => {}
@@ -550,7 +554,8 @@ async fn traffic(
             }
         }));
         // Sender's writer: sends as permits allow (or at a fixed rate) and
-        // acknowledges receipts in batches.
+        // acknowledges receipts in batches. Frames that are ready together
+        // leave in one write, as a client's socket library would send them.
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
             let mut tick = per_conv_interval.map(|d| {
@@ -558,51 +563,93 @@ async fn traffic(
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 t
             });
+            let send_frame = |seq: &mut u64| {
+                *seq += 1;
+                let id = format!("{c}-{seq}-{}", epoch.elapsed().as_micros());
+                ClientFrame::Send(natter_proto::Send {
+                    id: natter_proto::ClientMsgId::new(id),
+                    to: to.clone(),
+                    kind: natter_proto::Kind::text(),
+                    body: body.clone(),
+                })
+            };
+            let ack_frame = |first: u64, rx: &mut tokio::sync::mpsc::UnboundedReceiver<u64>| {
+                let mut ids = vec![first];
+                while ids.len() < 1000
+                    && let Ok(more) = rx.try_recv()
+                {
+                    ids.push(more);
+                }
+                ClientFrame::Ack(ReceiptIds { ids })
+            };
             loop {
                 let frame = tokio::select! {
-                    Some(first) = ack_rx.recv() => {
-                        let mut ids = vec![first];
-                        while ids.len() < 1000 && let Ok(more) = ack_rx.try_recv() {
-                            ids.push(more);
-                        }
-                        ClientFrame::Ack(ReceiptIds { ids })
-                    }
+                    Some(first) = ack_rx.recv() => ack_frame(first, &mut ack_rx),
                     _ = async {
                         match &mut tick {
                             Some(t) => { t.tick().await; }
                             None => p.acquire().await.expect("semaphore open").forget(),
                         }
-                    } => {
-                        seq += 1;
-                        let id = format!("{c}-{seq}-{}", epoch.elapsed().as_micros());
-                        ClientFrame::Send(natter_proto::Send {
-                            id: natter_proto::ClientMsgId::new(id),
-                            to: to.clone(),
-                            kind: natter_proto::Kind::text(),
-                            body: body.clone(),
-                        })
-                    }
+                    } => send_frame(&mut seq),
                 };
-                if s_tx.send(Ws::Text(frame.to_json().into())).await.is_err() {
+                if s_tx.feed(Ws::Text(frame.to_json().into())).await.is_err() {
+                    break;
+                }
+                // More already due: acknowledgements waiting, permits free.
+                let mut failed = false;
+                for _ in 0..64 {
+                    let next = if let Ok(first) = ack_rx.try_recv() {
+                        ack_frame(first, &mut ack_rx)
+                    } else if tick.is_none()
+                        && let Ok(permit) = p.try_acquire()
+                    {
+                        permit.forget();
+                        send_frame(&mut seq)
+                    } else {
+                        break;
+                    };
+                    if s_tx.feed(Ws::Text(next.to_json().into())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed || s_tx.flush().await.is_err() {
                     break;
                 }
             }
         }));
-        // Recipient: record, release a permit, acknowledge in batches.
+        // Recipient: record, release a permit, and acknowledge what arrived
+        // together in one `delivered` frame.
         let stats2 = stats.clone();
         tasks.push(tokio::spawn(async move {
+            use futures_util::FutureExt;
             let mut pending: Vec<u64> = Vec::new();
-            while let Some(Ok(m)) = r_rx.next().await {
-                let Ws::Text(t) = m else { continue };
+            let on_frame = |m: Ws, pending: &mut Vec<u64>| {
+                let Ws::Text(t) = m else { return };
                 if let Ok(ServerFrame::Msg(msg)) = natter_proto::decode_server_frame(&t) {
                     pending.push(msg.msg_id);
                     permits.add_permits(1);
                     if stats2.measuring.load(Ordering::Relaxed) {
                         stats2.delivered.fetch_add(1, Ordering::Relaxed);
                         if let Some(lat) = latency_since(epoch, msg.id.as_str()) {
-                            stats2.latencies_us.lock().await.push(lat);
+                            stats2
+                                .latencies_us
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(lat);
                         }
                     }
+                }
+            };
+            while let Some(Ok(m)) = r_rx.next().await {
+                on_frame(m, &mut pending);
+                while pending.len() < 1000
+                    && let Some(Some(Ok(m))) = r_rx.next().now_or_never()
+                {
+                    on_frame(m, &mut pending);
+                }
+                if pending.is_empty() {
+                    continue;
                 }
                 let f = ClientFrame::Delivered(MsgIds {
                     ids: std::mem::take(&mut pending),
@@ -628,9 +675,17 @@ async fn traffic(
     let cpu = cpu_total(pids) - cpu0;
     let commits = commit_metrics(addrs).await.since(&commits0);
     let n = stats.delivered.load(Ordering::SeqCst);
-    let mut lat = stats.latencies_us.lock().await.clone();
+    let mut lat = stats
+        .latencies_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     lat.sort_unstable();
-    let mut sent_lat = stats.sent_us.lock().await.clone();
+    let mut sent_lat = stats
+        .sent_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     sent_lat.sort_unstable();
     let pct_of = |v: &[u64], p: f64| {
         v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
