@@ -488,6 +488,30 @@ fn answer_repeats(repeats: Vec<(usize, usize)>, outcomes: &mut [Option<OpOutcome
     }
 }
 
+/// Answers each `read` op with the ids that named no message of its user,
+/// and returns, per (message, reader), the first device in the batch that
+/// reported the read: its siblings get the read sync.
+fn answer_reads(
+    ops: &[IdsOp<'_, MsgId>],
+    found: &HashMap<(i64, String), StatusJoin>,
+    outcomes: &mut [Option<OpOutcome>],
+) -> HashMap<(i64, String), i64> {
+    let mut reader_device = HashMap::new();
+    for (i, d, ids) in ops {
+        let mut unknown = Vec::new();
+        for id in dedup(ids.iter().copied()) {
+            let key = (id as i64, d.user.0.clone());
+            if found.contains_key(&key) {
+                reader_device.entry(key).or_insert(i64::from(d.device));
+            } else {
+                unknown.push(id);
+            }
+        }
+        outcomes[*i] = Some(OpOutcome::Unknown(unknown));
+    }
+    reader_device
+}
+
 /// Queue rows of a stored message: every device of its audience except the
 /// one that sent it.
 fn message_rows(
@@ -1034,21 +1058,7 @@ macro_rules! sql_store {
                         found.insert((r.msg_id, r.user_id.clone()), r);
                     }
                 }
-                // The first device of a user to report a read in this batch is the
-                // one whose siblings get the read sync.
-                let mut reader_device: HashMap<(i64, String), i64> = HashMap::new();
-                for (i, d, ids) in ops {
-                    let mut unknown = Vec::new();
-                    for id in dedup(ids.iter().copied()) {
-                        let key = (id as i64, d.user.0.clone());
-                        if found.contains_key(&key) {
-                            reader_device.entry(key).or_insert(i64::from(d.device));
-                        } else {
-                            unknown.push(id);
-                        }
-                    }
-                    outcomes[*i] = Some(OpOutcome::Unknown(unknown));
-                }
+                let reader_device = answer_reads(ops, &found, outcomes);
                 let to_mark: Vec<(i64, String)> = found
                     .values()
                     .filter(|r| r.read_at.is_none())

@@ -381,21 +381,7 @@ impl Batch<'_> {
                 }
             }
         }
-        // The first device of a user to report a read in this batch is the
-        // one whose siblings get the read sync.
-        let mut reader_device: HashMap<(i64, String), i64> = HashMap::new();
-        for (i, d, ids) in ops {
-            let mut unknown = Vec::new();
-            for id in dedup(ids.iter().copied()) {
-                let key = (id as i64, d.user.0.clone());
-                if found.contains_key(&key) {
-                    reader_device.entry(key).or_insert(i64::from(d.device));
-                } else {
-                    unknown.push(id);
-                }
-            }
-            self.outcomes[*i] = Some(OpOutcome::Unknown(unknown));
-        }
+        let reader_device = answer_reads(ops, &found, &mut self.outcomes);
         let mut to_mark: Vec<(i64, String)> = found
             .values()
             .filter(|r| r.read_at.is_none())
