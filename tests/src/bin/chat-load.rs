@@ -491,6 +491,16 @@ fn latency_since(epoch: Instant, client_id: &str) -> Option<u64> {
     Some((epoch.elapsed().as_micros() as u64).saturating_sub(sent_us))
 }
 
+/// Adds a latency sample (µs).
+fn record(samples: &std::sync::Mutex<Vec<u64>>, us: u64) {
+    samples.lock().unwrap_or_else(|e| e.into_inner()).push(us);
+}
+
+/// A copy of the samples taken so far.
+fn samples(samples: &std::sync::Mutex<Vec<u64>>) -> Vec<u64> {
+    samples.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 struct Stats {
     delivered: AtomicU64,
     latencies_us: std::sync::Mutex<Vec<u64>>,
@@ -542,11 +552,7 @@ async fn traffic(
                     Ok(ServerFrame::Receipt(r)) if ack_tx.send(r.receipt_id).is_err() => break,
                     Ok(ServerFrame::Sent(s)) if stats_s.measuring.load(Ordering::Relaxed) => {
                         if let Some(lat) = latency_since(epoch, s.id.as_str()) {
-                            stats_s
-                                .sent_us
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(lat);
+                            record(&stats_s.sent_us, lat);
                         }
                     }
                     _ => {}
@@ -632,11 +638,7 @@ async fn traffic(
                     if stats2.measuring.load(Ordering::Relaxed) {
                         stats2.delivered.fetch_add(1, Ordering::Relaxed);
                         if let Some(lat) = latency_since(epoch, msg.id.as_str()) {
-                            stats2
-                                .latencies_us
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(lat);
+                            record(&stats2.latencies_us, lat);
                         }
                     }
                 }
@@ -675,17 +677,9 @@ async fn traffic(
     let cpu = cpu_total(pids) - cpu0;
     let commits = commit_metrics(addrs).await.since(&commits0);
     let n = stats.delivered.load(Ordering::SeqCst);
-    let mut lat = stats
-        .latencies_us
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let mut lat = samples(&stats.latencies_us);
     lat.sort_unstable();
-    let mut sent_lat = stats
-        .sent_us
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let mut sent_lat = samples(&stats.sent_us);
     sent_lat.sort_unstable();
     let pct_of = |v: &[u64], p: f64| {
         v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))

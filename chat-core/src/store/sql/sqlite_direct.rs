@@ -252,6 +252,19 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Runs a status update (`sql` binds now, message id, user) for each
+    /// pair; returns the pairs it changed (those not marked before).
+    fn mark(&self, sql: &str, pairs: Vec<(i64, String)>) -> SqlResult<Vec<(i64, String)>> {
+        let mut st = self.conn.prepare_cached(sql)?;
+        let mut changed = Vec::new();
+        for (m, u) in pairs {
+            if st.execute(params![self.now, m, u])? > 0 {
+                changed.push((m, u));
+            }
+        }
+        Ok(changed)
+    }
+
     fn message_info(&self, msg_id: i64) -> SqlResult<Option<MsgInfo>> {
         let mut st = self.conn.prepare_cached(MESSAGE_INFO)?;
         st.query_row(params![msg_id], |r| {
@@ -310,15 +323,7 @@ impl Batch<'_> {
             .collect();
         pairs.sort();
         pairs.dedup();
-        let mut first_delivery = Vec::new();
-        {
-            let mut st = self.conn.prepare_cached(MARK_DELIVERED)?;
-            for (m, u) in pairs {
-                if st.execute(params![self.now, m, u])? > 0 {
-                    first_delivery.push((m, u));
-                }
-            }
-        }
+        let first_delivery = self.mark(MARK_DELIVERED, pairs)?;
         for (m, _) in &first_delivery {
             if let Some(info) = infos.get(m) {
                 let sender = info.sender_user.clone();
@@ -388,15 +393,7 @@ impl Batch<'_> {
             .map(|r| (r.msg_id, r.user_id.clone()))
             .collect();
         to_mark.sort();
-        let mut marked = Vec::new();
-        {
-            let mut st = self.conn.prepare_cached(MARK_READ)?;
-            for (m, u) in to_mark {
-                if st.execute(params![self.now, m, u])? > 0 {
-                    marked.push((m, u));
-                }
-            }
-        }
+        let marked = self.mark(MARK_READ, to_mark)?;
         for key in &marked {
             if let Some(r) = found.get(key) {
                 let (sender, reader) = (r.sender_user.clone(), r.user_id.clone());
