@@ -399,6 +399,67 @@ async fn nodes_reach_redis_over_tls() {
     .await;
 }
 
+/// A node that is alive but silent past `node_ttl_ms` (frozen with SIGSTOP, as
+/// a process starved of CPU would be) looks gone to the others. A message for
+/// a device on it is still published to it, so the device gets it once the
+/// node runs again, without reconnecting; the sender's node also pushes, in
+/// case the node is really gone. (Before, the delivery was skipped and the
+/// message waited in the queue until the device's next reconnect.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_node_still_gets_its_deliveries() {
+    let c = LocalCluster::start(BIN.into(), 2, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    let ann = c.register(0).await.unwrap();
+    let ben = c.register(1).await.unwrap();
+    let ben_id = ben.credentials().user();
+    let (ann_chat, mut ann_ev) = connect_to(ann, c.nodes[0].ws_url());
+    let (_ben_chat, mut ben_ev) = connect_to(ben, c.nodes[1].ws_url());
+    for ev in [&mut ann_ev, &mut ben_ev] {
+        expect(ev, "connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+    }
+    c.freeze(1, true).unwrap();
+    // Node 0 beats every 200 ms and gives up on a node after 1 s of silence.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let id = ann_chat.send_text(Target::User(ben_id.clone()), "while you were frozen");
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        expect(&mut ann_ev, "sent", |e| match e {
+            Event::Sent(s) if s.id == id => Some(()),
+            _ => None,
+        }),
+    )
+    .await;
+    // Node 0 took node 1 for gone: it pushed to Ben's device.
+    let outbox = c.push_outbox(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let pushed = loop {
+        let text = std::fs::read_to_string(&outbox).unwrap_or_default();
+        if text.contains(ben_id.0.as_str()) || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.freeze(1, false).unwrap();
+    sent.expect("no sent ack from node 0");
+    assert!(
+        pushed.contains(ben_id.0.as_str()),
+        "node 0 did not push to the device on the silent node: {pushed:?}"
+    );
+    expect(
+        &mut ben_ev,
+        "the message once the node runs again",
+        |e| match e {
+            Event::Message(m) if m.id == id => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+}
+
 /// The offline recipient reconnects to another node than before (the runner
 /// spreads connections over the nodes in order) and drains its queue there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,28 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Freezes (`stop`) or thaws node `i` with SIGSTOP / SIGCONT: a process
+    /// that is alive but silent, as one starved of CPU or paused by its host.
+    pub fn freeze(&self, i: usize, stop: bool) -> anyhow::Result<()> {
+        let Some(c) = &self.nodes[i].child else {
+            bail!("node {i} is not running");
+        };
+        let sig = if stop { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(c.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill {sig} node {i}: {status}");
+        }
+        Ok(())
+    }
+
+    /// Where node `i` writes push notices.
+    pub fn push_outbox(&self, i: usize) -> PathBuf {
+        self.nodes[i].data_dir.path().join("outbox/push.jsonl")
+    }
+
     /// Starts node `i` again on its port (after [`LocalCluster::kill`]).
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         let mut node = std::mem::replace(

@@ -3,8 +3,9 @@
 //! Keys (all under `redis.key_prefix`):
 //! - `u:{user}`: hash, device id → `node|conn|since` for each connected device.
 //! - `nodes`: sorted set, node → last heartbeat (ms). A node silent for
-//!   `node_ttl_ms` is gone: its entries are ignored (and overwritten when its
-//!   devices reconnect elsewhere).
+//!   `node_ttl_ms` is gone: its devices count as offline (presence, push),
+//!   though records for them are still published to its channel in case it is
+//!   only late (entries are overwritten when its devices reconnect elsewhere).
 //! - channel `n:{node}`: records for sockets on that node (see `wire`).
 //! - channel `presence`: online/offline transitions, for every node.
 //!
@@ -511,12 +512,24 @@ impl RedisCluster {
                 Job::Forward(qs, now) => {
                     for q in qs {
                         let at = located.get(&q.user).and_then(|l| {
-                            l.iter().find(|(d, e)| *d == q.device && self.elsewhere(e))
+                            l.iter()
+                                .find(|(d, e)| *d == q.device && e.node != self.node)
                         });
                         let Some((_, e)) = at else {
                             push_if_due(hub, push, q, *now);
                             continue;
                         };
+                        // A node whose heartbeat is late may still hold the
+                        // socket (a busy or paused process): publish anyway,
+                        // since a record nobody reads costs nothing and one
+                        // skipped would leave the entry waiting until the
+                        // device's next entry or reconnect; and push, in case
+                        // the node is really gone.
+                        if !self.elsewhere(e) {
+                            tracing::debug!(user_id = %q.user, device_id = q.device, node = %e.node, "chat: device's node looks gone; published and pushed");
+                            metrics::counter!("chat_bus_to_silent_node_total").increment(1);
+                            push_if_due(hub, push, q, *now);
+                        }
                         let (msg, rcpt) = match &q.frame {
                             QueuedFrame::Msg(m) => (Some(m.msg_id), None),
                             QueuedFrame::Receipt(r) => (None, Some(r.receipt_id)),
@@ -540,9 +553,10 @@ impl RedisCluster {
                 }
                 Job::Frame(u, device, json) => {
                     let mut nodes: Vec<&str> = Vec::new();
+                    // Late nodes too, as for entries above.
                     for (d, e) in located.get(u).map(Vec::as_slice).unwrap_or_default() {
                         if device.is_none_or(|x| x == *d)
-                            && self.elsewhere(e)
+                            && e.node != self.node
                             && !nodes.contains(&e.node.as_str())
                         {
                             nodes.push(&e.node);
