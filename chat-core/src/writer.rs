@@ -149,22 +149,37 @@ impl WriterTask {
             match first {
                 WriteOp::Group(change, reply) => self.apply_group(change, reply).await,
                 WriteOp::Batch(op, reply) => {
-                    if !self.delay.is_zero() && rx.is_empty() {
-                        tokio::time::sleep(self.delay).await;
-                    }
                     let mut ops = vec![op];
                     let mut replies = vec![reply];
+                    // The gather window: at low rates every commit pays a WAL
+                    // write and an fsync for a handful of operations, so the
+                    // writer may wait up to `delay` after the first one for
+                    // more. A full batch commits at once, so under load the
+                    // window costs nothing.
+                    let gather_until =
+                        (!self.delay.is_zero()).then(|| tokio::time::Instant::now() + self.delay);
                     while ops.len() < self.max_batch {
-                        match rx.try_recv() {
-                            Ok(WriteOp::Batch(op, reply)) => {
+                        let next = match rx.try_recv() {
+                            Ok(op) => Some(op),
+                            Err(mpsc::error::TryRecvError::Empty) => match gather_until {
+                                Some(until) => tokio::time::timeout_at(until, rx.recv())
+                                    .await
+                                    .ok()
+                                    .flatten(),
+                                None => None,
+                            },
+                            Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        };
+                        match next {
+                            Some(WriteOp::Batch(op, reply)) => {
                                 ops.push(op);
                                 replies.push(reply);
                             }
-                            Ok(group) => {
+                            Some(group) => {
                                 carry = Some(group);
                                 break;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     self.apply_batch(ops, replies).await;

@@ -706,3 +706,35 @@ async fn send_frame_reaches_one_device_or_all(engine: &str) {
     assert_eq!(b2.next().await, frame(TypingState::Paused));
     s.stop().await;
 }
+
+/// `commit_delay_us` is a gather window: the writer holds the first operation
+/// up to that long for more, and what arrives inside it shares one commit
+/// (one WAL write and fsync). Both `sent` answers carry the commit's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_inside_the_gather_window_share_one_commit() {
+    let cfg = ChatConfig {
+        commit_delay_us: 1_000_000,
+        ..ChatConfig::for_tests()
+    };
+    let s = Server::start("sqlite", cfg).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    a.until(|f| matches!(f, ServerFrame::Synced(_)).then_some(()))
+        .await;
+    a.send(&send("w0", to_user("bob"), "first")).await;
+    // Held by the window: no answer yet.
+    a.quiet(200).await;
+    a.send(&send("w1", to_user("bob"), "second")).await;
+    let mut sent = Vec::new();
+    while sent.len() < 2 {
+        if let ServerFrame::Sent(x) = a.next().await {
+            sent.push(x);
+        }
+    }
+    assert_eq!(
+        sent.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        ["w0", "w1"]
+    );
+    assert_eq!(sent[0].ts, sent[1].ts, "one commit, one time: {sent:?}");
+    s.stop().await;
+}
