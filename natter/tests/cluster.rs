@@ -38,6 +38,22 @@ fn connect_to(account: natter_client::Account, ws_url: String) -> (Chat, Events)
     )
 }
 
+/// Ann registered and connected on node 0, Ben on node 1.
+async fn ann_and_ben(c: &LocalCluster) -> (Chat, Events, UserId, Chat, Events) {
+    let ann = c.register(0).await.unwrap();
+    let ben = c.register(1).await.unwrap();
+    let ben_id = ben.credentials().user();
+    let (ann_chat, mut ann_ev) = connect_to(ann, c.nodes[0].ws_url());
+    let (ben_chat, mut ben_ev) = connect_to(ben, c.nodes[1].ws_url());
+    for ev in [&mut ann_ev, &mut ben_ev] {
+        expect(ev, "connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+    }
+    (ann_chat, ann_ev, ben_id, ben_chat, ben_ev)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_receipts_presence_typing_and_replacement_across_three_nodes() {
     let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
@@ -380,17 +396,7 @@ async fn nodes_reach_redis_over_tls() {
     let c = LocalCluster::start(BIN.into(), 2, &r.url(), &[("SSL_CERT_FILE", &ca)])
         .await
         .unwrap();
-    let ann = c.register(0).await.unwrap();
-    let ben = c.register(1).await.unwrap();
-    let ben_id = ben.credentials().user();
-    let (ann_chat, mut ann_ev) = connect_to(ann, c.nodes[0].ws_url());
-    let (_ben_chat, mut ben_ev) = connect_to(ben, c.nodes[1].ws_url());
-    for ev in [&mut ann_ev, &mut ben_ev] {
-        expect(ev, "connected", |e| {
-            matches!(e, Event::Connected(_)).then_some(())
-        })
-        .await;
-    }
+    let (ann_chat, _ann_ev, ben_id, _ben_chat, mut ben_ev) = ann_and_ben(&c).await;
     let id = ann_chat.send_text(Target::User(ben_id), "over tls");
     expect(&mut ben_ev, "message across nodes", |e| match e {
         Event::Message(m) if m.id == id => Some(()),
@@ -410,17 +416,7 @@ async fn a_late_node_still_gets_its_deliveries() {
     let c = LocalCluster::start(BIN.into(), 2, &test_redis_url(), &[])
         .await
         .unwrap();
-    let ann = c.register(0).await.unwrap();
-    let ben = c.register(1).await.unwrap();
-    let ben_id = ben.credentials().user();
-    let (ann_chat, mut ann_ev) = connect_to(ann, c.nodes[0].ws_url());
-    let (_ben_chat, mut ben_ev) = connect_to(ben, c.nodes[1].ws_url());
-    for ev in [&mut ann_ev, &mut ben_ev] {
-        expect(ev, "connected", |e| {
-            matches!(e, Event::Connected(_)).then_some(())
-        })
-        .await;
-    }
+    let (ann_chat, mut ann_ev, ben_id, _ben_chat, mut ben_ev) = ann_and_ben(&c).await;
     c.freeze(1, true).unwrap();
     // Node 0 beats every 200 ms and gives up on a node after 1 s of silence.
     tokio::time::sleep(Duration::from_millis(1_600)).await;
