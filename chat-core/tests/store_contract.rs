@@ -77,6 +77,7 @@ contract!(
     purge_expired_and_orphans,
     queue_entries_chain_per_device_under_concurrent_commits,
     a_large_batch_queues_every_entry_in_order,
+    migration_2002_moves_direct_status_into_the_message_row,
 );
 
 async fn setup(engine: &str) -> (natter_common::testing::TestDb, Arc<dyn MessageStore>) {
@@ -980,4 +981,80 @@ async fn a_large_batch_queues_every_entry_in_order(engine: &str) {
         );
     }
     t.cleanup().await;
+}
+
+async fn raw_sql(db: &natter_common::Db, sql: &'static str) {
+    match db {
+        natter_common::Db::Sqlite(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+        natter_common::Db::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+}
+
+/// Status written in the 2001 layout (every recipient in `chat_status`) reads
+/// the same after migration 2002 moved 1:1 state into the message rows.
+async fn migration_2002_moves_direct_status_into_the_message_row(engine: &str) {
+    let (t, before, after) = match engine {
+        "sqlite" => (
+            natter_common::testing::TestDb::sqlite().await,
+            include_str!("../migrations/sqlite/2001_chat.sql"),
+            include_str!("../migrations/sqlite/2002_direct_status.sql"),
+        ),
+        _ => (
+            natter_common::testing::TestDb::postgres().await,
+            include_str!("../migrations/postgres/2001_chat.sql"),
+            include_str!("../migrations/postgres/2002_direct_status.sql"),
+        ),
+    };
+    raw_sql(&t.db, include_str!("fixtures/auth_tables.sql")).await;
+    raw_sql(&t.db, before).await;
+    raw_sql(
+        &t.db,
+        "INSERT INTO chat_messages (msg_id, sender_user, sender_device, client_id, conv_kind, conv_id, kind, body, created_at, expires_at) VALUES
+           (1, 'alice', 1, 'read', 'u', 'bob', 'text', NULL, 10, 99999999),
+           (2, 'alice', 1, 'delivered', 'u', 'bob', 'text', NULL, 20, 99999999),
+           (3, 'alice', 1, 'pending', 'u', 'bob', 'text', NULL, 30, 99999999),
+           (4, 'alice', 1, 'group', 'g', 'g1', 'text', NULL, 40, 99999999);
+         INSERT INTO chat_status (msg_id, user_id, delivered_at, read_at) VALUES
+           (1, 'bob', 100, 200), (2, 'bob', 150, NULL), (3, 'bob', NULL, NULL),
+           (4, 'bob', 300, NULL), (4, 'carol', NULL, NULL);",
+    )
+    .await;
+    raw_sql(&t.db, after).await;
+    let s = for_db(&t.db);
+    let recipients = |st: Option<MessageStatus>| {
+        st.expect("message kept")
+            .recipients
+            .into_iter()
+            .map(|r| (r.user_id.0, r.delivered_at, r.read_at))
+            .collect::<Vec<_>>()
+    };
+    let bob = |d, r| ("bob".to_owned(), d, r);
+    assert_eq!(
+        recipients(s.message_status(1).await.unwrap()),
+        [bob(Some(100), Some(200))]
+    );
+    assert_eq!(
+        recipients(s.message_status(2).await.unwrap()),
+        [bob(Some(150), None)]
+    );
+    assert_eq!(
+        recipients(s.message_status(3).await.unwrap()),
+        [bob(None, None)]
+    );
+    assert_eq!(
+        recipients(s.message_status(4).await.unwrap()),
+        [bob(Some(300), None), ("carol".to_owned(), None, None)]
+    );
+    let left: i64 = match &t.db {
+        natter_common::Db::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM chat_status")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        natter_common::Db::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM chat_status")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(left, 2, "only the group message keeps chat_status rows");
 }

@@ -222,6 +222,20 @@ struct MsgInfo {
     conv_id: String,
 }
 
+impl MsgInfo {
+    /// A 1:1 message: its recipient's state is in the message row.
+    fn is_direct(&self) -> bool {
+        self.conv_kind == "u"
+    }
+}
+
+/// Which receipt state a status update sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Delivered,
+    Read,
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct StatusJoin {
     msg_id: i64,
@@ -300,7 +314,9 @@ struct Outgoing<'a> {
     msg: &'a NewMessage,
     /// Users whose devices get a copy (the sender's other devices included).
     audience: Vec<String>,
-    /// Users that get a status row (recipients, not the sender; none for system messages).
+    /// Users that get a `chat_status` row: a group's members other than the
+    /// sender. None for a 1:1 message (its recipient's state is in the
+    /// message row) or a system message.
     status_for: Vec<String>,
 }
 
@@ -431,16 +447,12 @@ fn plan_sends<'a>(
                 format!("no user {u}"),
             )),
             Target::User(u) => {
-                let status_for = if *u == m.sender {
-                    vec![]
-                } else {
-                    vec![u.0.clone()]
-                };
+                // The recipient's state lives in the message row (migration 2002).
                 out.push(Outgoing {
                     op: i,
                     msg: m,
                     audience: vec![u.0.clone(), m.sender.0.clone()],
-                    status_for,
+                    status_for: vec![],
                 });
                 None
             }
@@ -967,6 +979,46 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Marks 1:1 messages delivered (or read, which implies delivered)
+            /// in their own rows, where not marked before; returns (message,
+            /// recipient) of those it changed. A 1:1 message's one recipient is
+            /// its conversation id.
+            async fn mark_direct(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                mark: Mark,
+                pairs: &[(i64, String)],
+                now: UnixMillis,
+            ) -> StoreResult<Vec<(i64, String)>> {
+                let ids: Vec<i64> = dedup(pairs.iter().map(|(m, _)| *m));
+                let mut changed = Vec::new();
+                for chunk in padded_pieces(&ids) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE chat_messages SET ");
+                    match mark {
+                        Mark::Delivered => {
+                            qb.push("delivered_at = ");
+                            qb.push_bind(now);
+                            qb.push(" WHERE delivered_at IS NULL");
+                        }
+                        Mark::Read => {
+                            qb.push("read_at = ");
+                            qb.push_bind(now);
+                            qb.push(", delivered_at = COALESCE(delivered_at, ");
+                            qb.push_bind(now);
+                            qb.push(") WHERE read_at IS NULL");
+                        }
+                    }
+                    qb.push(" AND conv_kind = 'u' AND sender_user <> conv_id AND msg_id IN (");
+                    let mut sep = qb.separated(", ");
+                    for id in &chunk {
+                        sep.push_bind(*id);
+                    }
+                    qb.push(") RETURNING msg_id, conv_id");
+                    let ret: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+                    changed.extend(ret);
+                }
+                Ok(changed)
+            }
+
             async fn commit_delivered(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 devices: &mut HashMap<String, Vec<(i64, i64)>>,
@@ -1007,8 +1059,11 @@ macro_rules! sql_store {
                         .filter(|(u, _, m)| infos.get(m).is_some_and(|i| i.sender_user != *u))
                         .map(|(u, _, m)| (*m, u.clone())),
                 );
-                let mut first_delivery = Vec::new();
-                for chunk in padded_pieces(&pairs) {
+                let (direct, grouped): (Vec<_>, Vec<_>) =
+                    pairs.into_iter().partition(|(m, _)| infos.get(m).is_some_and(MsgInfo::is_direct));
+                let mut first_delivery =
+                    Self::mark_direct(conn, Mark::Delivered, &direct, now).await?;
+                for chunk in padded_pieces(&grouped) {
                     let chunk = chunk.as_slice();
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE chat_status SET delivered_at = ");
                     qb.push_bind(now);
@@ -1048,6 +1103,16 @@ macro_rules! sql_store {
                 let mut found: HashMap<(i64, String), StatusJoin> = HashMap::new();
                 for chunk in padded_pieces(&pairs) {
                     let chunk = chunk.as_slice();
+                    // 1:1 messages to the reader: the state is in the message row.
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT msg_id, conv_id AS user_id, delivered_at, read_at, sender_user, client_id, conv_kind, conv_id
+                         FROM chat_messages WHERE conv_kind = 'u' AND sender_user <> conv_id AND ",
+                    );
+                    push_or_rows!(qb, chunk, |(m, u)| "msg_id" = *m, "conv_id" = *u);
+                    let ret: Vec<StatusJoin> = qb.build_query_as().fetch_all(&mut *conn).await?;
+                    for r in ret {
+                        found.insert((r.msg_id, r.user_id.clone()), r);
+                    }
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "SELECT s.msg_id, s.user_id, s.delivered_at, s.read_at, m.sender_user, m.client_id, m.conv_kind, m.conv_id
                          FROM chat_status s JOIN chat_messages m ON m.msg_id = s.msg_id WHERE ",
@@ -1059,13 +1124,14 @@ macro_rules! sql_store {
                     }
                 }
                 let reader_device = answer_reads(ops, &found, outcomes);
-                let to_mark: Vec<(i64, String)> = found
+                let (direct, grouped): (Vec<_>, Vec<_>) = found
                     .values()
                     .filter(|r| r.read_at.is_none())
-                    .map(|r| (r.msg_id, r.user_id.clone()))
-                    .collect();
-                let mut marked = Vec::new();
-                for chunk in padded_pieces(&to_mark) {
+                    .partition(|r| r.conv_kind == "u");
+                let direct: Vec<(i64, String)> = direct.into_iter().map(|r| (r.msg_id, r.user_id.clone())).collect();
+                let grouped: Vec<(i64, String)> = grouped.into_iter().map(|r| (r.msg_id, r.user_id.clone())).collect();
+                let mut marked = Self::mark_direct(conn, Mark::Read, &direct, now).await?;
+                for chunk in padded_pieces(&grouped) {
                     let chunk = chunk.as_slice();
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE chat_status SET read_at = ");
                     qb.push_bind(now);
@@ -1438,8 +1504,13 @@ macro_rules! sql_store {
                     .bind(msg_id as i64)
                     .fetch_one(&self.pool)
                     .await?;
+                // A 1:1 message's recipient state is in its own row; a group's in chat_status.
                 let recipients: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
-                    "SELECT user_id, delivered_at, read_at FROM chat_status WHERE msg_id = $1 ORDER BY user_id",
+                    "SELECT conv_id, delivered_at, read_at FROM chat_messages
+                      WHERE msg_id = $1 AND conv_kind = 'u' AND sender_user <> conv_id
+                     UNION ALL
+                     SELECT user_id, delivered_at, read_at FROM chat_status WHERE msg_id = $1
+                     ORDER BY 1",
                 )
                 .bind(msg_id as i64)
                 .fetch_all(&self.pool)

@@ -37,11 +37,24 @@ const MARK_DELIVERED: &str = "UPDATE chat_status SET delivered_at = ?1
      WHERE delivered_at IS NULL AND msg_id = ?2 AND user_id = ?3";
 const CLEAR_BODY: &str = "UPDATE chat_messages SET body = NULL WHERE body IS NOT NULL AND NOT EXISTS
      (SELECT 1 FROM chat_queue q WHERE q.msg_id = chat_messages.msg_id AND q.kind = 0) AND msg_id = ?1";
-const STATUS_JOIN: &str = "SELECT s.delivered_at, s.read_at, m.sender_user, m.client_id, m.conv_kind, m.conv_id
-     FROM chat_status s JOIN chat_messages m ON m.msg_id = s.msg_id WHERE s.msg_id = ?1 AND s.user_id = ?2";
+/// A 1:1 message's recipient state is in the message row, a group member's
+/// in `chat_status` (migration 2002).
+const STATUS_JOIN: &str = "SELECT
+       CASE WHEN m.conv_kind = 'u' THEN m.delivered_at ELSE s.delivered_at END,
+       CASE WHEN m.conv_kind = 'u' THEN m.read_at ELSE s.read_at END,
+       m.sender_user, m.client_id, m.conv_kind, m.conv_id
+     FROM chat_messages m LEFT JOIN chat_status s
+       ON m.conv_kind <> 'u' AND s.msg_id = m.msg_id AND s.user_id = ?2
+     WHERE m.msg_id = ?1 AND CASE WHEN m.conv_kind = 'u'
+       THEN m.conv_id = ?2 AND m.sender_user <> ?2 ELSE s.user_id IS NOT NULL END";
 const MARK_READ: &str =
     "UPDATE chat_status SET read_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
      WHERE read_at IS NULL AND msg_id = ?2 AND user_id = ?3";
+const MARK_DELIVERED_DIRECT: &str = "UPDATE chat_messages SET delivered_at = ?1
+     WHERE delivered_at IS NULL AND msg_id = ?2 AND conv_kind = 'u' AND conv_id = ?3 AND sender_user <> ?3";
+const MARK_READ_DIRECT: &str =
+    "UPDATE chat_messages SET read_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
+     WHERE read_at IS NULL AND msg_id = ?2 AND conv_kind = 'u' AND conv_id = ?3 AND sender_user <> ?3";
 const DELETE_RECEIPT: &str =
     "DELETE FROM chat_queue WHERE kind <> 0 AND seq = ?1 AND user_id = ?2 AND device_id = ?3";
 const INSERT_ENTRY: &str =
@@ -323,7 +336,12 @@ impl Batch<'_> {
             .collect();
         pairs.sort();
         pairs.dedup();
-        let first_delivery = self.mark(MARK_DELIVERED, pairs)?;
+        let (direct, grouped): (Vec<_>, Vec<_>) = pairs
+            .into_iter()
+            .partition(|(m, _)| infos.get(m).is_some_and(MsgInfo::is_direct));
+        let mut first_delivery = self.mark(MARK_DELIVERED_DIRECT, direct)?;
+        first_delivery.extend(self.mark(MARK_DELIVERED, grouped)?);
+        first_delivery.sort();
         for (m, _) in &first_delivery {
             if let Some(info) = infos.get(m) {
                 let sender = info.sender_user.clone();
@@ -387,13 +405,20 @@ impl Batch<'_> {
             }
         }
         let reader_device = answer_reads(ops, &found, &mut self.outcomes);
-        let mut to_mark: Vec<(i64, String)> = found
-            .values()
-            .filter(|r| r.read_at.is_none())
-            .map(|r| (r.msg_id, r.user_id.clone()))
-            .collect();
-        to_mark.sort();
-        let marked = self.mark(MARK_READ, to_mark)?;
+        let (mut direct, mut grouped): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for r in found.values().filter(|r| r.read_at.is_none()) {
+            let to = if r.conv_kind == "u" {
+                &mut direct
+            } else {
+                &mut grouped
+            };
+            to.push((r.msg_id, r.user_id.clone()));
+        }
+        direct.sort();
+        grouped.sort();
+        let mut marked = self.mark(MARK_READ_DIRECT, direct)?;
+        marked.extend(self.mark(MARK_READ, grouped)?);
+        marked.sort();
         for key in &marked {
             if let Some(r) = found.get(key) {
                 let (sender, reader) = (r.sender_user.clone(), r.user_id.clone());
