@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// `[database]` settings.
@@ -99,12 +102,71 @@ pub enum Db {
 /// How often the background task moves the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// Runs `wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] on a pool
+/// PASSIVE passes per tick at most while writers keep appending.
+const MAX_PASSES: usize = 4;
+
+/// A pass that found at most this many frames added since the previous one
+/// leaves so little behind that the writer can finish the job itself.
+const NEARLY_CAUGHT_UP_FRAMES: i64 = 64;
+
+/// Below this many frames the WAL is not worth a restart.
+const RESTART_FROM_FRAMES: i64 = 256;
+
+/// From this many frames (64 MiB of 4 KiB pages) on, the writer is told to
+/// finish even if the passes did not converge: a longer catch-up once beats
+/// a WAL that grows until the writes pause.
+const FORCE_RESTART_FROM_FRAMES: i64 = 16 * 1024;
+
+/// A WAL that grew past this during a burst is truncated back to it when it
+/// restarts (SQLite's `journal_size_limit`).
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// The background checkpoint's word to a database's dedicated writer (the
+/// chat store's direct SQLite writer): "the WAL is nearly all copied; one
+/// PASSIVE checkpoint on your connection, between two commits, finishes it".
+///
+/// Why the writer: SQLite restarts the WAL from its beginning only when a
+/// write transaction begins with every frame already copied. Under sustained
+/// commits the background checkpoint never gets there (each pass copies what
+/// was in the WAL when it began while new commits append), so the WAL grew
+/// without end: 1 GB in 15 s at 5,000 messages/s, every append a new block
+/// for the file system to allocate and zero. A RESTART checkpoint from the
+/// background connection would have to win the write lock from a writer
+/// that holds it nearly all the time.
+#[derive(Debug, Default)]
+pub struct WalCatchUp {
+    nearly_done: AtomicBool,
+}
+
+impl WalCatchUp {
+    /// Whether the writer should checkpoint now; clears the flag.
+    pub fn take(&self) -> bool {
+        self.nearly_done.swap(false, Ordering::AcqRel)
+    }
+
+    /// Asks the writer to checkpoint before its next commit.
+    pub fn signal(&self) {
+        self.nearly_done.store(true, Ordering::Release);
+    }
+}
+
+/// The [`WalCatchUp`] of a database file, shared by its pool's background
+/// checkpoint and any direct writer on the same file in this process.
+pub fn wal_catch_up(path: &Path) -> Arc<WalCatchUp> {
+    static BY_FILE: OnceLock<Mutex<HashMap<PathBuf, Arc<WalCatchUp>>>> = OnceLock::new();
+    let mut files = BY_FILE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    files.entry(path.to_path_buf()).or_default().clone()
+}
+
+/// Moves the WAL into the database file every [`CHECKPOINT_EVERY`] on a pool
 /// connection until the pool closes. PASSIVE never waits for readers or
-/// writers, so commits go on while pages are copied; once a checkpoint has
-/// caught up, the next writer restarts the WAL from its beginning, so the file
-/// stays small.
-fn checkpoint_in_background(pool: SqlitePool) {
+/// writers, so commits go on while pages are copied. Passes repeat while
+/// writers keep appending; once a pass finds little new, the file's writer
+/// is told to finish (see [`WalCatchUp`]).
+fn checkpoint_in_background(pool: SqlitePool, catch_up: Arc<WalCatchUp>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -116,16 +178,34 @@ fn checkpoint_in_background(pool: SqlitePool) {
             if pool.is_closed() {
                 break;
             }
-            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&pool)
-                .await
-            {
-                Ok(_) => {}
+            match checkpoint_passes(&pool).await {
+                Ok(true) => catch_up.signal(),
+                Ok(false) => {}
                 Err(sqlx::Error::PoolClosed) => break,
                 Err(e) => tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying"),
             }
         }
     });
+}
+
+/// One tick's PASSIVE passes; true when the WAL is large and nearly copied.
+async fn checkpoint_passes(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut previous: Option<i64> = None;
+    for _ in 0..MAX_PASSES {
+        // (busy, frames in the WAL when the pass began, frames copied)
+        let (busy, log, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        if busy != 0 || log < RESTART_FROM_FRAMES {
+            return Ok(false);
+        }
+        if previous.is_some_and(|p| log - p <= NEARLY_CAUGHT_UP_FRAMES) {
+            return Ok(true);
+        }
+        previous = Some(log);
+    }
+    Ok(previous.is_some_and(|log| log >= FORCE_RESTART_FROM_FRAMES))
 }
 
 impl Db {
@@ -160,6 +240,7 @@ impl Db {
                 // inline checkpoint copies pages and fsyncs the database file
                 // while that commit's callers wait, which was the latency tail.
                 .pragma("wal_autocheckpoint", "0")
+                .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
                 // Batched statements come in a few shapes per kind (see chat's
                 // store); all of them stay prepared.
                 .statement_cache_capacity(512);
@@ -172,7 +253,8 @@ impl Db {
                     engine: Engine::Sqlite,
                     source,
                 })?;
-            checkpoint_in_background(pool.clone());
+            let catch_up = wal_catch_up(&pool.connect_options().get_filename());
+            checkpoint_in_background(pool.clone(), catch_up);
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
@@ -238,4 +320,72 @@ macro_rules! run_migrations {
             }
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TempDir;
+
+    /// A WAL-mode pool without the background task, so that only the test
+    /// checkpoints.
+    async fn quiet_pool(dir: &TempDir) -> SqlitePool {
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("wal_autocheckpoint", "0");
+        SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .expect("open")
+    }
+
+    async fn write_pages(pool: &SqlitePool, pages: u32) {
+        sqlx::query("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+             INSERT INTO filler SELECT randomblob(3000) FROM n",
+        )
+        .bind(pages)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_large_wal_with_nothing_new_is_reported_nearly_done() {
+        let dir = TempDir::new("natter-wal");
+        let pool = quiet_pool(&dir).await;
+        write_pages(&pool, 600).await;
+        assert!(
+            checkpoint_passes(&pool).await.unwrap(),
+            "600 pages copied and no new frames: the writer should finish the job"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_wal_is_left_alone() {
+        let dir = TempDir::new("natter-wal");
+        let pool = quiet_pool(&dir).await;
+        write_pages(&pool, 10).await;
+        assert!(!checkpoint_passes(&pool).await.unwrap());
+    }
+
+    #[test]
+    fn a_file_has_one_catch_up_flag_and_taking_it_clears_it() {
+        let dir = TempDir::new("natter-wal");
+        let path = dir.path().join("x.db");
+        let flag = wal_catch_up(&path);
+        assert!(!flag.take());
+        wal_catch_up(&path).signal();
+        assert!(flag.take(), "the same file shares one flag");
+        assert!(!flag.take(), "taking the flag clears it");
+        wal_catch_up(&dir.path().join("other.db")).signal();
+        assert!(!flag.take(), "another file's flag is its own");
+    }
 }

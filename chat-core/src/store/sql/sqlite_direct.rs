@@ -64,6 +64,8 @@ const INSERT_ENTRY: &str =
 /// A connection of its own for the group commit.
 pub(crate) struct DirectWriter {
     conn: Mutex<Connection>,
+    /// Set by the pool's background checkpoint (see `natter_common::db::WalCatchUp`).
+    catch_up: std::sync::Arc<natter_common::db::WalCatchUp>,
 }
 
 impl std::fmt::Debug for DirectWriter {
@@ -86,15 +88,20 @@ impl DirectWriter {
         // commit. 16 MiB of page cache (SQLite's default is 2 MiB): the queue's
         // indexes are touched at random places, and a page read back from the
         // OS is a syscall inside the commit.
+        // The WAL restarts only after a checkpoint on this connection (see
+        // `commit`); the size limit then gives back what a burst grew.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -16384;",
-            synchronous.clamp(1, 3)
+             PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -16384;
+             PRAGMA journal_size_limit = {};",
+            synchronous.clamp(1, 3),
+            natter_common::db::WAL_SIZE_LIMIT_BYTES
         ))
         .map_err(store_error)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(Self {
             conn: Mutex::new(conn),
+            catch_up: natter_common::db::wal_catch_up(path),
         })
     }
 
@@ -107,6 +114,18 @@ impl DirectWriter {
         ttl_ms: i64,
     ) -> StoreResult<Committed> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if self.catch_up.take() {
+            // The background checkpoint copied nearly all of the WAL; copying
+            // the rest here, between two transactions, lets the next commit
+            // write from the start of the WAL again instead of growing it.
+            let started = std::time::Instant::now();
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                // Not this batch's problem: the WAL just stays as it is.
+                tracing::warn!(error = %e, "WAL catch-up checkpoint failed");
+            }
+            metrics::histogram!("chat_wal_catch_up_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
         // IMMEDIATE: take the write lock first, so another connection's write
         // (a group change) cannot invalidate this transaction's reads.
         let tx = conn
