@@ -253,7 +253,7 @@ impl Db {
                     engine: Engine::Sqlite,
                     source,
                 })?;
-            let catch_up = wal_catch_up(&pool.connect_options().get_filename());
+            let catch_up = wal_catch_up(pool.connect_options().get_filename());
             checkpoint_in_background(pool.clone(), catch_up);
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {

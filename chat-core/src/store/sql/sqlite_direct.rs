@@ -543,4 +543,29 @@ mod tests {
             "the commit went through the pool instead of the direct writer"
         );
     }
+
+    /// The background checkpoint's flag is taken by the next commit, which
+    /// checkpoints first and still commits.
+    #[tokio::test]
+    async fn the_next_commit_takes_the_wal_catch_up_flag() {
+        let t = TestDb::sqlite().await;
+        let Db::Sqlite(pool) = &t.db else {
+            panic!("TestDb::sqlite is SQLite");
+        };
+        let store = SqliteStore::new(pool.clone());
+        store.migrate().await.expect("migrate");
+        let dev = DeviceRef {
+            user: UserId::new("nobody"),
+            device: 1,
+            generation: 1,
+        };
+        let flag = natter_common::db::wal_catch_up(pool.connect_options().get_filename());
+        flag.signal();
+        let committed = store
+            .commit(&[BatchOp::Ack(dev, vec![7])], 0, 1_000, 16)
+            .await
+            .expect("commit after the catch-up");
+        assert!(matches!(&committed.outcomes[0], OpOutcome::Unknown(ids) if ids == &[7]));
+        assert!(!flag.take(), "the writer took the flag");
+    }
 }
