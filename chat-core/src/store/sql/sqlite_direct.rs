@@ -50,7 +50,11 @@ const STATUS_JOIN: &str = "SELECT
 const MARK_READ: &str =
     "UPDATE chat_status SET read_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
      WHERE read_at IS NULL AND msg_id = ?2 AND user_id = ?3";
-const MARK_DELIVERED_DIRECT: &str = "UPDATE chat_messages SET delivered_at = ?1
+/// A 1:1 message's first delivery and, when no device is left to get it,
+/// the clearing of its body, in one statement (`CLEAR_BODY` otherwise).
+const DELIVER_DIRECT: &str = "UPDATE chat_messages SET delivered_at = ?1,
+       body = CASE WHEN EXISTS (SELECT 1 FROM chat_queue q WHERE q.msg_id = ?2 AND q.kind = 0)
+                   THEN body ELSE NULL END
      WHERE delivered_at IS NULL AND msg_id = ?2 AND conv_kind = 'u' AND conv_id = ?3 AND sender_user <> ?3";
 const MARK_READ_DIRECT: &str =
     "UPDATE chat_messages SET read_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
@@ -358,7 +362,9 @@ impl Batch<'_> {
         let (direct, grouped): (Vec<_>, Vec<_>) = pairs
             .into_iter()
             .partition(|(m, _)| infos.get(m).is_some_and(MsgInfo::is_direct));
-        let mut first_delivery = self.mark(MARK_DELIVERED_DIRECT, direct)?;
+        let mut first_delivery = self.mark(DELIVER_DIRECT, direct)?;
+        // Those bodies are settled already.
+        let settled: HashSet<i64> = first_delivery.iter().map(|(m, _)| *m).collect();
         first_delivery.extend(self.mark(MARK_DELIVERED, grouped)?);
         first_delivery.sort();
         for (m, _) in &first_delivery {
@@ -386,7 +392,7 @@ impl Batch<'_> {
             }
         }
         let mut st = self.conn.prepare_cached(CLEAR_BODY)?;
-        for id in &msg_ids {
+        for id in msg_ids.iter().filter(|id| !settled.contains(id)) {
             st.execute(params![id])?;
         }
         Ok(())
