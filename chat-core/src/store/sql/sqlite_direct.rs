@@ -520,30 +520,43 @@ mod tests {
     use crate::store::MessageStore;
     use natter_common::testing::TestDb;
 
-    /// The store contract tests cover what is written; this pins down that a
-    /// file database really takes the direct path (not the pool's).
-    #[tokio::test]
-    async fn a_file_database_commits_through_its_own_connection() {
+    /// A migrated store on a fresh SQLite file, and its pool.
+    async fn file_store() -> (TestDb, SqliteStore, SqlitePool) {
         let t = TestDb::sqlite().await;
         let Db::Sqlite(pool) = &t.db else {
             panic!("TestDb::sqlite is SQLite");
         };
+        let pool = pool.clone();
         let store = SqliteStore::new(pool.clone());
         store.migrate().await.expect("migrate");
+        (t, store, pool)
+    }
+
+    /// An acknowledgement of a receipt that does not exist: a commit that
+    /// writes nothing and answers with the unknown id.
+    async fn ack_nothing(store: &SqliteStore, id: u64) {
         let dev = DeviceRef {
             user: UserId::new("nobody"),
             device: 1,
             generation: 1,
         };
         let committed = store
-            .commit(&[BatchOp::Ack(dev, vec![42])], 0, 1_000, 16)
+            .commit(&[BatchOp::Ack(dev, vec![id])], 0, 1_000, 16)
             .await
             .expect("commit");
         assert!(
-            matches!(&committed.outcomes[0], OpOutcome::Unknown(ids) if ids == &[42]),
+            matches!(&committed.outcomes[0], OpOutcome::Unknown(ids) if ids == &[id]),
             "an ack for no receipt names it: {:?}",
             committed.outcomes
         );
+    }
+
+    /// The store contract tests cover what is written; this pins down that a
+    /// file database really takes the direct path (not the pool's).
+    #[tokio::test]
+    async fn a_file_database_commits_through_its_own_connection() {
+        let (_t, store, _) = file_store().await;
+        ack_nothing(&store, 42).await;
         assert!(
             store.direct.get().is_some_and(Option::is_some),
             "the commit went through the pool instead of the direct writer"
@@ -554,24 +567,10 @@ mod tests {
     /// checkpoints first and still commits.
     #[tokio::test]
     async fn the_next_commit_takes_the_wal_catch_up_flag() {
-        let t = TestDb::sqlite().await;
-        let Db::Sqlite(pool) = &t.db else {
-            panic!("TestDb::sqlite is SQLite");
-        };
-        let store = SqliteStore::new(pool.clone());
-        store.migrate().await.expect("migrate");
-        let dev = DeviceRef {
-            user: UserId::new("nobody"),
-            device: 1,
-            generation: 1,
-        };
+        let (_t, store, pool) = file_store().await;
         let flag = natter_common::db::wal_catch_up(pool.connect_options().get_filename());
         flag.signal();
-        let committed = store
-            .commit(&[BatchOp::Ack(dev, vec![7])], 0, 1_000, 16)
-            .await
-            .expect("commit after the catch-up");
-        assert!(matches!(&committed.outcomes[0], OpOutcome::Unknown(ids) if ids == &[7]));
+        ack_nothing(&store, 7).await;
         assert!(!flag.take(), "the writer took the flag");
     }
 }
