@@ -248,6 +248,13 @@ struct StatusJoin {
     conv_id: String,
 }
 
+impl StatusJoin {
+    /// A 1:1 message: its recipient's state is in the message row.
+    fn is_direct(&self) -> bool {
+        self.conv_kind == "u"
+    }
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct MemberRow {
     user_id: String,
@@ -1127,7 +1134,7 @@ macro_rules! sql_store {
                 let (direct, grouped): (Vec<_>, Vec<_>) = found
                     .values()
                     .filter(|r| r.read_at.is_none())
-                    .partition(|r| r.conv_kind == "u");
+                    .partition(|r| r.is_direct());
                 let direct: Vec<(i64, String)> = direct.into_iter().map(|r| (r.msg_id, r.user_id.clone())).collect();
                 let grouped: Vec<(i64, String)> = grouped.into_iter().map(|r| (r.msg_id, r.user_id.clone())).collect();
                 let mut marked = Self::mark_direct(conn, Mark::Read, &direct, now).await?;

@@ -430,15 +430,13 @@ impl Batch<'_> {
             }
         }
         let reader_device = answer_reads(ops, &found, &mut self.outcomes);
-        let (mut direct, mut grouped): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
-        for r in found.values().filter(|r| r.read_at.is_none()) {
-            let to = if r.conv_kind == "u" {
-                &mut direct
-            } else {
-                &mut grouped
-            };
-            to.push((r.msg_id, r.user_id.clone()));
-        }
+        let key = |r: &StatusJoin| (r.msg_id, r.user_id.clone());
+        let (direct, grouped): (Vec<_>, Vec<_>) = found
+            .values()
+            .filter(|r| r.read_at.is_none())
+            .partition(|r| r.is_direct());
+        let mut direct: Vec<(i64, String)> = direct.into_iter().map(key).collect();
+        let mut grouped: Vec<(i64, String)> = grouped.into_iter().map(key).collect();
         direct.sort();
         grouped.sort();
         let mut marked = self.mark(MARK_READ_DIRECT, direct)?;
