@@ -11,6 +11,7 @@ mod calls;
 mod cluster;
 pub mod config;
 mod gateway;
+mod handout;
 mod hub;
 pub mod pipeline;
 pub mod presence;

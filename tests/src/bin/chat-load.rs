@@ -42,6 +42,10 @@ enum Mode {
     Throughput,
     Latency,
     Idle,
+    /// No server: how long the data dir's disk takes to make a small write
+    /// durable (write + fdatasync, as each group commit does), for telling
+    /// the disk's stalls from the server's in a latency run.
+    Disk,
 }
 
 #[derive(Parser)]
@@ -91,6 +95,10 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_admin_url: String,
+    /// Where the disk probe writes (disk); by default the system's temporary
+    /// directory, where the other modes keep the server's data dir.
+    #[arg(long)]
+    probe_dir: Option<PathBuf>,
     /// Redis for the registry and bus (distributed shape).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis_url: String,
@@ -101,6 +109,9 @@ const KEY: &str = "chat-load-signing-key-0123456789abcdef";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.mode == Mode::Disk {
+        return disk_probe(&args);
+    }
     let users = match args.mode {
         Mode::Idle => args.connections,
         _ => args.conversations * 2,
@@ -167,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
     let result = match args.mode {
         Mode::Idle => idle(&args, &addrs, &keys, &pids).await,
         Mode::Throughput | Mode::Latency => traffic(&args, &addrs, &keys, &pids).await,
+        Mode::Disk => unreachable!("the disk probe runs without a server"),
     };
     for mut s in servers {
         let _ = s.kill();
@@ -179,6 +191,57 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// Appends 32 KiB (about one group commit's WAL frames at 5,000 messages/s)
+/// and syncs it, over and over for the measurement window, in a 4 MiB file
+/// that is reused from its start like a restarting WAL. Prints the sync
+/// latency distribution: a commit cannot be faster than its disk's sync.
+fn disk_probe(args: &Args) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 32 * 1024;
+    const SPAN: u64 = 4 * 1024 * 1024;
+    let dir = natter_common::testing::TempDir::new("chat-load-disk");
+    let under = args
+        .probe_dir
+        .clone()
+        .unwrap_or_else(|| dir.path().to_owned());
+    let path = under.join(format!("chat-load-probe-{}.wal", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let chunk = vec![0x5au8; CHUNK];
+    let mut offset = 0u64;
+    let mut us = Vec::new();
+    let until = Instant::now() + Duration::from_secs(args.measure_secs);
+    while Instant::now() < until {
+        let t = Instant::now();
+        file.write_all_at(&chunk, offset)?;
+        file.sync_data()?;
+        us.push(t.elapsed().as_micros() as u64);
+        offset = (offset + CHUNK as u64) % SPAN;
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    us.sort_unstable();
+    let at = |p: f64| us[((us.len() as f64 * p) as usize).min(us.len() - 1)] as f64 / 1000.0;
+    println!("machine: {} cores, {}", num_cpus(), mem_total());
+    println!("disk under {}", under.display());
+    println!(
+        "{} syncs of {} KiB in {} s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} over 100 ms",
+        us.len(),
+        CHUNK / 1024,
+        args.measure_secs,
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+        us.iter().filter(|&&u| u > 100_000).count()
+    );
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -766,14 +829,17 @@ impl CommitMetrics {
             return "commits: no metrics from the server".into();
         }
         let ms = |v: Option<f64>| v.map_or("?".into(), |s| format!("{:.1}", s * 1000.0));
+        // The slowest commit tells a latency run hit by a disk stall (every
+        // message behind it waits) from one where the server was slow.
         format!(
-            "commits: {:.0}/s, {:.1} operations each, mean {:.2} ms (final COMMIT {:.2} ms), p50 <= {} ms, p99 <= {} ms (histogram bounds)",
+            "commits: {:.0}/s, {:.1} operations each, mean {:.2} ms (final COMMIT {:.2} ms), p50 <= {} ms, p99 <= {} ms, slowest <= {} ms (histogram bounds)",
             self.count / secs,
             self.ops / self.count,
             self.seconds / self.count * 1000.0,
             self.finish_seconds / self.count * 1000.0,
             ms(self.quantile_bound(0.50)),
             ms(self.quantile_bound(0.99)),
+            ms(self.quantile_bound(1.0)),
         )
     }
 }

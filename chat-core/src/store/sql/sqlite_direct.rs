@@ -319,13 +319,15 @@ impl Batch<'_> {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut deleted: HashSet<(String, i64, i64)> = HashSet::new();
+        // Keys borrow the user from the operation: this runs for every
+        // delivered id of a commit, on the writer's thread.
+        let mut deleted: HashSet<(&str, i64, i64)> = HashSet::new();
         let mut msg_ids = Vec::new();
         {
             let mut st = self.conn.prepare_cached(DELETE_MESSAGE_ENTRY)?;
             for (_, d, ids) in ops {
                 for id in ids.iter() {
-                    let key = (d.user.0.clone(), i64::from(d.device), *id as i64);
+                    let key = (d.user.as_str(), i64::from(d.device), *id as i64);
                     if deleted.contains(&key) {
                         continue;
                     }
@@ -339,9 +341,7 @@ impl Batch<'_> {
         for (i, d, ids) in ops {
             let unknown: Vec<u64> = dedup(ids.iter().copied())
                 .into_iter()
-                .filter(|id| {
-                    !deleted.contains(&(d.user.0.clone(), i64::from(d.device), *id as i64))
-                })
+                .filter(|id| !deleted.contains(&(d.user.as_str(), i64::from(d.device), *id as i64)))
                 .collect();
             self.outcomes[*i] = Some(OpOutcome::Unknown(unknown));
         }
@@ -355,7 +355,7 @@ impl Batch<'_> {
         let mut pairs: Vec<(i64, String)> = deleted
             .iter()
             .filter(|(u, _, m)| infos.get(m).is_some_and(|i| i.sender_user != *u))
-            .map(|(u, _, m)| (*m, u.clone()))
+            .map(|(u, _, m)| (*m, (*u).to_owned()))
             .collect();
         pairs.sort();
         pairs.dedup();
@@ -466,12 +466,12 @@ impl Batch<'_> {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut deleted: HashSet<(i64, String, i64)> = HashSet::new();
+        let mut deleted: HashSet<(i64, &str, i64)> = HashSet::new();
         {
             let mut st = self.conn.prepare_cached(DELETE_RECEIPT)?;
             for (_, d, ids) in ops {
                 for id in ids.iter() {
-                    let key = (*id as i64, d.user.0.clone(), i64::from(d.device));
+                    let key = (*id as i64, d.user.as_str(), i64::from(d.device));
                     if !deleted.contains(&key) && st.execute(params![key.0, key.1, key.2])? > 0 {
                         deleted.insert(key);
                     }
@@ -481,9 +481,7 @@ impl Batch<'_> {
         for (i, d, ids) in ops {
             let unknown = dedup(ids.iter().copied())
                 .into_iter()
-                .filter(|id| {
-                    !deleted.contains(&(*id as i64, d.user.0.clone(), i64::from(d.device)))
-                })
+                .filter(|id| !deleted.contains(&(*id as i64, d.user.as_str(), i64::from(d.device))))
                 .collect();
             self.outcomes[*i] = Some(OpOutcome::Unknown(unknown));
         }
