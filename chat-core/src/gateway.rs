@@ -424,7 +424,7 @@ impl Ctx<'_> {
                             Ok(q) => {
                                 let mut cache = HashMap::new();
                                 Ok(q.iter()
-                                    .map(|e| crate::handout::delivery_of(e, &mut cache))
+                                    .map(|e| crate::writer::delivery_of(e, &mut cache))
                                     .collect())
                             }
                             Err(e) => {

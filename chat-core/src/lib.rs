@@ -11,7 +11,6 @@ mod calls;
 mod cluster;
 pub mod config;
 mod gateway;
-mod handout;
 mod hub;
 pub mod pipeline;
 pub mod presence;

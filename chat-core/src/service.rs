@@ -143,12 +143,10 @@ impl ChatService {
         }
         let writer = WriterTask {
             store: inner.store.clone(),
-            handout: crate::handout::HandOut {
-                hub: inner.hub.clone(),
-                cluster: inner.cluster.clone(),
-                push: p.push_tx.clone(),
-            },
+            hub: inner.hub.clone(),
+            cluster: inner.cluster.clone(),
             clock: inner.clock.clone(),
+            push: p.push_tx.clone(),
             ttl_ms: (inner.cfg.message_ttl_secs as i64).saturating_mul(1000),
             max_batch: inner.cfg.commit_max_batch,
             max_group: inner.cfg.max_group_members,
@@ -156,7 +154,7 @@ impl ChatService {
         };
         tasks.push(writer.spawn(p.writer_rx, inner.shutdown.clone()));
         tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
-        // The push task ends when the hand-out and the cluster (its senders) are gone.
+        // The push task ends when the writer (the only sender) is gone.
         tasks.push(tokio::spawn(crate::push::run(p.push_rx, p.sender)));
         tasks.push(tokio::spawn(purge_loop(self.state.clone())));
         tasks.push(tokio::spawn(device_check_loop(self.state.clone())));

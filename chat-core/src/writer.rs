@@ -4,12 +4,17 @@
 //! load one fsync serves many senders. Each operation is answered only after
 //! its transaction committed, and only then are its entries handed to the
 //! sockets (so a `sent` ack always means durable, and sequence numbers reach
-//! each device in commit order). The answering and handing out run on the
-//! hand-out thread ([`crate::handout`]), beside the next transaction.
+//! each device in commit order).
 
-use crate::handout::{HandOut, Handout};
-use crate::store::{BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, StoreError};
-use natter_common::SharedClock;
+use crate::hub::Hub;
+use crate::pipeline::{Delivery, ItemRef};
+use crate::push::PushNotice;
+use crate::store::{
+    BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, Queued, QueuedFrame, StoreError,
+};
+use natter_common::{SharedClock, UnixMillis};
+use natter_proto::{MsgId, ServerFrame};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -66,8 +71,10 @@ impl Writer {
 /// The writer task's state.
 pub(crate) struct WriterTask {
     pub(crate) store: Arc<dyn MessageStore>,
-    pub(crate) handout: HandOut,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) cluster: Arc<dyn crate::cluster::Cluster>,
     pub(crate) clock: SharedClock,
+    pub(crate) push: mpsc::Sender<PushNotice>,
     pub(crate) ttl_ms: i64,
     pub(crate) max_batch: usize,
     pub(crate) max_group: u32,
@@ -80,59 +87,20 @@ pub(crate) fn channel(capacity: usize) -> (Writer, mpsc::Receiver<WriteOp>) {
     (Writer { tx }, rx)
 }
 
-/// The writer's side of a running writer: where commits go to be handed out.
-struct Committer {
-    store: Arc<dyn MessageStore>,
-    out: mpsc::Sender<Handout>,
-    clock: SharedClock,
-    ttl_ms: i64,
-    max_batch: usize,
-    max_group: u32,
-    delay: Duration,
-}
-
 impl WriterTask {
-    /// Starts the writer and its hand-out thread. For a store that allows it
-    /// (SQLite), the writer gets an OS thread with a single-threaded runtime
-    /// of its own. Why: a commit is a chain of statements, each a round trip
-    /// to the driver's thread, and on the shared runtime every one of those
-    /// hops waited in the run queue behind socket tasks (12 ms commits at
-    /// 5,000 messages/s while the database thread was half idle). The
-    /// returned handle ends once the writer has stopped and everything it
-    /// committed is handed out.
+    /// Starts the writer. For a store that allows it (SQLite), the writer gets
+    /// an OS thread with a single-threaded runtime of its own. Why: a commit is
+    /// a chain of statements, each a round trip to the driver's thread, and on
+    /// the shared runtime every one of those hops waited in the run queue
+    /// behind socket tasks (12 ms commits at 5,000 messages/s while the
+    /// database thread was half idle). The returned handle ends with the writer.
     pub(crate) fn spawn(
         self,
         rx: mpsc::Receiver<WriteOp>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let (out, out_rx) = mpsc::channel(crate::handout::HANDOUT_QUEUE);
-        let (handed_tx, handed_rx) = oneshot::channel::<()>();
-        if let Err(e) = self.handout.spawn(out_rx, handed_tx) {
-            // Nothing could be answered after a commit, so nothing is committed:
-            // the receiver is gone, and every submit is told to retry.
-            tracing::error!(error = %e, "could not start the chat hand-out thread");
-            return tokio::spawn(async {});
-        }
-        let committer = Committer {
-            store: self.store,
-            out,
-            clock: self.clock,
-            ttl_ms: self.ttl_ms,
-            max_batch: self.max_batch,
-            max_group: self.max_group,
-            delay: self.delay,
-        };
-        let (done_tx, done_rx) = oneshot::channel::<()>();
-        let wait_both = async move {
-            let _ = done_rx.await;
-            let _ = handed_rx.await;
-        };
-        if !committer.store.wants_writer_thread() {
-            return tokio::spawn(async move {
-                committer.run(rx, shutdown).await;
-                let _ = done_tx.send(());
-                wait_both.await;
-            });
+        if !self.store.wants_writer_thread() {
+            return tokio::spawn(self.run(rx, shutdown));
         }
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -141,19 +109,16 @@ impl WriterTask {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::warn!(error = %e, "no runtime for the chat writer thread; sharing the main one");
-                return tokio::spawn(async move {
-                    committer.run(rx, shutdown).await;
-                    let _ = done_tx.send(());
-                    wait_both.await;
-                });
+                return tokio::spawn(self.run(rx, shutdown));
             }
         };
+        let (done_tx, done_rx) = oneshot::channel::<()>();
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let started = std::thread::Builder::new()
             .name("chat-writer".into())
             .spawn(move || {
                 let _log = tracing::dispatcher::set_default(&dispatch);
-                runtime.block_on(committer.run(rx, shutdown));
+                runtime.block_on(self.run(rx, shutdown));
                 let _ = done_tx.send(());
             });
         if let Err(e) = started {
@@ -161,13 +126,13 @@ impl WriterTask {
             // nothing could be committed, so this is fatal for the service.
             tracing::error!(error = %e, "could not start the chat writer thread");
         }
-        tokio::spawn(wait_both)
+        tokio::spawn(async move {
+            let _ = done_rx.await;
+        })
     }
-}
 
-impl Committer {
     /// Runs until `shutdown`, then commits what is already queued and stops.
-    async fn run(self, mut rx: mpsc::Receiver<WriteOp>, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<WriteOp>, shutdown: CancellationToken) {
         let mut carry: Option<WriteOp> = None;
         loop {
             let first = match carry.take() {
@@ -229,15 +194,6 @@ impl Committer {
         tracing::debug!("chat writer stopped");
     }
 
-    /// Queues a commit's results for the hand-out; waits while it is
-    /// `HANDOUT_QUEUE` commits behind.
-    async fn hand_over(&self, h: Handout) {
-        if let Err(mpsc::error::SendError(h)) = self.out.send(h).await {
-            tracing::error!("the chat hand-out has stopped; answering with retry");
-            h.fail();
-        }
-    }
-
     async fn apply_batch(&self, ops: Vec<BatchOp>, replies: Vec<Option<Reply>>) {
         let now = self.clock.now_ms();
         let started = Instant::now();
@@ -257,21 +213,28 @@ impl Committer {
                 "slow chat commit"
             );
         }
-        let outcome = match result {
-            Ok(c) => Ok((c.outcomes, c.queued)),
+        // Answers and deliveries of this commit reach each socket together.
+        let _handing_out = self.hub.dispatch_scope();
+        match result {
+            Ok(c) => {
+                for (reply, outcome) in replies.into_iter().zip(c.outcomes) {
+                    if let OpOutcome::Send(crate::store::SendOutcome::Stored(_)) = &outcome {
+                        metrics::counter!("chat_messages_stored_total").increment(1);
+                    }
+                    if let Some(r) = reply {
+                        r(Ok(outcome));
+                    }
+                }
+                self.dispatch(c.queued, now);
+            }
             Err(e) => {
                 metrics::counter!("chat_commit_errors_total").increment(1);
                 tracing::error!(error = %e, ops = ops.len(), "chat commit failed; senders will be told to retry");
-                Err(())
+                for r in replies.into_iter().flatten() {
+                    r(Err(()));
+                }
             }
-        };
-        self.hand_over(Handout::Batch {
-            ops,
-            replies,
-            outcome,
-            now,
-        })
-        .await;
+        }
     }
 
     async fn apply_group(
@@ -280,16 +243,61 @@ impl Committer {
         reply: oneshot::Sender<Result<GroupOutcome, String>>,
     ) {
         let now = self.clock.now_ms();
-        let outcome = self
+        match self
             .store
             .commit_group(&change, now, self.ttl_ms, self.max_group)
             .await
-            .map_err(|e| StoreError::to_string(&e));
-        self.hand_over(Handout::Group {
-            reply,
-            outcome,
-            now,
-        })
-        .await;
+        {
+            Ok((outcome, queued)) => {
+                let _handing_out = self.hub.dispatch_scope();
+                let _ = reply.send(Ok(outcome));
+                self.dispatch(queued, now);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::to_string(&e)));
+            }
+        }
+    }
+
+    /// Hands committed entries to sockets on this node, forwards the rest to
+    /// the nodes that hold them, and wakes devices connected nowhere.
+    fn dispatch(&self, queued: Vec<Queued>, now: UnixMillis) {
+        let mut json_cache: HashMap<MsgId, Arc<str>> = HashMap::new();
+        let n = queued.len();
+        let mut elsewhere = Vec::new();
+        for q in queued {
+            let d = delivery_of(&q, &mut json_cache);
+            if !self.hub.deliver(&q.user, q.device, q.generation, d) {
+                elsewhere.push(q);
+            }
+        }
+        for q in self.cluster.forward(elsewhere, now) {
+            crate::cluster::push_if_due(&self.hub, &self.push, &q, now);
+        }
+        metrics::counter!("chat_queue_entries_total").increment(n as u64);
+    }
+}
+
+/// A queue entry as a socket writes it (messages serialised once per fan-out).
+pub(crate) fn delivery_of(q: &Queued, cache: &mut HashMap<MsgId, Arc<str>>) -> Delivery {
+    match &q.frame {
+        QueuedFrame::Msg(m) => {
+            let json = cache
+                .entry(m.msg_id)
+                .or_insert_with(|| Arc::from(ServerFrame::Msg((**m).clone()).to_json()))
+                .clone();
+            Delivery {
+                seq: q.seq,
+                prev: q.prev,
+                item: ItemRef::Msg(m.msg_id),
+                json,
+            }
+        }
+        QueuedFrame::Receipt(r) => Delivery {
+            seq: q.seq,
+            prev: q.prev,
+            item: ItemRef::Receipt(r.receipt_id),
+            json: Arc::from(ServerFrame::Receipt(r.clone()).to_json()),
+        },
     }
 }

@@ -534,7 +534,7 @@ impl RedisCluster {
                             QueuedFrame::Msg(m) => (Some(m.msg_id), None),
                             QueuedFrame::Receipt(r) => (None, Some(r.receipt_id)),
                         };
-                        let d = crate::handout::delivery_of(q, &mut json_cache);
+                        let d = crate::writer::delivery_of(q, &mut json_cache);
                         let h = Header::Deliver {
                             u: q.user.clone(),
                             d: q.device,
