@@ -416,7 +416,14 @@ impl Media {
                 _ => None,
             })
         };
-        let selected_pair = pair.and_then(|(l, r)| Some((kind_of(&l, true)?, kind_of(&r, false)?)));
+        // The stats list only remote candidates that arrived by signalling. A
+        // remote candidate first seen in the peer's own connectivity check
+        // (peer-reflexive: its check overtook its trickled candidate, as on a
+        // loaded machine) has no entry, and is named for what it is.
+        let selected_pair = pair.and_then(|(l, r)| {
+            let remote = kind_of(&r, false).unwrap_or_else(|| "prflx".to_owned());
+            Some((kind_of(&l, true)?, remote))
+        });
         let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         MediaStats {
             selected_pair,
