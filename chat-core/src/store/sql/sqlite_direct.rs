@@ -61,9 +61,6 @@ const MARK_READ_DIRECT: &str =
      WHERE read_at IS NULL AND msg_id = ?2 AND conv_kind = 'u' AND conv_id = ?3 AND sender_user <> ?3";
 const DELETE_RECEIPT: &str =
     "DELETE FROM chat_queue WHERE kind <> 0 AND seq = ?1 AND user_id = ?2 AND device_id = ?3";
-const INSERT_ENTRY: &str =
-    "INSERT INTO chat_queue (user_id, device_id, generation, kind, msg_id, peer, at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// A connection of its own for the group commit.
 pub(crate) struct DirectWriter {
@@ -102,7 +99,7 @@ impl DirectWriter {
             natter_common::db::WAL_SIZE_LIMIT_BYTES
         ))
         .map_err(store_error)?;
-        conn.set_prepared_statement_cache_capacity(32);
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             conn: Mutex::new(conn),
             catch_up: natter_common::db::wal_catch_up(path),
@@ -489,25 +486,86 @@ impl Batch<'_> {
     }
 
     /// Inserts the collected queue rows; sequence numbers are the row ids, in
-    /// insertion order (one writer: commit order is sequence order).
+    /// insertion order (one writer: commit order is sequence order). Rows go
+    /// in `INSERT_CHUNK` to a statement, with the sequence numbers given:
+    /// one statement (bind, step, `sqlite_sequence` update) per chunk instead
+    /// of per row. They are the numbers AUTOINCREMENT would have chosen: one
+    /// above the highest ever used, which the IMMEDIATE transaction keeps
+    /// from changing under us.
     fn insert_rows(&mut self) -> SqlResult<Vec<Queued>> {
-        let mut st = self.conn.prepare_cached(INSERT_ENTRY)?;
-        let mut queued = Vec::with_capacity(self.rows.len());
-        for r in std::mem::take(&mut self.rows) {
-            st.execute(params![
-                r.user,
-                r.device,
-                r.generation,
-                r.kind,
-                r.msg_id,
-                r.peer,
-                self.now
-            ])?;
-            queued.push(r.into_queued(self.conn.last_insert_rowid()));
+        let rows = std::mem::take(&mut self.rows);
+        let mut queued = Vec::with_capacity(rows.len());
+        if rows.is_empty() {
+            return Ok(queued);
         }
-        queued.sort_by_key(|q| q.seq);
+        let mut next: i64 = self.conn.query_row(NEXT_SEQ, [], |r| r.get(0))?;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<NewRow> = rows.by_ref().take(INSERT_CHUNK).collect();
+            let sql = if chunk.len() == INSERT_CHUNK {
+                insert_chunk_sql(INSERT_CHUNK)
+            } else {
+                insert_chunk_sql(chunk.len())
+            };
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
+            let seqs: Vec<i64> = (next..next + chunk.len() as i64).collect();
+            for (r, seq) in chunk.iter().zip(&seqs) {
+                values.extend([
+                    seq as &dyn rusqlite::ToSql,
+                    &r.user,
+                    &r.device,
+                    &r.generation,
+                    &r.kind,
+                    &r.msg_id,
+                    &r.peer,
+                    &self.now,
+                ]);
+            }
+            st.execute(values.as_slice())?;
+            next += chunk.len() as i64;
+            queued.extend(
+                chunk
+                    .into_iter()
+                    .zip(seqs)
+                    .map(|(r, seq)| r.into_queued(seq)),
+            );
+        }
         Ok(queued)
     }
+}
+
+/// Queue rows per INSERT statement.
+const INSERT_CHUNK: usize = 32;
+
+/// The next queue sequence number, as AUTOINCREMENT would choose it.
+const NEXT_SEQ: &str = "SELECT max(
+       COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'chat_queue'), 0),
+       COALESCE((SELECT max(seq) FROM chat_queue), 0)) + 1";
+
+/// An INSERT of `n` queue rows with their sequence numbers.
+fn insert_chunk_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO chat_queue (seq, user_id, device_id, generation, kind, msg_id, peer, at) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let b = i * 8;
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8
+        ));
+    }
+    sql
 }
 
 #[cfg(test)]
@@ -557,6 +615,77 @@ mod tests {
             store.direct.get().is_some_and(Option::is_some),
             "the commit went through the pool instead of the direct writer"
         );
+    }
+
+    /// Queue rows inserted in chunks get the numbers AUTOINCREMENT would
+    /// have given them: in order, after the highest ever used (even when
+    /// that entry is gone), and `sqlite_sequence` follows.
+    #[tokio::test]
+    async fn chunked_queue_rows_continue_the_sequence_without_reuse() {
+        let (_t, store, pool) = file_store().await;
+        let conn = Connection::open(pool.connect_options().get_filename()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO chat_messages (msg_id, sender_user, sender_device, client_id, conv_kind,
+                 conv_id, kind, created_at, expires_at) VALUES (5, 'a', 1, 'c', 'u', 'b', 'text', 0, 9);
+             INSERT INTO chat_queue (seq, user_id, device_id, generation, kind, msg_id, at)
+                 VALUES (41, 'b', 1, 1, 0, 5, 0);
+             DELETE FROM chat_queue;",
+        )
+        .unwrap();
+        drop(store);
+        let rows = (0..INSERT_CHUNK + 8)
+            .map(|i| NewRow {
+                user: format!("u{i}"),
+                device: 1,
+                generation: 1,
+                kind: 1,
+                msg_id: 5,
+                peer: None,
+                frame: QueuedFrame::Receipt(natter_proto::Receipt {
+                    receipt_id: 0,
+                    msg_id: 5,
+                    id: ClientMsgId::new("c"),
+                    to: Target::User(UserId::new("b")),
+                    status: ReceiptStatus::Delivered,
+                    by: UserId::new("b"),
+                    ts: 0,
+                }),
+            })
+            .collect();
+        let queued = Batch {
+            conn: &conn,
+            devices: HashMap::new(),
+            rows,
+            outcomes: Vec::new(),
+            now: 7,
+        }
+        .insert_rows()
+        .unwrap();
+        let seqs: Vec<i64> = queued.iter().map(|q| q.seq).collect();
+        assert_eq!(seqs, (42..42 + INSERT_CHUNK as i64 + 8).collect::<Vec<_>>());
+        assert!(
+            queued
+                .iter()
+                .zip(0..)
+                .all(|(q, i)| q.user.as_str() == format!("u{i}"))
+        );
+        let stored: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, user_id FROM chat_queue ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored.len(), INSERT_CHUNK + 8);
+        assert_eq!(stored[0], (42, "u0".to_owned()));
+        let last: i64 = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'chat_queue'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(last, 41 + INSERT_CHUNK as i64 + 8);
     }
 
     /// The background checkpoint's flag is taken by the next commit, which
