@@ -502,12 +502,15 @@ impl Batch<'_> {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<NewRow> = rows.by_ref().take(INSERT_CHUNK).collect();
-            let sql = if chunk.len() == INSERT_CHUNK {
-                insert_chunk_sql(INSERT_CHUNK)
+            // Full chunks (nearly all rows under load) reuse one SQL text.
+            let remainder;
+            let sql: &str = if chunk.len() == INSERT_CHUNK {
+                &FULL_CHUNK_SQL
             } else {
-                insert_chunk_sql(chunk.len())
+                remainder = insert_chunk_sql(chunk.len());
+                &remainder
             };
-            let mut st = self.conn.prepare_cached(&sql)?;
+            let mut st = self.conn.prepare_cached(sql)?;
             let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
             let seqs: Vec<i64> = (next..next + chunk.len() as i64).collect();
             for (r, seq) in chunk.iter().zip(&seqs) {
@@ -537,6 +540,10 @@ impl Batch<'_> {
 
 /// Queue rows per INSERT statement.
 const INSERT_CHUNK: usize = 32;
+
+/// The INSERT of a full chunk, built once.
+static FULL_CHUNK_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_chunk_sql(INSERT_CHUNK));
 
 /// The next queue sequence number, as AUTOINCREMENT would choose it.
 const NEXT_SEQ: &str = "SELECT max(
