@@ -38,14 +38,42 @@ struct Args {
     /// Body size in bytes.
     #[arg(long, default_value_t = 100)]
     body_bytes: usize,
-    /// Client message ids: `uuid` (random, as the SDK makes them), `ordered`
-    /// (time-ordered per sender, zero-padded) or `counter` (unpadded
-    /// "round-k", what this bench used before).
-    #[arg(long, default_value = "uuid")]
-    client_ids: String,
+    /// Client message ids.
+    #[arg(long, value_enum, default_value_t = ClientIds::Uuid)]
+    client_ids: ClientIds,
     /// SQLite durability: `full` (default, a sync per commit) or `normal`.
     #[arg(long, default_value = "full")]
     synchronous: String,
+}
+
+/// How the bench's senders make client message ids: the idempotency index's
+/// page writes depend on where new ids land.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClientIds {
+    /// Random, as the SDK makes them (UUID v4).
+    Uuid,
+    /// Time-ordered per sender (zero-padded round).
+    Ordered,
+    /// Unpadded "round-k", what this bench used before.
+    Counter,
+}
+
+impl ClientIds {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Uuid => "uuid",
+            Self::Ordered => "ordered",
+            Self::Counter => "counter",
+        }
+    }
+
+    fn make(self, round: u64, k: usize) -> String {
+        match self {
+            Self::Uuid => uuid::Uuid::new_v4().simple().to_string(),
+            Self::Ordered => format!("{round:012}-{k}"),
+            Self::Counter => format!("{round}-{k}"),
+        }
+    }
 }
 
 fn sender(c: usize) -> UserId {
@@ -100,11 +128,7 @@ fn ops_for(args: &Args, round: u64, body: &[u8], due: &mut Outstanding) -> (Vec<
             ops.push(BatchOp::Send(NewMessage {
                 sender: sender(c),
                 sender_device: 1,
-                client_id: ClientMsgId::new(match args.client_ids.as_str() {
-                    "ordered" => format!("{round:012}-{k}"),
-                    "counter" => format!("{round}-{k}"),
-                    _ => uuid::Uuid::new_v4().simple().to_string(),
-                }),
+                client_id: ClientMsgId::new(args.client_ids.make(round, k)),
                 to: Target::User(recipient(c)),
                 kind: Kind::text(),
                 body: body.to_vec(),
@@ -123,12 +147,6 @@ fn ops_for(args: &Args, round: u64, body: &[u8], due: &mut Outstanding) -> (Vec<
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !matches!(args.client_ids.as_str(), "uuid" | "ordered" | "counter") {
-        anyhow::bail!(
-            "--client-ids {}: expected uuid, ordered or counter",
-            args.client_ids
-        );
-    }
     let synchronous = match args.synchronous.as_str() {
         "full" => SqliteSync::Full,
         "normal" => SqliteSync::Normal,
@@ -216,7 +234,11 @@ async fn main() -> anyhow::Result<()> {
     let m = messages.max(1) as f64;
     println!(
         "chat-store-bench: SQLite synchronous={}, {} conversations, {} messages per conversation per commit, body {} B, client ids {}",
-        args.synchronous, args.conversations, args.per_commit, args.body_bytes, args.client_ids
+        args.synchronous,
+        args.conversations,
+        args.per_commit,
+        args.body_bytes,
+        args.client_ids.name()
     );
     println!(
         "{messages} messages in {commits} commits ({:.0} operations each) in {secs:.1} s",
