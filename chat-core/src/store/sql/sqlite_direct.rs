@@ -498,7 +498,11 @@ impl Batch<'_> {
         if rows.is_empty() {
             return Ok(queued);
         }
-        let mut next: i64 = self.conn.query_row(NEXT_SEQ, [], |r| r.get(0))?;
+        // Cached: `Connection::query_row` would parse this for every commit.
+        let mut next: i64 = self
+            .conn
+            .prepare_cached(NEXT_SEQ)?
+            .query_row([], |r| r.get(0))?;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<NewRow> = rows.by_ref().take(INSERT_CHUNK).collect();
