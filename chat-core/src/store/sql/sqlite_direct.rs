@@ -506,15 +506,7 @@ impl Batch<'_> {
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<NewRow> = rows.by_ref().take(INSERT_CHUNK).collect();
-            // Full chunks (nearly all rows under load) reuse one SQL text.
-            let remainder;
-            let sql: &str = if chunk.len() == INSERT_CHUNK {
-                &FULL_CHUNK_SQL
-            } else {
-                remainder = insert_chunk_sql(chunk.len());
-                &remainder
-            };
-            let mut st = self.conn.prepare_cached(sql)?;
+            let mut st = self.conn.prepare_cached(&CHUNK_SQL[chunk.len()])?;
             let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 8);
             let seqs: Vec<i64> = (next..next + chunk.len() as i64).collect();
             for (r, seq) in chunk.iter().zip(&seqs) {
@@ -545,9 +537,11 @@ impl Batch<'_> {
 /// Queue rows per INSERT statement.
 const INSERT_CHUNK: usize = 32;
 
-/// The INSERT of a full chunk, built once.
-static FULL_CHUNK_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| insert_chunk_sql(INSERT_CHUNK));
+/// The INSERT of a chunk of `n` rows at index `n`, built once: at low rates
+/// nearly every commit ends with a short chunk, and building its text per
+/// commit was work on the writer's thread.
+static CHUNK_SQL: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (0..=INSERT_CHUNK).map(insert_chunk_sql).collect());
 
 /// The next queue sequence number, as AUTOINCREMENT would choose it.
 const NEXT_SEQ: &str = "SELECT max(
