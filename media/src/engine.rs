@@ -1096,16 +1096,17 @@ impl Media {
                 backend_state: serde_json::to_string(&new_state).map_err(MediaError::internal)?,
                 expires_at: self.now() + i64::from(self.cfg.upload_expiry_secs) * 1000,
             };
+            // An unfinished upload's lease goes back with its progress; a
+            // complete one keeps it through finalisation.
             if !self
                 .store
-                .save_upload_progress(id.as_str(), token, row.received, &progress)
+                .save_upload_progress(id.as_str(), token, row.received, &progress, !complete)
                 .await?
             {
                 // Our lease lapsed and another request took over.
                 return Err(MediaError::UploadBusy);
             }
             if !complete {
-                self.store.release_upload(id.as_str(), token).await?;
                 if let Some(reason) = &cut_off {
                     tracing::info!(upload = %id, received = p.len, reason = %reason, "media: resumable upload interrupted; bytes kept");
                 }

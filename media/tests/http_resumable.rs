@@ -70,7 +70,14 @@ impl<'a> Tus<'a> {
     fn offset(r: &Resp) -> usize {
         r.header("upload-offset")
             .and_then(|v| v.parse().ok())
-            .expect("Upload-Offset")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Upload-Offset in a {} response {:?}: {}",
+                    r.status,
+                    r.headers,
+                    String::from_utf8_lossy(&r.body)
+                )
+            })
     }
 }
 

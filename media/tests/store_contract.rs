@@ -327,15 +327,38 @@ async fn uploads_lease_save_complete_and_expire(s: Arc<dyn MediaStore>) {
         expires_at: 9000,
     };
     assert!(
-        !s.save_upload_progress("up", "t2", 0, &p).await.unwrap(),
+        !s.save_upload_progress("up", "t2", 0, &p, false)
+            .await
+            .unwrap(),
         "not the lease holder"
     );
     assert!(
-        !s.save_upload_progress("up", "t1", 5, &p).await.unwrap(),
+        !s.save_upload_progress("up", "t1", 5, &p, false)
+            .await
+            .unwrap(),
         "wrong expected offset"
     );
-    assert!(s.save_upload_progress("up", "t1", 0, &p).await.unwrap());
-    s.release_upload("up", "t1").await.unwrap();
+    assert!(
+        s.save_upload_progress("up", "t1", 0, &p, false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.upload("up")
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_token
+            .as_deref(),
+        Some("t1"),
+        "kept without release"
+    );
+    // Saving again (same offset) with release gives the lease back in that write.
+    assert!(
+        s.save_upload_progress("up", "t1", 400, &p, true)
+            .await
+            .unwrap()
+    );
     let row = s.upload("up").await.unwrap().unwrap();
     assert_eq!(
         (

@@ -282,13 +282,16 @@ pub trait MediaStore: Send + Sync + 'static {
         until: UnixMillis,
     ) -> StoreResult<Option<UploadRow>>;
     /// Saves a PATCH's progress if the lease is still ours and `received` is
-    /// still `expected_received`.
+    /// still `expected_received`; with `release`, gives the lease back in the
+    /// same write. Why in the same write: a client that reads the new offset
+    /// (HEAD) and resumes at once must not find the upload still leased.
     async fn save_upload_progress(
         &self,
         id: &str,
         token: &str,
         expected_received: i64,
         p: &UploadProgress,
+        release: bool,
     ) -> StoreResult<bool>;
     /// Gives the lease back.
     async fn release_upload(&self, id: &str, token: &str) -> StoreResult<()>;

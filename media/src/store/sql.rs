@@ -409,9 +409,11 @@ macro_rules! sql_store {
                 .await?)
             }
 
-            async fn save_upload_progress(&self, id: &str, token: &str, expected_received: i64, p: &UploadProgress) -> StoreResult<bool> {
+            async fn save_upload_progress(&self, id: &str, token: &str, expected_received: i64, p: &UploadProgress, release: bool) -> StoreResult<bool> {
                 let r = sqlx::query(
-                    "UPDATE media_uploads SET received = $4, hash_state = $5, head = $6, backend_state = $7, expires_at = $8
+                    "UPDATE media_uploads SET received = $4, hash_state = $5, head = $6, backend_state = $7, expires_at = $8,
+                         lease_token = CASE WHEN $9 THEN NULL ELSE lease_token END,
+                         lease_until = CASE WHEN $9 THEN 0 ELSE lease_until END
                      WHERE id = $1 AND lease_token = $2 AND received = $3",
                 )
                 .bind(id)
@@ -422,6 +424,7 @@ macro_rules! sql_store {
                 .bind(&p.head)
                 .bind(&p.backend_state)
                 .bind(p.expires_at)
+                .bind(release)
                 .execute(&self.pool)
                 .await?;
                 Ok(r.rows_affected() == 1)
