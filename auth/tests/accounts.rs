@@ -228,7 +228,7 @@ both_engines!(devices_link_list_remove, async |h: &Harness| {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Access tokens from before the clock jump expired; refresh them.
-    let (_, fresh) = h
+    let (s, fresh) = h
         .call(
             "POST",
             "/v1/tokens/refresh",
@@ -236,8 +236,9 @@ both_engines!(devices_link_list_remove, async |h: &Harness| {
             Some(json!({"refresh_token": refresh(&reg)})),
         )
         .await;
+    assert_eq!(s, StatusCode::OK, "{fresh}");
     let primary = token(&fresh);
-    let (_, fresh2) = h
+    let (s, fresh2) = h
         .call(
             "POST",
             "/v1/tokens/refresh",
@@ -245,6 +246,7 @@ both_engines!(devices_link_list_remove, async |h: &Harness| {
             Some(json!({"refresh_token": refresh(&linked[0])})),
         )
         .await;
+    assert_eq!(s, StatusCode::OK, "{fresh2}");
     let second = token(&fresh2);
 
     // Only the primary links or removes other devices; a device may remove itself.

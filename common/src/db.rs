@@ -208,6 +208,46 @@ async fn checkpoint_passes(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
     Ok(previous.is_some_and(|log| log >= FORCE_RESTART_FROM_FRAMES))
 }
 
+/// Opens a transaction that will write.
+///
+/// Why not `Pool::begin`: on SQLite that is a deferred `BEGIN`, which takes
+/// the write lock only at the first write, and a transaction that already
+/// read cannot wait for that lock (SQLite skips the busy handler there, as
+/// waiting could deadlock): it fails at once with "database is locked" when
+/// another connection holds the lock, even for a moment. `BEGIN IMMEDIATE`
+/// takes the lock first and waits for it up to the busy timeout. PostgreSQL
+/// locks rows, not the database: its plain `BEGIN` is right.
+pub trait BeginWrite {
+    type Database: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>,
+    > + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin()
+    }
+}
+
 impl Db {
     /// Opens the configured database; an empty URL means SQLite under `data_dir`.
     pub async fn connect(cfg: &DatabaseConfig, data_dir: &Path) -> Result<Self, DbError> {
@@ -340,6 +380,65 @@ mod tests {
             .connect_with(opts)
             .await
             .expect("open")
+    }
+
+    /// A write transaction that finds another writer holding the lock waits
+    /// for it; a deferred one that already read fails at once (why
+    /// [`BeginWrite`] exists: CI saw a token refresh fail so).
+    #[tokio::test]
+    async fn a_write_transaction_waits_for_another_writer() {
+        let dir = TempDir::new("db-begin-write");
+        let pool = quiet_pool(&dir).await;
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut holder = pool.begin_write().await.unwrap();
+        sqlx::query("UPDATE t SET v = v + 1 WHERE k = 1")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let mut deferred = pool.begin().await.unwrap();
+        sqlx::query("SELECT v FROM t WHERE k = 1")
+            .fetch_one(&mut *deferred)
+            .await
+            .unwrap();
+        let e = sqlx::query("UPDATE t SET v = 100 WHERE k = 1")
+            .execute(&mut *deferred)
+            .await
+            .expect_err("a read transaction cannot wait for the write lock");
+        assert!(e.to_string().contains("database is locked"), "{e}");
+        deferred.rollback().await.unwrap();
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin_write().await?;
+                let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE t SET v = $1 WHERE k = 1")
+                    .bind(v + 10)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiter.is_finished(), "waits while the lock is held");
+        holder.commit().await.unwrap();
+        waiter
+            .await
+            .unwrap()
+            .expect("got the lock once it was free");
+        let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(v, 11, "the waiter read the holder's committed write");
     }
 
     async fn write_pages(pool: &SqlitePool, pages: u32) {

@@ -6,6 +6,7 @@
 //! serialises writers instead).
 
 use super::*;
+use natter_common::db::BeginWrite;
 use sqlx::{PgPool, SqlitePool};
 
 /// SQLite implementation.
@@ -173,7 +174,7 @@ macro_rules! sql_store {
                 device: &NewDevice,
                 now: UnixMillis,
             ) -> StoreResult<Registered> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let consumed = sqlx::query(
                     "UPDATE auth_sessions SET used = TRUE
                      WHERE id = $1 AND number = $2 AND verified_at IS NOT NULL AND NOT used AND expires_at > $3",
@@ -277,7 +278,7 @@ macro_rules! sql_store {
             }
 
             async fn enable_totp(&self, user_id: &str, recovery_hashes: &[String]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 sqlx::query("UPDATE accounts SET totp_enabled = TRUE WHERE user_id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -298,7 +299,7 @@ macro_rules! sql_store {
             }
 
             async fn disable_totp(&self, user_id: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 sqlx::query("UPDATE accounts SET totp_enabled = FALSE, totp_secret = NULL, totp_last_step = 0 WHERE user_id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -330,7 +331,7 @@ macro_rules! sql_store {
             }
 
             async fn update_profile(&self, user_id: &str, p: &ProfileUpdate) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 if let Some(name) = &p.display_name {
                     sqlx::query("UPDATE accounts SET display_name = $2 WHERE user_id = $1")
                         .bind(user_id)
@@ -357,7 +358,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_account(&self, user_id: &str) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let number = sqlx::query_scalar::<_, String>(concat!("SELECT number FROM accounts WHERE user_id = $1", $for_update))
                     .bind(user_id)
                     .fetch_optional(&mut *tx)
@@ -432,7 +433,7 @@ macro_rules! sql_store {
                 max_linked: i64,
                 now: UnixMillis,
             ) -> StoreResult<Linked> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let user_id = sqlx::query_scalar::<_, String>(
                     "DELETE FROM link_codes WHERE code_hash = $1 AND expires_at > $2 RETURNING user_id",
                 )
@@ -475,7 +476,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_device(&self, user_id: &str, device_id: i64, new_generation: i64) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2")
                     .bind(user_id)
                     .bind(device_id)
@@ -498,7 +499,7 @@ macro_rules! sql_store {
                 revoke_generation: i64,
                 now: UnixMillis,
             ) -> StoreResult<Rotated> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let row = sqlx::query_as::<_, (String, i64, i64, Option<i64>)>(concat!(
                     "SELECT user_id, device_id, expires_at, used_at FROM refresh_tokens WHERE token_hash = $1",
                     $for_update
@@ -561,7 +562,7 @@ macro_rules! sql_store {
             }
 
             async fn put_device_keys(&self, user_id: &str, device_id: i64, keys: &DeviceKeys) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let old_identity = sqlx::query_scalar::<_, Vec<u8>>(concat!(
                     "SELECT identity_key FROM device_keys WHERE user_id = $1 AND device_id = $2",
                     $for_update
@@ -606,7 +607,7 @@ macro_rules! sql_store {
                 keys: &[OneTimePrekey],
                 max: u32,
             ) -> StoreResult<PrekeysAdded> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 // Locks the device's key row so concurrent uploads cannot both pass the cap.
                 let has_identity = sqlx::query(concat!(
                     "SELECT user_id FROM device_keys WHERE user_id = $1 AND device_id = $2",

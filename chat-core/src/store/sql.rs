@@ -9,6 +9,7 @@
 //! row-value `IN (VALUES …)`, which made every commit slower as tables grew).
 
 use super::*;
+use natter_common::db::BeginWrite;
 use natter_proto::{Body, From, ReceiptStatus};
 use sqlx::{PgPool, SqlitePool};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -1226,7 +1227,7 @@ macro_rules! sql_store {
                 if let Some(direct) = self.direct_writer().await? {
                     return direct.commit(ops, now, ttl_ms);
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let mut outcomes: Vec<Option<OpOutcome>> = vec![None; ops.len()];
                 let mut rows: Vec<NewRow> = Vec::new();
                 let mut devices: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
@@ -1262,7 +1263,7 @@ macro_rules! sql_store {
                 ttl_ms: i64,
                 max_group: u32,
             ) -> StoreResult<(GroupOutcome, Vec<Queued>)> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let gid = change.group_id().as_str().to_owned();
                 let mut extra_audience: Vec<String> = Vec::new();
                 let (by, event) = match change {
@@ -1626,7 +1627,7 @@ macro_rules! sql_store {
                 if seen.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 for chunk in pieces(&seen) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO chat_presence (user_id, last_seen_at) ");
                     qb.push_values(chunk, |mut b, (u, t)| {
@@ -1640,7 +1641,7 @@ macro_rules! sql_store {
             }
 
             async fn set_contacts(&self, user: &UserId, contacts: &[UserId]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 sqlx::query("DELETE FROM chat_contacts WHERE user_id = $1")
                     .bind(user.as_str())
                     .execute(&mut *tx)

@@ -7,6 +7,7 @@
 //! widens `SUM(bigint)` to NUMERIC.
 
 use super::*;
+use natter_common::db::BeginWrite;
 use sqlx::{PgPool, SqlitePool};
 
 /// SQLite implementation.
@@ -150,7 +151,7 @@ macro_rules! sql_store {
                 finishing_upload: Option<&str>,
                 now: UnixMillis,
             ) -> StoreResult<Claim> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let (bytes, reserved, _) = lock_usage!(tx, owner, finishing_upload.unwrap_or(""), $for_update);
                 let used = bytes + reserved;
                 let existing = sqlx::query_as::<_, BlobRecord>(concat!("SELECT * FROM media_blobs WHERE hash = $1", $for_update))
@@ -252,14 +253,14 @@ macro_rules! sql_store {
             }
 
             async fn unclaim(&self, hash: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 delete_blob_row!(tx, hash, state::PENDING, $for_update);
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn add_ref(&self, hash: &str, kind: &str, ref_id: &str, holds: bool, by: &str, now: UnixMillis) -> StoreResult<RefAdded> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 // A write first, so SQLite takes its lock now (see lock_usage!);
                 // in PostgreSQL the row lock orders us against the collector.
                 sqlx::query("UPDATE media_blobs SET held_refs = held_refs WHERE hash = $1")
@@ -302,7 +303,7 @@ macro_rules! sql_store {
             }
 
             async fn remove_ref(&self, hash: &str, kind: &str, ref_id: &str, now: UnixMillis) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let holds: Option<bool> =
                     sqlx::query_scalar("DELETE FROM media_refs WHERE hash = $1 AND kind = $2 AND ref_id = $3 RETURNING holds")
                         .bind(hash)
@@ -355,7 +356,7 @@ macro_rules! sql_store {
             }
 
             async fn create_upload(&self, u: &UploadRow, quota: u64, max_open: u32) -> StoreResult<UploadCreated> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 let (bytes, reserved, open) = lock_usage!(tx, &u.user_id, "", $for_update);
                 if open >= max_open {
                     return Ok(UploadCreated::TooManyOpen(open));
@@ -501,7 +502,7 @@ macro_rules! sql_store {
             }
 
             async fn finish_delete(&self, hash: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_write().await?;
                 delete_blob_row!(tx, hash, state::DELETING, $for_update);
                 tx.commit().await?;
                 Ok(())
