@@ -78,6 +78,7 @@ contract!(
     queue_entries_chain_per_device_under_concurrent_commits,
     a_large_batch_queues_every_entry_in_order,
     migration_2002_moves_direct_status_into_the_message_row,
+    migration_2003_leads_the_idempotency_index_with_the_client_id,
 );
 
 async fn setup(engine: &str) -> (natter_common::testing::TestDb, Arc<dyn MessageStore>) {
@@ -1057,4 +1058,150 @@ async fn migration_2002_moves_direct_status_into_the_message_row(engine: &str) {
             .unwrap(),
     };
     assert_eq!(left, 2, "only the group message keeps chat_status rows");
+}
+
+/// One text value of a query, on either engine.
+async fn scalar_text(db: &natter_common::Db, sql: &'static str) -> String {
+    match db {
+        natter_common::Db::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        natter_common::Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+    }
+    .unwrap_or_else(|e| panic!("{e}: {sql}"))
+}
+
+/// Migration 2003 leads the idempotency index with the client id (SQLite
+/// rebuilds the message table and its two child tables for it): messages,
+/// queues, group status, cascades, idempotency and the id high-water marks
+/// all come through.
+async fn migration_2003_leads_the_idempotency_index_with_the_client_id(engine: &str) {
+    let (t, before, step2, after) = match engine {
+        "sqlite" => (
+            natter_common::testing::TestDb::sqlite().await,
+            include_str!("../migrations/sqlite/2001_chat.sql"),
+            include_str!("../migrations/sqlite/2002_direct_status.sql"),
+            include_str!("../migrations/sqlite/2003_client_id_first.sql"),
+        ),
+        _ => (
+            natter_common::testing::TestDb::postgres().await,
+            include_str!("../migrations/postgres/2001_chat.sql"),
+            include_str!("../migrations/postgres/2002_direct_status.sql"),
+            include_str!("../migrations/postgres/2003_client_id_first.sql"),
+        ),
+    };
+    raw_sql(&t.db, include_str!("fixtures/auth_tables.sql")).await;
+    raw_sql(&t.db, before).await;
+    raw_sql(&t.db, step2).await;
+    common::add_user(&t.db, "alice", &[(1, 11)]).await;
+    common::add_user(&t.db, "bob", &[(1, 21)]).await;
+    // Message 5 and queue entry 7 existed and are gone: their ids must not
+    // come back (PostgreSQL's identity sequences stand where they would be).
+    raw_sql(
+        &t.db,
+        "INSERT INTO chat_messages (msg_id, sender_user, sender_device, client_id, conv_kind, conv_id, kind, body, created_at, expires_at) VALUES
+           (1, 'alice', 1, 'a-1', 'u', 'bob', 'text', NULL, 10, 99999999),
+           (2, 'alice', 1, 'a-2', 'u', 'bob', 'text', NULL, 20, 99999999),
+           (3, 'alice', 1, 'a-3', 'g', 'g1', 'text', NULL, 30, 99999999),
+           (5, 'alice', 1, 'a-5', 'u', 'bob', 'text', NULL, 50, 99999999);
+         INSERT INTO chat_status (msg_id, user_id, delivered_at, read_at) VALUES (3, 'bob', 300, NULL);
+         INSERT INTO chat_queue (seq, user_id, device_id, generation, kind, msg_id, peer, at) VALUES
+           (1, 'bob', 1, 21, 0, 1, NULL, 10), (2, 'bob', 1, 21, 0, 3, NULL, 30),
+           (7, 'bob', 1, 21, 0, 5, NULL, 50);
+         DELETE FROM chat_messages WHERE msg_id = 5;",
+    )
+    .await;
+    if engine == "sqlite" {
+        raw_sql(
+            &t.db,
+            "UPDATE chat_messages SET body = X'6869' WHERE msg_id = 1",
+        )
+        .await;
+    } else {
+        raw_sql(
+            &t.db,
+            "UPDATE chat_messages SET body = decode('6869', 'hex') WHERE msg_id = 1;
+             SELECT setval(pg_get_serial_sequence('chat_messages', 'msg_id'), 5);
+             SELECT setval(pg_get_serial_sequence('chat_queue', 'seq'), 7);",
+        )
+        .await;
+    }
+    raw_sql(&t.db, after).await;
+
+    let index = match engine {
+        "sqlite" => {
+            scalar_text(
+                &t.db,
+                "SELECT group_concat(name, ', ') FROM (SELECT name FROM pragma_index_info(
+                   (SELECT name FROM pragma_index_list('chat_messages') WHERE origin = 'u'))
+                 ORDER BY seqno)",
+            )
+            .await
+        }
+        _ => {
+            scalar_text(
+                &t.db,
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'chat_messages_client_id'",
+            )
+            .await
+        }
+    };
+    assert!(
+        index.contains("client_id, sender_user, sender_device"),
+        "{index}"
+    );
+    let s = for_db(&t.db);
+    let bob = dev("bob", 1, 21);
+    let pending = s.fetch(&bob, 0, 10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|q| q.seq).collect::<Vec<_>>(),
+        [1, 2],
+        "the queue came through in order"
+    );
+    match &pending[0].frame {
+        QueuedFrame::Msg(m) => assert_eq!((m.msg_id, m.body.0.as_slice()), (1, &b"hi"[..])),
+        other => panic!("expected message 1, got {other:?}"),
+    }
+    let st = s.message_status(3).await.unwrap().expect("message 3 kept");
+    assert_eq!(
+        st.recipients
+            .iter()
+            .map(|r| (r.user_id.as_str(), r.delivered_at))
+            .collect::<Vec<_>>(),
+        [("bob", Some(300))],
+        "group status rows came through"
+    );
+    // A resend is still recognised; a new message takes fresh ids.
+    let c = s
+        .commit(
+            &[
+                send("alice", 1, "a-1", user("bob"), "hi"),
+                send("alice", 1, "a-9", user("bob"), "new"),
+            ],
+            1000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&c.outcomes[0], OpOutcome::Send(SendOutcome::Duplicate(d)) if d.msg_id == 1),
+        "{:?}",
+        c.outcomes[0]
+    );
+    let fresh = sent(&c.outcomes[1]);
+    assert!(fresh.msg_id > 5, "message id {} reused", fresh.msg_id);
+    assert!(
+        c.queued.iter().all(|q| q.seq > 7),
+        "queue seq reused: {:?}",
+        c.queued.iter().map(|q| q.seq).collect::<Vec<_>>()
+    );
+    // Deleting a message still empties its queue entries (the rebuilt
+    // children refer to the rebuilt message table).
+    raw_sql(&t.db, "DELETE FROM chat_messages WHERE msg_id = 1").await;
+    let left = s.fetch(&bob, 0, 10).await.unwrap();
+    assert!(
+        left.iter()
+            .all(|q| !matches!(&q.frame, QueuedFrame::Msg(m) if m.msg_id == 1)),
+        "cascade to the queue"
+    );
+    assert_eq!(left.len(), 2, "message 3 and the new one");
 }

@@ -650,8 +650,9 @@ fn dedup<T: Clone + Eq + std::hash::Hash>(v: impl IntoIterator<Item = T>) -> Vec
     v.into_iter().filter(|x| seen.insert(x.clone())).collect()
 }
 
+/// Time-ordered (UUID v7), as the SDK's ids: see migration 2003.
 fn new_system_client_id() -> ClientMsgId {
-    ClientMsgId(format!("sys-{}", uuid::Uuid::new_v4().simple()))
+    ClientMsgId(format!("sys-{}", uuid::Uuid::now_v7().simple()))
 }
 
 /// Appends `((c1 = ? AND c2 = ?) OR (…))` for a list of rows. SQLite plans

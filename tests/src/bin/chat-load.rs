@@ -634,7 +634,14 @@ async fn traffic(
             });
             let send_frame = |seq: &mut u64| {
                 *seq += 1;
-                let id = format!("{c}-{seq}-{}", epoch.elapsed().as_micros());
+                // A UUID v7 as the SDK makes, then the send time for the
+                // latency (`latency_since`); `seq` keeps the two apart in a
+                // trace. 32 + 1 + ~8 + 1 + ~10 characters of the 64 allowed.
+                let id = format!(
+                    "{}-{seq}-{}",
+                    uuid::Uuid::now_v7().simple(),
+                    epoch.elapsed().as_micros()
+                );
                 ClientFrame::Send(natter_proto::Send {
                     id: natter_proto::ClientMsgId::new(id),
                     to: to.clone(),

@@ -50,8 +50,10 @@ struct Args {
 /// page writes depend on where new ids land.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ClientIds {
-    /// Random, as the SDK makes them (UUID v4).
+    /// Random (UUID v4), what the SDK sent before it made UUID v7.
     Uuid,
+    /// Time-ordered UUID v7, what the SDK makes.
+    Uuid7,
     /// Time-ordered per sender (zero-padded round).
     Ordered,
     /// Unpadded "round-k", what this bench used before.
@@ -62,6 +64,7 @@ impl ClientIds {
     fn name(self) -> &'static str {
         match self {
             Self::Uuid => "uuid",
+            Self::Uuid7 => "uuid7",
             Self::Ordered => "ordered",
             Self::Counter => "counter",
         }
@@ -70,6 +73,7 @@ impl ClientIds {
     fn make(self, round: u64, k: usize) -> String {
         match self {
             Self::Uuid => uuid::Uuid::new_v4().simple().to_string(),
+            Self::Uuid7 => uuid::Uuid::now_v7().simple().to_string(),
             Self::Ordered => format!("{round:012}-{k}"),
             Self::Counter => format!("{round}-{k}"),
         }
