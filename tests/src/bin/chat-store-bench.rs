@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     body_bytes: usize,
     /// Client message ids.
-    #[arg(long, value_enum, default_value_t = ClientIds::Uuid)]
+    #[arg(long, value_enum, default_value_t = ClientIds::Uuid7)]
     client_ids: ClientIds,
     /// SQLite durability: `full` (default, a sync per commit) or `normal`.
     #[arg(long, default_value = "full")]
