@@ -4,7 +4,7 @@ use crate::{Ctx, Run};
 use clap::Args;
 use natter_client::call::wav::Pcm;
 use natter_client::call::{AudioOptions, CallOptions, CallReport};
-use natter_client::{Chat, ConnectOptions, Event};
+use natter_client::{Chat, ConnectOptions, Event, Events};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -96,6 +96,22 @@ impl MediaArgs {
     }
 }
 
+/// Closes the socket after what is queued on it has been written, waiting at
+/// most 3 s. Why: the call's hang-up is queued just before, and exiting at once
+/// could drop it unsent; the server then kept the call for a reconnect (30 s),
+/// and the other end waited until its ICE gave up (25 s) and reported a failure.
+async fn close_after_flush(chat: &Chat, events: &mut Events) {
+    chat.close();
+    let closed = async {
+        while let Some(ev) = events.recv().await {
+            if matches!(ev, Event::Closed { .. }) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), closed).await;
+}
+
 #[derive(Args)]
 pub(crate) struct CallCmd {
     /// Who: +<number> or a user id.
@@ -113,7 +129,7 @@ impl Run for CallCmd {
         wait_connected(&mut events).await?;
         eprintln!("calling {to}…");
         let report = natter_client::call::place(&chat, &mut events, &account, to, opts).await;
-        chat.close();
+        close_after_flush(&chat, &mut events).await;
         self.media.finish(&report?)
     }
 }
@@ -154,7 +170,7 @@ impl Run for AnswerCmd {
             Duration::from_secs(self.wait),
         )
         .await;
-        chat.close();
+        close_after_flush(&chat, &mut events).await;
         self.media.finish(&report?)
     }
 }
