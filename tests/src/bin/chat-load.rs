@@ -28,6 +28,7 @@ use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use natter_common::token::{Claims, TokenKeys};
 use natter_proto::{ClientFrame, MsgIds, ReceiptIds, ServerFrame};
+use natter_tests::procstat::{process_cpu_us, rss_kib};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -439,33 +440,12 @@ fn source(args: &Args, i: usize) -> Ipv4Addr {
     )
 }
 
-/// Server CPU time (user + system) in microseconds.
-fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may contain spaces) start after ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks * 1_000_000 / 100
-}
-
 fn cpu_total(pids: &[u32]) -> u64 {
-    pids.iter().map(|p| cpu_us(*p)).sum()
+    pids.iter().map(|p| process_cpu_us(*p)).sum()
 }
 
 fn rss_total(pids: &[u32]) -> u64 {
     pids.iter().map(|p| rss_kib(*p)).sum()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn num_cpus() -> usize {

@@ -17,6 +17,7 @@ use clap::Parser;
 use natter_chat::store::{BatchOp, DeviceRef, NewMessage, OpOutcome, QueuedFrame, SendOutcome};
 use natter_common::db::{DatabaseConfig, Db, SqliteSync};
 use natter_proto::{ClientMsgId, Kind, Target, UserId};
+use natter_tests::procstat::thread_cpu_us;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -94,18 +95,6 @@ fn device(user: UserId) -> DeviceRef {
         device: 1,
         generation: 1,
     }
-}
-
-/// CPU time (user + system) of the calling thread, in microseconds.
-fn thread_cpu_us() -> u64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    // Fields after the parenthesised name: utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // Linux reports these in USER_HZ, 100 per second on every common build.
-    ticks * 10_000
 }
 
 /// What one commit leaves for the next: messages the recipients now hold

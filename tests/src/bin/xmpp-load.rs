@@ -18,6 +18,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use natter_tests::procstat::{process_cpu_us, rss_kib};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -301,24 +302,6 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks * 10_000
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -366,13 +349,13 @@ async fn main() -> anyhow::Result<()> {
         args.addr
     );
     tokio::time::sleep(Duration::from_secs(args.warmup_secs)).await;
-    let cpu0 = cpu_us(args.server_pid);
+    let cpu0 = process_cpu_us(args.server_pid);
     let t0 = Instant::now();
     stats.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(args.measure_secs)).await;
     stats.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_us(args.server_pid) - cpu0;
+    let cpu = process_cpu_us(args.server_pid) - cpu0;
     let delivered = stats.delivered.load(Ordering::Relaxed);
     let mut lat =
         std::mem::take(&mut *stats.latencies_us.lock().unwrap_or_else(|e| e.into_inner()));
