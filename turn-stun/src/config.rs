@@ -81,10 +81,14 @@ pub struct TurnConfig {
     pub max_channels_per_allocation: u32,
     /// Relayed bytes per second per allocation and direction; excess is dropped.
     pub bandwidth_bytes_per_sec: u64,
-    /// Sustained 401/438 answers per second per source IP.
+    /// Sustained answers per second to unauthenticated requests (401/438, Binding,
+    /// 400/420) per source: an IPv4 address or an IPv6 /64.
     pub unauthenticated_per_source_per_sec: u32,
-    /// Burst of 401/438 answers per source IP.
+    /// Burst of unauthenticated answers per source.
     pub unauthenticated_burst: u32,
+    /// Sources the unauthenticated-answer limiter remembers per generation; its
+    /// memory bound (two generations are kept). New sources are always answered.
+    pub unauthenticated_sources: u32,
     /// Concurrent TCP + TLS client connections.
     pub max_tcp_connections: u32,
 }
@@ -121,6 +125,7 @@ impl Default for TurnConfig {
             bandwidth_bytes_per_sec: quotas.bandwidth_bytes_per_sec,
             unauthenticated_per_source_per_sec: quotas.unauthenticated_per_source_per_sec,
             unauthenticated_burst: quotas.unauthenticated_burst,
+            unauthenticated_sources: quotas.unauthenticated_sources,
             max_tcp_connections: 4096,
         }
     }
@@ -251,6 +256,10 @@ impl TurnConfig {
                 u64::from(self.unauthenticated_burst),
             ),
             (
+                "turn.unauthenticated_sources",
+                u64::from(self.unauthenticated_sources),
+            ),
+            (
                 "turn.max_tcp_connections",
                 u64::from(self.max_tcp_connections),
             ),
@@ -273,6 +282,7 @@ impl TurnConfig {
             bandwidth_bytes_per_sec: self.bandwidth_bytes_per_sec,
             unauthenticated_per_source_per_sec: self.unauthenticated_per_source_per_sec,
             unauthenticated_burst: self.unauthenticated_burst,
+            unauthenticated_sources: self.unauthenticated_sources,
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Allocation {
     /// What clients and peers are told (external IP substituted).
     pub(crate) advertised: SocketAddr,
     pub(crate) username: String,
+    /// Whose quota this allocation counts against.
+    pub(crate) account: String,
     pub(crate) key: LongTermKey,
     /// The Allocate transaction that created it, for answering retransmissions.
     pub(crate) allocate_tid: TransactionId,
@@ -62,6 +64,7 @@ impl Allocation {
         family: Family,
         advertised: SocketAddr,
         username: String,
+        account: String,
         key: LongTermKey,
         allocate_tid: TransactionId,
         lifetime: Duration,
@@ -74,6 +77,7 @@ impl Allocation {
             family,
             advertised,
             username,
+            account,
             key,
             allocate_tid,
             reservation_token: None,
@@ -235,6 +239,7 @@ impl TokenBucket {
     }
 
     /// True when the bucket has refilled completely (and can be forgotten).
+    #[cfg(test)]
     pub(crate) fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= self.capacity
@@ -263,6 +268,7 @@ mod tests {
             ft,
             Family::V4,
             "192.0.2.10:50000".parse().unwrap(),
+            "u".into(),
             "u".into(),
             LongTermKey([0; 16]),
             TransactionId([0; 12]),

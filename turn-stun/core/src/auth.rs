@@ -116,6 +116,16 @@ impl Credentials {
         self.rest_secret.is_none() && self.static_users.is_empty()
     }
 
+    /// The account a username belongs to, for quotas: a static user is itself; a
+    /// REST username `expiry:user` is `user`, so minting a fresh credential does
+    /// not buy a fresh quota (a bare `expiry` belongs to the empty account).
+    pub fn account_of<'a>(&self, username: &'a str) -> &'a str {
+        if self.static_users.contains_key(username) || rest_expiry(username).is_none() {
+            return username;
+        }
+        username.split_once(':').map_or("", |(_, user)| user)
+    }
+
     /// The long-term key for `username` at `now_unix`.
     pub fn key_for(&self, username: &str, now_unix: u64) -> Result<LongTermKey, AuthError> {
         if self.is_empty() {
@@ -201,12 +211,16 @@ impl NonceIssuer {
 
     /// Whether `nonce` was issued to `client` less than the lifetime ago.
     pub fn check(&self, nonce: &str, now_unix: u64, client: IpAddr) -> Result<(), NonceError> {
+        // The NONCE is attacker-controlled UTF-8: split its bytes, never the `str`,
+        // so a multi-byte character across the split is just a malformed nonce.
+        let nonce = nonce.as_bytes();
         if nonce.len() != NONCE_LEN {
             return Err(NonceError::Malformed);
         }
+        let (stamp_hex, mac_hex) = nonce.split_at(16);
         let mut stamp = [0u8; 8];
         let mut mac = [0u8; 12];
-        if !parse_hex(&nonce[..16], &mut stamp) || !parse_hex(&nonce[16..], &mut mac) {
+        if !parse_hex(stamp_hex, &mut stamp) || !parse_hex(mac_hex, &mut mac) {
             return Err(NonceError::Malformed);
         }
         let issued = u64::from_be_bytes(stamp);
@@ -244,8 +258,7 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-fn parse_hex(s: &str, out: &mut [u8]) -> bool {
-    let s = s.as_bytes();
+fn parse_hex(s: &[u8], out: &mut [u8]) -> bool {
     if s.len() != out.len() * 2 {
         return false;
     }
@@ -290,6 +303,21 @@ mod tests {
             creds.key_for("2000000000", 0).is_ok(),
             "a bare timestamp is a valid REST username"
         );
+    }
+
+    #[test]
+    fn quota_accounts_ignore_the_expiry() {
+        let creds = Credentials::new("natter", Some(b"s3cret"), [("1700:ops", "pw")]);
+        assert_eq!(creds.account_of("2000000000:alice"), "alice");
+        assert_eq!(creds.account_of("2000000001:alice"), "alice");
+        assert_eq!(creds.account_of("2000000001:al:ice"), "al:ice");
+        assert_eq!(creds.account_of("2000000000"), "");
+        assert_eq!(
+            creds.account_of("1700:ops"),
+            "1700:ops",
+            "static users are themselves"
+        );
+        assert_eq!(creds.account_of("bob"), "bob");
     }
 
     #[test]
@@ -338,6 +366,16 @@ mod tests {
         assert_eq!(issuer.check("xyz", 1_000, a), Err(NonceError::Malformed));
         assert_eq!(
             issuer.check(&n.to_uppercase(), 1_000, a),
+            Err(NonceError::Malformed)
+        );
+        // Regression: a two-byte character across byte 16 once panicked here
+        // (string slicing at a non-char boundary), stopping the TURN thread.
+        let split = format!("{}é{}", &n[..15], &n[17..]);
+        assert_eq!(split.len(), NONCE_LEN);
+        assert_eq!(issuer.check(&split, 1_000, a), Err(NonceError::Malformed));
+        let all_wide = "é".repeat(NONCE_LEN / 2);
+        assert_eq!(
+            issuer.check(&all_wide, 1_000, a),
             Err(NonceError::Malformed)
         );
         // The IPv4-mapped form of a client is the same client.

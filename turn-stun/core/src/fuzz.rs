@@ -83,7 +83,7 @@ pub fn server_datagram(data: &[u8]) {
     h.input(ft, data);
 }
 
-const PEER: &str = "198.51.100.1:9";
+const PEER: &str = "93.184.215.1:9";
 
 fn ready_harness(ft: FiveTuple) -> Harness {
     let mut h = Harness::new();

@@ -110,22 +110,40 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// The ranges refused by default (see the module docs and docs/turn.md).
+/// The ranges refused by default (see the module docs and docs/turn.md): every
+/// IANA special-purpose block (RFC 6890 and its updates) that is not globally
+/// reachable, as a hardened coturn `denied-peer-ip` list has it. Documentation and
+/// benchmarking ranges are included: no real peer lives there, and a network that
+/// uses them internally (it happens) must not become reachable through us.
 pub const DEFAULT_DENIED: &[&str] = &[
     "0.0.0.0/8",          // "this network"
-    "127.0.0.0/8",        // loopback
     "10.0.0.0/8",         // RFC 1918
-    "172.16.0.0/12",      // RFC 1918
-    "192.168.0.0/16",     // RFC 1918
-    "100.64.0.0/10",      // carrier-grade NAT
+    "100.64.0.0/10",      // carrier-grade NAT (RFC 6598)
+    "127.0.0.0/8",        // loopback
     "169.254.0.0/16",     // link-local, including cloud metadata services
+    "172.16.0.0/12",      // RFC 1918
+    "192.0.0.0/24",       // IETF protocol assignments (DS-Lite, NAT64 discovery…)
+    "192.0.2.0/24",       // TEST-NET-1 (documentation)
+    "192.88.99.0/24",     // 6to4 relay anycast (deprecated, RFC 7526)
+    "192.168.0.0/16",     // RFC 1918
+    "198.18.0.0/15",      // benchmarking (RFC 2544)
+    "198.51.100.0/24",    // TEST-NET-2 (documentation)
+    "203.0.113.0/24",     // TEST-NET-3 (documentation)
     "224.0.0.0/4",        // multicast
     "240.0.0.0/4",        // reserved
     "255.255.255.255/32", // limited broadcast
-    "::/128",             // unspecified
-    "::1/128",            // loopback
-    "fe80::/10",          // link-local
+    "::/96",              // unspecified, loopback and IPv4-compatible (deprecated)
+    "::ffff:0:0/96",      // IPv4-mapped: an IPv4 peer in IPv6 clothing
+    "::ffff:0:0:0/96",    // IPv4-translated (RFC 2765)
+    "100::/64",           // discard-only (RFC 6666)
+    "2001:2::/48",        // benchmarking (RFC 5180)
+    "2001:10::/28",       // ORCHID (deprecated)
+    "2001:20::/28",       // ORCHIDv2 (not routable)
+    "2001:db8::/32",      // documentation
+    "3fff::/20",          // documentation (RFC 9637)
+    "5f00::/16",          // SRv6 SIDs (RFC 9602)
     "fc00::/7",           // unique local
+    "fe80::/10",          // link-local
     "fec0::/10",          // site-local (deprecated)
     "ff00::/8",           // multicast
 ];
@@ -178,6 +196,17 @@ impl PeerPolicy {
         self.own.push(addr);
     }
 
+    /// Replaces the server's own addresses, e.g. when a wildcard listener's host
+    /// gains or loses an interface address.
+    pub fn set_own(&mut self, own: Vec<SocketAddr>) {
+        self.own = own;
+    }
+
+    /// The server's own addresses, never valid peers.
+    pub fn own(&self) -> &[SocketAddr] {
+        &self.own
+    }
+
     /// The allow-list.
     pub fn allowed(&self) -> &[Cidr] {
         &self.allowed
@@ -192,8 +221,11 @@ impl PeerPolicy {
                 return Err(PeerRefusal::OwnAddress(peer));
             }
         }
-        let embedded = embedded_ipv4(ip);
-        let candidates = std::iter::once(ip).chain(embedded.into_iter().flatten().map(IpAddr::V4));
+        // The address as written and every IPv4 address it embeds: a wrapped form
+        // is refused unless the allow-list names it or the IPv4 network inside.
+        let raw = peer.ip();
+        let embedded = embedded_ipv4(raw);
+        let candidates = std::iter::once(raw).chain(embedded.into_iter().flatten().map(IpAddr::V4));
         let mut refusal = None;
         for candidate in candidates {
             if self.allowed.iter().any(|c| c.contains(candidate)) {
@@ -212,9 +244,11 @@ impl PeerPolicy {
     }
 }
 
-/// IPv4 addresses carried inside an IPv6 address: IPv4-mapped/compatible (::ffff:0:0/96,
-/// ::/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo
-/// (2001::/32, server and obfuscated client).
+/// IPv4 addresses carried inside an IPv6 address: IPv4-mapped (::ffff:0:0/96),
+/// IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96, RFC 2765), NAT64
+/// (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo (2001::/32, server
+/// and obfuscated client). The IPv4 address is checked as well as the IPv6 one, so
+/// an allow-list entry for the IPv4 network also covers its wrapped forms.
 fn embedded_ipv4(ip: IpAddr) -> [Option<Ipv4Addr>; 2] {
     let IpAddr::V6(v6) = ip else {
         return [None, None];
@@ -222,7 +256,7 @@ fn embedded_ipv4(ip: IpAddr) -> [Option<Ipv4Addr>; 2] {
     let bits = u128::from(v6);
     let low32 = Ipv4Addr::from(bits as u32);
     let seg = v6.segments();
-    if bits >> 32 == 0 || bits >> 32 == 0xFFFF {
+    if bits >> 32 == 0 || bits >> 32 == 0xFFFF || bits >> 32 == 0xFFFF_0000 {
         return [Some(low32), None];
     }
     if bits >> 32 == 0x0064_FF9B_0000_0000_0000_0000
@@ -347,8 +381,11 @@ mod tests {
             "8.8.8.8:53",
             "172.32.0.1:9",
             "100.128.0.1:9",
-            "[2001:db8::2]:9",
+            "192.0.1.255:9",
+            "198.20.0.1:9",
             "[2606:4700::1]:443",
+            "[2a00:1450:4001::1]:443",
+            "[2001:4860::8888]:53",
         ] {
             assert_eq!(p.check(addr(peer)), Ok(()), "{peer} must be allowed");
         }
@@ -374,8 +411,83 @@ mod tests {
                 "{peer} must be refused"
             );
         }
-        assert_eq!(p.check(addr("[::ffff:8.8.8.8]:53")), Ok(()));
+        // A mapped public address is still refused: it is an IPv4 peer, and an
+        // IPv6 relay socket must not be used to reach IPv4 (the server answers 443
+        // before the policy is asked; this is the second line).
+        assert!(matches!(
+            p.check(addr("[::ffff:8.8.8.8]:53")),
+            Err(PeerRefusal::Denied { .. })
+        ));
         assert_eq!(p.check(addr("[2002:808:808::1]:53")), Ok(()));
+    }
+
+    /// Every class of forbidden peer a probe tried (41 at the time of writing), in
+    /// the forms an attacker would write them: plain, wrapped in each IPv6 form
+    /// that embeds IPv4, and the special-purpose IPv6 blocks.
+    #[test]
+    fn forbidden_peer_classes_are_all_refused() {
+        let classes = [
+            // IPv4 special-purpose blocks
+            "0.0.0.0:9",
+            "0.1.2.3:9",
+            "10.0.0.1:9",
+            "100.64.0.1:9",
+            "100.127.255.254:9",
+            "127.0.0.1:9",
+            "127.255.255.254:9",
+            "169.254.169.254:80",
+            "172.16.0.1:9",
+            "172.31.255.254:9",
+            "192.0.0.8:9",
+            "192.0.0.170:9",
+            "192.0.2.1:9",
+            "192.88.99.1:9",
+            "192.168.0.1:9",
+            "198.18.0.1:9",
+            "198.19.255.254:9",
+            "198.51.100.1:9",
+            "203.0.113.1:9",
+            "224.0.0.251:5353",
+            "239.255.255.250:1900",
+            "240.0.0.1:9",
+            "255.255.255.255:9",
+            // IPv4 inside IPv6
+            "[::ffff:127.0.0.1]:9",
+            "[::ffff:0:7f00:1]:9",
+            "[::ffff:0:a9fe:a9fe]:80",
+            "[::ffff:0:a00:1]:9",
+            "[::7f00:1]:9",
+            "[::a9fe:a9fe]:80",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "[64:ff9b:1::c0a8:1]:9",
+            "[2002:a00:1::1]:9",
+            "[2001:0:a9fe:a9fe::1]:80",
+            "[2001:0:808:808::80ff:fffe]:9",
+            // IPv6 special-purpose blocks
+            "[::]:9",
+            "[::1]:9",
+            "[100::1]:9",
+            "[2001:2::1]:9",
+            "[2001:10::1]:9",
+            "[2001:20::1]:9",
+            "[2001:db8::1]:9",
+            "[3fff::1]:9",
+            "[5f00::1]:9",
+            "[fc00::1]:9",
+            "[fd00:ec2::254]:80",
+            "[fe80::1]:9",
+            "[fec0::1]:9",
+            "[ff02::1]:9",
+            "[ff05::1:3]:547",
+        ];
+        assert!(classes.len() >= 41);
+        let p = PeerPolicy::new(vec![], vec![]);
+        for peer in classes {
+            assert!(
+                matches!(p.check(addr(peer)), Err(PeerRefusal::Denied { .. })),
+                "{peer} must be refused by default"
+            );
+        }
     }
 
     #[test]

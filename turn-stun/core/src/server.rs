@@ -25,385 +25,22 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::alloc::{Allocation, BindCheck, TokenBucket};
-use crate::auth::{AuthError, Credentials, LongTermKey, NonceIssuer};
+use crate::alloc::{Allocation, BindCheck};
+use crate::auth::{AuthError, LongTermKey, NonceIssuer};
 use crate::codec::{
-    Attribute, AttributeType, CHANNEL_MAX, CHANNEL_MIN, ChannelData, ChannelDataError, Class,
-    DecodeError, ErrorCode, Family, IntegrityKind, Message, MessageBuilder, Method, TransactionId,
-    looks_like_channel_data,
+    Attribute, AttributeType, CHANNEL_MAX, CHANNEL_MIN, ChannelData, Class, ErrorCode, Family,
+    IntegrityKind, Message, MessageBuilder, Method, TransactionId, looks_like_channel_data,
 };
-use crate::policy::{PeerPolicy, PeerRefusal};
+use crate::limiter::SourceLimiter;
+use crate::policy::PeerRefusal;
 
-/// How a client reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// Plain UDP.
-    Udp,
-    /// Plain TCP.
-    Tcp,
-    /// TLS over TCP (TURNS).
-    Tls,
-}
+mod types;
 
-impl Transport {
-    /// Stream transports need ChannelData padded to 4 bytes (RFC 8656 §12.5).
-    pub fn is_stream(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-
-    /// A short name for logs and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        }
-    }
-}
-
-/// The 5-tuple identifying a client's connection to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FiveTuple {
-    /// Transport protocol.
-    pub transport: Transport,
-    /// The client's address as seen by the server.
-    pub client: SocketAddr,
-    /// The server address it reached.
-    pub server: SocketAddr,
-}
-
-/// Identifies an allocation (and its relay socket in the driver).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AllocationId(pub u64);
-
-/// Identifies a port reserved by EVEN-PORT with the R bit (RFC 8656 §7.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReservationId(pub u64);
-
-/// Where a [`Transmit`] goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
-    /// Back to a client over the 5-tuple.
-    Client(FiveTuple),
-    /// Out of an allocation's relay socket to a peer.
-    Peer {
-        /// Whose relay socket sends it.
-        allocation: AllocationId,
-        /// The peer.
-        peer: SocketAddr,
-    },
-}
-
-/// Bytes for the driver to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination.
-    pub destination: Destination,
-    /// Payload: a STUN message, ChannelData frame, or relayed application data.
-    pub payload: Vec<u8>,
-}
-
-/// Which port a relay socket should get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortRequest {
-    /// Any free port in the range.
-    Any,
-    /// An even port (EVEN-PORT); with `reserve_next`, also bind port + 1 and keep it
-    /// under that reservation until it is claimed or released.
-    Even {
-        /// Reservation to hold the next-higher port under.
-        reserve_next: Option<ReservationId>,
-    },
-    /// The socket held under this reservation (RESERVATION-TOKEN).
-    Reserved(ReservationId),
-}
-
-/// A relay socket the driver must bind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayRequest {
-    /// The allocation being created.
-    pub allocation: AllocationId,
-    /// Address family of the relay socket.
-    pub family: Family,
-    /// Port constraints.
-    pub port: PortRequest,
-}
-
-/// Why an allocation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// Its lifetime ran out.
-    Expired,
-    /// The client deleted it (Refresh with LIFETIME 0).
-    Deleted,
-    /// The stream connection it belonged to closed.
-    ConnectionClosed,
-}
-
-/// Things the driver must act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// Bind a relay socket, then call [`Server::handle_relay_bound`].
-    RelayRequested(RelayRequest),
-    /// An allocation exists; `relay` is the bound local address.
-    AllocationCreated {
-        /// Its id.
-        allocation: AllocationId,
-        /// Client connection.
-        five_tuple: FiveTuple,
-        /// The relay socket's local address.
-        relay: SocketAddr,
-        /// The authenticated username.
-        username: String,
-    },
-    /// An allocation is gone: close its relay socket (and, on streams, the connection).
-    AllocationClosed {
-        /// Its id.
-        allocation: AllocationId,
-        /// Client connection.
-        five_tuple: FiveTuple,
-        /// Why.
-        reason: CloseReason,
-    },
-    /// A reserved port was not claimed in time (or the allocation that asked for it
-    /// failed): close the socket held for it.
-    ReservationReleased(ReservationId),
-}
-
-/// Why an input was dropped without an answer. The driver may log these at debug
-/// level; they are normal on the open internet.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    /// Not STUN.
-    #[error("malformed STUN message: {0}")]
-    Stun(#[from] DecodeError),
-    /// Not ChannelData.
-    #[error("malformed ChannelData: {0}")]
-    ChannelData(#[from] ChannelDataError),
-    /// Neither STUN nor ChannelData.
-    #[error("{0} bytes that are neither STUN nor ChannelData")]
-    Unrecognized(usize),
-}
-
-/// Limits; every one is enforced and none defaults to unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quotas {
-    /// Live allocations per username (486 Allocation Quota Reached beyond it).
-    pub allocations_per_user: u32,
-    /// Live allocations on the server (508 Insufficient Capacity beyond it).
-    pub allocations_total: u32,
-    /// Live permissions per allocation (508 beyond it).
-    pub permissions_per_allocation: u32,
-    /// Live channel bindings per allocation (508 beyond it).
-    pub channels_per_allocation: u32,
-    /// Relayed bytes per second per allocation, each direction; excess is dropped.
-    pub bandwidth_bytes_per_sec: u64,
-    /// Sustained rate of 401/438 answers per source IP; beyond it requests are dropped
-    /// unanswered, so the server cannot be used to reflect traffic.
-    pub unauthenticated_per_source_per_sec: u32,
-    /// Burst of 401/438 answers per source IP.
-    pub unauthenticated_burst: u32,
-}
-
-impl Default for Quotas {
-    fn default() -> Quotas {
-        Quotas {
-            allocations_per_user: 64,
-            allocations_total: 10_000,
-            permissions_per_allocation: 64,
-            channels_per_allocation: 64,
-            bandwidth_bytes_per_sec: 1_250_000,
-            unauthenticated_per_source_per_sec: 50,
-            unauthenticated_burst: 200,
-        }
-    }
-}
-
-/// A pairing of the monotonic clock with Unix time, so the core can check REST
-/// username expiry and nonce age from the `Instant`s it is given.
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    /// A monotonic instant.
-    pub at: Instant,
-    /// Unix seconds at that instant.
-    pub unix_secs: u64,
-}
-
-/// Everything the core needs; the driver fills it from its configuration.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Who can authenticate, and the realm.
-    pub credentials: Credentials,
-    /// Secret key for stateless nonces and reservation tokens; random per process.
-    pub nonce_key: [u8; 32],
-    /// How long a nonce stays valid (then 438 Stale Nonce).
-    pub nonce_lifetime_secs: u64,
-    /// Lifetime given when the client asks for less (RFC 8656: 600 s).
-    pub default_lifetime_secs: u32,
-    /// Upper bound on a requested lifetime (RFC 8656 recommends 3600 s).
-    pub max_lifetime_secs: u32,
-    /// Peer address policy.
-    pub policy: PeerPolicy,
-    /// Limits.
-    pub quotas: Quotas,
-    /// Advertised instead of the relay socket's IP, for NAT: the first of the
-    /// relay socket's family is used (so at most one per family is meaningful).
-    pub external_ips: Vec<IpAddr>,
-    /// Address families the driver can bind relay sockets for.
-    pub relay_ipv4: bool,
-    /// See `relay_ipv4`.
-    pub relay_ipv6: bool,
-    /// When set, Allocate requests are answered with 300 Try Alternate pointing here
-    /// (after authentication, so the redirect is integrity-protected).
-    pub alternate_server: Option<SocketAddr>,
-    /// Unix time reference.
-    pub clock: WallClock,
-}
-
-/// Counters for metrics; the driver samples them with [`Server::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Allocations created since start.
-    pub allocations_created: u64,
-    /// Allocations closed since start.
-    pub allocations_closed: u64,
-    /// Packets relayed client → peer.
-    pub packets_to_peer: u64,
-    /// Payload bytes relayed client → peer.
-    pub bytes_to_peer: u64,
-    /// Packets relayed peer → client.
-    pub packets_to_client: u64,
-    /// Payload bytes relayed peer → client.
-    pub bytes_to_client: u64,
-    /// Binding requests answered.
-    pub binding_requests: u64,
-    /// 401 challenges to requests without credentials (the normal first round trip).
-    pub challenges: u64,
-    /// Inputs that failed to decode.
-    pub malformed: u64,
-    /// Authentication failures, indexed by [`AuthFailure`].
-    pub auth_failures: [u64; AuthFailure::ALL.len()],
-    /// Refusals, indexed by [`Refusal`].
-    pub refusals: [u64; Refusal::ALL.len()],
-}
-
-/// Why authentication failed (metrics label values from [`AuthFailure::as_str`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// Username not known (or not a REST username).
-    UnknownUser,
-    /// REST username past its expiry.
-    ExpiredCredentials,
-    /// MESSAGE-INTEGRITY did not match (wrong password).
-    BadIntegrity,
-    /// NONCE expired or not ours: 438.
-    StaleNonce,
-    /// MESSAGE-INTEGRITY without USERNAME, REALM or NONCE: 400.
-    MissingAttributes,
-    /// The server has no credentials configured.
-    NoCredentialsConfigured,
-    /// A request on an allocation with a username other than its creator's: 441.
-    WrongCredentials,
-}
-
-impl AuthFailure {
-    /// Every variant, in index order.
-    pub const ALL: [AuthFailure; 7] = [
-        AuthFailure::UnknownUser,
-        AuthFailure::ExpiredCredentials,
-        AuthFailure::BadIntegrity,
-        AuthFailure::StaleNonce,
-        AuthFailure::MissingAttributes,
-        AuthFailure::NoCredentialsConfigured,
-        AuthFailure::WrongCredentials,
-    ];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::UnknownUser => "unknown_user",
-            AuthFailure::ExpiredCredentials => "expired_credentials",
-            AuthFailure::BadIntegrity => "bad_integrity",
-            AuthFailure::StaleNonce => "stale_nonce",
-            AuthFailure::MissingAttributes => "missing_attributes",
-            AuthFailure::NoCredentialsConfigured => "no_credentials_configured",
-            AuthFailure::WrongCredentials => "wrong_credentials",
-        }
-    }
-}
-
-/// Why a request or packet was refused (metrics label values from [`Refusal::as_str`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Peer in a denied range.
-    PeerDenied,
-    /// Peer is one of our own listening addresses.
-    OwnAddress,
-    /// Per-user allocation quota.
-    UserQuota,
-    /// Server-wide allocation quota.
-    TotalQuota,
-    /// Per-allocation permission quota.
-    PermissionQuota,
-    /// Per-allocation channel quota.
-    ChannelQuota,
-    /// Packet dropped by the bandwidth limit.
-    Bandwidth,
-    /// Packet dropped for lack of a permission.
-    NoPermission,
-    /// 401/438 answer suppressed by the per-source rate limit.
-    RateLimited,
-    /// REQUESTED-TRANSPORT other than UDP (or address family not available).
-    Unsupported,
-    /// The driver could not bind a relay socket.
-    RelayUnavailable,
-    /// Request on a 5-tuple without (or with another) allocation: 437.
-    AllocationMismatch,
-    /// Malformed or inconsistent request: 400/420.
-    BadRequest,
-    /// Redirected with 300 Try Alternate.
-    Redirected,
-}
-
-impl Refusal {
-    /// Every variant, in index order.
-    pub const ALL: [Refusal; 14] = [
-        Refusal::PeerDenied,
-        Refusal::OwnAddress,
-        Refusal::UserQuota,
-        Refusal::TotalQuota,
-        Refusal::PermissionQuota,
-        Refusal::ChannelQuota,
-        Refusal::Bandwidth,
-        Refusal::NoPermission,
-        Refusal::RateLimited,
-        Refusal::Unsupported,
-        Refusal::RelayUnavailable,
-        Refusal::AllocationMismatch,
-        Refusal::BadRequest,
-        Refusal::Redirected,
-    ];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::PeerDenied => "peer_denied",
-            Refusal::OwnAddress => "own_address",
-            Refusal::UserQuota => "user_quota",
-            Refusal::TotalQuota => "total_quota",
-            Refusal::PermissionQuota => "permission_quota",
-            Refusal::ChannelQuota => "channel_quota",
-            Refusal::Bandwidth => "bandwidth",
-            Refusal::NoPermission => "no_permission",
-            Refusal::RateLimited => "rate_limited",
-            Refusal::Unsupported => "unsupported",
-            Refusal::RelayUnavailable => "relay_unavailable",
-            Refusal::AllocationMismatch => "allocation_mismatch",
-            Refusal::BadRequest => "bad_request",
-            Refusal::Redirected => "redirected",
-        }
-    }
-}
+pub use types::{
+    AllocationId, AuthFailure, CloseReason, Destination, Event, FiveTuple, InputError, PortRequest,
+    Quotas, Refusal, RelayRequest, ReservationId, ServerConfig, Stats, Transmit, Transport,
+    WallClock,
+};
 
 /// RFC 8656 §14.7: UDP is protocol 17.
 const TRANSPORT_UDP: u8 = 17;
@@ -412,9 +49,6 @@ const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Housekeeping interval: expiry of allocations and reservations is acted on with
 /// this precision (permissions and channels are also checked exactly at use).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// Sources tracked by the 401 rate limiter; beyond this, new sources are not
-/// answered until the sweep forgets idle ones (fail closed under a spoofing flood).
-const MAX_LIMITED_SOURCES: usize = 65_536;
 
 /// Attributes we understand in requests; other comprehension-required ones earn 420.
 fn known_attribute(typ: u16) -> bool {
@@ -449,6 +83,7 @@ struct Authed {
 /// How to answer a request.
 #[derive(Clone, Copy)]
 struct ReplyTo {
+    now: Instant,
     five_tuple: FiveTuple,
     method: Method,
     tid: TransactionId,
@@ -458,6 +93,8 @@ struct ReplyTo {
 struct Pending {
     five_tuple: FiveTuple,
     username: String,
+    /// Whose quota it counts against (see [`crate::auth::Credentials::account_of`]).
+    account: String,
     key: LongTermKey,
     kind: IntegrityKind,
     tid: TransactionId,
@@ -474,6 +111,8 @@ struct Reservation {
     id: ReservationId,
     family: Family,
     expires: Instant,
+    /// A held port counts against its requester's quota until claimed or released.
+    account: String,
 }
 
 /// The sans-IO TURN server. See the module docs for the driving contract.
@@ -482,10 +121,12 @@ pub struct Server {
     nonces: NonceIssuer,
     allocations: HashMap<AllocationId, Allocation>,
     by_five_tuple: HashMap<FiveTuple, AllocationId>,
+    /// Live allocations and reservations per account (the user part of a REST
+    /// username: one account minting many credentials still has one quota).
     per_user: HashMap<String, u32>,
     pending: HashMap<AllocationId, Pending>,
     reservations: HashMap<[u8; 8], Reservation>,
-    unauth_limiter: HashMap<IpAddr, TokenBucket>,
+    limiter: SourceLimiter,
     next_id: u64,
     next_sweep: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -497,6 +138,12 @@ impl Server {
     /// A server with no allocations.
     pub fn new(config: ServerConfig) -> Server {
         let nonces = NonceIssuer::new(config.nonce_key, config.nonce_lifetime_secs);
+        let q = config.quotas;
+        let limiter = SourceLimiter::new(
+            u64::from(q.unauthenticated_per_source_per_sec),
+            u64::from(q.unauthenticated_burst),
+            q.unauthenticated_sources as usize,
+        );
         Server {
             config,
             nonces,
@@ -505,7 +152,7 @@ impl Server {
             per_user: HashMap::new(),
             pending: HashMap::new(),
             reservations: HashMap::new(),
-            unauth_limiter: HashMap::new(),
+            limiter,
             next_id: 1,
             next_sweep: None,
             transmits: VecDeque::new(),
@@ -549,6 +196,12 @@ impl Server {
         self.config.alternate_server = alternate;
     }
 
+    /// Replaces the addresses that are never valid peers (the server's own). A
+    /// driver on a wildcard listener calls this as the host's addresses change.
+    pub fn set_own_addresses(&mut self, own: Vec<SocketAddr>) {
+        self.config.policy.set_own(own);
+    }
+
     // ---- outputs ----
 
     /// Next datagram or frame to send.
@@ -563,20 +216,34 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.allocations.is_empty()
-            && self.reservations.is_empty()
-            && self.unauth_limiter.is_empty()
-        {
+        let sweep = if self.allocations.is_empty() && self.reservations.is_empty() {
             None
         } else {
             self.next_sweep
-        }
+        };
+        [sweep, self.limiter.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Sources the unauthenticated-answer limiter remembers (bounded).
+    pub fn limited_sources(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Live allocations plus pending ones and held reservations of `account`, as
+    /// the per-user quota counts them.
+    pub fn account_usage(&self, account: &str) -> u32 {
+        let pending = self.pending.values().filter(|p| p.account == account);
+        self.per_user.get(account).copied().unwrap_or(0) + pending.count() as u32
     }
 
     // ---- inputs ----
 
     /// Expires allocations, permissions, channels and reservations due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.limiter.handle_timeout(now);
         if self.next_sweep.is_some_and(|t| t > now) {
             return;
         }
@@ -593,15 +260,17 @@ impl Server {
         for alloc in self.allocations.values_mut() {
             alloc.purge(now);
         }
-        let events = &mut self.events;
-        self.reservations.retain(|_, r| {
-            let keep = r.expires > now;
-            if !keep {
-                events.push_back(Event::ReservationReleased(r.id));
+        let expired: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in expired {
+            if let Some(r) = self.take_reservation(&token) {
+                self.events.push_back(Event::ReservationReleased(r.id));
             }
-            keep
-        });
-        self.unauth_limiter.retain(|_, bucket| !bucket.is_full(now));
+        }
     }
 
     /// A datagram (UDP) or one frame (TCP/TLS) from a client.
@@ -623,6 +292,7 @@ impl Server {
         }
         let msg = Message::decode(data).inspect_err(|_| self.stats.malformed += 1)?;
         let reply = ReplyTo {
+            now,
             five_tuple,
             method: msg.method,
             tid: msg.transaction_id,
@@ -709,6 +379,7 @@ impl Server {
             return false;
         };
         let reply = ReplyTo {
+            now,
             five_tuple: p.five_tuple,
             method: Method::ALLOCATE,
             tid: p.tid,
@@ -739,6 +410,7 @@ impl Server {
             p.family,
             advertised,
             p.username.clone(),
+            p.account.clone(),
             p.key.clone(),
             p.tid,
             p.lifetime,
@@ -752,11 +424,13 @@ impl Server {
                     id,
                     family: p.family,
                     expires: now + RESERVATION_LIFETIME,
+                    account: p.account.clone(),
                 },
             );
+            *self.per_user.entry(p.account.clone()).or_default() += 1;
             alloc.reservation_token = Some(token);
         }
-        *self.per_user.entry(p.username.clone()).or_default() += 1;
+        *self.per_user.entry(p.account.clone()).or_default() += 1;
         self.by_five_tuple.insert(p.five_tuple, allocation);
         self.stats.allocations_created += 1;
         self.events.push_back(Event::AllocationCreated {
@@ -857,20 +531,23 @@ impl Server {
     ) {
         let key = Some((&auth.key, auth.kind));
         let quotas = self.config.quotas;
-        let live = self.allocations.len() + self.pending.len();
-        if live >= quotas.allocations_total as usize {
+        // An EVEN-PORT reservation holds a second relay port for up to 30 s: it
+        // counts like an allocation, or Allocate(R) + Refresh(0) in a loop would
+        // drain the port range without ever meeting a quota.
+        let ports = 1 + usize::from(matches!(params.port, PortChoice::Even { reserve: true }));
+        let live = self.allocations.len() + self.pending.len() + self.reservations.len();
+        if live + ports > quotas.allocations_total as usize {
             self.count(Refusal::TotalQuota);
             self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
             return;
         }
-        let user_pending = self
-            .pending
-            .values()
-            .filter(|p| p.username == auth.username)
-            .count();
-        let user_live =
-            self.per_user.get(&auth.username).copied().unwrap_or(0) as usize + user_pending;
-        if user_live >= quotas.allocations_per_user as usize {
+        let account = self
+            .config
+            .credentials
+            .account_of(&auth.username)
+            .to_owned();
+        let user_live = self.account_usage(&account) as usize;
+        if user_live + ports > quotas.allocations_per_user as usize {
             self.count(Refusal::UserQuota);
             self.reply_error(&reply, ErrorCode::ALLOCATION_QUOTA_REACHED, key, |_| {});
             return;
@@ -878,7 +555,7 @@ impl Server {
         let id = AllocationId(self.next_id);
         self.next_id += 1;
         let (family, port, reserve) = match params.port {
-            PortChoice::Token(token) => match self.reservations.remove(&token) {
+            PortChoice::Token(token) => match self.take_reservation(&token) {
                 Some(r) if r.expires > now => (r.family, PortRequest::Reserved(r.id), None),
                 Some(r) => {
                     self.events.push_back(Event::ReservationReleased(r.id));
@@ -923,6 +600,7 @@ impl Server {
             Pending {
                 five_tuple: reply.five_tuple,
                 username: auth.username,
+                account,
                 key: auth.key,
                 kind: auth.kind,
                 tid: reply.tid,
@@ -1093,9 +771,7 @@ impl Server {
             }
         };
         let peer = match msg.get(AttributeType::XOR_PEER_ADDRESS) {
-            Ok(Some(Attribute::XorPeerAddress(p))) => {
-                SocketAddr::new(p.ip().to_canonical(), p.port())
-            }
+            Ok(Some(Attribute::XorPeerAddress(p))) => p,
             _ => {
                 self.count(Refusal::BadRequest);
                 self.reply_error(&reply, ErrorCode::BAD_REQUEST, key, |_| {});
@@ -1148,7 +824,6 @@ impl Server {
             self.count(Refusal::BadRequest);
             return;
         };
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         self.relay_to_peer(now, id, peer, data);
     }
 
@@ -1174,7 +849,7 @@ impl Server {
         if alloc.expires <= now {
             return;
         }
-        if Family::of(peer.ip()) != alloc.family || !alloc.has_permission(peer.ip(), now) {
+        if !family_matches(peer, alloc.family) || !alloc.has_permission(peer.ip(), now) {
             self.stats.refusals[Refusal::NoPermission as usize] += 1;
             return;
         }
@@ -1279,30 +954,10 @@ impl Server {
         Some((auth, id))
     }
 
-    /// Sends 401/438 with REALM and a fresh NONCE, unless the source is over its rate.
+    /// Sends 401/438 with REALM and a fresh NONCE (unless the source is over its
+    /// rate: see [`Server::reply`]).
     fn challenge(&mut self, now: Instant, reply: &ReplyTo, code: ErrorCode<'static>) {
         let source = reply.five_tuple.client.ip().to_canonical();
-        let quotas = self.config.quotas;
-        let limiter_full = self.unauth_limiter.len() >= MAX_LIMITED_SOURCES;
-        let allowed = match self.unauth_limiter.get_mut(&source) {
-            Some(bucket) => bucket.take(1, now),
-            None if limiter_full => false,
-            None => {
-                let mut bucket = TokenBucket::with_capacity(
-                    u64::from(quotas.unauthenticated_per_source_per_sec),
-                    u64::from(quotas.unauthenticated_burst),
-                    now,
-                );
-                let ok = bucket.take(1, now);
-                self.unauth_limiter.insert(source, bucket);
-                self.arm_sweep(now);
-                ok
-            }
-        };
-        if !allowed {
-            self.count(Refusal::RateLimited);
-            return;
-        }
         let nonce = self.nonces.issue(self.unix_secs(now), source);
         let realm = self.config.credentials.realm().to_owned();
         self.reply_error(reply, code, None, |b| {
@@ -1330,7 +985,7 @@ impl Server {
 
     /// Policy and family checks for a peer of allocation `id`; counts the refusal.
     fn check_peer(&mut self, id: AllocationId, peer: SocketAddr) -> Result<(), ErrorCode<'static>> {
-        if Family::of(peer.ip().to_canonical()) != self.allocations[&id].family {
+        if !family_matches(peer, self.allocations[&id].family) {
             self.count(Refusal::BadRequest);
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
@@ -1381,18 +1036,29 @@ impl Server {
             return;
         };
         self.by_five_tuple.remove(&alloc.five_tuple);
-        if let Some(count) = self.per_user.get_mut(&alloc.username) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_user.remove(&alloc.username);
-            }
-        }
+        self.release_quota(&alloc.account);
         self.stats.allocations_closed += 1;
         self.events.push_back(Event::AllocationClosed {
             allocation: id,
             five_tuple: alloc.five_tuple,
             reason,
         });
+    }
+
+    /// Removes a reservation and gives its port back to its account's quota.
+    fn take_reservation(&mut self, token: &[u8; 8]) -> Option<Reservation> {
+        let r = self.reservations.remove(token)?;
+        self.release_quota(&r.account);
+        Some(r)
+    }
+
+    fn release_quota(&mut self, account: &str) {
+        if let Some(count) = self.per_user.get_mut(account) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_user.remove(account);
+            }
+        }
     }
 
     /// RFC 8656 §7.2: max(default, min(requested, max)).
@@ -1450,6 +1116,14 @@ impl Server {
         auth: Option<(&LongTermKey, IntegrityKind)>,
         build: impl FnOnce(&mut MessageBuilder),
     ) {
+        // Answers to unauthenticated requests (Binding, challenges, 400/420) are
+        // larger than the requests, and on UDP the source is unproven: limit them
+        // per source so the server cannot be used to reflect traffic. Integrity-
+        // protected answers need a nonce bound to the source, so they are exempt.
+        if auth.is_none() && !self.limiter.allow(to.now, to.five_tuple.client.ip()) {
+            self.count(Refusal::RateLimited);
+            return;
+        }
         let mut b = MessageBuilder::new(class, to.method, to.tid);
         build(&mut b);
         let payload = b.finish(auth.map(|(k, kind)| (kind, &k.0[..])), to.fingerprint);
@@ -1470,6 +1144,17 @@ impl Server {
             b.add(&Attribute::ErrorCode(code));
             build(b);
         });
+    }
+}
+
+/// RFC 8656 §9.1 and §11: a peer's address family must be the allocation's. An
+/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is IPv6 on the wire but IPv4 in
+/// truth, so it matches neither family: answered 443 rather than canonicalised,
+/// which would let a client reach IPv4 peers through a checked-as-IPv6 path.
+fn family_matches(peer: SocketAddr, family: Family) -> bool {
+    match peer.ip() {
+        IpAddr::V4(_) => family == Family::V4,
+        IpAddr::V6(v6) => family == Family::V6 && v6.to_ipv4_mapped().is_none(),
     }
 }
 
@@ -1500,3 +1185,7 @@ enum PortChoice {
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "server_attack_tests.rs"]
+mod attack_tests;

@@ -432,6 +432,10 @@ fn lifetimes_are_clamped_refreshed_and_expire() {
             ..
         }
     )));
+    // The unauthenticated-answer limiter forgets its sources in two rotations.
+    h.advance(Duration::from_secs(30));
+    h.advance(Duration::from_secs(30));
+    assert_eq!(h.server.limited_sources(), 0);
     assert_eq!(h.server.poll_timeout(), None, "nothing left to time out");
 }
 
@@ -483,10 +487,10 @@ fn permissions_gate_relaying_both_ways_and_expire() {
     let mut h = Harness::new();
     let ft = Harness::udp(1);
     h.allocate(ft);
-    let p = peer("198.51.100.1:7000");
+    let p = peer("93.184.215.1:7000");
     assert_eq!(h.peer_input(ft, p, b"early").len(), 0, "no permission yet");
     assert_eq!(
-        decode(&permit(&mut h, ft, &["198.51.100.1:1"])).class,
+        decode(&permit(&mut h, ft, &["93.184.215.1:1"])).class,
         Class::Success
     );
 
@@ -505,7 +509,7 @@ fn permissions_gate_relaying_both_ways_and_expire() {
         Some(Attribute::Data(b"hello"))
     );
     assert_eq!(
-        h.peer_input(ft, peer("198.51.100.2:7000"), b"x").len(),
+        h.peer_input(ft, peer("93.184.215.2:7000"), b"x").len(),
         0,
         "other IP has no permission"
     );
@@ -561,10 +565,10 @@ fn denied_peers_are_refused_with_403_and_family_mismatch_with_443() {
     }
     // One bad peer fails the whole request; nothing is installed.
     assert_eq!(
-        code(&permit(&mut h, ft, &["198.51.100.1:1", "192.168.0.1:1"])),
+        code(&permit(&mut h, ft, &["93.184.215.1:1", "192.168.0.1:1"])),
         Some(403)
     );
-    assert_eq!(h.peer_input(ft, peer("198.51.100.1:1"), b"x").len(), 0);
+    assert_eq!(h.peer_input(ft, peer("93.184.215.1:1"), b"x").len(), 0);
     assert_eq!(code(&permit(&mut h, ft, &["[2001:db8::1]:9"])), Some(443));
     assert_eq!(code(&bind(&mut h, ft, 0x4000, "127.0.0.1:9")), Some(403));
     let r = &h.server.stats().refusals;
@@ -592,7 +596,7 @@ fn ipv4_mapped_peer_is_refused_on_an_ipv6_allocation() {
         assert!(c == Some(403) || c == Some(443), "{p}: {c:?}");
     }
     assert_eq!(
-        decode(&permit(&mut h, ft, &["[2001:db8::1]:9"])).class,
+        decode(&permit(&mut h, ft, &["[2606:4700::1]:9"])).class,
         Class::Success
     );
 }
@@ -630,7 +634,7 @@ fn channels_relay_both_ways_with_padding_on_streams() {
         },
     ] {
         h.allocate(ft);
-        let p = "198.51.100.1:7000";
+        let p = "93.184.215.1:7000";
         assert_eq!(decode(&bind(&mut h, ft, 0x4001, p)).class, Class::Success);
         let id = h.server.allocation_for(&ft).unwrap();
         let out = h.input(ft, &[0x40, 0x01, 0x00, 0x03, b'a', b'b', b'c', 0]);
@@ -652,7 +656,7 @@ fn channels_relay_both_ways_with_padding_on_streams() {
         };
         assert_eq!(out[0].payload, expected);
         // Another port on the same IP has a permission but no channel: Data indication.
-        let out = h.peer_input(ft, peer("198.51.100.1:7001"), b"q");
+        let out = h.peer_input(ft, peer("93.184.215.1:7001"), b"q");
         assert_eq!(decode(&out[0].payload).method, Method::DATA);
         // An unbound channel number is dropped.
         assert!(h.input(ft, &[0x40, 0x02, 0x00, 0x00]).is_empty());
@@ -664,24 +668,24 @@ fn channel_bind_errors() {
     let mut h = Harness::new();
     let ft = Harness::udp(1);
     h.allocate(ft);
-    assert_eq!(code(&bind(&mut h, ft, 0x3FFF, "198.51.100.1:1")), Some(400));
-    assert_eq!(code(&bind(&mut h, ft, 0x8000, "198.51.100.1:1")), Some(400));
+    assert_eq!(code(&bind(&mut h, ft, 0x3FFF, "93.184.215.1:1")), Some(400));
+    assert_eq!(code(&bind(&mut h, ft, 0x8000, "93.184.215.1:1")), Some(400));
     assert_eq!(
-        decode(&bind(&mut h, ft, 0x4000, "198.51.100.1:1")).class,
+        decode(&bind(&mut h, ft, 0x4000, "93.184.215.1:1")).class,
         Class::Success
     );
     assert_eq!(
-        decode(&bind(&mut h, ft, 0x4000, "198.51.100.1:1")).class,
+        decode(&bind(&mut h, ft, 0x4000, "93.184.215.1:1")).class,
         Class::Success,
         "refresh"
     );
     assert_eq!(
-        code(&bind(&mut h, ft, 0x4000, "198.51.100.2:1")),
+        code(&bind(&mut h, ft, 0x4000, "93.184.215.2:1")),
         Some(400),
         "number taken"
     );
     assert_eq!(
-        code(&bind(&mut h, ft, 0x4001, "198.51.100.1:1")),
+        code(&bind(&mut h, ft, 0x4001, "93.184.215.1:1")),
         Some(400),
         "peer taken"
     );
@@ -705,18 +709,18 @@ fn channel_expires_after_600_seconds_even_with_permission_refreshed() {
     let mut h = Harness::new();
     let ft = Harness::udp(1);
     h.allocate(ft);
-    bind(&mut h, ft, 0x4000, "198.51.100.1:1");
+    bind(&mut h, ft, 0x4000, "93.184.215.1:1");
     h.advance(Duration::from_secs(290));
     h.auth_request(ft, Method::REFRESH, &[], USER, PASSWORD, SHA1);
     h.advance(Duration::from_secs(200));
-    permit(&mut h, ft, &["198.51.100.1:1"]);
+    permit(&mut h, ft, &["93.184.215.1:1"]);
     h.advance(Duration::from_secs(110));
     assert!(
         h.input(ft, &[0x40, 0x00, 0x00, 0x01, 1, 0, 0, 0])
             .is_empty(),
         "channel expired at 600 s"
     );
-    let out = h.peer_input(ft, peer("198.51.100.1:1"), b"x");
+    let out = h.peer_input(ft, peer("93.184.215.1:1"), b"x");
     assert_eq!(
         decode(&out[0].payload).method,
         Method::DATA,
@@ -771,29 +775,29 @@ fn permission_and_channel_quotas() {
     let ft = Harness::udp(1);
     h.allocate(ft);
     assert_eq!(
-        decode(&permit(&mut h, ft, &["198.51.100.1:1", "198.51.100.1:2"])).class,
+        decode(&permit(&mut h, ft, &["93.184.215.1:1", "93.184.215.1:2"])).class,
         Class::Success,
         "same IP counts once"
     );
     assert_eq!(
-        decode(&permit(&mut h, ft, &["198.51.100.2:1"])).class,
+        decode(&permit(&mut h, ft, &["93.184.215.2:1"])).class,
         Class::Success
     );
-    assert_eq!(code(&permit(&mut h, ft, &["198.51.100.3:1"])), Some(508));
+    assert_eq!(code(&permit(&mut h, ft, &["93.184.215.3:1"])), Some(508));
     assert_eq!(
-        decode(&permit(&mut h, ft, &["198.51.100.1:1"])).class,
+        decode(&permit(&mut h, ft, &["93.184.215.1:1"])).class,
         Class::Success,
         "refreshing is free"
     );
     assert_eq!(
-        decode(&bind(&mut h, ft, 0x4000, "198.51.100.1:5")).class,
+        decode(&bind(&mut h, ft, 0x4000, "93.184.215.1:5")).class,
         Class::Success
     );
-    assert_eq!(code(&bind(&mut h, ft, 0x4001, "198.51.100.2:5")), Some(508));
+    assert_eq!(code(&bind(&mut h, ft, 0x4001, "93.184.215.2:5")), Some(508));
     // Once permissions expire, their slots are free again.
     h.advance(Duration::from_secs(301));
     assert_eq!(
-        decode(&permit(&mut h, ft, &["198.51.100.3:1"])).class,
+        decode(&permit(&mut h, ft, &["93.184.215.3:1"])).class,
         Class::Success
     );
     let r = &h.server.stats().refusals;
@@ -811,7 +815,7 @@ fn bandwidth_is_limited_per_allocation() {
     let mut h = Harness::with_config(|c| c.quotas.bandwidth_bytes_per_sec = 100_000);
     let ft = Harness::udp(1);
     h.allocate(ft);
-    bind(&mut h, ft, 0x4000, "198.51.100.1:1");
+    bind(&mut h, ft, 0x4000, "93.184.215.1:1");
     let mut frame = vec![0x40, 0x00, 0x03, 0xE8];
     frame.resize(4 + 1000, 7);
     let relayed = (0..150).map(|_| h.input(ft, &frame).len()).sum::<usize>();
@@ -956,7 +960,7 @@ fn external_ip_is_advertised() {
     let mut h = Harness::with_config(|c| {
         c.external_ips = vec![
             "2001:db8::200".parse().unwrap(),
-            "198.51.100.200".parse().unwrap(),
+            "93.184.215.200".parse().unwrap(),
         ]
     });
     let resp = h.allocate(Harness::udp(1));
@@ -964,19 +968,19 @@ fn external_ip_is_advertised() {
         decode(&resp)
             .get(AttributeType::XOR_RELAYED_ADDRESS)
             .unwrap(),
-        Some(Attribute::XorRelayedAddress(peer("198.51.100.200:50000")))
+        Some(Attribute::XorRelayedAddress(peer("93.184.215.200:50000")))
     );
 }
 
 #[test]
 fn alternate_server_redirects_allocations_after_authentication() {
-    let mut h = Harness::with_config(|c| c.alternate_server = Some(peer("198.51.100.50:3478")));
+    let mut h = Harness::with_config(|c| c.alternate_server = Some(peer("93.184.215.50:3478")));
     let resp = h.allocate(Harness::udp(1));
     let msg = decode(&resp);
     assert_eq!(code(&resp), Some(300));
     assert_eq!(
         msg.get(AttributeType::ALTERNATE_SERVER).unwrap(),
-        Some(Attribute::AlternateServer(peer("198.51.100.50:3478")))
+        Some(Attribute::AlternateServer(peer("93.184.215.50:3478")))
     );
     assert!(msg.verify_integrity(&user_key()).is_ok());
     h.server.set_alternate_server(None);
