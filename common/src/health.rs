@@ -30,6 +30,38 @@ where
     Arc::new(move || Box::pin(f()))
 }
 
+/// A part of the process whose loss must not leave it running half-alive (the
+/// TURN thread): once [`Vital::fail`] is called, its readiness check fails with
+/// the reason, for good.
+#[derive(Clone, Default)]
+pub struct Vital(Arc<std::sync::OnceLock<String>>);
+
+impl Vital {
+    /// A part that has not failed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the failure (the first reason wins).
+    pub fn fail(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
+    }
+
+    /// The failure, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    /// A readiness check that fails once the part has.
+    pub fn check(&self) -> ReadinessCheck {
+        let vital = self.clone();
+        check(move || {
+            let failure = vital.failure().map(str::to_owned);
+            async move { failure.map_or(Ok(()), Err) }
+        })
+    }
+}
+
 /// The health and metrics routes. Readiness fails while draining so load
 /// balancers stop sending new work before the sockets close.
 pub fn router(checks: Vec<(&'static str, ReadinessCheck)>, shutdown: Shutdown) -> Router {

@@ -6,7 +6,7 @@ use crate::config::Config;
 use anyhow::Context;
 use axum::Router;
 use natter_auth::service::AuthService;
-use natter_common::health::{self, ReadinessCheck};
+use natter_common::health::{self, ReadinessCheck, Vital};
 use natter_common::http::TrustForwardedFor;
 use natter_common::token::TokenKeys;
 use natter_common::{Db, SharedClock, SystemClock};
@@ -16,6 +16,14 @@ use tower_http::trace::TraceLayer;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// After a vital part (the TURN thread) stops: how long `/readyz` reports it
+/// before the process starts to stop, how long the drain may then take, and the
+/// hard deadline after which the process exits whatever is still running. An
+/// orchestrator restarts a process that exits; it does not restart one that runs
+/// on half-alive.
+const FATAL_REPORT: Duration = Duration::from_secs(1);
+const FATAL_DRAIN: Duration = Duration::from_secs(2);
+const FATAL_HARD_EXIT: Duration = Duration::from_secs(4);
 
 /// Applies every service's migrations.
 pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
@@ -86,8 +94,12 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     let turn_port = turn_server
         .as_ref()
         .map_or(turn.listen.port(), |t| t.local_addrs().udp.port());
+    let fatal = FatalStop::new();
 
     let mut checks: Vec<(&'static str, ReadinessCheck)> = Vec::new();
+    if turn_server.is_some() {
+        checks.push(("turn", fatal.turn.check()));
+    }
     {
         let db = db.clone();
         checks.push((
@@ -187,7 +199,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         background.extend(sig.spawn_background(shutdown.clone()));
     }
     if let Some(server) = turn_server {
-        background.push(run_turn(server, shutdown.clone()));
+        background.push(run_turn(server, shutdown.clone(), fatal.clone()));
     }
 
     let app = app
@@ -212,8 +224,8 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, ?service, "natter listening");
     let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
 
-    shutdown.cancelled().await;
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+    let drain = fatal.wait_for_stop(&shutdown).await;
+    match tokio::time::timeout(drain, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("http drained"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "http server task failed"),
@@ -226,8 +238,59 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         let _ = task.await;
     }
     db.close().await;
+    fatal.result()?;
     tracing::info!("natter stopped");
     Ok(())
+}
+
+/// Turns the loss of a vital part into a prompt, non-zero exit.
+#[derive(Clone)]
+struct FatalStop {
+    /// The TURN thread (embedded in `serve all`, or alone in `serve turn`).
+    turn: Vital,
+    stopped: natter_common::Shutdown,
+}
+
+impl FatalStop {
+    fn new() -> Self {
+        Self {
+            turn: Vital::new(),
+            stopped: natter_common::Shutdown::new(),
+        }
+    }
+
+    /// Records `reason` against TURN and starts the fatal stop.
+    fn turn_failed(&self, reason: String) {
+        tracing::error!(%reason, "TURN stopped; the process exits so that it is restarted");
+        self.turn.fail(reason);
+        self.stopped.cancel();
+    }
+
+    /// Waits for a signal or a fatal stop, then cancels `shutdown`; returns how
+    /// long the HTTP drain may take.
+    async fn wait_for_stop(&self, shutdown: &natter_common::Shutdown) -> Duration {
+        tokio::select! {
+            _ = shutdown.cancelled() => DRAIN_TIMEOUT,
+            _ = self.stopped.cancelled() => {
+                // Whatever hangs during the drain, the process is gone by then.
+                std::thread::spawn(|| {
+                    std::thread::sleep(FATAL_HARD_EXIT);
+                    eprintln!("natter: a vital part stopped and the drain did not finish; exiting");
+                    std::process::exit(1);
+                });
+                tokio::time::sleep(FATAL_REPORT).await;
+                shutdown.cancel();
+                FATAL_DRAIN
+            }
+        }
+    }
+
+    fn result(&self) -> anyhow::Result<()> {
+        match self.turn.failure() {
+            Some(reason) => Err(anyhow::anyhow!("{reason}")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The TURN configuration in force: in the embedded shape (`serve all`) an
@@ -285,11 +348,15 @@ fn public_host(url: &str) -> Option<String> {
 fn run_turn(
     server: natter_turn::TurnServer,
     shutdown: natter_common::Shutdown,
+    fatal: FatalStop,
 ) -> tokio::task::JoinHandle<()> {
     tracing::info!(addrs = ?server.local_addrs(), "TURN listening");
     tokio::spawn(async move {
-        if let Err(e) = server.run(shutdown).await {
-            tracing::error!(error = %e, "TURN server stopped");
+        let result = server.run(shutdown.clone()).await;
+        match result {
+            Ok(()) if shutdown.is_cancelled() => {}
+            Ok(()) => fatal.turn_failed("TURN server stopped unexpectedly".to_owned()),
+            Err(e) => fatal.turn_failed(format!("TURN server stopped: {e}")),
         }
     })
 }
@@ -299,16 +366,18 @@ async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyh
     let server = natter_turn::TurnServer::bind(cfg.turn.clone())
         .await
         .context("turn: cannot start")?;
-    let turn = run_turn(server, shutdown.clone());
-    let app = health::router(Vec::new(), shutdown.clone());
+    let fatal = FatalStop::new();
+    let turn = run_turn(server, shutdown.clone(), fatal.clone());
+    let app = health::router(vec![("turn", fatal.turn.check())], shutdown.clone());
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "natter turn listening");
     let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
-    shutdown.cancelled().await;
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, server).await;
+    let drain = fatal.wait_for_stop(&shutdown).await;
+    let _ = tokio::time::timeout(drain, server).await;
     let _ = turn.await;
+    fatal.result()?;
     tracing::info!("natter stopped");
     Ok(())
 }

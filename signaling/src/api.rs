@@ -128,14 +128,25 @@ fn entry(me: &UserId, r: CallRecord) -> CallLogEntry {
     }
 }
 
-async fn ice(State(st): State<SignalingState>, Authed(claims): Authed) -> Json<IceServers> {
+async fn ice(
+    State(st): State<SignalingState>,
+    Authed(claims): Authed,
+) -> Result<Json<IceServers>, ApiError> {
+    let now_ms = st.0.clock.now_ms();
+    if let Err(wait) = st.0.ice_limiter.check(claims.sub.as_str(), now_ms) {
+        return Err(ApiError::too_many(
+            "rate_limited",
+            "too many ICE server requests; each one mints a TURN credential",
+            wait.secs(),
+        ));
+    }
     let cfg = &st.0.cfg;
-    Json(ice_servers(
+    Ok(Json(ice_servers(
         cfg.effective_stun_urls(),
         &cfg.turn_urls.0,
         &st.0.turn_secret,
         &claims.sub,
         st.0.clock.now_secs(),
         cfg.credential_ttl_secs,
-    ))
+    )))
 }

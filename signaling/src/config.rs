@@ -2,6 +2,7 @@
 //! here: it is `turn.auth_secret` (`NATTER_TURN__AUTH_SECRET`), shared with the
 //! TURN server.
 
+use natter_common::ratelimit::Quota;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -27,6 +28,11 @@ pub struct SignalingConfig {
     pub turn_urls: UrlList,
     /// Largest page of `GET /v1/calls`.
     pub max_history_page: u32,
+    /// `GET /v1/calls/ice-servers` per user: each answer mints a TURN credential,
+    /// so an unlimited hand-out is an unlimited supply of TURN usernames. Beyond it
+    /// the answer is 429 with `Retry-After`. Default 30 per 60 s (a client fetches
+    /// once per call or credential refresh).
+    pub ice_servers_rate: Quota,
 }
 
 impl Default for SignalingConfig {
@@ -38,6 +44,7 @@ impl Default for SignalingConfig {
             stun_urls: UrlList::default(),
             turn_urls: UrlList::default(),
             max_history_page: 200,
+            ice_servers_rate: Quota::new(30, 60),
         }
     }
 }
@@ -49,6 +56,11 @@ impl SignalingConfig {
             ("ring_timeout_secs", self.ring_timeout_secs),
             ("reconnect_grace_secs", self.reconnect_grace_secs),
             ("max_history_page", self.max_history_page),
+            ("ice_servers_rate.count", self.ice_servers_rate.count),
+            (
+                "ice_servers_rate.period_secs",
+                self.ice_servers_rate.period_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("signaling.{key}: must be at least 1"));

@@ -8,6 +8,7 @@ use crate::driver::{CallDriver, DriverTask};
 use crate::store::{self, CallStore};
 use axum::extract::FromRef;
 use natter_common::calls::DeviceLink;
+use natter_common::ratelimit::KeyedLimiter;
 use natter_common::token::TokenKeys;
 use natter_common::{Db, Secret, SharedClock, Shutdown, TokenVerifier};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: Arc<TokenKeys>,
     /// `turn.auth_secret`, shared with the TURN server.
     pub(crate) turn_secret: Secret,
+    /// `ice_servers_rate`, per user.
+    pub(crate) ice_limiter: KeyedLimiter,
 }
 
 impl FromRef<SignalingState> for TokenVerifier {
@@ -77,6 +80,7 @@ impl SignalingService {
         }
         Ok(Self {
             state: SignalingState(Arc::new(Inner {
+                ice_limiter: KeyedLimiter::new(cfg.ice_servers_rate),
                 cfg,
                 store,
                 clock,

@@ -213,6 +213,25 @@ async fn call_log_pages_newest_first_with_direction(engine: &str) {
     s.t.cleanup().await;
 }
 
+/// Each answer mints a TURN credential: an account fetching one a second used
+/// to get an unlimited supply of TURN usernames.
+#[tokio::test]
+async fn ice_servers_are_rate_limited_per_user() {
+    let s = setup("sqlite").await;
+    let alice = token(&s.keys, "alice");
+    let limit = SignalingConfig::default().ice_servers_rate;
+    for n in 0..limit.count {
+        let (status, body) = get(&s, "/v1/calls/ice-servers", Some(&alice)).await;
+        assert_eq!(status, StatusCode::OK, "fetch {n}: {body}");
+    }
+    let (status, body) = get(&s, "/v1/calls/ice-servers", Some(&alice)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let (status, _) = get(&s, "/v1/calls/ice-servers", Some(&token(&s.keys, "bob"))).await;
+    assert_eq!(status, StatusCode::OK, "another user has their own budget");
+    s.t.cleanup().await;
+}
+
 async fn ice_servers_hand_out_turn_rest_credentials(engine: &str) {
     let s = setup(engine).await;
     let (status, body) = get(&s, "/v1/calls/ice-servers", Some(&token(&s.keys, "alice"))).await;

@@ -61,6 +61,24 @@ channel = {
     "bad-number": channel_data(0x8000, b"x"),
     "truncated": struct.pack("!HH", 0x4000, 100) + b"short",
 }
+# turn_lifecycle reads its input as decisions (see core/src/fuzz_lifecycle.rs):
+# 10 bytes of quotas and allow-list, then steps of (client byte, op byte, operands).
+PEER = [0, 8, 8, 8, 8, 1, 0x1F, 0x90]  # IPv4 8.8.8.8:8080
+lifecycle = {
+    # allocate, permit, Send, peer data, ChannelBind, ChannelData, delete
+    # (the same bytes as fuzz_lifecycle::tests::full_lifecycle)
+    "full": bytes([3, 6, 3, 3, 0x10, 0, 7, 15, 15, 0] + [0, 0, 1, 4, 1, 0, 0]
+                  + [0, 2, 0] + PEER + [0, 0] + [0, 5] + PEER + [3] + list(b"abc")
+                  + [0, 7] + PEER + [3] + list(b"xyz") + [0, 3, 0, 1] + PEER + [0, 0]
+                  + [0, 6, 0, 1, 2] + list(b"hi") + [0, 4, 0, 0, 0]),
+    # EVEN-PORT with R, claimed by token; a wrapped loopback peer; time passing
+    "even-port": bytes([4, 8, 2, 2, 0x10, 0, 7, 15, 15, 1] + [1, 0, 1, 0, 1, 1, 0]
+                       + [2, 0, 1, 3, 0, 1, 1, 0] + [1, 2, 0, 2, 127, 0, 0, 1, 2, 1, 0x10, 0, 1, 0]
+                       + [1, 8, 0x02, 0x58]),
+    # a signed request with arbitrary text in USERNAME, REALM, NONCE and SOFTWARE
+    "text-attrs": bytes([2, 2, 2, 2, 0, 0, 1, 1, 1, 0, 0, 11, 5] + list("héllo".encode())[:5]
+                        + [0, 4] + list(b"real") + [3] + list(b"sw1") + [0]),
+}
 seeds = {
     "stun_message": stun,
     "channel_data": channel,
@@ -70,6 +88,7 @@ seeds = {
         "partial": stun["binding"][:10],
     },
     "server_datagram": {**{k: v for k, v in stun.items()}, **{"cd-" + k: v for k, v in channel.items()}},
+    "turn_lifecycle": lifecycle,
 }
 for target, files in seeds.items():
     d = os.path.join(HERE, "seeds", target)

@@ -22,6 +22,8 @@ use futures_util::stream::FuturesUnordered;
 use natter_common::Shutdown;
 use natter_turn_core::{AllocationId, Destination, Event, FiveTuple, Server, Transport};
 use tokio::net::UdpSocket;
+
+use crate::udp::ClientSocket;
 use tokio::sync::mpsc;
 use tracing::{Span, debug, info, info_span, trace};
 
@@ -37,6 +39,9 @@ const RELAY_BATCH: usize = 64;
 /// Resolves with the allocation id when its relay socket is readable, or `None`
 /// once the relay is cancelled.
 type RelayReady = Pin<Box<dyn Future<Output = Option<AllocationId>> + Send>>;
+/// How often a wildcard listener re-reads the host's addresses (they are never
+/// valid peers; interfaces come and go).
+const OWN_ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 /// A stream connection that has not allocated within this is closed.
 const CONNECTION_ALLOCATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest datagram we receive (and so relay).
@@ -52,6 +57,14 @@ pub(crate) enum Inbound {
     Closed { ft: FiveTuple },
 }
 
+/// What a wildcard listener needs to recompute its own addresses.
+pub(crate) struct OwnAddresses {
+    /// Listening addresses (some wildcard).
+    pub(crate) listeners: Vec<SocketAddr>,
+    /// Configured and loopback IPs, to which the host's current IPs are added.
+    pub(crate) fixed_ips: Vec<std::net::IpAddr>,
+}
+
 struct Relay {
     socket: Arc<UdpSocket>,
     cancel: Shutdown,
@@ -60,9 +73,9 @@ struct Relay {
 
 pub(crate) struct Driver {
     pub(crate) core: Server,
-    pub(crate) udp: Arc<UdpSocket>,
-    pub(crate) udp_addr: SocketAddr,
+    pub(crate) udp: Arc<ClientSocket>,
     pub(crate) binder: RelayBinder,
+    own_refresh: Option<(OwnAddresses, Instant)>,
     relays: HashMap<AllocationId, Relay>,
     /// Relay sockets bound for allocations the core has not confirmed yet.
     unclaimed: HashMap<AllocationId, std::net::UdpSocket>,
@@ -75,28 +88,29 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         core: Server,
-        udp: Arc<UdpSocket>,
+        udp: Arc<ClientSocket>,
         binder: RelayBinder,
+        own_refresh: Option<OwnAddresses>,
         shutdown: Shutdown,
-    ) -> io::Result<Driver> {
-        let udp_addr = udp.local_addr()?;
-        Ok(Driver {
+    ) -> Driver {
+        Driver {
             core,
             udp,
-            udp_addr,
             binder,
+            own_refresh: own_refresh.map(|o| (o, Instant::now() + OWN_ADDRESS_REFRESH)),
             relays: HashMap::new(),
             unclaimed: HashMap::new(),
             relay_ready: FuturesUnordered::new(),
             conns: HashMap::new(),
             shutdown,
             published: Published::default(),
-        })
+        }
     }
 
     /// Runs until `shutdown` is cancelled.
     pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut cmsg = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // One timer, re-armed only when the core's deadline changes.
@@ -120,14 +134,16 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
-                r = udp.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
-                        self.client_datagram(from, &buf[..n]);
-                    }
-                    for _ in 1..BATCH {
-                        match udp.try_recv_from(&mut buf) {
-                            Ok((n, from)) => self.client_datagram(from, &buf[..n]),
-                            Err(_) => break,
+                r = udp.readable() => {
+                    if r.is_ok() {
+                        for _ in 0..BATCH {
+                            match udp.try_recv(&mut buf, &mut cmsg) {
+                                Ok(got) => self.client_datagram(got.from, got.to, &buf[..got.len]),
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                // ICMP errors surface here (ECONNREFUSED from an
+                                // earlier send): not fatal, read on.
+                                Err(_) => {}
+                            }
                         }
                     }
                 }
@@ -184,11 +200,11 @@ impl Driver {
         self.relay_ready.push(wait_readable(id, socket, cancel));
     }
 
-    fn client_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+    fn client_datagram(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
         let ft = FiveTuple {
             transport: Transport::Udp,
             client: from,
-            server: self.udp_addr,
+            server: to,
         };
         if let Err(e) = self.core.handle_datagram(Instant::now(), ft, data) {
             trace!(client = %from, error = %e, "dropped datagram");
@@ -308,7 +324,16 @@ impl Driver {
     async fn transmit(&mut self, destination: Destination, payload: Vec<u8>) {
         match destination {
             Destination::Client(ft) if ft.transport == Transport::Udp => {
-                send_udp(&self.udp, &payload, ft.client).await;
+                // The reply leaves from the address the client sent to.
+                match self.udp.try_send(&payload, ft.client, ft.server) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.udp.send(&payload, ft.client, ft.server).await.is_err() {
+                            count_send_error();
+                        }
+                    }
+                    Err(_) => count_send_error(),
+                }
             }
             Destination::Client(ft) => {
                 if let Some(conn) = self.conns.get(&ft)
@@ -330,6 +355,15 @@ impl Driver {
         // Stream connections that never allocate are closed, so idle sockets cannot
         // pile up against the connection limit.
         let now = Instant::now();
+        if let Some((own, due)) = &mut self.own_refresh
+            && *due <= now
+        {
+            *due = now + OWN_ADDRESS_REFRESH;
+            let mut ips = own.fixed_ips.clone();
+            ips.extend(crate::addrs::host_ips());
+            self.core
+                .set_own_addresses(crate::addrs::own_addresses(&own.listeners, &ips));
+        }
         for (ft, conn) in &self.conns {
             if now.duration_since(conn.opened) > CONNECTION_ALLOCATE_TIMEOUT
                 && self.core.allocation_for(ft).is_none()
@@ -350,14 +384,15 @@ async fn send_udp(socket: &UdpSocket, payload: &[u8], to: SocketAddr) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             if socket.send_to(payload, to).await.is_err() {
-                metrics::counter!("natter_turn_dropped_total", "reason" => "send_error")
-                    .increment(1);
+                count_send_error();
             }
         }
-        Err(_) => {
-            metrics::counter!("natter_turn_dropped_total", "reason" => "send_error").increment(1)
-        }
+        Err(_) => count_send_error(),
     }
+}
+
+fn count_send_error() {
+    metrics::counter!("natter_turn_dropped_total", "reason" => "send_error").increment(1);
 }
 
 fn wait_readable(id: AllocationId, socket: Arc<UdpSocket>, cancel: Shutdown) -> RelayReady {

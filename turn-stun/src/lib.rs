@@ -12,12 +12,14 @@
 //! # }
 //! ```
 
+mod addrs;
 mod config;
 mod driver;
 mod metrics;
 mod relay;
 mod stream;
 mod tls;
+mod udp;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -80,6 +82,10 @@ pub struct TurnServer {
     tcp: std::net::TcpListener,
     tls: Option<(std::net::TcpListener, TlsReloader)>,
     relay_ip: IpAddr,
+    /// IPv6 relay address: configured, or found on the host for a wildcard listener.
+    relay_ipv6: Option<IpAddr>,
+    /// How to re-read our own addresses while running (wildcard listeners only).
+    own_refresh: Option<driver::OwnAddresses>,
     addrs: LocalAddrs,
 }
 
@@ -120,37 +126,46 @@ impl TurnServer {
             .relay_ip
             .unwrap_or_else(|| relay_ip_for(config.listen.ip()));
 
-        // Our own listening addresses are never valid peers. For a wildcard listener,
-        // list the concrete addresses clients (and so peers) could use to reach it.
-        let mut own_ips = vec![
-            relay_ip,
-            IpAddr::from(Ipv4Addr::LOCALHOST),
-            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-        ];
-        own_ips.extend(config.external_ip);
-        own_ips.extend(config.relay_ipv6);
-        own_ips.extend(config.external_ipv6);
-        // NAT can map the external addresses back to us on any listener port, so
-        // every own IP is paired with every listening port.
-        let mut own = Vec::new();
-        for listener in [Some(udp_addr), Some(tcp_addr), tls_addr]
-            .into_iter()
-            .flatten()
-        {
-            if !listener.ip().is_unspecified() {
-                own.push(listener);
-            }
-            own.extend(
-                own_ips
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, listener.port())),
-            );
-        }
         let relay_ipv6 = if relay_ip.is_ipv6() {
             Some(relay_ip)
         } else {
-            config.relay_ipv6
+            config.relay_ipv6.or_else(|| {
+                config
+                    .listen
+                    .ip()
+                    .is_unspecified()
+                    .then(addrs::global_ipv6)
+                    .flatten()
+            })
         };
+        if relay_ipv6.is_none() {
+            warn!(
+                "TURN relays to IPv4 peers only: IPv6 peers cannot be reached. Set \
+                 turn.relay_ipv6 (on a wildcard listener it is found automatically when the \
+                 host has a global IPv6 address; this one has none)"
+            );
+        }
+
+        // Our own listening addresses are never valid peers. For a wildcard listener,
+        // that is every address of the host (re-read while running, see `driver`).
+        let listeners: Vec<SocketAddr> = [Some(udp_addr), Some(tcp_addr), tls_addr]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut own_ips: Vec<IpAddr> = vec![relay_ip];
+        own_ips.extend(addrs::loopbacks());
+        own_ips.extend(config.external_ip);
+        own_ips.extend(relay_ipv6);
+        own_ips.extend(config.external_ipv6);
+        let wildcard = listeners.iter().any(|l| l.ip().is_unspecified());
+        let own_refresh = wildcard.then(|| driver::OwnAddresses {
+            listeners: listeners.clone(),
+            fixed_ips: own_ips.clone(),
+        });
+        if wildcard {
+            own_ips.extend(addrs::host_ips());
+        }
+        let own = addrs::own_addresses(&listeners, &own_ips);
 
         let static_users: Vec<(&str, &str)> = config
             .static_users
@@ -203,6 +218,8 @@ impl TurnServer {
             tcp,
             tls,
             relay_ip,
+            relay_ipv6,
+            own_refresh,
             addrs,
         })
     }
@@ -257,14 +274,16 @@ impl TurnServer {
             tcp,
             tls,
             relay_ip,
+            relay_ipv6,
+            own_refresh,
             addrs,
         } = self;
         info!(
             udp = %addrs.udp, tcp = %addrs.tcp, tls = ?addrs.tls, relay_ip = %relay_ip,
-            external_ip = ?config.external_ip, relay_ipv6 = ?config.relay_ipv6, port_range = %config.port_range, realm = %config.realm,
+            external_ip = ?config.external_ip, relay_ipv6 = ?relay_ipv6, port_range = %config.port_range, realm = %config.realm,
             "TURN server listening"
         );
-        let udp = UdpSocket::from_std(udp)?;
+        let udp = udp::ClientSocket::new(UdpSocket::from_std(udp)?)?;
         let tcp = TcpListener::from_std(tcp)?;
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let limit = Arc::new(Semaphore::new(config.max_tcp_connections as usize));
@@ -287,11 +306,6 @@ impl TurnServer {
                 shutdown.clone(),
             ));
         }
-        let relay_ipv6 = if relay_ip.is_ipv6() {
-            Some(relay_ip)
-        } else {
-            config.relay_ipv6
-        };
         let relay_ipv4 = relay_ip.is_ipv4().then_some(relay_ip);
         let binder = relay::RelayBinder::new(
             relay_ipv4,
@@ -301,8 +315,16 @@ impl TurnServer {
         );
         // The driver keeps a sender so its inbox never reports closed while it runs.
         let _inbox_keepalive = inbox_tx;
-        let driver = driver::Driver::new(core, Arc::new(udp), binder, shutdown.clone())?;
-        driver.run(inbox_rx).await;
+        let driver =
+            driver::Driver::new(core, Arc::new(udp), binder, own_refresh, shutdown.clone());
+        #[cfg(debug_assertions)]
+        let fault = fault_injection::after_env_delay();
+        #[cfg(not(debug_assertions))]
+        let fault = std::future::pending::<()>();
+        tokio::select! {
+            () = driver.run(inbox_rx) => {}
+            () = fault => panic!("injected fault: the TURN thread stops (NATTER_TURN_TEST_PANIC_AFTER_MS)"),
+        }
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
         Ok(())
@@ -399,4 +421,21 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], TurnError> {
     getrandom::fill(&mut out)
         .map_err(|e| TurnError::Io(io::Error::other(format!("random source: {e}"))))?;
     Ok(out)
+}
+
+/// Test-only fault injection, compiled into debug builds only: with
+/// `NATTER_TURN_TEST_PANIC_AFTER_MS=N` the TURN thread panics N ms after it starts,
+/// so a test can check that the process does not run on half-alive. Release builds
+/// have no such switch.
+#[cfg(debug_assertions)]
+mod fault_injection {
+    pub(crate) async fn after_env_delay() {
+        match std::env::var("NATTER_TURN_TEST_PANIC_AFTER_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+            None => std::future::pending().await,
+        }
+    }
 }

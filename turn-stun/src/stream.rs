@@ -20,6 +20,10 @@ use crate::tls::TlsReloader;
 pub(crate) const CONNECTION_QUEUE: usize = 1024;
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write to a client must make progress within this, or the connection is
+/// closed: a client that never reads must not pin its connection slot (and its
+/// queued frames) forever once its TCP window is full.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer growth step; a frame is at most 65,535 + 20 bytes.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -64,6 +68,8 @@ pub(crate) async fn accept_loop(
         let Ok(server) = stream.local_addr() else {
             continue;
         };
+        // A dual-stack `[::]` listener reports IPv4 peers as `::ffff:a.b.c.d`.
+        let (client, server) = (crate::udp::canonical(client), crate::udp::canonical(server));
         let _ = stream.set_nodelay(true);
         let ft = FiveTuple {
             transport,
@@ -138,8 +144,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                if wr.write_all(&out).await.is_err() {
-                    break "write error";
+                // The write is raced against the server closing the connection
+                // and bounded in time: a client that stops reading is dropped.
+                tokio::select! {
+                    _ = close.cancelled() => break "closed by server",
+                    written = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)) => match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break "write error",
+                        Err(_) => {
+                            metrics::counter!("natter_turn_dropped_total", "reason" => "write_timeout")
+                                .increment(1);
+                            break "write timed out: the client is not reading";
+                        }
+                    },
                 }
             }
         }
@@ -148,7 +165,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     debug!(reason, "connection ended");
-    let _ = wr.shutdown().await;
+    // Shutting down writes (a TLS close_notify) must not wait on a client that
+    // does not read either.
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
     let _ = inbox.send(Inbound::Closed { ft }).await;
 }
 

@@ -16,6 +16,8 @@ use crate::codec::{
 use crate::server::{FiveTuple, Transport};
 use crate::testkit::{Harness, PASSWORD, USER};
 
+pub use crate::fuzz_lifecycle::turn_lifecycle;
+
 /// Decodes a STUN message; when it decodes, re-encodes its attributes and checks that
 /// the result decodes to the same attributes, and exercises the integrity check.
 pub fn stun_message(data: &[u8]) {

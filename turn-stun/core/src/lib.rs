@@ -15,6 +15,7 @@ mod alloc;
 pub mod auth;
 pub mod codec;
 pub mod fuzz;
+mod fuzz_lifecycle;
 mod limiter;
 pub mod policy;
 pub mod server;

@@ -227,6 +227,11 @@ impl Server {
             .min()
     }
 
+    /// EVEN-PORT reservations currently holding a port.
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
     /// Sources the unauthenticated-answer limiter remembers (bounded).
     pub fn limited_sources(&self) -> usize {
         self.limiter.len()

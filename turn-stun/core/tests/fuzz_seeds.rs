@@ -39,3 +39,8 @@ fn tcp_framing_seeds() {
 fn server_datagram_seeds() {
     replay("server_datagram", natter_turn_core::fuzz::server_datagram);
 }
+
+#[test]
+fn turn_lifecycle_seeds() {
+    replay("turn_lifecycle", natter_turn_core::fuzz::turn_lifecycle);
+}

@@ -1,0 +1,275 @@
+//! Attacks on a real `natter serve turn` process (issue 17). After each, an
+//! honest client must still get an allocation and relay both ways.
+//!
+//! Many source addresses come from 127.0.0.0/8: every address in it is local on
+//! Linux, so one test host can play thousands of (spoofed-looking) sources.
+
+#[path = "support/turn_client.rs"]
+mod turn_client;
+#[path = "support/turn_process.rs"]
+mod turn_process;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use natter_turn::core::codec::{
+    Attribute, Class, IntegrityKind, MessageBuilder, Method, TransactionId,
+};
+use turn_client::{TurnClient, relay_round_trip, rest_credentials};
+use turn_process::{SECRET, TurnProcess};
+
+fn honest_client(server: SocketAddr) -> TurnClient {
+    let mut c = TurnClient::udp("127.0.0.1", server);
+    let (user, pass) = rest_credentials(SECRET, "alice", 600);
+    c.login(&user, &pass);
+    c
+}
+
+/// The unauthenticated datagram that used to panic the TURN thread: an Allocate
+/// with USERNAME, REALM, a 40-byte NONCE holding a two-byte character across
+/// byte 16, and a MESSAGE-INTEGRITY of garbage.
+fn malformed_nonce_allocate() -> Vec<u8> {
+    let nonce = format!("{}é{}", "0".repeat(15), "1".repeat(23));
+    assert_eq!(nonce.len(), 40);
+    let mut b = MessageBuilder::new(Class::Request, Method::ALLOCATE, TransactionId([7; 12]));
+    b.add(&Attribute::RequestedTransport(17))
+        .add(&Attribute::Username("1:x"))
+        .add(&Attribute::Realm("natter"))
+        .add(&Attribute::Nonce(&nonce));
+    b.finish(Some((IntegrityKind::Sha1, &[0u8; 16])), false)
+}
+
+#[test]
+fn a_malformed_nonce_datagram_does_not_stop_turn() {
+    let p = TurnProcess::start("turn", "127.0.0.1", &[]);
+    let server = p.turn_addr("127.0.0.1");
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        attacker
+            .send_to(&malformed_nonce_allocate(), server)
+            .unwrap();
+    }
+    let mut probe = TurnClient::udp("127.0.0.1", server);
+    assert!(
+        probe.binding().is_some(),
+        "Binding answered after the attack"
+    );
+    relay_round_trip(&mut honest_client(server));
+    assert_eq!(p.readyz().0, 200);
+}
+
+/// Unauthenticated requests from thousands of sources (more than the limiter
+/// remembers) must neither lock new clients out nor grow memory without bound,
+/// and one source gets its burst of answers, not one per request.
+#[test]
+fn a_flood_from_many_sources_leaves_room_for_honest_clients() {
+    let p = TurnProcess::start(
+        "turn",
+        "0.0.0.0",
+        &[
+            ("NATTER_TURN__UNAUTHENTICATED_SOURCES", "256"),
+            ("NATTER_TURN__UNAUTHENTICATED_BURST", "20"),
+            ("NATTER_TURN__UNAUTHENTICATED_PER_SOURCE_PER_SEC", "5"),
+        ],
+    );
+    // 3,000 sources, three requests each, sent to the wildcard listener.
+    let mut allocate =
+        MessageBuilder::new(Class::Request, Method::ALLOCATE, TransactionId([1; 12]));
+    allocate.add(&Attribute::RequestedTransport(17));
+    let allocate = allocate.finish(None, true);
+    let port = p.turn_port;
+    for n in 0..3_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x7F02_0000 + n);
+        let s = UdpSocket::bind((ip, 0)).expect("every 127/8 address is local");
+        for _ in 0..3 {
+            let _ = s.send_to(&allocate, (ip, port));
+        }
+    }
+    // One source asking 200 times gets its burst (20) and a few more from the
+    // refill, not 200 answers.
+    let noisy = UdpSocket::bind("127.3.0.1:0").unwrap();
+    let server = SocketAddr::from(([127, 3, 0, 1], port));
+    noisy
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..200 {
+        noisy.send_to(&allocate, server).unwrap();
+    }
+    let mut answers = 0;
+    let mut buf = [0u8; 1500];
+    while noisy.recv_from(&mut buf).is_ok() {
+        answers += 1;
+    }
+    let allowed = 20 + 5 * (started.elapsed().as_secs() as usize + 1);
+    assert!(
+        (20..=allowed).contains(&answers),
+        "{answers} answers to 200 requests (burst 20, 5/s)"
+    );
+    // A new client is challenged, allocates and relays.
+    relay_round_trip(&mut honest_client(p.turn_addr("127.0.0.1")));
+}
+
+/// TCP clients that never read: with every connection slot taken by clients
+/// whose receive windows are full, a new client must get a slot once the server
+/// gives up on them (write timeout), instead of never.
+#[test]
+fn tcp_clients_that_never_read_lose_their_slots() {
+    let p = TurnProcess::start(
+        "turn",
+        "127.0.0.1",
+        &[
+            ("NATTER_TURN__MAX_TCP_CONNECTIONS", "3"),
+            ("NATTER_TURN__BANDWIDTH_BYTES_PER_SEC", "100000000"),
+        ],
+    );
+    let server = p.turn_addr("127.0.0.1");
+    let blaster = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let blaster_addr = blaster.local_addr().unwrap();
+    let mut stuck = Vec::new();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let mut c = TurnClient::tcp_small_buffer(server).expect("connect");
+        let (user, pass) = rest_credentials(SECRET, "sleepy", 600);
+        c.login(&user, &pass);
+        let (relayed, _) = c.allocate(&[]).expect("allocate over TCP");
+        c.permit(blaster_addr).expect("permission");
+        relays.push(relayed);
+        stuck.push(c); // never read from again
+    }
+    // The peer keeps sending to every relay (as a call's media would), so the
+    // server's queues and the clients' windows fill and stay full.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let payload = [0x55u8; 1200];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for r in &relays {
+                    let _ = blaster.send_to(&payload, r);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    // While they are stuck, the slots are taken.
+    let early = TurnClient::tcp(server).ok().and_then(|mut c| c.binding());
+    assert!(
+        early.is_none(),
+        "a fourth connection got a slot while three are held"
+    );
+    // Within the write timeout (10 s) and some slack, a slot frees up.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut served = false;
+    while Instant::now() < deadline {
+        if let Ok(mut c) = TurnClient::tcp(server)
+            && c.binding().is_some()
+        {
+            let (user, pass) = rest_credentials(SECRET, "alice", 600);
+            c.login(&user, &pass);
+            c.allocate(&[]).expect("a fresh TCP client allocates");
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(served, "no TCP slot came free from clients that never read");
+    drop(stuck);
+    relay_round_trip(&mut honest_client(server));
+}
+
+/// One account looping Allocate(EVEN-PORT R) + Refresh(0), and fetching a new
+/// REST credential for each allocation, meets its quota; the relay port range
+/// is not drained and other users still allocate.
+#[test]
+fn allocation_and_reservation_loops_meet_their_quotas() {
+    let base = 30_000 + (std::process::id() % 200) as u16 * 64;
+    let range = format!("{base}-{}", base + 39);
+    let p = TurnProcess::start(
+        "turn",
+        "127.0.0.1",
+        &[
+            ("NATTER_TURN__PORT_RANGE", range.as_str()),
+            ("NATTER_TURN__MAX_ALLOCATIONS_PER_USER", "8"),
+        ],
+    );
+    let server = p.turn_addr("127.0.0.1");
+    let mut refused = 0;
+    for n in 0..60 {
+        let mut c = TurnClient::udp("127.0.0.1", server);
+        let (user, pass) = rest_credentials(SECRET, "mallory", 600 + n);
+        c.login(&user, &pass);
+        match c.allocate(&[Attribute::EvenPort(true)]) {
+            Ok(_) => c.refresh(0).expect("delete"),
+            Err(486) => refused += 1,
+            Err(other) => panic!("attempt {n}: unexpected {other}"),
+        }
+        // And plain allocations with fresh credentials, left standing.
+        let mut c = TurnClient::udp("127.0.0.1", server);
+        let (user, pass) = rest_credentials(SECRET, "mallory", 1_000 + n);
+        c.login(&user, &pass);
+        match c.allocate(&[]) {
+            Ok(_) | Err(486) => {}
+            Err(other) => panic!("attempt {n}: unexpected {other}"),
+        }
+    }
+    assert!(refused > 40, "the quota held only {refused} times of 60");
+    for _ in 0..3 {
+        relay_round_trip(&mut honest_client(server));
+    }
+}
+
+/// A TURN thread that stops (here by an injected panic, debug builds only) must
+/// not leave the process running half-alive: /readyz turns 503 naming TURN,
+/// and the process exits non-zero within 5 s.
+#[test]
+fn a_stopped_turn_thread_fails_readiness_and_ends_the_process() {
+    for service in ["turn", "all"] {
+        let mut p = TurnProcess::start(
+            service,
+            "127.0.0.1",
+            &[("NATTER_TURN_TEST_PANIC_AFTER_MS", "4000")],
+        );
+        let mut seen_503 = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && p.running() {
+            let (status, body) = p.readyz();
+            if status == 503 {
+                assert!(body.contains("turn"), "{service}: {body}");
+                assert!(body.contains("TURN server stopped"), "{service}: {body}");
+                seen_503 = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let seen = seen_503.unwrap_or_else(|| panic!("{service}: /readyz never turned 503"));
+        let status = p
+            .wait_exit(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{service}: still running 5 s after TURN stopped"));
+        assert!(!status.success(), "{service}: exit status {status}");
+        assert!(seen.elapsed() < Duration::from_secs(5));
+    }
+}
+
+/// On a wildcard listener each request is answered from the address it was sent
+/// to (127.0.0.2 here, while the kernel would pick 127.0.0.1), over a connected
+/// socket that drops anything else, and relaying works through any address.
+#[test]
+fn a_wildcard_listener_answers_from_the_address_it_was_asked_on() {
+    let p = TurnProcess::start("turn", "0.0.0.0", &[]);
+    for ip in ["127.0.0.2", "127.0.0.1"] {
+        let server = p.turn_addr(ip);
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(server).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let b = MessageBuilder::new(Class::Request, Method::BINDING, TransactionId([3; 12]));
+        sock.send(&b.finish(None, true)).unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a reply from the address asked");
+        assert!(n >= 20, "{ip}");
+        relay_round_trip(&mut honest_client(server));
+    }
+}
