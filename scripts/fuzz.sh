@@ -63,8 +63,11 @@ done
 ((${#plan[@]})) || { echo "fuzz: no target matches ${only[*]}" >&2; exit 1; }
 
 echo "fuzz: ${#plan[@]} targets, ${seconds}s each, sanitizer=$sanitizer, $jobs at a time"
-for crate in "${crates[@]}"; do
-  # Build once per crate before the clock starts, so build time is not fuzz time.
+# Build each crate with a planned target once, before the clock starts, so build
+# time is not fuzz time.
+mapfile -t planned < <(printf '%s\n' "${plan[@]}" | cut -d' ' -f1 | sort -u)
+for crate in "${planned[@]}"; do
+  echo "fuzz: building $crate/fuzz"
   (cd "$crate" && CARGO_TARGET_DIR=$fuzz_target_dir/${crate//\//-} \
     cargo fuzz build -O -a "${sanitizer_args[@]}" >/dev/null)
 done

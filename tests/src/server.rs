@@ -95,6 +95,43 @@ pub struct InProcess {
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ring_timeout_secs: u32,
+    turn: TurnSpot,
+}
+
+/// Where the in-process TURN server listens and the address clients are given.
+#[derive(Debug, Clone)]
+pub struct TurnSpot {
+    /// The listening IP (`127.0.0.1`, or a wildcard).
+    pub listen_ip: std::net::IpAddr,
+    /// The host in the TURN URLs handed to clients.
+    pub url_host: String,
+}
+
+impl Default for TurnSpot {
+    fn default() -> Self {
+        Self {
+            listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            url_host: "127.0.0.1".into(),
+        }
+    }
+}
+
+impl TurnSpot {
+    /// TURN on `0.0.0.0`, reached through this host's primary (non-loopback)
+    /// address, as a browser on the host reaches a TURN server on a wildcard
+    /// listener; 127.0.0.2 when the host has no other address.
+    pub fn wildcard() -> Self {
+        let primary = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+            .and_then(|s| s.local_addr())
+            .map(|a| a.ip())
+            .ok()
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+        Self {
+            listen_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            url_host: primary.map_or_else(|| "127.0.0.2".to_owned(), |ip| ip.to_string()),
+        }
+    }
 }
 
 impl InProcess {
@@ -106,6 +143,19 @@ impl InProcess {
     /// Like [`InProcess::start`] with a call ring timeout (call scenarios that
     /// wait for a missed call set it low).
     pub async fn start_with(engine: &str, ring_timeout_secs: u32) -> anyhow::Result<Self> {
+        Self::start_full(engine, ring_timeout_secs, TurnSpot::default()).await
+    }
+
+    /// Like [`InProcess::start`] with TURN where `turn` says.
+    pub async fn start_with_turn(engine: &str, turn: TurnSpot) -> anyhow::Result<Self> {
+        Self::start_full(engine, 60, turn).await
+    }
+
+    async fn start_full(
+        engine: &str,
+        ring_timeout_secs: u32,
+        turn: TurnSpot,
+    ) -> anyhow::Result<Self> {
         let db = match engine {
             "sqlite" => TestDb::sqlite().await,
             "postgres" => TestDb::postgres().await,
@@ -126,6 +176,7 @@ impl InProcess {
             listener,
             shutdown.clone(),
             ring_timeout_secs,
+            &turn,
         )
         .await?;
         Ok(Self {
@@ -136,6 +187,7 @@ impl InProcess {
             shutdown,
             tasks,
             ring_timeout_secs,
+            turn,
         })
     }
 
@@ -164,6 +216,7 @@ impl InProcess {
             listener,
             self.shutdown.clone(),
             self.ring_timeout_secs,
+            &self.turn,
         )
         .await?;
         Ok(())
@@ -206,6 +259,7 @@ async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
     ring_timeout_secs: u32,
+    turn_spot: &TurnSpot,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let clock: natter_common::SharedClock = Arc::new(SystemClock);
     let auth_cfg = AuthConfig {
@@ -239,16 +293,18 @@ async fn serve(
     // TURN and signaling as `natter serve` composes them: loopback relays
     // allowed, so calls between clients on this host can be relay-only.
     let turn_cfg = natter_turn::TurnConfig {
+        listen: SocketAddr::new(turn_spot.listen_ip, 0),
         allowed_peers: "127.0.0.0/8".parse().map_err(anyhow::Error::msg)?,
         ..natter_turn::TurnConfig::for_tests()
     };
     let turn = natter_turn::TurnServer::bind(turn_cfg.clone()).await?;
     let turn_port = turn.local_addrs().udp.port();
+    let host = &turn_spot.url_host;
     let signaling = natter_signaling::SignalingService::build(
         natter_signaling::SignalingConfig {
             turn_urls: natter_signaling::config::UrlList(vec![
-                format!("turn:127.0.0.1:{turn_port}?transport=udp"),
-                format!("turn:127.0.0.1:{turn_port}?transport=tcp"),
+                format!("turn:{host}:{turn_port}?transport=udp"),
+                format!("turn:{host}:{turn_port}?transport=tcp"),
             ]),
             ring_timeout_secs,
             ..natter_signaling::SignalingConfig::default()

@@ -9,7 +9,7 @@ use natter_client::call::wav::Pcm;
 use natter_client::call::{CallOptions, answer};
 use natter_client::{Api, Chat, ConnectOptions, Event};
 use natter_tests::audio;
-use natter_tests::server::InProcess;
+use natter_tests::server::{InProcess, TurnSpot};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,10 +26,24 @@ fn tools_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_chromium_calls_a_rust_client_relay_only() {
+    browser_calls_rust_client(TurnSpot::default()).await;
+}
+
+/// The same call with TURN on a wildcard listener reached through the host's
+/// primary address: Chromium sends from that interface, and reported "TURN
+/// server not answering" while replies left from another address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_calls_through_a_wildcard_turn_listener() {
+    let spot = TurnSpot::wildcard();
+    eprintln!("TURN on 0.0.0.0, clients given {}", spot.url_host);
+    browser_calls_rust_client(spot).await;
+}
+
+async fn browser_calls_rust_client(turn: TurnSpot) {
     let work = natter_common::testing::TempDir::new("natter-browser");
     let mic = work.path().join("mic.wav");
     Pcm::tone(48_000, MIC_HZ, 10.0, 0.5).write(&mic).unwrap();
-    let server = InProcess::start("sqlite").await.unwrap();
+    let server = InProcess::start_with_turn("sqlite", turn).await.unwrap();
     let api = Api::new(&server.url()).unwrap();
     let browser_user = server
         .registered(&api, "+14155550501", "browser-test")

@@ -36,7 +36,12 @@ fn require_tools() {
 }
 
 async fn start(allow_loopback: bool) -> (u16, natter_common::Shutdown) {
+    start_on("127.0.0.1:0", allow_loopback).await
+}
+
+async fn start_on(listen: &str, allow_loopback: bool) -> (u16, natter_common::Shutdown) {
     let mut config = TurnConfig::for_tests();
+    config.listen = listen.parse().unwrap();
     config.auth_secret = natter_common::Secret::new(SECRET);
     if allow_loopback {
         config.allowed_peers = "127.0.0.1/32".parse().unwrap();
@@ -124,6 +129,18 @@ async fn uclient(
     tcp: bool,
     messages: &str,
 ) -> String {
+    uclient_to("127.0.0.1", port, peer_port, user, pass, tcp, messages).await
+}
+
+async fn uclient_to(
+    server: &str,
+    port: u16,
+    peer_port: u16,
+    user: &str,
+    pass: &str,
+    tcp: bool,
+    messages: &str,
+) -> String {
     let (port, peer_port) = (port.to_string(), peer_port.to_string());
     let mut args = vec!["turnutils_uclient"];
     if tcp {
@@ -146,8 +163,38 @@ async fn uclient(
     } else {
         args.extend(["-m", "1", "-n", "5"]);
     }
-    args.push("127.0.0.1");
+    args.push(server);
     run(if messages == "full" { 30 } else { 10 }, &args).await
+}
+
+/// On a wildcard listener the server must answer from the address it was asked
+/// on: coturn's client talks to 127.0.0.2 (the kernel would pick 127.0.0.1 for an
+/// unpinned reply) over UDP and TCP, and every message is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_clients_relay_through_a_wildcard_listener() {
+    require_tools();
+    let (port, shutdown) = start_on("0.0.0.0:0", true).await;
+    let (peer_port, _peer) = start_peer().await;
+    let out = run(
+        10,
+        &["turnutils_stunclient", "-p", &port.to_string(), "127.0.0.2"],
+    )
+    .await;
+    assert!(
+        out.contains("reflexive addr"),
+        "STUN binding failed:\n{out}"
+    );
+    let (user, pass) = creds(600, "alice");
+    for tcp in [false, true] {
+        let out = uclient_to("127.0.0.2", port, peer_port, &user, &pass, tcp, "full").await;
+        let (sent, recv) = totals(&out);
+        assert!(
+            sent.is_some_and(|s| s > 0) && sent == recv,
+            "relay via 127.0.0.2 (tcp={tcp}): sent={sent:?} recv={recv:?}\n{}",
+            tail(&out)
+        );
+    }
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,7 +113,7 @@ impl Input<'_> {
                     .expect("literal")
             }
         };
-        let port = if self.byte() % 4 == 0 {
+        let port = if self.byte().is_multiple_of(4) {
             3478
         } else {
             self.u16()
@@ -180,11 +180,13 @@ impl Run {
     fn step(&mut self, h: &mut Harness, input: &mut Input<'_>, ft: FiveTuple) -> Vec<Transmit> {
         match input.byte() % 12 {
             0 | 1 => {
-                let mut attrs = vec![Attribute::RequestedTransport(if input.byte() % 8 == 0 {
-                    6
-                } else {
-                    17
-                })];
+                let mut attrs = vec![Attribute::RequestedTransport(
+                    if input.byte().is_multiple_of(8) {
+                        6
+                    } else {
+                        17
+                    },
+                )];
                 match input.byte() % 5 {
                     0 => attrs.push(Attribute::EvenPort(true)),
                     1 => attrs.push(Attribute::EvenPort(false)),
@@ -195,7 +197,7 @@ impl Run {
                     }
                     _ => {}
                 }
-                if input.byte() % 2 == 0 {
+                if input.byte().is_multiple_of(2) {
                     attrs.push(Attribute::Lifetime(u32::from(input.u16())));
                 }
                 self.signed(h, input, ft, Method::ALLOCATE, &attrs)
@@ -219,7 +221,7 @@ impl Run {
                 self.signed(h, input, ft, Method::CHANNEL_BIND, &attrs)
             }
             4 => {
-                let lifetime = if input.byte() % 3 == 0 {
+                let lifetime = if input.byte().is_multiple_of(3) {
                     0
                 } else {
                     u32::from(input.u16())
@@ -351,7 +353,7 @@ impl Run {
     }
 
     fn nonce_or_text(&mut self, input: &mut Input<'_>, ft: FiveTuple) -> String {
-        if input.byte() % 2 == 0
+        if input.byte().is_multiple_of(2)
             && let Some((_, n)) = self
                 .nonces
                 .iter()
