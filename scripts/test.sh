@@ -22,6 +22,19 @@ fi
 
 step() { printf '\n== %s ==\n' "$*"; }
 
+# A test run compares with the checked-in expectations and never rewrites them:
+# with a bless variable set, golden and OpenAPI tests would write what the code
+# produces and pass. Blessing is its own command (scripts/bless.sh).
+for var in NATTER_BLESS UPDATE_OPENAPI; do
+  if [[ -n ${!var+set} ]]; then
+    echo "$var is set: the tests would rewrite their expectations instead of checking them." >&2
+    echo "Unset it to test; run scripts/bless.sh to rewrite golden files on purpose." >&2
+    exit 2
+  fi
+done
+# What the tree looked like before the tests, so a test that writes into it fails the run.
+tree_before=$(git status --porcelain=v1 --untracked-files=all 2>/dev/null || true)
+
 step "dependencies"
 scripts/test-deps.sh
 
@@ -34,6 +47,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests.
+  step "doctests"
+  cargo test --workspace --locked --doc
 else
   cargo test --workspace --locked --no-fail-fast
 fi
@@ -43,4 +59,12 @@ for check in scripts/checks/*.sh; do
   step "$check"
   bash "$check"
 done
+step "the tests left the tree as they found it"
+tree_after=$(git status --porcelain=v1 --untracked-files=all 2>/dev/null || true)
+if [[ $tree_after != "$tree_before" ]]; then
+  echo "the test run changed files in the clone:" >&2
+  diff <(printf '%s\n' "$tree_before") <(printf '%s\n' "$tree_after") >&2 || true
+  git --no-pager diff --stat >&2 || true
+  exit 1
+fi
 echo "all tests passed"

@@ -687,3 +687,42 @@ both_engines!(
         assert_ne!(again["user_id"], alice["user_id"]);
     }
 );
+
+/// `auth.limit_lookup_per_user`: number lookups per caller are limited (they
+/// reveal who is registered), 429 `rate_limited` with `Retry-After` beyond it,
+/// and another caller keeps its own budget.
+#[tokio::test]
+async fn number_lookups_are_rate_limited_per_caller() {
+    let cfg = natter_auth::AuthConfig {
+        limit_lookup_per_user: natter_common::ratelimit::Quota::new(3, 60),
+        ..natter_auth::AuthConfig::for_tests()
+    };
+    let h = Harness::with_config(Engine::Sqlite, cfg).await;
+    let alice = h.register(ALICE).await;
+    let bob = h.register(BOB).await;
+    let lookup = |t: String| {
+        let h = &h;
+        async move {
+            h.call_raw(
+                "POST",
+                "/v1/accounts/lookup",
+                Some(&t),
+                Some(json!({"number": ALICE}).to_string().into_bytes()),
+                "198.51.100.7",
+                true,
+            )
+            .await
+        }
+    };
+    for n in 0..3 {
+        let (s, _, v) = lookup(token(&bob)).await;
+        assert_eq!(s, StatusCode::OK, "lookup {n}: {v}");
+    }
+    let (s, headers, v) = lookup(token(&bob)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limited");
+    assert_eq!(headers["retry-after"], "20");
+    let (s, _, _) = lookup(token(&alice)).await;
+    assert_eq!(s, StatusCode::OK, "another caller has its own budget");
+    h.cleanup().await;
+}

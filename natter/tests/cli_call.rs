@@ -88,11 +88,29 @@ async fn two_natter_cli_processes_call_and_record_each_other() {
     .arg("--record")
     .arg(&b_out)
     .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    // Give the callee's socket a moment; a call to an offline device would
-    // wait for it anyway (VoIP push, then ringing on connect).
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Call once the callee's socket is up: it says so on stderr (the rest of
+    // its stderr is passed through for the test log).
+    let mut answer = answer;
+    let callee_log = answer.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(callee_log)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("callee: {line}");
+            if line.contains("waiting for a call") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the callee connects and waits for a call");
     let call = cli(
         &server,
         &ha,
@@ -120,13 +138,10 @@ async fn two_natter_cli_processes_call_and_record_each_other() {
     );
     assert!(answered.status.success(), "answer failed");
     let said = String::from_utf8_lossy(&call.stdout);
-    // Our side sends from its relay; the far end is its relay too (it is
-    // relay-only), named `prflx` when its connectivity check reached us
-    // before its trickled candidate did (the stats then list no candidate).
-    assert!(
-        said.contains("path relay->relay") || said.contains("path relay->prflx"),
-        "{said}"
-    );
+    // Both ends are relay-only: our side sends from its relay to the far end's
+    // relay (which the SDK names `relay` even when the far end's connectivity
+    // check arrived before its trickled candidate).
+    assert!(said.contains("path relay->relay"), "{said}");
     for (file, hz) in [(&a_out, 1000.0), (&b_out, 440.0)] {
         let rec = Pcm::read(file).unwrap();
         let (s, e) = audio::loud_span(&rec.samples, 16_000, 500.0).expect("a loud recording");

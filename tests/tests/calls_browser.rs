@@ -53,11 +53,16 @@ async fn browser_calls_rust_client(turn: TurnSpot) {
         .await;
     let callee = rust_user.credentials().user();
     let (chat, mut events) = Chat::connect(rust_user.clone(), ConnectOptions::default());
-    while let Some(ev) = events.recv().await {
-        if ev == Event::Synced {
-            break;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = events.recv().await {
+            if ev == Event::Synced {
+                return;
+            }
         }
-    }
+        panic!("the chat socket closed before it synced");
+    })
+    .await
+    .expect("the callee's socket syncs within 30 s");
     let token = browser_user.token().await.unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/call.cjs");
     let node = tokio::process::Command::new("node")

@@ -11,8 +11,12 @@ use std::net::UdpSocket;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use natter_turn::{TurnConfig, TurnServer};
 use natter_turn_core::auth::rest_password;
+use natter_turn_core::codec::{Attribute, AttributeType, Class, Message, Method};
 use tokio::process::{Child, Command};
 
 const SECRET: &str = "interop-secret";
@@ -92,6 +96,11 @@ fn creds(offset_secs: i64, user: &str) -> (String, String) {
 
 /// Runs a tool under `timeout` (coturn's clients hang instead of failing).
 async fn run(secs: u32, args: &[&str]) -> String {
+    run_status(secs, args).await.1
+}
+
+/// Like [`run`], with whether the tool exited successfully.
+async fn run_status(secs: u32, args: &[&str]) -> (bool, String) {
     let out = Command::new("timeout")
         .arg(secs.to_string())
         .args(args)
@@ -99,11 +108,101 @@ async fn run(secs: u32, args: &[&str]) -> String {
         .output()
         .await
         .expect("timeout(1) runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
+}
+
+/// A UDP relay between coturn's client and our server that records what the
+/// server answered (method, class, error code): coturn's client says only
+/// "Cannot complete Allocation" when refused, so the wire is the witness that
+/// the refusal was the right one.
+struct WireTap {
+    port: u16,
+    answers: Arc<Mutex<Vec<(Method, Class, Option<u16>)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl WireTap {
+    fn start(server_port: u16) -> WireTap {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(("127.0.0.1", server_port)).unwrap();
+        front.set_nonblocking(true).unwrap();
+        back.set_nonblocking(true).unwrap();
+        let port = front.local_addr().unwrap().port();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (answers.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut client = None;
+            let mut buf = [0u8; 65_536];
+            while !stopped.load(Ordering::Relaxed) {
+                let mut idle = true;
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    client = Some(from);
+                    let _ = back.send(&buf[..n]);
+                    idle = false;
+                }
+                if let Ok(n) = back.recv(&mut buf) {
+                    if let Ok(msg) = Message::decode(&buf[..n]) {
+                        let code = match msg.get(AttributeType::ERROR_CODE) {
+                            Ok(Some(Attribute::ErrorCode(e))) => Some(e.code),
+                            _ => None,
+                        };
+                        seen.lock().unwrap().push((msg.method, msg.class, code));
+                    }
+                    if let Some(c) = client {
+                        let _ = front.send_to(&buf[..n], c);
+                    }
+                    idle = false;
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        WireTap {
+            port,
+            answers,
+            stop,
+        }
+    }
+
+    fn answers(&self) -> Vec<(Method, Class, Option<u16>)> {
+        self.answers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WireTap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A refused Allocate seen on the wire: answered 401 (more than the first
+/// challenge), never with success.
+fn assert_refused_with_401(tap: &WireTap, what: &str, out: &str) {
+    let answers = tap.answers();
+    let allocate: Vec<_> = answers
+        .iter()
+        .filter(|(m, _, _)| *m == Method::ALLOCATE)
+        .collect();
+    assert!(
+        !allocate.iter().any(|(_, c, _)| *c == Class::Success),
+        "{what}: an Allocate succeeded: {answers:?}"
+    );
+    let unauthorized = allocate.iter().filter(|(_, _, c)| *c == Some(401)).count();
+    assert!(
+        unauthorized >= 2,
+        "{what}: expected the challenge and a 401 refusal, saw {answers:?}\n{}",
+        tail(out)
+    );
 }
 
 /// The last `tot_send_msgs` / `tot_recv_msgs` figures of a uclient run.
@@ -141,6 +240,21 @@ async fn uclient_to(
     tcp: bool,
     messages: &str,
 ) -> String {
+    uclient_status(server, port, peer_port, user, pass, tcp, messages)
+        .await
+        .1
+}
+
+/// Runs coturn's client; whether it exited successfully, and its output.
+async fn uclient_status(
+    server: &str,
+    port: u16,
+    peer_port: u16,
+    user: &str,
+    pass: &str,
+    tcp: bool,
+    messages: &str,
+) -> (bool, String) {
     let (port, peer_port) = (port.to_string(), peer_port.to_string());
     let mut args = vec!["turnutils_uclient"];
     if tcp {
@@ -164,7 +278,7 @@ async fn uclient_to(
         args.extend(["-m", "1", "-n", "5"]);
     }
     args.push(server);
-    run(if messages == "full" { 30 } else { 10 }, &args).await
+    run_status(if messages == "full" { 30 } else { 10 }, &args).await
 }
 
 /// On a wildcard listener the server must answer from the address it was asked
@@ -225,9 +339,14 @@ async fn coturn_clients_bind_relay_and_are_refused_when_they_should_be() {
         );
     }
 
+    // Refusals must be the right ones: coturn's client fails (non-zero exit,
+    // "Cannot complete Allocation") and the wire shows 401s, not silence or a
+    // crash.
+    let tap = WireTap::start(port);
     let (user, _) = creds(600, "mallory");
-    let out = uclient(
-        port,
+    let (ok, out) = uclient_status(
+        "127.0.0.1",
+        tap.port,
         peer_port,
         &user,
         "d3JvbmcgcGFzc3dvcmQ=",
@@ -236,18 +355,41 @@ async fn coturn_clients_bind_relay_and_are_refused_when_they_should_be() {
     )
     .await;
     assert!(
+        !ok && out.contains("Cannot complete Allocation"),
+        "wrong password:\n{}",
+        tail(&out)
+    );
+    assert!(
         !relayed_any(&out),
         "wrong password relayed:\n{}",
         tail(&out)
     );
+    assert_refused_with_401(&tap, "wrong password", &out);
+    drop(tap);
 
+    let tap = WireTap::start(port);
     let (user, pass) = creds(-60, "alice");
-    let out = uclient(port, peer_port, &user, &pass, false, "short").await;
+    let (ok, out) = uclient_status(
+        "127.0.0.1",
+        tap.port,
+        peer_port,
+        &user,
+        &pass,
+        false,
+        "short",
+    )
+    .await;
+    assert!(
+        !ok && out.contains("Cannot complete Allocation"),
+        "expired credentials:\n{}",
+        tail(&out)
+    );
     assert!(
         !relayed_any(&out),
         "expired credentials relayed:\n{}",
         tail(&out)
     );
+    assert_refused_with_401(&tap, "expired credentials", &out);
     shutdown.cancel();
 }
 
@@ -258,7 +400,14 @@ async fn default_policy_refuses_relaying_to_loopback() {
     let (peer_port, _peer) = start_peer().await;
     let (user, pass) = creds(600, "alice");
     for tcp in [false, true] {
-        let out = uclient(port, peer_port, &user, &pass, tcp, "short").await;
+        let (ok, out) =
+            uclient_status("127.0.0.1", port, peer_port, &user, &pass, tcp, "short").await;
+        // The allocation succeeds; the peer is refused with 403 Forbidden.
+        assert!(
+            !ok && out.contains("error 403"),
+            "loopback peer not refused with 403 (tcp={tcp}):\n{}",
+            tail(&out)
+        );
         assert!(
             !relayed_any(&out),
             "relayed to 127.0.0.1 (tcp={tcp}):\n{}",

@@ -9,6 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use natter_turn::{TurnConfig, TurnServer};
 use natter_turn_core::auth::rest_password;
 use tokio::process::Command;
@@ -90,8 +93,8 @@ async fn turns_relays_and_sighup_reloads_the_certificate_without_dropping_sessio
         .as_secs();
     let user = format!("{}:tls", now + 600);
     let pass = rest_password(SECRET.as_bytes(), &user);
-    // About 4 s of traffic over TLS, so the reload lands in the middle of it.
-    let session = Command::new("timeout")
+    // About 8 s of traffic over TLS, so the reload lands in the middle of it.
+    let mut session = Command::new("timeout")
         .args([
             "30",
             "turnutils_uclient",
@@ -112,7 +115,7 @@ async fn turns_relays_and_sighup_reloads_the_certificate_without_dropping_sessio
             "-m",
             "2",
             "-n",
-            "200",
+            "400",
             "-l",
             "100",
             "-z",
@@ -124,7 +127,11 @@ async fn turns_relays_and_sighup_reloads_the_certificate_without_dropping_sessio
         .spawn()
         .unwrap();
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // coturn's client prints its running totals about once a second: the test
+    // reads them to see that the session is live when SIGHUP arrives, and still
+    // relaying after the reload.
+    let (echoed, text) = follow_totals(session.stdout.take().unwrap());
+    let live = wait_for_count(&echoed, 20, "echoes received before the reload").await;
     make_cert(&dir, "second.natter.test").await;
     let out = sh(&format!("kill -HUP {}", std::process::id())).await;
     assert!(out.trim().is_empty(), "kill -HUP: {out}");
@@ -140,11 +147,15 @@ async fn turns_relays_and_sighup_reloads_the_certificate_without_dropping_sessio
         subject.contains("second.natter.test"),
         "after SIGHUP the server still serves: {subject}"
     );
+    // The session that was live at the reload keeps relaying after it.
+    let after = echoed.load(Ordering::Relaxed);
+    assert!(after >= live);
+    wait_for_count(&echoed, after + 20, "echoes received after the reload").await;
 
     let out = session.wait_with_output().await.unwrap();
     let text = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        text.lock().unwrap(),
         String::from_utf8_lossy(&out.stderr)
     );
     let last = |key: &str| {
@@ -164,4 +175,46 @@ async fn turns_relays_and_sighup_reloads_the_certificate_without_dropping_sessio
     );
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads coturn's client output as it comes: the latest `tot_recv_msgs` and
+/// the whole text.
+fn follow_totals(
+    stdout: tokio::process::ChildStdout,
+) -> (Arc<AtomicU64>, Arc<std::sync::Mutex<String>>) {
+    use tokio::io::AsyncBufReadExt;
+    let count = Arc::new(AtomicU64::new(0));
+    let text = Arc::new(std::sync::Mutex::new(String::new()));
+    let (c, t) = (count.clone(), text.clone());
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((_, rest)) = line.split_once("tot_recv_msgs=") {
+                let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(n) = n.parse::<u64>() {
+                    c.fetch_max(n, Ordering::Relaxed);
+                }
+            }
+            let mut t = t.lock().unwrap();
+            t.push_str(&line);
+            t.push('\n');
+        }
+    });
+    (count, text)
+}
+
+/// Waits (at most 20 s) until `count` reaches `at_least`; returns the count.
+async fn wait_for_count(count: &AtomicU64, at_least: u64, what: &str) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = count.load(Ordering::Relaxed);
+        if now >= at_least {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {now} of {at_least} after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

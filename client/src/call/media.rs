@@ -420,10 +420,16 @@ impl Media {
         // remote candidate first seen in the peer's own connectivity check
         // (peer-reflexive: its check overtook its trickled candidate, as on a
         // loaded machine) has no entry, and is named for what it is.
-        let selected_pair = pair.and_then(|(l, r)| {
+        let mut selected_pair = pair.and_then(|(l, r)| {
             let remote = kind_of(&r, false).unwrap_or_else(|| "prflx".to_owned());
             Some((kind_of(&l, true)?, remote))
         });
+        if let Some((_, remote)) = &mut selected_pair
+            && remote == "prflx"
+            && let Some(signalled) = self.signalled_type_of_selected_remote().await
+        {
+            *remote = signalled;
+        }
         let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         MediaStats {
             selected_pair,
@@ -433,6 +439,34 @@ impl Media {
             recovered: r.recovered,
             max_gap_ms: r.max_gap.as_millis() as u64,
         }
+    }
+
+    /// The type the peer signalled for the selected pair's remote address, once
+    /// its trickled candidate has arrived. A candidate first learned from the
+    /// peer's connectivity check is peer-reflexive by name only: when the peer
+    /// later signals a candidate at the same address (its relay, for a relay-only
+    /// peer), that is what it is.
+    async fn signalled_type_of_selected_remote(&self) -> Option<String> {
+        for sender in self.pc.get_senders().await {
+            let Ok(Some(dtls)) = sender.transport().await else {
+                continue;
+            };
+            let ice = dtls.ice_transport();
+            let Ok(Some(pair)) = ice.get_selected_candidate_pair().await else {
+                continue;
+            };
+            let remote = pair.remote();
+            let Ok(signalled) = ice.get_remote_candidates().await else {
+                continue;
+            };
+            if let Some(c) = signalled
+                .iter()
+                .find(|c| c.address == remote.address && c.port == remote.port)
+            {
+                return Some(c.typ.to_string());
+            }
+        }
+        None
     }
 
     /// What was received so far, 16 kHz mono.
