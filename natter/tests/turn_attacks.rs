@@ -58,6 +58,76 @@ fn a_malformed_nonce_datagram_does_not_stop_turn() {
     assert_eq!(p.readyz().0, 200);
 }
 
+/// Every fuzz seed (valid and malformed STUN, ChannelData, TCP framing, whole
+/// lifecycles) and thousands of mutations of them, over UDP and TCP: the server
+/// keeps answering and relaying.
+#[test]
+fn malformed_datagrams_and_streams_leave_turn_serving() {
+    let p = TurnProcess::start("turn", "127.0.0.1", &[]);
+    let server = p.turn_addr("127.0.0.1");
+    let seeds_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../turn-stun/fuzz/seeds");
+    let mut seeds = Vec::new();
+    for target in std::fs::read_dir(&seeds_dir).expect("turn-stun/fuzz/seeds") {
+        for seed in std::fs::read_dir(target.unwrap().path()).unwrap() {
+            seeds.push(std::fs::read(seed.unwrap().path()).unwrap());
+        }
+    }
+    assert!(seeds.len() > 40, "{} seeds", seeds.len());
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // The garbage comes from its own address: it spends that source's budget of
+    // unauthenticated answers, which must not be mistaken for a stopped server.
+    let udp = UdpSocket::bind("127.0.0.66:0").unwrap();
+    let tcp_from = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        s.bind(&SocketAddr::from(([127, 0, 0, 66], 0)).into())
+            .ok()?;
+        s.connect(&server.into()).ok()?;
+        Some(std::net::TcpStream::from(s))
+    };
+    let mut sent = 0;
+    for round in 0..60 {
+        let mut tcp = tcp_from();
+        for seed in &seeds {
+            let mut d = seed.clone();
+            if round > 0 && !d.is_empty() {
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % d.len();
+                    d[i] ^= (next() as u8) | 1;
+                }
+                if next() % 5 == 0 {
+                    d.truncate((next() as usize) % d.len());
+                }
+            }
+            let _ = udp.send_to(&d, server);
+            if let Some(t) = &mut tcp
+                && std::io::Write::write_all(t, &d).is_err()
+            {
+                tcp = tcp_from();
+            }
+            sent += 1;
+        }
+    }
+    assert!(sent > 2_000);
+    let mut probe = TurnClient::udp("127.0.0.1", server);
+    assert!(
+        probe.binding().is_some(),
+        "Binding answered after {sent} bad inputs"
+    );
+    relay_round_trip(&mut honest_client(server));
+    let mut tcp = TurnClient::tcp(server).expect("TCP still accepted");
+    let (user, pass) = rest_credentials(SECRET, "alice", 600);
+    tcp.login(&user, &pass);
+    tcp.allocate(&[]).expect("TCP allocation after the garbage");
+    assert_eq!(p.readyz().0, 200);
+}
+
 /// Unauthenticated requests from thousands of sources (more than the limiter
 /// remembers) must neither lock new clients out nor grow memory without bound,
 /// and one source gets its burst of answers, not one per request.
@@ -110,29 +180,53 @@ fn a_flood_from_many_sources_leaves_room_for_honest_clients() {
     relay_round_trip(&mut honest_client(p.turn_addr("127.0.0.1")));
 }
 
-/// TCP clients that never read: with every connection slot taken by clients
-/// whose receive windows are full, a new client must get a slot once the server
-/// gives up on them (write timeout), instead of never.
+/// TCP and TLS clients that never read: with every connection slot taken by
+/// clients whose receive windows are full, new clients must get slots once the
+/// server gives up on them (write timeout), instead of never.
 #[test]
-fn tcp_clients_that_never_read_lose_their_slots() {
+fn tcp_and_tls_clients_that_never_read_lose_their_slots() {
+    let certs = natter_common::testing::TempDir::new("natter-turn-tls");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/test-deps.sh installs it)");
+    assert!(made.status.success(), "openssl req failed");
+    let tls_port = turn_process::free_port("127.0.0.1");
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let p = TurnProcess::start(
         "turn",
         "127.0.0.1",
         &[
             ("NATTER_TURN__MAX_TCP_CONNECTIONS", "3"),
             ("NATTER_TURN__BANDWIDTH_BYTES_PER_SEC", "100000000"),
+            ("NATTER_TURN__TLS_LISTEN", tls_listen.as_str()),
+            ("NATTER_TURN__TLS_CERT_PATH", cert_s.as_str()),
+            ("NATTER_TURN__TLS_KEY_PATH", key_s.as_str()),
         ],
     );
     let server = p.turn_addr("127.0.0.1");
+    let tls_server: SocketAddr = tls_listen.parse().unwrap();
     let blaster = UdpSocket::bind("127.0.0.1:0").unwrap();
     let blaster_addr = blaster.local_addr().unwrap();
     let mut stuck = Vec::new();
     let mut relays = Vec::new();
-    for _ in 0..3 {
-        let mut c = TurnClient::tcp_small_buffer(server).expect("connect");
+    for n in 0..3 {
+        let mut c = if n == 2 {
+            TurnClient::tls(tls_server).expect("TLS client")
+        } else {
+            TurnClient::tcp_small_buffer(server).expect("connect")
+        };
         let (user, pass) = rest_credentials(SECRET, "sleepy", 600);
         c.login(&user, &pass);
-        let (relayed, _) = c.allocate(&[]).expect("allocate over TCP");
+        let (relayed, _) = c.allocate(&[]).expect("allocate over TCP/TLS");
         c.permit(blaster_addr).expect("permission");
         relays.push(relayed);
         stuck.push(c); // never read from again
@@ -159,24 +253,41 @@ fn tcp_clients_that_never_read_lose_their_slots() {
         early.is_none(),
         "a fourth connection got a slot while three are held"
     );
-    // Within the write timeout (10 s) and some slack, a slot frees up.
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let mut served = false;
-    while Instant::now() < deadline {
-        if let Ok(mut c) = TurnClient::tcp(server)
+    // Within the write timeout (10 s) and some slack, the slots free up: a new
+    // TCP client and a new TLS client both get in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut tcp_served, mut tls_served) = (None, None);
+    while Instant::now() < deadline && (tcp_served.is_none() || tls_served.is_none()) {
+        if tcp_served.is_none()
+            && let Ok(mut c) = TurnClient::tcp(server)
             && c.binding().is_some()
         {
             let (user, pass) = rest_credentials(SECRET, "alice", 600);
             c.login(&user, &pass);
             c.allocate(&[]).expect("a fresh TCP client allocates");
-            served = true;
-            break;
+            tcp_served = Some(c);
+        }
+        if tls_served.is_none()
+            && let Ok(mut c) = TurnClient::tls(tls_server)
+            && c.binding().is_some()
+        {
+            let (user, pass) = rest_credentials(SECRET, "alice", 600);
+            c.login(&user, &pass);
+            c.allocate(&[]).expect("a fresh TLS client allocates");
+            tls_served = Some(c);
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flood.join().unwrap();
-    assert!(served, "no TCP slot came free from clients that never read");
+    assert!(
+        tcp_served.is_some(),
+        "no TCP slot came free from clients that never read"
+    );
+    assert!(
+        tls_served.is_some(),
+        "no TLS slot came free from clients that never read"
+    );
     drop(stuck);
     relay_round_trip(&mut honest_client(server));
 }

@@ -48,6 +48,14 @@ impl Answer {
 enum Conn {
     Udp(UdpSocket, SocketAddr),
     Tcp(TcpStream, Vec<u8>),
+    /// TLS through `openssl s_client -quiet`: bytes written to its stdin go out
+    /// encrypted, decrypted bytes come out of its stdout (read by a thread).
+    Tls(
+        std::process::Child,
+        std::process::ChildStdin,
+        std::sync::mpsc::Receiver<Vec<u8>>,
+        Vec<u8>,
+    ),
 }
 
 /// One client 5-tuple.
@@ -87,6 +95,34 @@ impl TurnClient {
         Ok(TurnClient::over(Conn::Tcp(socket.into(), Vec::new())))
     }
 
+    /// A TLS client (TURNS) through `openssl s_client`. Once the caller stops
+    /// calling [`TurnClient::recv`], nothing reads s_client's output: its pipe
+    /// fills, s_client stops reading the socket, and the server's writes stall,
+    /// as with a real client that stopped reading.
+    pub(crate) fn tls(server: SocketAddr) -> std::io::Result<TurnClient> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &server.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        // A bounded hand-off: the reader thread blocks (and so stops reading
+        // the pipe) once 4 chunks wait unread.
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(TurnClient::over(Conn::Tls(child, stdin, rx, Vec::new())))
+    }
+
     fn over(conn: Conn) -> TurnClient {
         TurnClient {
             conn,
@@ -103,6 +139,7 @@ impl TurnClient {
         match &self.conn {
             Conn::Udp(s, _) => s.local_addr().unwrap(),
             Conn::Tcp(s, _) => s.local_addr().unwrap(),
+            Conn::Tls(..) => panic!("the TLS client's address is s_client's"),
         }
     }
 
@@ -122,6 +159,9 @@ impl TurnClient {
             Conn::Tcp(s, _) => {
                 let _ = s.write_all(bytes);
             }
+            Conn::Tls(_, stdin, _, _) => {
+                let _ = stdin.write_all(bytes).and_then(|()| stdin.flush());
+            }
         }
     }
 
@@ -136,6 +176,20 @@ impl TurnClient {
                 buf.truncate(n);
                 Some(buf)
             }
+            Conn::Tls(_, _, rx, pending) => loop {
+                if let Ok(Some(len)) = stream_frame_len(pending)
+                    && len <= pending.len()
+                {
+                    let frame = pending[..len].to_vec();
+                    pending.drain(..len);
+                    return Some(frame);
+                }
+                let left = deadline.checked_duration_since(Instant::now())?;
+                match rx.recv_timeout(left) {
+                    Ok(chunk) => pending.extend_from_slice(&chunk),
+                    Err(_) => return None,
+                }
+            },
             Conn::Tcp(s, pending) => loop {
                 if let Ok(Some(len)) = stream_frame_len(pending)
                     && len <= pending.len()
@@ -341,4 +395,13 @@ pub(crate) fn relay_round_trip(client: &mut TurnClient) {
     peer.send_to(b"to the client", from).unwrap();
     let (p, data) = client.recv_data().expect("the client receives");
     assert_eq!((p, data.as_slice()), (peer_addr, &b"to the client"[..]));
+}
+
+impl Drop for TurnClient {
+    fn drop(&mut self) {
+        if let Conn::Tls(child, ..) = &mut self.conn {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
