@@ -7,6 +7,7 @@
 #   scripts/bless.sh            # everything
 #   scripts/bless.sh openapi    # only the OpenAPI documents
 #   scripts/bless.sh scenarios  # only the scenario transcripts
+#   scripts/bless.sh seeds      # only media's generated fuzz seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/natter/target}
@@ -18,6 +19,9 @@ run() {
     cargo test --locked "$@"
   fi
 }
+if [[ $what == all || $what == seeds ]]; then
+  NATTER_WRITE_SEEDS=1 cargo test --locked -p natter-media --lib write_seeds
+fi
 if [[ $what == all || $what == openapi ]]; then
   UPDATE_OPENAPI=1 run -p natter-auth --test openapi
   UPDATE_OPENAPI=1 run -p natter-media --test lifecycle openapi
@@ -26,5 +30,5 @@ if [[ $what == all || $what == scenarios ]]; then
   scripts/test-deps.sh
   NATTER_BLESS=1 run -p natter-tests -p natter
 fi
-git status --short -- tests docs/api
+git status --short -- tests docs/api media/fuzz/seeds
 echo "blessed ($what): review the diff above before committing"

@@ -25,7 +25,7 @@ step() { printf '\n== %s ==\n' "$*"; }
 # A test run compares with the checked-in expectations and never rewrites them:
 # with a bless variable set, golden and OpenAPI tests would write what the code
 # produces and pass. Blessing is its own command (scripts/bless.sh).
-for var in NATTER_BLESS UPDATE_OPENAPI; do
+for var in NATTER_BLESS UPDATE_OPENAPI NATTER_WRITE_SEEDS; do
   if [[ -n ${!var+set} ]]; then
     echo "$var is set: the tests would rewrite their expectations instead of checking them." >&2
     echo "Unset it to test; run scripts/bless.sh to rewrite golden files on purpose." >&2

@@ -88,13 +88,13 @@ mod tests {
         replay("thumbnail", super::thumbnail);
     }
 
-    /// Regenerates the seed corpora: `NATTER_WRITE_SEEDS=1 cargo test -p
-    /// natter-media --lib write_seeds`.
-    #[test]
-    fn write_seeds() {
-        if std::env::var_os("NATTER_WRITE_SEEDS").is_none() {
-            return;
-        }
+    /// The fuzz targets, each with a corpus directory under `fuzz/seeds/`.
+    const TARGETS: [&str; 4] = ["sniff", "image_header", "upload_headers", "thumbnail"];
+
+    /// The generated seed corpora: `(target, file name, bytes)`. The committed
+    /// `fuzz/seeds/` holds these (checked below) plus whatever was copied in by
+    /// hand (crash reproducers from `scripts/fuzz.sh`).
+    fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         let img = image::RgbImage::from_fn(24, 16, |x, y| {
             image::Rgb([(x * 10) as u8, (y * 15) as u8, 77])
         });
@@ -119,23 +119,19 @@ mod tests {
         bomb.extend_from_slice(&100_000u32.to_be_bytes());
         bomb.extend_from_slice(&100_000u32.to_be_bytes());
         bomb.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
-        let images: Vec<(&str, Vec<u8>)> = vec![
-            ("tiny.jpg", jpeg.clone()),
+        let images: Vec<(&'static str, Vec<u8>)> = vec![
+            ("tiny.jpg", jpeg),
             ("exif-orientation-6.jpg", exif_jpeg),
             ("tiny.png", png),
             ("tiny.gif", gif),
             ("tiny.webp", webp),
             ("bomb-header.png", bomb),
         ];
-        let write = |target: &str, name: &str, data: &[u8]| {
-            let dir = seeds_dir().join(target);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(name), data).unwrap();
-        };
+        let mut out = Vec::new();
         for (name, data) in &images {
-            write("image_header", name, data);
-            write("thumbnail", name, data);
-            write("sniff", name, data);
+            for target in ["image_header", "thumbnail", "sniff"] {
+                out.push((target, *name, data.clone()));
+            }
         }
         for (name, data) in [
             (
@@ -150,7 +146,7 @@ mod tests {
             ("text", "plain text caf\u{e9}\n".as_bytes()),
             ("ogg", b"OggS\x00\x02\x00\x00"),
         ] {
-            write("sniff", name, data);
+            out.push(("sniff", name, data.to_vec()));
         }
         for (name, text) in [
             (
@@ -162,7 +158,56 @@ mod tests {
             ("suffix-range", "bytes=-10"),
             ("offset", "1048576"),
         ] {
-            write("upload_headers", name, text.as_bytes());
+            out.push(("upload_headers", name, text.as_bytes().to_vec()));
         }
+        out
+    }
+
+    /// The committed corpora hold every generated seed, byte for byte (files
+    /// added by hand, such as crash reproducers, may sit beside them).
+    ///
+    /// Regenerating is explicit: with `NATTER_WRITE_SEEDS=1` (exactly `1`) the
+    /// generated seeds are written first, then checked like any other run:
+    /// `NATTER_WRITE_SEEDS=1 cargo test -p natter-media --lib write_seeds`.
+    #[test]
+    fn committed_seeds_match_write_seeds() {
+        let corpus = seed_corpus();
+        for target in TARGETS {
+            let n = corpus.iter().filter(|(t, _, _)| *t == target).count();
+            assert!(n >= 3, "the generator makes only {n} seeds for {target}");
+        }
+        if std::env::var("NATTER_WRITE_SEEDS").as_deref() == Ok("1") {
+            for (target, name, data) in &corpus {
+                let dir = seeds_dir().join(target);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(name), data).unwrap();
+            }
+        }
+        let mut stale = Vec::new();
+        for (target, name, data) in &corpus {
+            let path = seeds_dir().join(target).join(name);
+            match std::fs::read(&path) {
+                Ok(committed) if committed == *data => {}
+                Ok(committed) => stale.push(format!(
+                    "  {}: {} bytes committed, {} generated (first difference at byte {})",
+                    path.display(),
+                    committed.len(),
+                    data.len(),
+                    committed
+                        .iter()
+                        .zip(data)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(committed.len().min(data.len()))
+                )),
+                Err(e) => stale.push(format!("  {}: {e}", path.display())),
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "the committed fuzz seeds differ from the generated ones:\n{}\n\
+             if the generator changed on purpose, regenerate them with \
+             `NATTER_WRITE_SEEDS=1 cargo test -p natter-media --lib write_seeds` and commit the result",
+            stale.join("\n")
+        );
     }
 }

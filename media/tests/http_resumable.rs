@@ -17,69 +17,8 @@ both_backends!(
     creation_with_upload_and_claimed_hashes,
     refused_content_deletes_the_whole_upload,
     expiry_termination_and_limits,
+    a_patch_while_another_holds_the_upload_gets_423,
 );
-
-struct Tus<'a> {
-    srv: &'a Server,
-    token: String,
-}
-
-impl<'a> Tus<'a> {
-    fn new(srv: &'a Server, user: &str) -> Self {
-        Self {
-            srv,
-            token: srv.token(user),
-        }
-    }
-
-    fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        self.srv
-            .http
-            .request(method, url)
-            .bearer_auth(&self.token)
-            .header("tus-resumable", "1.0.0")
-    }
-
-    async fn create(&self, length: usize, metadata: &str) -> (Resp, String) {
-        let mut req = self
-            .req(reqwest::Method::POST, &self.srv.url("/v1/media/uploads"))
-            .header("upload-length", length.to_string());
-        if !metadata.is_empty() {
-            req = req.header("upload-metadata", metadata);
-        }
-        let r = self.srv.send(req).await;
-        let loc = r.header("location").unwrap_or_default().to_owned();
-        (r, loc)
-    }
-
-    async fn patch(&self, url: &str, offset: usize, data: &[u8]) -> Resp {
-        self.srv
-            .send(
-                self.req(reqwest::Method::PATCH, url)
-                    .header("upload-offset", offset.to_string())
-                    .header("content-type", "application/offset+octet-stream")
-                    .body(data.to_vec()),
-            )
-            .await
-    }
-
-    async fn head(&self, url: &str) -> Resp {
-        self.srv.send(self.req(reqwest::Method::HEAD, url)).await
-    }
-
-    fn offset(r: &Resp) -> usize {
-        r.header("upload-offset")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no Upload-Offset in a {} response {:?}: {}",
-                    r.status,
-                    r.headers,
-                    String::from_utf8_lossy(&r.body)
-                )
-            })
-    }
-}
 
 async fn an_interrupted_large_upload_resumes_where_it_stopped(b: Backend) {
     let srv = Server::start(b).await;
@@ -516,6 +455,68 @@ async fn expiry_termination_and_limits(b: Backend) {
     assert_eq!(
         (u["reserved_bytes"].as_u64(), u["open_uploads"].as_u64()),
         (Some(0), Some(0))
+    );
+    assert_eq!(srv.staging_count().await, 0);
+    srv.cleanup().await;
+}
+
+async fn a_patch_while_another_holds_the_upload_gets_423(b: Backend) {
+    let srv = Server::start(b).await;
+    let tus = Tus::new(&srv, "alice");
+    let data = noise(300_000, 26);
+    let (_, url) = tus.create(data.len(), "").await;
+    assert_eq!(
+        tus.patch(&url, 0, &data[..100_000]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // A PATCH whose body is still arriving (a slow phone) holds the upload.
+    let path = url.trim_start_matches(&srv.base).to_owned();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: 100000\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: 200000\r\nConnection: close\r\n\r\n",
+        tus.token
+    );
+    let slow = srv.raw_start(&head, &data[100_000..150_000]).await;
+    let id = Tus::id(&url);
+    eventually("the slow PATCH holds the upload's lease", || async {
+        let row = srv.media().store().upload(&id).await.unwrap().unwrap();
+        row.lease_token.is_some()
+    })
+    .await;
+    // Another PATCH at the same offset (a retry from a second connection) and
+    // a termination are refused while it writes.
+    let r = tus.patch(&url, 100_000, &data[100_000..]).await;
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("tus-resumable")),
+        (StatusCode::LOCKED, "upload_busy", Some("1.0.0"))
+    );
+    let r = srv.send(tus.req(reqwest::Method::DELETE, &url)).await;
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("tus-resumable")),
+        (StatusCode::LOCKED, "upload_busy", Some("1.0.0"))
+    );
+    // HEAD still answers, with the offset saved before the slow PATCH.
+    let h = tus.head(&url).await;
+    assert_eq!((h.status, Tus::offset(&h)), (StatusCode::OK, 100_000));
+    // The slow PATCH completes the upload; none of the refused bytes got in.
+    let reply = srv.raw_finish(slow, &data[150_000..]).await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert_eq!(reply.header("upload-offset"), Some("300000"));
+    let hash = sha256_hex(&data);
+    assert_eq!(reply.header("natter-media-hash"), Some(hash.as_str()));
+    let info = srv
+        .get(&format!("/v1/media/{hash}/info"), Some("alice"))
+        .await
+        .json();
+    assert!(srv.get(info["url"].as_str().unwrap(), None).await.body == data);
+    // The lease went with it; a replay of the final PATCH gives the hash again.
+    let row = srv.media().store().upload(&id).await.unwrap().unwrap();
+    assert_eq!(row.lease_token, None);
+    let r = tus.patch(&url, data.len(), b"").await;
+    assert_eq!(
+        (r.status, r.header("natter-media-hash")),
+        (StatusCode::NO_CONTENT, Some(hash.as_str()))
     );
     assert_eq!(srv.staging_count().await, 0);
     srv.cleanup().await;

@@ -8,6 +8,12 @@ mod common;
 
 use base64::Engine;
 use common::*;
+use natter_common::Secret;
+use natter_common::clock::Clock;
+use natter_common::ratelimit::Quota;
+use natter_media::BlobHash;
+use natter_media::sign::{Object, UrlSigner};
+use natter_media::store::Claim;
 use reqwest::StatusCode;
 
 both_backends!(
@@ -20,6 +26,9 @@ both_backends!(
     truncated_uploads_leave_nothing,
     opaque_uploads_are_stored_as_sent,
     quota_is_enforced,
+    uploads_over_the_per_user_rate_get_429_with_retry_after,
+    urls_signed_with_a_previous_key_work_after_rotation,
+    the_same_bytes_being_stored_elsewhere_give_503_busy_with_retry_after_1,
 );
 
 async fn photo_upload_gives_hash_preview_and_thumbnail_and_downloads(b: Backend) {
@@ -324,7 +333,12 @@ async fn raw_exchange(srv: &Server, head: &str, body: &[u8]) -> String {
     // The server may answer and close before taking all of the body.
     let _ = s.write_all(body).await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    // Until the server closes the connection (an error is a close too).
+    let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "the server did not close the connection within {WAIT:?}"
+    );
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -546,5 +560,226 @@ async fn quota_is_enforced(b: Backend) {
         (u["used_bytes"].as_u64(), u["quota_bytes"].as_u64()),
         (Some(900_000), Some(1_000_000))
     );
+    srv.cleanup().await;
+}
+
+async fn uploads_over_the_per_user_rate_get_429_with_retry_after(b: Backend) {
+    // Two upload requests a minute: one every 30 s, a burst of two.
+    let srv = Server::with(b, |c| c.limit_uploads_per_user = Quota::new(2, 60)).await;
+    let tus = Tus::new(&srv, "alice");
+    // Simple uploads and resumable creations share the budget.
+    assert_eq!(
+        srv.upload("alice", b"first", "").await.status,
+        StatusCode::CREATED
+    );
+    let (r, url) = tus.create(6, "").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let refused = b"third upload".to_vec();
+    let r = srv.upload("alice", &refused, "").await;
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("30"))
+    );
+    assert_eq!(r.json()["error"]["retry_after_secs"], 30);
+    assert!(!srv.blob_exists(&sha256_hex(&refused)).await);
+    // The only staging object is the open upload's (none yet on S3).
+    let open = Tus::id(&url);
+    let staged = srv.staging_ids().await;
+    assert!(staged.iter().all(|id| id.as_str() == open), "{staged:?}");
+    let (r, _) = tus.create(10, "").await;
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("30"))
+    );
+    assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
+    let u = srv.get("/v1/media/usage", Some("alice")).await.json();
+    assert_eq!(
+        (u["used_bytes"].as_u64(), u["open_uploads"].as_u64()),
+        (Some(5), Some(1))
+    );
+    // Writing to an upload already created is not a new upload request.
+    let r = tus.patch(&url, 0, b"second").await;
+    assert_eq!(
+        (r.status, r.header("natter-media-hash")),
+        (StatusCode::NO_CONTENT, Some(sha256_hex(b"second").as_str()))
+    );
+    // Another user has their own budget.
+    assert_eq!(
+        srv.upload("bob", &refused, "").await.status,
+        StatusCode::CREATED
+    );
+    // Retry-After counts down with the clock, and is exact.
+    srv.clock.advance_secs(29);
+    let r = srv.upload("alice", &refused, "").await;
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("1"))
+    );
+    srv.clock.advance_secs(1);
+    let r = srv.upload("alice", &refused, "").await;
+    assert_eq!(r.status, StatusCode::OK, "deduplicated against bob's copy");
+    let r = srv.upload("alice", b"one more", "").await;
+    assert_eq!(
+        (r.status, r.code().as_str(), r.header("retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("30"))
+    );
+    srv.cleanup().await;
+}
+
+async fn urls_signed_with_a_previous_key_work_after_rotation(b: Backend) {
+    // The key was rotated: "key-1" moved to previous_signing_keys.
+    let srv = Server::with(b, |c| {
+        c.signing_key = Secret::new("media-url-key-2");
+        c.previous_signing_keys = vec![Secret::new("media-url-key-1")];
+    })
+    .await;
+    let photo = jpeg(640, 480);
+    let v = srv.upload("alice", &photo, "").await.json();
+    let hash: BlobHash = v["hash"].as_str().unwrap().parse().unwrap();
+    let exp = v["url_expires_at"].as_i64().unwrap();
+    // New URLs are signed with the current key.
+    let current = UrlSigner::new(b"media-url-key-2", &[]);
+    assert_eq!(v["url"], current.url(&srv.base, Object::Blob, &hash, exp));
+    assert_eq!(
+        v["thumbnail"]["url"],
+        current.url(&srv.base, Object::Thumbnail, &hash, exp)
+    );
+    // URLs handed out before the rotation still open their objects.
+    let previous = UrlSigner::new(b"media-url-key-1", &[]);
+    let old_exp = srv.clock_secs() + 3600;
+    let old_blob = previous.url(&srv.base, Object::Blob, &hash, old_exp);
+    let r = srv.get(&old_blob, None).await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (StatusCode::OK, Some("image/jpeg"))
+    );
+    assert!(r.body == photo);
+    let r = srv
+        .get(
+            &previous.url(&srv.base, Object::Thumbnail, &hash, old_exp),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (StatusCode::OK, Some("image/jpeg"))
+    );
+    // A key the server does not know: 403 invalid_signature.
+    let unknown = UrlSigner::new(b"media-url-key-0", &[]);
+    for what in [Object::Blob, Object::Thumbnail] {
+        let r = srv
+            .get(&unknown.url(&srv.base, what, &hash, old_exp), None)
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::FORBIDDEN, "invalid_signature"),
+            "{what:?}"
+        );
+    }
+    // Previous-key URLs still expire.
+    srv.clock.advance_secs(3600);
+    let r = srv.get(&old_blob, None).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::FORBIDDEN, "url_expired")
+    );
+    srv.cleanup().await;
+    // Once the old key is dropped from previous_signing_keys, its URLs stop working.
+    let srv = Server::with(b, |c| c.signing_key = Secret::new("media-url-key-2")).await;
+    assert_eq!(
+        srv.upload("alice", &photo, "").await.status,
+        StatusCode::CREATED
+    );
+    let r = srv
+        .get(&previous.url(&srv.base, Object::Blob, &hash, old_exp), None)
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::FORBIDDEN, "invalid_signature")
+    );
+    srv.cleanup().await;
+}
+
+async fn the_same_bytes_being_stored_elsewhere_give_503_busy_with_retry_after_1(b: Backend) {
+    let srv = Server::start(b).await;
+    let data = noise(150_000, 71);
+    let hash: BlobHash = sha256_hex(&data).parse().unwrap();
+    // Another upload of the same bytes (on another node, say) has claimed the
+    // hash and is moving its bytes into place: the blob is pending.
+    let now = srv.clock.now_ms();
+    let store = srv.media().store();
+    let claimed = store
+        .claim_blob(&pending_blob(&data, "bob", now), "bob", 0, None, now)
+        .await
+        .unwrap();
+    assert_eq!(claimed, Claim::Created);
+    // A simple upload and the last PATCH of a resumable one of those bytes
+    // retry their claim while it holds, then give up with 503 busy.
+    let tus = Tus::new(&srv, "carol");
+    let (r, url) = tus.create(data.len(), "").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        tus.patch(&url, 0, &data[..100_000]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let started = std::time::Instant::now();
+    let (simple, last_patch) = tokio::join!(
+        srv.upload("alice", &data, ""),
+        tus.patch(&url, 100_000, &data[100_000..])
+    );
+    // 50 claims 200 ms apart (CLAIM_ATTEMPTS, CLAIM_RETRY in engine.rs).
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(9),
+        "gave up after {:?} without retrying",
+        started.elapsed()
+    );
+    for r in [&simple, &last_patch] {
+        assert_eq!(
+            (r.status, r.code().as_str(), r.header("retry-after")),
+            (StatusCode::SERVICE_UNAVAILABLE, "busy", Some("1")),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["error"]["retry_after_secs"], 1);
+    }
+    assert_eq!(last_patch.header("tus-resumable"), Some("1.0.0"));
+    // Nothing of the refused simple upload is kept or charged; the resumable
+    // upload keeps its bytes for a retry.
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        0
+    );
+    assert_eq!(Tus::offset(&tus.head(&url).await), data.len());
+    assert_eq!(srv.staging_ids().await.len(), 1);
+    // The other upload finishes: bytes in place, blob ready.
+    let id = srv.stage(&data, true).await;
+    srv.media().blobs().promote(&id, &hash).await.unwrap();
+    store.mark_ready(&hash.to_hex()).await.unwrap();
+    // Retries now succeed, deduplicated against it.
+    let r = srv.upload("alice", &data, "").await;
+    assert_eq!(
+        (r.status, r.json()["deduplicated"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let r = tus.patch(&url, data.len(), b"").await;
+    assert_eq!(
+        (r.status, r.header("natter-media-hash")),
+        (StatusCode::NO_CONTENT, Some(hash.to_hex().as_str()))
+    );
+    assert!(
+        srv.get(&format!("/v1/media/{hash}"), Some("carol"))
+            .await
+            .body
+            == data
+    );
+    for user in ["alice", "carol"] {
+        let u = srv.get("/v1/media/usage", Some(user)).await.json();
+        assert_eq!(
+            (u["used_bytes"].as_u64(), u["reserved_bytes"].as_u64()),
+            (Some(data.len() as u64), Some(0)),
+            "{user}"
+        );
+    }
+    assert_eq!(srv.staging_count().await, 0);
     srv.cleanup().await;
 }

@@ -4,14 +4,20 @@
 #[macro_use]
 mod common;
 
+use bytes::Bytes;
 use common::*;
-use natter_media::blob::ObjectKey;
+use natter_common::clock::Clock;
+use natter_media::BlobHash;
+use natter_media::blob::{ObjectKey, UploadId};
+use natter_media::store::Claim;
 use reqwest::StatusCode;
 use serde_json::json;
 
 both_backends!(
     blobs_expire_after_their_last_reference_and_are_collected,
     profile_references_hold_until_removed,
+    orphaned_staging_objects_are_collected_and_live_ones_kept,
+    blobs_left_pending_by_a_crashed_upload_are_collected_after_an_hour,
     videos_get_a_first_frame_thumbnail_when_ffmpeg_is_there,
     without_ffmpeg_the_response_says_so,
     the_readiness_probe_reaches_the_backend,
@@ -280,20 +286,30 @@ async fn without_ffmpeg_the_response_says_so(b: Backend) {
     srv.cleanup().await;
 }
 
+/// How to bless a changed OpenAPI document.
+const BLESS_OPENAPI: &str = "UPDATE_OPENAPI=1 cargo test -p natter-media --test lifecycle openapi";
+
+/// The checked-in document is what the code generates. The test only compares;
+/// with `UPDATE_OPENAPI=1` (exactly `1`, the explicit bless path) it writes the
+/// generated document first. Any other value compares like an ordinary run.
 #[tokio::test]
 async fn openapi_document_is_checked_in_and_served() {
     let generated = natter_media::openapi().to_pretty_json().unwrap() + "\n";
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api/media.openapi.json");
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+    if std::env::var("UPDATE_OPENAPI").as_deref() == Ok("1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &generated).unwrap();
     }
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        checked_in == generated,
-        "docs/api/media.openapi.json is stale: run UPDATE_OPENAPI=1 cargo test -p natter-media --test lifecycle openapi"
-    );
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("docs/api/media.openapi.json cannot be read ({e}); create it with `{BLESS_OPENAPI}`")
+    });
+    if let Some(diff) = first_difference(&checked_in, &generated) {
+        panic!(
+            "docs/api/media.openapi.json is stale (checked in vs generated): {diff}\n\
+             if the API change is intended, bless it with `{BLESS_OPENAPI}` and commit the file"
+        );
+    }
     let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
     for p in [
         "/v1/media",
@@ -313,5 +329,218 @@ async fn openapi_document_is_checked_in_and_served() {
     let srv = Server::start(Backend::Fs).await;
     let served = srv.get("/v1/media/openapi.json", None).await.json();
     assert_eq!(served["info"]["title"], "Natter media API");
+    srv.cleanup().await;
+}
+
+/// Where two texts first differ, by line, or `None` when they are equal.
+fn first_difference(checked_in: &str, generated: &str) -> Option<String> {
+    if checked_in == generated {
+        return None;
+    }
+    let (old, new): (Vec<&str>, Vec<&str>) =
+        (checked_in.lines().collect(), generated.lines().collect());
+    let at = old
+        .iter()
+        .zip(&new)
+        .position(|(a, b)| a != b)
+        .unwrap_or(old.len().min(new.len()));
+    let line = |v: &[&str]| {
+        v.get(at)
+            .map_or("<end of file>".to_owned(), |l| format!("{l:?}"))
+    };
+    Some(format!(
+        "{} lines checked in, {} generated; first difference at line {}:\n  - {}\n  + {}",
+        old.len(),
+        new.len(),
+        at + 1,
+        line(&old),
+        line(&new)
+    ))
+}
+
+/// The collector's age for staging objects no upload owns:
+/// `upload_expiry_secs + upload_lease_secs + 1 h` (docs/media.md).
+fn orphan_age_secs(srv: &Server) -> i64 {
+    let c = srv.media().config();
+    i64::from(c.upload_expiry_secs) + i64::from(c.upload_lease_secs) + 3600
+}
+
+async fn orphaned_staging_objects_are_collected_and_live_ones_kept(b: Backend) {
+    // Storage stamps objects with the real time: the media clock starts there.
+    let srv = Server::with_clock_at(b, wall_clock_ms(), |_| {}).await;
+    let age = orphan_age_secs(&srv);
+    assert_eq!(age, 24 * 3600 + 900 + 3600, "the documented defaults");
+    // What a crashed node leaves: the staging object of a simple upload, and
+    // a resumable upload's bytes (a tail on S3) whose row is gone.
+    let crashed_simple = srv.stage(&noise(70_000, 51), true).await;
+    let crashed_resumable = srv.stage(&noise(30_000, 52), false).await;
+    // A live resumable upload, written to now and again 20 hours later, and a
+    // stored blob.
+    let tus = Tus::new(&srv, "alice");
+    let data = noise(200_000, 53);
+    let (r, url) = tus.create(data.len(), "").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        tus.patch(&url, 0, &data[..50_000]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let live: UploadId = Tus::id(&url).parse().unwrap();
+    let kept = noise(40_000, 54);
+    assert_eq!(
+        srv.upload("alice", &kept, "").await.status,
+        StatusCode::CREATED
+    );
+    let kept_hash: BlobHash = sha256_hex(&kept).parse().unwrap();
+    srv.clock.advance_secs(20 * 3600);
+    let r = tus.patch(&url, 50_000, &data[50_000..100_000]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let staged = srv.staging_ids().await;
+    for id in [&crashed_simple, &crashed_resumable, &live] {
+        assert!(staged.contains(id), "{id} is staged");
+    }
+    // Ten minutes short of the age, nothing is old enough.
+    srv.clock.advance_secs(age - 20 * 3600 - 600);
+    let report = srv.media().collect_garbage().await.unwrap();
+    assert_eq!(report, Default::default());
+    assert_eq!(srv.staging_ids().await.len(), 3);
+    // Ten minutes past it, the orphans go; the upload that has a row stays,
+    // however old its staging object, and so does the blob.
+    srv.clock.advance_secs(1200);
+    let report = srv.media().collect_garbage().await.unwrap();
+    assert_eq!(
+        (report.staging, report.uploads, report.blobs),
+        (2, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(srv.staging_ids().await, vec![live.clone()]);
+    let blobs = srv.media().blobs();
+    assert_eq!(
+        blobs
+            .size(&ObjectKey::Staging(crashed_simple))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        blobs.size(&ObjectKey::Blob(kept_hash)).await.unwrap(),
+        Some(kept.len() as u64)
+    );
+    // The live upload's bytes are whole: it completes with the right hash.
+    let r = tus.patch(&url, 100_000, &data[100_000..]).await;
+    assert_eq!(
+        (r.status, r.header("natter-media-hash")),
+        (StatusCode::NO_CONTENT, Some(sha256_hex(&data).as_str()))
+    );
+    let info = srv
+        .get(
+            &format!("/v1/media/{}/info", sha256_hex(&data)),
+            Some("alice"),
+        )
+        .await
+        .json();
+    assert!(srv.get(info["url"].as_str().unwrap(), None).await.body == data);
+    assert_eq!(srv.staging_count().await, 0);
+    srv.cleanup().await;
+}
+
+/// An upload that crashed after claiming its hash and moving its bytes and
+/// thumbnail into place, but before marking the blob ready.
+async fn crashed_upload(srv: &Server, data: &[u8], owner: &str) -> BlobHash {
+    let now = srv.clock.now_ms();
+    let claimed = srv
+        .media()
+        .store()
+        .claim_blob(&pending_blob(data, owner, now), owner, 0, None, now)
+        .await
+        .unwrap();
+    assert_eq!(claimed, Claim::Created);
+    let hash: BlobHash = sha256_hex(data).parse().unwrap();
+    let id = srv.stage(data, true).await;
+    let blobs = srv.media().blobs();
+    blobs
+        .put(&ObjectKey::Thumb(hash), Bytes::from_static(b"thumbnail"))
+        .await
+        .unwrap();
+    blobs.promote(&id, &hash).await.unwrap();
+    hash
+}
+
+async fn blobs_left_pending_by_a_crashed_upload_are_collected_after_an_hour(b: Backend) {
+    let srv = Server::start(b).await;
+    let first = noise(60_000, 55);
+    let h1 = crashed_upload(&srv, &first, "alice").await;
+    let ready = noise(20_000, 56);
+    assert_eq!(
+        srv.upload("alice", &ready, "").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        first.len() + ready.len()
+    );
+    // A pending blob is not downloadable.
+    let r = srv.get(&format!("/v1/media/{h1}"), Some("bob")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    // 59 minutes on it is still an upload in progress.
+    srv.clock.advance_secs(59 * 60);
+    assert_eq!(
+        srv.media().collect_garbage().await.unwrap(),
+        Default::default()
+    );
+    let second = noise(50_000, 57);
+    let h2 = crashed_upload(&srv, &second, "bob").await;
+    // Past the hour it is a crashed upload: bytes, thumbnail and row go, and
+    // its owner is refunded. The younger one and the ready blob stay.
+    srv.clock.advance_secs(2 * 60);
+    let report = srv.media().collect_garbage().await.unwrap();
+    assert_eq!(
+        (report.blobs, report.bytes),
+        (1, first.len() as u64),
+        "{report:?}"
+    );
+    let blobs = srv.media().blobs();
+    assert_eq!(blobs.size(&ObjectKey::Blob(h1)).await.unwrap(), None);
+    assert_eq!(blobs.size(&ObjectKey::Thumb(h1)).await.unwrap(), None);
+    assert!(!srv.blob_exists(&h1.to_hex()).await);
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("alice")).await.json()["used_bytes"],
+        ready.len()
+    );
+    assert_eq!(
+        blobs.size(&ObjectKey::Blob(h2)).await.unwrap(),
+        Some(second.len() as u64)
+    );
+    assert_eq!(blobs.size(&ObjectKey::Thumb(h2)).await.unwrap(), Some(9));
+    assert!(srv.blob_exists(&h2.to_hex()).await);
+    let rh: BlobHash = sha256_hex(&ready).parse().unwrap();
+    assert_eq!(
+        blobs.size(&ObjectKey::Blob(rh)).await.unwrap(),
+        Some(ready.len() as u64)
+    );
+    // The hash is free again: the same bytes upload normally.
+    let r = srv.upload("carol", &first, "").await;
+    assert_eq!(
+        (r.status, r.json()["deduplicated"].as_bool()),
+        (StatusCode::CREATED, Some(false))
+    );
+    assert!(srv.get(r.json()["url"].as_str().unwrap(), None).await.body == first);
+    // An hour after the second one crashed, it goes too.
+    srv.clock.advance_secs(59 * 60);
+    let report = srv.media().collect_garbage().await.unwrap();
+    assert_eq!(
+        (report.blobs, report.bytes),
+        (1, second.len() as u64),
+        "{report:?}"
+    );
+    assert_eq!(blobs.size(&ObjectKey::Blob(h2)).await.unwrap(), None);
+    assert_eq!(blobs.size(&ObjectKey::Thumb(h2)).await.unwrap(), None);
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("bob")).await.json()["used_bytes"],
+        0
+    );
+    assert_eq!(srv.staging_count().await, 0);
     srv.cleanup().await;
 }

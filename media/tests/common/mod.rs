@@ -16,7 +16,7 @@ use natter_media::blob::{BlobStore, FsBlobStore, S3BlobStore};
 use natter_media::config::{BackendKind, S3Config};
 use natter_media::service::MediaService;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const START_MS: i64 = 1_800_000_000_000;
 pub const MIB: usize = 1024 * 1024;
@@ -121,6 +121,8 @@ pub async fn blob_store(backend: Backend) -> TestBlobs {
 pub struct Server {
     pub base: String,
     pub clock: Arc<ManualClock>,
+    /// Where `clock` started (ms).
+    pub start_ms: i64,
     pub tokens: Arc<TokenKeys>,
     pub service: Arc<MediaService>,
     pub dir: TempDir,
@@ -138,6 +140,18 @@ impl Server {
     }
 
     pub async fn with(backend: Backend, tweak: impl FnOnce(&mut MediaConfig)) -> Self {
+        Self::with_clock_at(backend, START_MS, tweak).await
+    }
+
+    /// Like [`Server::with`], with the manual clock starting at `start_ms`.
+    /// Storage stamps objects with the real time, and the collector compares
+    /// those stamps with the media clock: tests of staging-object ages start
+    /// the clock at [`wall_clock_ms`].
+    pub async fn with_clock_at(
+        backend: Backend,
+        start_ms: i64,
+        tweak: impl FnOnce(&mut MediaConfig),
+    ) -> Self {
         let db = match backend {
             Backend::Fs => TestDb::sqlite().await,
             Backend::S3 => TestDb::postgres().await,
@@ -149,7 +163,7 @@ impl Server {
             cfg.s3 = s3_config(&fresh_bucket().await);
         }
         tweak(&mut cfg);
-        let clock = ManualClock::new(START_MS);
+        let clock = ManualClock::new(start_ms);
         let tokens = Arc::new(TokenKeys::new(b"test-signing-key", &[]));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -171,6 +185,7 @@ impl Server {
         Self {
             base,
             clock,
+            start_ms,
             tokens,
             service: Arc::new(service),
             dir,
@@ -197,8 +212,9 @@ impl Server {
         })
     }
 
+    /// The manual clock's start, in seconds.
     pub fn clock_secs(&self) -> i64 {
-        START_MS / 1000
+        self.start_ms / 1000
     }
 
     pub fn media(&self) -> &Arc<natter_media::engine::Media> {
@@ -207,14 +223,13 @@ impl Server {
 
     /// Staging objects present now (should be none once uploads are over).
     pub async fn staging_count(&self) -> usize {
-        // Everything counts, however recent.
+        self.staging_ids().await.len()
+    }
+
+    /// The uploads that have staging objects now, however recent.
+    pub async fn staging_ids(&self) -> Vec<natter_media::blob::UploadId> {
         let future = std::time::SystemTime::now() + Duration::from_secs(3600);
-        self.media()
-            .blobs()
-            .list_staging(future)
-            .await
-            .unwrap()
-            .len()
+        self.media().blobs().list_staging(future).await.unwrap()
     }
 
     pub async fn cleanup(mut self) {
@@ -277,19 +292,58 @@ pub fn sha256_hex(data: &[u8]) -> String {
     natter_media::BlobHash::of(data).to_hex()
 }
 
-/// Polls `check` until it holds (every 20 ms, up to 10 s).
+/// The metadata row of `data` as an upload claims it (`MediaStore::claim_blob`)
+/// before moving its bytes into place: `pending`.
+pub fn pending_blob(data: &[u8], owner: &str, now_ms: i64) -> natter_media::store::BlobRecord {
+    natter_media::store::BlobRecord {
+        hash: sha256_hex(data),
+        size: data.len() as i64,
+        content_type: "application/octet-stream".into(),
+        opaque: false,
+        state: natter_media::store::state::PENDING.into(),
+        width: None,
+        height: None,
+        thumb_width: None,
+        thumb_height: None,
+        preview: None,
+        preview_width: None,
+        preview_height: None,
+        thumb_note: Some("no thumbnail: not an image or video".into()),
+        uploader: owner.into(),
+        created_at: now_ms,
+        last_ref_at: now_ms,
+        held_refs: 0,
+    }
+}
+
+/// The real time now, in ms since the epoch.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// How long [`eventually`] and the raw-socket helpers wait for the server.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it holds (every 20 ms), failing after [`WAIT`].
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..500 {
+    let deadline = Instant::now() + WAIT;
+    loop {
         if check().await {
             return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting until {what}");
 }
 
 /// Runs each scenario against both shapes: local files on SQLite, and the S3
@@ -385,22 +439,177 @@ impl Server {
         self.send(req).await
     }
 
-    /// Writes raw bytes on a new connection, then closes it without reading:
-    /// a client that goes away mid-request.
+    /// Writes raw bytes on a new connection, then goes away mid-request: the
+    /// connection is closed for writing (the end of the stream arrives after
+    /// every byte sent, as when a client's process dies), and the call returns
+    /// once the server has read up to that end and finished with the
+    /// connection (it closes it, answering or not).
     pub async fn raw_then_hang_up(&self, head: String, body: &[u8]) {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.base.trim_start_matches("http://");
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(body).await.unwrap();
+        s.shutdown().await.unwrap();
+        // The server closes the connection only after reading the end of the
+        // stream, which comes after all of `body`.
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut sink)).await;
+        assert!(
+            closed.is_ok(),
+            "the server did not close the connection within {WAIT:?} after the client went away"
+        );
+    }
+
+    /// Starts a request on a raw connection and sends `body_part`, leaving the
+    /// request open (more body to come).
+    pub async fn raw_start(&self, head: &str, body_part: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let addr = self.base.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body_part).await.unwrap();
         s.flush().await.unwrap();
-        // Give the server a moment to read what was sent before the reset.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        drop(s);
+        s
+    }
+
+    /// Sends the rest of a request started with [`Server::raw_start`] (whose
+    /// head asked for `Connection: close`) and reads the whole reply.
+    pub async fn raw_finish(&self, mut s: tokio::net::TcpStream, rest: &[u8]) -> RawReply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(rest).await.unwrap();
+        s.flush().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("no complete reply within {WAIT:?}"))
+            .unwrap();
+        RawReply::parse(&out)
+    }
+
+    /// Writes `data` to a new staging object as an upload does, sealed (all
+    /// of it arrived) or not.
+    pub async fn stage(&self, data: &[u8], seal: bool) -> natter_media::blob::UploadId {
+        let blobs = self.media().blobs();
+        let id = natter_media::blob::UploadId::random();
+        let state = blobs.begin(&id).await.unwrap();
+        let mut a = blobs.append(&id, &state).await.unwrap();
+        a.write(bytes::Bytes::copy_from_slice(data)).await.unwrap();
+        a.finish(seal).await.unwrap();
+        id
     }
 
     /// Blob rows, for "nothing half-stored" checks.
     pub async fn blob_exists(&self, hash: &str) -> bool {
         self.media().store().blob(hash).await.unwrap().is_some()
+    }
+}
+
+/// An HTTP/1.1 reply read from a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    fn parse(raw: &[u8]) -> Self {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP reply: {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Self {
+            status,
+            headers,
+            body: raw[end + 4..].to_vec(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A TUS 1.0 client for `user`.
+pub struct Tus<'a> {
+    pub srv: &'a Server,
+    pub token: String,
+}
+
+impl<'a> Tus<'a> {
+    pub fn new(srv: &'a Server, user: &str) -> Self {
+        Self {
+            srv,
+            token: srv.token(user),
+        }
+    }
+
+    pub fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.srv
+            .http
+            .request(method, url)
+            .bearer_auth(&self.token)
+            .header("tus-resumable", "1.0.0")
+    }
+
+    pub async fn create(&self, length: usize, metadata: &str) -> (Resp, String) {
+        let mut req = self
+            .req(reqwest::Method::POST, &self.srv.url("/v1/media/uploads"))
+            .header("upload-length", length.to_string());
+        if !metadata.is_empty() {
+            req = req.header("upload-metadata", metadata);
+        }
+        let r = self.srv.send(req).await;
+        let loc = r.header("location").unwrap_or_default().to_owned();
+        (r, loc)
+    }
+
+    pub async fn patch(&self, url: &str, offset: usize, data: &[u8]) -> Resp {
+        self.srv
+            .send(
+                self.req(reqwest::Method::PATCH, url)
+                    .header("upload-offset", offset.to_string())
+                    .header("content-type", "application/offset+octet-stream")
+                    .body(data.to_vec()),
+            )
+            .await
+    }
+
+    pub async fn head(&self, url: &str) -> Resp {
+        self.srv.send(self.req(reqwest::Method::HEAD, url)).await
+    }
+
+    pub fn offset(r: &Resp) -> usize {
+        r.header("upload-offset")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Upload-Offset in a {} response {:?}: {}",
+                    r.status,
+                    r.headers,
+                    String::from_utf8_lossy(&r.body)
+                )
+            })
+    }
+
+    /// The upload id at the end of an upload URL.
+    pub fn id(url: &str) -> String {
+        url.rsplit('/').next().unwrap_or_default().to_owned()
     }
 }
