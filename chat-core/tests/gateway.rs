@@ -25,6 +25,7 @@ both!(
     duplicate_send_is_acked_once_and_delivered_once,
     group_fan_out_and_refusals,
     send_frame_reaches_one_device_or_all,
+    groups_past_max_group_members_are_group_full,
 );
 
 async fn users(s: &Server) {
@@ -121,12 +122,20 @@ async fn chat_with_receipts_both_online(engine: &str) {
         .await;
     assert_eq!(e.code, ErrorCode::UnknownMessage);
     assert!(e.message.contains("987654"), "{}", e.message);
-    b.send(&ClientFrame::Ping(Ping { nonce: Some(1) })).await;
+    // `ping` is answered by a `pong` echoing its nonce (none for none); nothing
+    // else is on its way to bob, so each pong is his next frame.
+    b.send(&ClientFrame::Ping(Ping {
+        nonce: Some(4_242_424),
+    }))
+    .await;
     assert_eq!(
-        b.until(|f| matches!(f, ServerFrame::Pong(_)).then_some(()))
-            .await,
-        ()
+        b.next().await,
+        ServerFrame::Pong(Ping {
+            nonce: Some(4_242_424)
+        })
     );
+    b.send_text(r#"{"type":"ping"}"#).await;
+    assert_eq!(b.next().await, ServerFrame::Pong(Ping { nonce: None }));
     // Status over REST, for the sender only.
     let http = reqwest::Client::new();
     let st: serde_json::Value = http
@@ -280,7 +289,25 @@ async fn duplicate_send_is_acked_once_and_delivered_once(engine: &str) {
         })
         .await;
     assert_eq!((third.msg_id, third.dup), (first.msg_id, true));
-    b.quiet(300).await;
+    // Barrier: a marker message on the same path, committed after the resend
+    // was answered. Bob's queue reaches him in commit order, so a second copy
+    // of "same" (stored by any of the three sends) would come before it.
+    a.send(&send("marker", to_user("bob"), "marker")).await;
+    let marker = a
+        .until(|f| match f {
+            ServerFrame::Sent(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((marker.id.as_str(), marker.dup), ("marker", false));
+    match b.next().await {
+        ServerFrame::Msg(m) => assert_eq!(
+            (m.msg_id, m.id.as_str(), m.body.as_text()),
+            (marker.msg_id, "marker", Some("marker")),
+            "bob's next message is the marker: nothing was delivered twice"
+        ),
+        other => panic!("bob got {other:?} before the marker"),
+    }
     s.stop().await;
 }
 
@@ -355,6 +382,146 @@ async fn group_fan_out_and_refusals(engine: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    s.stop().await;
+}
+
+/// `chat.max_group_members` counts every member, the creator included:
+/// creating or growing a group past it answers 409 `group_full` over REST and
+/// changes nothing (no member added, no system message).
+async fn groups_past_max_group_members_are_group_full(engine: &str) {
+    let cfg = ChatConfig {
+        max_group_members: 3,
+        ..ChatConfig::for_tests()
+    };
+    let s = Server::start(engine, cfg).await;
+    users(&s).await;
+    common::add_user(&s.db.db, "dave", &[(1, 41)]).await;
+    let http = reqwest::Client::new();
+    let alice = valid_token("alice", 1, 11);
+    let full = serde_json::json!({"error": {
+        "code": "group_full",
+        "message": "a group has at most 3 members (chat.max_group_members)"
+    }});
+    // Four with the creator: refused.
+    let r = http
+        .post(s.http("/v1/groups"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "Big", "members": ["bob", "carol", "dave"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), full);
+    let mine: serde_json::Value = http
+        .get(s.http("/v1/groups"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        mine,
+        serde_json::json!({"groups": []}),
+        "nothing was created"
+    );
+    // Two, then three: up to the limit is fine.
+    let r = http
+        .post(s.http("/v1/groups"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "Trio", "members": ["bob"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let g: serde_json::Value = r.json().await.unwrap();
+    let gid = GroupId::new(g["group_id"].as_str().unwrap());
+    let members = |g: &serde_json::Value| {
+        let mut m: Vec<String> = g["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap().to_owned())
+            .collect();
+        m.sort();
+        m
+    };
+    let r = http
+        .post(s.http(&format!("/v1/groups/{gid}/members")))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"users": ["carol"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(members(&r.json().await.unwrap()), ["alice", "bob", "carol"]);
+    // A fourth member: 409 group_full, and the group is unchanged.
+    let r = http
+        .post(s.http(&format!("/v1/groups/{gid}/members")))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"users": ["dave"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), full);
+    let now: serde_json::Value = http
+        .get(s.http(&format!("/v1/groups/{gid}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members(&now), ["alice", "bob", "carol"]);
+    let r = http
+        .get(s.http(&format!("/v1/groups/{gid}")))
+        .bearer_auth(valid_token("dave", 1, 41))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "dave is not a member");
+    // Bob's queue: the group's creation, carol's addition, then a marker
+    // alice sends to the group. Nothing about dave comes before it.
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    a.send(&send("marker", Target::Group(gid.clone()), "marker"))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        match b.next().await {
+            ServerFrame::Msg(m) => {
+                let done = m.id.as_str() == "marker";
+                seen.push((m.system, m.body.as_text().map(str::to_owned)));
+                if done {
+                    break;
+                }
+            }
+            ServerFrame::Synced(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (
+                Some(SystemEvent::GroupCreated {
+                    name: "Trio".into(),
+                    members: vec![UserId::new("alice"), UserId::new("bob")]
+                }),
+                Some(String::new())
+            ),
+            (
+                Some(SystemEvent::MembersAdded {
+                    users: vec![UserId::new("carol")]
+                }),
+                Some(String::new())
+            ),
+            (None, Some("marker".to_owned())),
+        ]
+    );
     s.stop().await;
 }
 
@@ -594,8 +761,88 @@ async fn typing_presence_and_shutdown() {
     s.stop().await;
 }
 
+/// Counts `chat_slow_consumer_total`: the hub's decision to close a socket
+/// whose outbound queue filled (4006). A test acts on the decision itself
+/// instead of guessing when it happened.
+mod slow_consumer_metric {
+    use std::sync::{Arc, OnceLock};
+    use tokio::sync::watch;
+
+    struct Count(watch::Sender<u64>);
+
+    impl metrics::CounterFn for Count {
+        fn increment(&self, n: u64) {
+            self.0.send_modify(|c| *c += n);
+        }
+        fn absolute(&self, n: u64) {
+            self.0.send_modify(|c| *c = (*c).max(n));
+        }
+    }
+
+    struct Recorder(Arc<Count>);
+
+    impl metrics::Recorder for Recorder {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            if key.name() == "chat_slow_consumer_total" {
+                metrics::Counter::from_arc(self.0.clone())
+            } else {
+                metrics::Counter::noop()
+            }
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// The count so far, and its changes (installs the recorder once per process).
+    pub(super) fn watch() -> watch::Receiver<u64> {
+        static TX: OnceLock<watch::Sender<u64>> = OnceLock::new();
+        TX.get_or_init(|| {
+            let (tx, _) = watch::channel(0);
+            metrics::set_global_recorder(Recorder(Arc::new(Count(tx.clone()))))
+                .expect("no other metrics recorder in this test binary");
+            tx
+        })
+        .subscribe()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
+async fn a_device_that_does_not_read_is_closed_with_4006_and_loses_nothing() {
+    let mut decisions = slow_consumer_metric::watch();
+    let before = *decisions.borrow_and_update();
     let cfg = ChatConfig {
         window: 400,
         outbound_queue: 416,
@@ -604,12 +851,41 @@ async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
     let s = Server::start("sqlite", cfg).await;
     users(&s).await;
     let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
-    // Bob connects and never reads his socket.
+    // Bob connects and does not read his socket until the hub gives up on it.
     let mut stuck = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
-    let body = "z".repeat(60_000);
-    // Loopback buffers hold about 10 MB (~170 of these); the rest must
-    // overflow the 416-entry queue by a wide margin, whatever the timing.
+    // The window (400 frames of 80 kB) is far more than loopback buffers hold,
+    // so the socket's writes block and its 416-entry queue overflows well
+    // before the n-th message.
     let n = 1000;
+    let reader = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(60), decisions.wait_for(|c| *c > before))
+            .await
+            .expect("the hub gives up on the stuck socket (its queue overflows)")
+            .unwrap();
+        // Now read: the frames the kernel buffered, then the close frame the
+        // server wrote behind them (it waits a few seconds for it to go out).
+        let mut got = std::collections::HashSet::new();
+        loop {
+            match tokio::time::timeout(
+                Duration::from_secs(20),
+                futures_util::StreamExt::next(&mut stuck.ws),
+            )
+            .await
+            {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                    if let Ok(ServerFrame::Msg(m)) = decode_server_frame(&t) {
+                        got.insert(m.msg_id);
+                    }
+                }
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(c))))) => {
+                    return (u16::from(c.code), got);
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the socket ended without its close frame: {other:?}"),
+            }
+        }
+    });
+    let body = "z".repeat(60_000);
     for i in 0..n {
         a.send(&send(&format!("s{i}"), to_user("bob"), &body)).await;
     }
@@ -617,40 +893,8 @@ async fn a_device_that_does_not_read_is_disconnected_and_loses_nothing() {
         a.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
             .await;
     }
-    // Only now read: the server gave up on the socket. Its 4006 close frame
-    // sits behind the frames the kernel buffered, and the server waits about
-    // 3 s for it to go out; on a loaded machine the remaining sends can take
-    // longer than that, and the socket then ends without the frame. Either
-    // way the device was disconnected (the decision's code is pinned by the
-    // hub's unit test), and nothing is lost.
-    let mut got = std::collections::HashSet::new();
-    let code = loop {
-        match tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_util::StreamExt::next(&mut stuck.ws),
-        )
-        .await
-        {
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
-                if let Ok(ServerFrame::Msg(m)) = decode_server_frame(&t) {
-                    got.insert(m.msg_id);
-                }
-            }
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(c))))) => {
-                break u16::from(c.code);
-            }
-            Ok(Some(Ok(_))) => {}
-            Ok(None)
-            | Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(
-                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            )))) => break 0,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    assert!(
-        code == 4006 || code == 0,
-        "closed as a slow consumer (or cut off), not {code}"
-    );
+    let (code, mut got) = reader.await.unwrap();
+    assert_eq!(code, 4006, "closed as a slow consumer");
     assert!(
         got.len() < n,
         "the stuck device was cut off before everything arrived"
@@ -722,8 +966,13 @@ async fn operations_inside_the_gather_window_share_one_commit() {
     a.until(|f| matches!(f, ServerFrame::Synced(_)).then_some(()))
         .await;
     a.send(&send("w0", to_user("bob"), "first")).await;
-    // Held by the window: no answer yet.
-    a.quiet(200).await;
+    // Held by the window: a ping read after w0 is answered while w0 still
+    // waits for its commit, so nothing comes before the pong.
+    assert_eq!(
+        a.ping_barrier(1).await,
+        [],
+        "w0 is held for the gather window, not answered at once"
+    );
     a.send(&send("w1", to_user("bob"), "second")).await;
     let mut sent = Vec::new();
     while sent.len() < 2 {

@@ -55,17 +55,83 @@ async fn start_sink(script: Vec<u16>) -> (String, Sink) {
     (url, sink)
 }
 
+/// Waits (polling, at most 10 s) until the sink got `n` requests.
 async fn wait_for(sink: &Sink, n: usize) {
-    for _ in 0..200 {
-        if sink.requests.lock().unwrap().len() >= n {
-            return;
-        }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.requests.lock().unwrap().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink got {} requests, expected {n}",
+            sink.requests.lock().unwrap().len()
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!(
-        "the sink got {} requests, expected {n}",
-        sink.requests.lock().unwrap().len()
-    );
+}
+
+/// Waits (polling, at most 10 s) until a request for `token` arrived; returns
+/// every request so far.
+async fn wait_for_token(sink: &Sink, token: &str) -> Vec<Recorded> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reqs = sink.requests.lock().unwrap().clone();
+        if reqs
+            .iter()
+            .any(|(_, body)| body.to_string().contains(&format!("\"{token}\"")))
+        {
+            return reqs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no push for {token}; the sink got {reqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Each request's notifications as (user, device, token, reason).
+fn woken(reqs: &[Recorded]) -> Vec<Vec<(String, u64, String, String)>> {
+    reqs.iter()
+        .map(|(_, body)| {
+            body["notifications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| {
+                    (
+                        n["user_id"].as_str().unwrap().to_owned(),
+                        n["device_id"].as_u64().unwrap(),
+                        n["token"].as_str().unwrap().to_owned(),
+                        n["reason"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn text(id: &str, to: &str, body: &[u8]) -> ClientFrame {
+    ClientFrame::Send(Send {
+        id: ClientMsgId::new(id),
+        to: Target::User(UserId::new(to)),
+        kind: Kind::text(),
+        body: Body::new(body.to_vec()),
+    })
+}
+
+async fn sent(c: &mut Client) {
+    c.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
+        .await;
+}
+
+async fn put_token(s: &Server, user: &str, generation: u32, token: &str) {
+    let r = reqwest::Client::new()
+        .put(s.http("/v1/push/token"))
+        .bearer_auth(valid_token(user, 1, generation))
+        .json(&serde_json::json!({"platform": "fcm", "token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,60 +150,83 @@ async fn webhook_gets_one_push_per_burst_with_the_token_and_no_content() {
     let s = Server::start("sqlite", cfg).await;
     common::add_user(&s.db.db, "alice", &[(1, 11)]).await;
     common::add_user(&s.db.db, "bob", &[(1, 21), (2, 22)]).await;
+    // Carol and dave are the barriers' recipients (offline, with tokens).
+    common::add_user(&s.db.db, "carol", &[(1, 31)]).await;
+    common::add_user(&s.db.db, "dave", &[(1, 41)]).await;
     // Bob's device 1 registered a token; device 2 did not (it is not pushed).
-    let r = reqwest::Client::new()
-        .put(s.http("/v1/push/token"))
-        .bearer_auth(valid_token("bob", 1, 21))
-        .json(&serde_json::json!({"platform": "fcm", "token": "tok-bob-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    put_token(&s, "bob", 21, "tok-bob-1").await;
+    put_token(&s, "carol", 31, "tok-carol-1").await;
+    put_token(&s, "dave", 41, "tok-dave-1").await;
     let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
     for i in 0..3 {
-        a.send(&ClientFrame::Send(Send {
-            id: ClientMsgId::new(format!("p{i}")),
-            to: Target::User(UserId::new("bob")),
-            kind: Kind::text(),
-            body: Body::new(b"secret words".to_vec()),
-        }))
-        .await;
-        a.until(|f| matches!(f, ServerFrame::Sent(_)).then_some(()))
+        a.send(&text(&format!("p{i}"), "bob", b"secret words"))
             .await;
+        sent(&mut a).await;
     }
+    // Barrier: once bob's notice went out (its first attempt got 503, the
+    // retry 200), a message to carol queues a push behind everything queued
+    // so far. The sender works through its queue in order, so when carol's
+    // request arrives, any further push for bob's burst would have too.
     wait_for(&sink, 2).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let reqs = sink.requests.lock().unwrap().clone();
+    a.send(&text("to-carol", "carol", b"x")).await;
+    sent(&mut a).await;
+    let reqs = wait_for_token(&sink, "tok-carol-1").await;
+    let bob1 = vec![(
+        "bob".to_owned(),
+        1,
+        "tok-bob-1".to_owned(),
+        "message".to_owned(),
+    )];
+    let carol = vec![(
+        "carol".to_owned(),
+        1,
+        "tok-carol-1".to_owned(),
+        "message".to_owned(),
+    )];
     assert_eq!(
-        reqs.len(),
-        2,
-        "one notice, sent twice because the first attempt got 503: {reqs:?}"
+        woken(&reqs),
+        [bob1.clone(), bob1.clone(), carol.clone()],
+        "one notice for bob's burst, sent twice because the first attempt got 503: {reqs:?}"
     );
-    assert_eq!(reqs[0], reqs[1]);
-    let (auth, body) = &reqs[0];
-    assert_eq!(auth.as_deref(), Some("Bearer gw-secret"));
-    let n = body["notifications"].as_array().unwrap();
-    assert_eq!(n.len(), 1);
-    assert_eq!(
-        (
-            n[0]["user_id"].as_str(),
-            n[0]["device_id"].as_u64(),
-            n[0]["token"].as_str()
-        ),
-        (Some("bob"), Some(1), Some("tok-bob-1"))
-    );
-    assert!(!body.to_string().contains("c2VjcmV0") && !body.to_string().contains("secret words"));
-    // Bob connects (a new burst starts) and goes away; the next message pushes again.
+    assert_eq!(reqs[0], reqs[1], "the retry is the same request");
+    for (auth, body) in &reqs {
+        assert_eq!(auth.as_deref(), Some("Bearer gw-secret"));
+        assert!(
+            !body.to_string().contains("c2VjcmV0") && !body.to_string().contains("secret words"),
+            "no content in {body}"
+        );
+    }
+    // Bob connects (a new burst starts) and goes away; the next message pushes
+    // again. Wait for the socket's end before sending (else the message could
+    // go to the closing socket instead of a push).
+    let bob = UserId::new("bob");
     let b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
     drop(b);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    a.send(&ClientFrame::Send(Send {
-        id: ClientMsgId::new("after"),
-        to: Target::User(UserId::new("bob")),
-        kind: Kind::text(),
-        body: Body::new(b"x".to_vec()),
-    }))
-    .await;
-    wait_for(&sink, 3).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.state.is_connected(&bob).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's socket is still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.send(&text("after", "bob", b"x")).await;
+    sent(&mut a).await;
+    // Barrier again, through dave, once bob's new push went out.
+    wait_for(&sink, reqs.len() + 1).await;
+    a.send(&text("to-dave", "dave", b"x")).await;
+    sent(&mut a).await;
+    let reqs = wait_for_token(&sink, "tok-dave-1").await;
+    let dave = vec![(
+        "dave".to_owned(),
+        1,
+        "tok-dave-1".to_owned(),
+        "message".to_owned(),
+    )];
+    assert_eq!(
+        woken(&reqs),
+        [bob1.clone(), bob1.clone(), carol, bob1, dave],
+        "{reqs:?}"
+    );
     s.stop().await;
 }

@@ -1007,7 +1007,7 @@ async fn migration_2002_moves_direct_status_into_the_message_row(engine: &str) {
             include_str!("../migrations/postgres/2002_direct_status.sql"),
         ),
     };
-    raw_sql(&t.db, include_str!("fixtures/auth_tables.sql")).await;
+    common::auth_schema(&t.db).await;
     raw_sql(&t.db, before).await;
     raw_sql(
         &t.db,
@@ -1088,7 +1088,7 @@ async fn migration_2003_leads_the_idempotency_index_with_the_client_id(engine: &
             include_str!("../migrations/postgres/2003_client_id_first.sql"),
         ),
     };
-    raw_sql(&t.db, include_str!("fixtures/auth_tables.sql")).await;
+    common::auth_schema(&t.db).await;
     raw_sql(&t.db, before).await;
     raw_sql(&t.db, step2).await;
     common::add_user(&t.db, "alice", &[(1, 11)]).await;

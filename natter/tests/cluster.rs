@@ -224,7 +224,7 @@ async fn sigkill_one_node_under_load_loses_and_duplicates_nothing() {
     ledger::ring_load(&clients, &ledger, 20, Duration::from_millis(25)).await;
     c.kill(2).unwrap();
     ledger::ring_load(&clients, &ledger, 40, Duration::from_millis(25)).await;
-    let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
+    let v = ledger::settle(&clients, &ledger, Duration::from_secs(30)).await;
     let l = ledger.lock().unwrap();
     eprintln!(
         "sigkill: {v:?}; resends recognised as duplicates: {}; reconnects: {:?}",
@@ -293,7 +293,7 @@ async fn postgres_connections_killed_and_redis_restarted_mid_load() {
     });
     ledger::ring_load(&clients, &ledger, 40, Duration::from_millis(25)).await;
     let redis_srv = restart.await.unwrap();
-    let v = ledger::settle(&ledger, Duration::from_secs(30)).await;
+    let v = ledger::settle(&clients, &ledger, Duration::from_secs(30)).await;
     {
         let l = ledger.lock().unwrap();
         assert!(
@@ -338,7 +338,7 @@ async fn postgres_connections_killed_and_redis_restarted_mid_load() {
     // And live cross-node delivery works again (0 → 1 is node 0 → node 1).
     let before = ledger.lock().unwrap().received.len();
     clients[0].send(&clients[1].user.clone(), &ledger);
-    let v = ledger::settle(&ledger, Duration::from_secs(5)).await;
+    let v = ledger::settle(&clients, &ledger, Duration::from_secs(5)).await;
     assert_eq!((v.lost, v.duplicated, v.unacked), (0, 0, 0));
     assert_eq!(ledger.lock().unwrap().received.len(), before + 1);
     for cl in clients {
@@ -418,8 +418,9 @@ async fn a_late_node_still_gets_its_deliveries() {
         .unwrap();
     let (ann_chat, mut ann_ev, ben_id, _ben_chat, mut ben_ev) = ann_and_ben(&c).await;
     c.freeze(1, true).unwrap();
-    // Node 0 beats every 200 ms and gives up on a node after 1 s of silence.
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    // Node 0 beats every 200 ms and gives up on a node after 1 s of silence:
+    // wait until it has.
+    node_looks_gone(&c, 0, 1).await;
     let id = ann_chat.send_text(Target::User(ben_id.clone()), "while you were frozen");
     let sent = tokio::time::timeout(
         Duration::from_secs(10),
@@ -454,6 +455,51 @@ async fn a_late_node_still_gets_its_deliveries() {
         },
     )
     .await;
+}
+
+/// Waits (at most 20 s) until node `watcher` takes node `silent` for gone, as
+/// Redis shows it. A node's heartbeat writes its time into the `nodes` sorted
+/// set and, in the same round trip, reads which nodes are older than
+/// `node_ttl_ms` (1 s here): `watcher` has seen `silent` as gone once its own
+/// score is 1 s past `silent`'s. It stores that view right after the reply,
+/// so the heartbeat after that one proves it is in place.
+async fn node_looks_gone(c: &LocalCluster, watcher: usize, silent: usize) {
+    const NODE_TTL_MS: f64 = 1_000.0;
+    let client = redis::Client::open(c.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}nodes", c.key_prefix);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut gone_at: Option<f64> = None;
+    loop {
+        let scores: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Node ids end with the node's port (tests/src/cluster.rs).
+        let score = |i: usize| {
+            let suffix = format!("-{}", c.nodes[i].port);
+            scores
+                .iter()
+                .find(|(id, _)| id.ends_with(&suffix))
+                .map(|(_, s)| *s)
+        };
+        if let (Some(w), Some(s)) = (score(watcher), score(silent)) {
+            match gone_at {
+                Some(first) if w > first => return,
+                None if w - s >= NODE_TTL_MS => gone_at = Some(w),
+                _ => {}
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {watcher} never took node {silent} for gone: {scores:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The offline recipient reconnects to another node than before (the runner

@@ -25,19 +25,20 @@ async fn fresh(engine: &str) -> TestDb {
         "sqlite" => TestDb::sqlite().await,
         _ => TestDb::postgres().await,
     };
-    // The subset of auth's schema that services reading accounts and devices
-    // share in their tests (kept once, beside chat-core's tests).
-    let sql = include_str!("../../chat-core/tests/fixtures/auth_tables.sql");
+    // Auth's real schema (its migrations, as `natter migrate` applies them):
+    // the callee lookup reads its `accounts` and `devices` tables.
+    natter_auth::store::for_db(&t.db)
+        .migrate()
+        .await
+        .expect("auth's migrations");
     let users = "INSERT INTO accounts (user_id, number, created_at) VALUES ('alice', '+1', 0), ('bob', '+2', 0);
          INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation)
          VALUES ('bob', 1, 'p', 0, 0, 3), ('bob', 2, 't', 0, 0, 7);";
     match &t.db {
         Db::Sqlite(p) => {
-            sqlx::raw_sql(sql).execute(p).await.unwrap();
             sqlx::raw_sql(users).execute(p).await.unwrap();
         }
         Db::Postgres(p) => {
-            sqlx::raw_sql(sql).execute(p).await.unwrap();
             sqlx::raw_sql(users).execute(p).await.unwrap();
         }
     }

@@ -4,7 +4,7 @@
 //! no client id is stored twice.
 
 use natter_client::{Account, Chat, ConnectOptions, Event, Events};
-use natter_proto::{ClientMsgId, MsgId, Target, UserId};
+use natter_proto::{ClientMsgId, Kind, MsgId, Target, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +28,16 @@ pub struct Ledger {
     /// `sent` acks marked `dup`: resends the server recognised (after a
     /// connection dropped before its ack arrived).
     pub dup_acks: usize,
+    /// Barrier markers received (see [`settle`]): (recipient, client id).
+    /// They are not part of the load and not counted above.
+    pub markers: HashSet<(UserId, ClientMsgId)>,
+}
+
+/// Client ids of barrier markers start with this (load ids are hex UUIDs).
+const MARKER: &str = "barrier-";
+
+fn is_marker(id: &ClientMsgId) -> bool {
+    id.as_str().starts_with(MARKER)
 }
 
 /// The check's verdict.
@@ -112,6 +122,10 @@ pub async fn connect(
             let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
             match ev {
                 Event::Connected(_) => *l.connects.entry(u.clone()).or_default() += 1,
+                Event::Sent(s) if is_marker(&s.id) => {}
+                Event::Message(m) if is_marker(&m.id) => {
+                    l.markers.insert((u.clone(), m.id));
+                }
                 Event::Sent(s) => {
                     if s.dup {
                         l.dup_acks += 1;
@@ -195,16 +209,51 @@ pub async fn ring_load(
 }
 
 /// Waits until every issued message is acked and every acked one received
-/// (or `limit` passes); returns the verdict.
-pub async fn settle(ledger: &Mutex<Ledger>, limit: Duration) -> Verdict {
+/// (or `limit` passes), then ends with a barrier; returns the verdict.
+///
+/// The barrier replaces a grace period, which a late duplicate could outlast:
+/// each client sends a marker message to the next one (the load's ring), and
+/// the verdict is taken once every marker arrived. A device's messages reach
+/// it in commit order, so whatever was committed for a recipient before its
+/// marker (a second copy of a message included) has been received by then.
+/// Panics if the markers do not arrive within 30 s: without them the verdict
+/// proves nothing.
+pub async fn settle(clients: &[LoadClient], ledger: &Mutex<Ledger>, limit: Duration) -> Verdict {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let v = ledger.lock().unwrap_or_else(|p| p.into_inner()).verdict();
         if (v.lost == 0 && v.unacked == 0) || tokio::time::Instant::now() >= deadline {
-            // A short grace so a late duplicate would still be counted.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return ledger.lock().unwrap_or_else(|p| p.into_inner()).verdict();
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let round = uuid::Uuid::new_v4().simple().to_string();
+    let mut expected = HashSet::new();
+    for (i, c) in clients.iter().enumerate() {
+        let to = &clients[(i + 1) % clients.len()].user;
+        let id = ClientMsgId::new(format!("{MARKER}{round}-{i}"));
+        c.chat.send_with_id(
+            id.clone(),
+            Target::User(to.clone()),
+            Kind::text(),
+            b"barrier".to_vec(),
+        );
+        expected.insert((to.clone(), id));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let missing: Vec<_> = expected.difference(&l.markers).collect();
+            if missing.is_empty() {
+                return l.verdict();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "barrier markers did not arrive within 30 s: {missing:?}; verdict so far: {:?}",
+                l.verdict()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

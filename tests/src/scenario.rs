@@ -4,11 +4,13 @@
 //! A scenario names users and steps. Devices are `alice` (alice's primary,
 //! device 1) or `alice/2` (her second, linked device). Each step may say how
 //! many new events it waits for per device (`expect = { bob = 1 }`); the runner
-//! then lets the system settle briefly, and writes every event of the step,
-//! device by device in arrival order, with ids and times normalised (user ids
-//! become names, message ids become the sender's client ids, group ids become
-//! group names, times are dropped). Transcripts are compared with checked-in
-//! golden files.
+//! then ends the step with a barrier (see [`Runner`]'s `barrier`: marker
+//! messages that prove nothing else is on its way, where a window of silence
+//! would miss a late duplicate), and writes every event of the step, device by
+//! device in arrival order, with ids and times normalised (user ids become
+//! names, message ids become the sender's client ids, group ids become group
+//! names, times are dropped). Transcripts are compared with checked-in golden
+//! files.
 //!
 //! Like a real app, the runner keeps what each device received (by message id)
 //! across reconnects: a redelivery of a message it already stored is not shown,
@@ -19,8 +21,8 @@ use crate::server::Server;
 use anyhow::{Context, bail};
 use natter_client::{Account, Api, Chat, ConnectOptions, Credentials, Event};
 use natter_proto::{
-    CallAnswer, CallClientFrame, CallId, CallMedia, CallOffer, CallRef, GroupId, MsgId,
-    ReceiptStatus, ServerFrame, SystemEvent, Target, UserId,
+    CallAnswer, CallClientFrame, CallId, CallMedia, CallOffer, CallRef, ClientMsgId, GroupId, Kind,
+    MsgId, ReceiptStatus, ServerFrame, SystemEvent, Target, UserId,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,9 +37,6 @@ pub struct Scenario {
     pub name: String,
     /// What it shows.
     pub description: String,
-    /// How long to keep collecting after a step's expectations are met.
-    #[serde(default = "default_settle")]
-    pub settle_ms: u64,
     /// Needs a server that can be killed (a real process).
     #[serde(default)]
     pub needs_process: bool,
@@ -46,10 +45,6 @@ pub struct Scenario {
     pub ring_timeout_secs: Option<u32>,
     /// The steps.
     pub steps: Vec<Step>,
-}
-
-fn default_settle() -> u64 {
-    150
 }
 
 /// Events to wait for, per device.
@@ -253,6 +248,15 @@ struct Device {
     stored: HashMap<MsgId, String>,
     receipts: HashSet<(MsgId, ReceiptStatus, UserId)>,
     connects: usize,
+    /// Connected, or reconnecting by itself (not closed by the step or for good).
+    live: bool,
+}
+
+/// The runner's own account, which sends the barriers' marker messages. It
+/// is never in a transcript, and neither are its markers.
+struct Barrier {
+    user: UserId,
+    chat: Chat,
 }
 
 /// Plays a scenario; returns its transcript.
@@ -267,10 +271,18 @@ pub struct Runner {
     events_tx: mpsc::UnboundedSender<(String, Event)>,
     events: mpsc::UnboundedReceiver<(String, Event)>,
     lines: Vec<String>,
-    settle: Duration,
     /// Connections opened so far (a cluster spreads them over its nodes).
     connects_total: usize,
+    /// Registered at the first barrier that has a device to reach.
+    barrier: Option<Barrier>,
+    /// Markers received: (device label, marker client id).
+    markers_seen: HashSet<(String, String)>,
+    /// Markers sent so far (their client ids are `barrier-<n>`).
+    markers_sent: u64,
 }
+
+/// Most barrier rounds per step (see [`Runner::barrier`]).
+const MAX_BARRIER_ROUNDS: usize = 4;
 
 /// Longest wait for a step's expected events.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -291,14 +303,15 @@ impl Runner {
             events_tx,
             events,
             lines: Vec::new(),
-            settle: Duration::from_millis(150),
             connects_total: 0,
+            barrier: None,
+            markers_seen: HashSet::new(),
+            markers_sent: 0,
         })
     }
 
     /// Runs every step; returns the transcript and the server (to stop it).
     pub async fn run(mut self, s: &Scenario) -> (anyhow::Result<String>, Server) {
-        self.settle = Duration::from_millis(s.settle_ms);
         self.lines.push(format!("# {}: {}", s.name, s.description));
         let mut result = Ok(());
         for (i, step) in s.steps.iter().enumerate() {
@@ -312,6 +325,9 @@ impl Runner {
             if let Some(c) = &d.chat {
                 c.close();
             }
+        }
+        if let Some(b) = &self.barrier {
+            b.chat.close();
         }
         let transcript = self.lines.join("\n") + "\n";
         (result.map(|()| transcript), self.server)
@@ -355,6 +371,7 @@ impl Runner {
                 let d = self.device(device)?;
                 let (chat, mut events) = Chat::connect(d.account.clone(), opts);
                 d.chat = Some(chat);
+                d.live = true;
                 let tx = self.events_tx.clone();
                 tokio::spawn(async move {
                     while let Some(ev) = events.recv().await {
@@ -376,6 +393,7 @@ impl Runner {
                     .chat
                     .take()
                     .with_context(|| format!("{device} is not connected"))?;
+                d.live = false;
                 chat.close();
                 self.wait_for(&expect, Some((label, Waiting::Closed)))
                     .await?;
@@ -512,7 +530,12 @@ impl Runner {
                     .api
                     .pending(&token, &natter_client::PendingQuery::default())
                     .await?;
-                let ids: Vec<String> = pending.iter().map(|m| m.id.0.clone()).collect();
+                let barrier = self.barrier.as_ref().map(|b| &b.user);
+                let ids: Vec<String> = pending
+                    .iter()
+                    .filter(|m| Some(&m.from.user) != barrier)
+                    .map(|m| m.id.0.clone())
+                    .collect();
                 self.lines
                     .push(format!("{label}: pending [{}]", ids.join(", ")));
                 return Ok(());
@@ -630,6 +653,7 @@ impl Runner {
                 stored: HashMap::new(),
                 receipts: HashSet::new(),
                 connects: 0,
+                live: false,
             },
         );
     }
@@ -661,7 +685,8 @@ impl Runner {
     }
 
     /// Collects events until `expect` is met (and the optional connection
-    /// condition), then for the settle time; appends them to the transcript.
+    /// condition), then until the step's barrier; appends them to the
+    /// transcript.
     async fn wait_for(
         &mut self,
         expect: &Expect,
@@ -703,14 +728,114 @@ impl Runner {
                 *counts.entry(label).or_default() += got.len() - before;
             }
         }
-        let settle_until = tokio::time::Instant::now() + self.settle;
-        while let Ok(Some((label, ev))) =
-            tokio::time::timeout_at(settle_until, self.events.recv()).await
-        {
-            self.record(&label, ev, &mut got);
-        }
+        let barrier = self.barrier(&mut got).await;
         self.flush(got);
-        Ok(())
+        barrier
+    }
+
+    /// Ends a step: proves that nothing more is on its way to any connected
+    /// device, where a window of silence would not (a late duplicate after it
+    /// goes unseen).
+    ///
+    /// The runner's own account sends a marker message to every user with a
+    /// live device, and waits until each of those devices received its
+    /// marker, recording whatever came before. Messages and receipts reach a
+    /// device in commit order, and frames the server sends straight to a
+    /// socket (call signaling) share that socket's queue, so everything
+    /// committed or queued for a device before its marker arrives before it.
+    /// What arrives in a round can cause more (a message is acknowledged, a
+    /// receipt follows): rounds repeat until one brings nothing new.
+    async fn barrier(&mut self, got: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+        for _ in 0..MAX_BARRIER_ROUNDS {
+            let live: Vec<String> = self
+                .devices
+                .iter()
+                .filter(|(_, d)| d.live)
+                .map(|(l, _)| l.clone())
+                .collect();
+            if live.is_empty() {
+                return Ok(());
+            }
+            let chat = self.barrier_chat().await?;
+            // One marker per user reaches every device of that user.
+            let mut markers: BTreeMap<String, String> = BTreeMap::new();
+            let mut waiting: HashSet<(String, String)> = HashSet::new();
+            for label in live {
+                let user = label.split('/').next().unwrap_or_default().to_owned();
+                let id = match markers.get(&user) {
+                    Some(id) => id.clone(),
+                    None => {
+                        self.markers_sent += 1;
+                        let id = format!("barrier-{}", self.markers_sent);
+                        markers.insert(user, id.clone());
+                        id
+                    }
+                };
+                waiting.insert((label, id));
+            }
+            for (user, id) in &markers {
+                chat.send_with_id(
+                    ClientMsgId::new(id.as_str()),
+                    Target::User(self.user(user)?),
+                    Kind::text(),
+                    b"barrier".to_vec(),
+                );
+            }
+            let before = got.len();
+            let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+            loop {
+                // A device closed for good meanwhile gets nothing more.
+                waiting.retain(|w| {
+                    !self.markers_seen.contains(w) && self.devices.get(&w.0).is_some_and(|d| d.live)
+                });
+                if waiting.is_empty() {
+                    break;
+                }
+                let Ok(ev) = tokio::time::timeout_at(deadline, self.events.recv()).await else {
+                    let mut missing: Vec<_> = waiting.into_iter().collect();
+                    missing.sort();
+                    bail!("barrier: markers did not arrive (device, marker): {missing:?}");
+                };
+                let Some((label, ev)) = ev else {
+                    bail!("event channel closed")
+                };
+                self.record(&label, ev, got);
+            }
+            if got.len() == before {
+                return Ok(());
+            }
+        }
+        bail!("events kept arriving through {MAX_BARRIER_ROUNDS} barrier rounds")
+    }
+
+    /// The barrier account's connection (registered and connected the first
+    /// time; on the first node of a cluster, without moving the scenario's
+    /// own devices to other nodes).
+    async fn barrier_chat(&mut self) -> anyhow::Result<Chat> {
+        if let Some(b) = &self.barrier {
+            return Ok(b.chat.clone());
+        }
+        let number = random_number();
+        let outbox = self.server.sms_outbox();
+        let creds =
+            natter_client::register(&self.api, &number, "scenario-barrier", |s| async move {
+                natter_client::code_from_outbox(&outbox, &s.session_id).await
+            })
+            .await
+            .context("register the barrier account")?;
+        let user = creds.user();
+        let opts = ConnectOptions {
+            ws_url: self.server.ws_url_for(0),
+            ..ConnectOptions::default()
+        };
+        let (chat, mut events) = Chat::connect(Account::new(self.api.clone(), creds), opts);
+        // Its own events (sent, receipts for the markers) are not the scenario's.
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        self.barrier = Some(Barrier {
+            user,
+            chat: chat.clone(),
+        });
+        Ok(chat)
     }
 
     /// Appends a step's lines: device by device; per device, messages in
@@ -750,12 +875,17 @@ impl Runner {
                 groups.get(g).cloned().unwrap_or_else(|| "<unknown>".into())
             ),
         };
+        let barrier = self.barrier.as_ref().map(|b| b.user.clone());
         let Some(d) = self.devices.get_mut(label) else {
             return;
         };
         let line = match ev {
             Event::Connected(_) => {
                 d.connects += 1;
+                None
+            }
+            Event::Message(m) if Some(&m.from.user) == barrier.as_ref() => {
+                self.markers_seen.insert((label.to_owned(), m.id.0.clone()));
                 None
             }
             Event::Message(m) => {
@@ -809,11 +939,13 @@ impl Runner {
             Event::Presence(p) => {
                 Some(format!("{label}: presence {} {:?}", name(&p.user), p.state))
             }
-            Event::Closed { code: Some(c), .. } if c != 1000 => {
-                Some(format!("{label}: closed {c}"))
+            Event::Closed { code, .. } => {
+                d.live = false;
+                code.filter(|c| *c != 1000)
+                    .map(|c| format!("{label}: closed {c}"))
             }
             Event::Call(f) => call_text(&f, &name).map(|t| format!("{label}: {t}")),
-            Event::Synced | Event::Disconnected { .. } | Event::Closed { .. } => None,
+            Event::Synced | Event::Disconnected { .. } => None,
         };
         if let Some(l) = line {
             out.push((label.to_owned(), l));
@@ -999,18 +1131,43 @@ fn random_number() -> String {
     format!("+1415{exchange:03}{line:04}")
 }
 
-/// Compares a transcript with its golden file; with `NATTER_BLESS=1`, writes
-/// the golden file instead. Returns a diff on mismatch.
+/// Compares a transcript with its golden file; returns a diff on mismatch.
+/// Only with `NATTER_BLESS` set to exactly `1` (the explicit bless path) it
+/// writes the golden file instead; see [`compare_or_bless`].
 pub fn check_golden(golden_dir: &std::path::Path, name: &str, actual: &str) -> Result<(), String> {
+    compare_or_bless(
+        golden_dir,
+        name,
+        actual,
+        std::env::var_os("NATTER_BLESS").as_deref(),
+    )
+}
+
+/// [`check_golden`] with the value of `NATTER_BLESS` given: `Some("1")`
+/// writes the golden file and returns `Ok`; anything else (unset, `0`, empty,
+/// `true`, …) compares, and fails with a diff on a mismatch.
+pub fn compare_or_bless(
+    golden_dir: &std::path::Path,
+    name: &str,
+    actual: &str,
+    bless: Option<&std::ffi::OsStr>,
+) -> Result<(), String> {
     let path = golden_dir.join(format!("{name}.txt"));
-    if std::env::var_os("NATTER_BLESS").is_some() {
+    if bless.is_some_and(|v| v == "1") {
         std::fs::write(&path, actual).map_err(|e| format!("write {}: {e}", path.display()))?;
         return Ok(());
     }
+    // A value other than `1` is not a bless: say so, in case one was meant.
+    let ignored = bless.map(|v| {
+        format!(
+            "NATTER_BLESS={v:?} is set but only NATTER_BLESS=1 blesses; the transcript was compared\n"
+        )
+    });
     let expected = std::fs::read_to_string(&path).map_err(|e| {
         format!(
-            "no golden transcript {} ({e}); run with NATTER_BLESS=1 to create it",
-            path.display()
+            "no golden transcript {} ({e}); bless it explicitly with NATTER_BLESS=1\n{}",
+            path.display(),
+            ignored.clone().unwrap_or_default()
         )
     })?;
     if expected == actual {
@@ -1031,5 +1188,9 @@ pub fn check_golden(golden_dir: &std::path::Path, name: &str, actual: &str) -> R
             }
         }
     }
+    diff.push_str(&ignored.unwrap_or_default());
+    diff.push_str(
+        "if the new transcript is the right one, bless it explicitly with NATTER_BLESS=1\n",
+    );
     Err(diff)
 }

@@ -1,4 +1,6 @@
-//! Shared test fixtures: fresh databases on both engines with auth's tables.
+//! Shared test fixtures: fresh databases on both engines with auth's schema
+//! (its real migrations, so a change there that breaks what chat-core reads
+//! fails these tests) and chat's migrations.
 #![allow(dead_code, unreachable_pub)]
 
 use natter_common::Db;
@@ -10,17 +12,18 @@ pub async fn fresh(engine: &str) -> TestDb {
         "sqlite" => TestDb::sqlite().await,
         _ => TestDb::postgres().await,
     };
-    let sql = include_str!("../fixtures/auth_tables.sql");
-    match &t.db {
-        Db::Sqlite(p) => {
-            sqlx::raw_sql(sql).execute(p).await.unwrap();
-        }
-        Db::Postgres(p) => {
-            sqlx::raw_sql(sql).execute(p).await.unwrap();
-        }
-    }
+    auth_schema(&t.db).await;
     natter_chat::store::for_db(&t.db).migrate().await.unwrap();
     t
+}
+
+/// Applies auth's migrations (the `accounts` and `devices` tables chat-core
+/// reads; docs/protocol.md "Schema contract"), as `natter migrate` does.
+pub async fn auth_schema(db: &Db) {
+    natter_auth::store::for_db(db)
+        .migrate()
+        .await
+        .expect("auth's migrations");
 }
 
 async fn exec(db: &Db, sql: &'static str, binds: &[&str], ints: &[i64]) {
@@ -257,12 +260,24 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `ms`.
-    pub async fn quiet(&mut self, ms: u64) {
-        if let Ok(Some(Ok(Ws::Text(t)))) =
-            tokio::time::timeout(Duration::from_millis(ms), self.ws.next()).await
-        {
-            panic!("expected silence, got {t}");
+    /// A barrier on this socket: sends `ping` with `nonce` and returns every
+    /// frame that came before its `pong`. The server answers frames in order
+    /// and writes its answers behind what it already queued for this socket,
+    /// so whatever was on its way here when the ping was read is in the list.
+    pub async fn ping_barrier(&mut self, nonce: u64) -> Vec<ServerFrame> {
+        self.send(&ClientFrame::Ping(natter_proto::Ping {
+            nonce: Some(nonce),
+        }))
+        .await;
+        let mut before = Vec::new();
+        loop {
+            match self.next().await {
+                ServerFrame::Pong(p) => {
+                    assert_eq!(p.nonce, Some(nonce), "a pong echoes its ping's nonce");
+                    return before;
+                }
+                other => before.push(other),
+            }
         }
     }
 }
