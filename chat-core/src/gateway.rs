@@ -56,6 +56,10 @@ async fn run(st: ChatState, socket: WebSocket, header_token: Option<String>) {
     let dev = match authenticate(&st, &mut sink, &mut stream, header_token).await {
         Ok(dev) => dev,
         Err(code) => {
+            // Counted like every other close, so opened minus closed is the
+            // number of live sockets.
+            metrics::counter!("chat_ws_closed_total", "code" => code.code().to_string())
+                .increment(1);
             close(&mut sink, code).await;
             return;
         }
@@ -620,7 +624,12 @@ where
         r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(CloseCode::Normal),
-            Err(_) => Err(CloseCode::SlowConsumer),
+            Err(_) => {
+                // The other way a device is too slow: its socket stops taking
+                // writes (the hub counts a full queue).
+                metrics::counter!("chat_slow_consumer_total").increment(1);
+                Err(CloseCode::SlowConsumer)
+            }
         },
         _ = closer.closed() => Err(closer.code().unwrap_or(CloseCode::Normal)),
     }

@@ -638,7 +638,24 @@ impl Media {
         len: u64,
     ) -> Result<Processed, MediaError> {
         match sniffed.kind {
-            Kind::Image(format) => self.process_image(id, format, len).await,
+            Kind::Image(format) => {
+                let processed = self.process_image(id, format, len).await;
+                // Every refused image is counted here, whichever check refused it
+                // (header, pixel limit found in the header or while decoding, the
+                // decoder itself).
+                match &processed {
+                    Err(MediaError::CorruptImage(_)) => {
+                        metrics::counter!("media_images_refused_total", "reason" => "corrupt")
+                            .increment(1);
+                    }
+                    Err(MediaError::ImageTooLarge { .. }) => {
+                        metrics::counter!("media_images_refused_total", "reason" => "too_many_pixels")
+                            .increment(1);
+                    }
+                    _ => {}
+                }
+                processed
+            }
             Kind::Video(container) => Ok(self.process_video(id, container, len).await),
             Kind::OtherImage => Ok(Processed::none(format!(
                 "no thumbnail: {} images are stored but not decoded by this server",
@@ -692,8 +709,6 @@ impl Media {
             }
         };
         if header.pixels() > self.cfg.max_image_pixels {
-            metrics::counter!("media_images_refused_total", "reason" => "too_many_pixels")
-                .increment(1);
             return Err(MediaError::ImageTooLarge {
                 width: header.width,
                 height: header.height,
@@ -730,10 +745,7 @@ impl Media {
             Err(thumb::ThumbError::TooManyPixels { width, height, max }) => {
                 Err(MediaError::ImageTooLarge { width, height, max })
             }
-            Err(thumb::ThumbError::Corrupt(m)) => {
-                metrics::counter!("media_images_refused_total", "reason" => "corrupt").increment(1);
-                Err(MediaError::CorruptImage(m))
-            }
+            Err(thumb::ThumbError::Corrupt(m)) => Err(MediaError::CorruptImage(m)),
         }
     }
 

@@ -17,6 +17,9 @@ pub fn router(state: SignalingState) -> Router {
     Router::new()
         .route("/v1/calls", get(history))
         .route("/v1/calls/ice-servers", get(ice))
+        .layer(axum::middleware::from_fn(|req, next| {
+            natter_common::metrics::track_http("signaling", req, next)
+        }))
         .with_state(state)
 }
 

@@ -1,0 +1,139 @@
+//! Which metric families the live test expects to move, and which cannot in
+//! one embedded `natter serve` (shared by `metrics.rs` and `metrics_registry.rs`).
+
+#![allow(dead_code)]
+
+/// Every series this run moves. The scenario's checks (see `expectations`)
+/// must name exactly these families.
+pub(crate) const MOVED: &[&str] = &[
+    // common
+    "http_requests_total",
+    "http_request_duration_seconds",
+    // auth
+    "auth_codes_sent_total",
+    "auth_code_checks_total",
+    "auth_registrations_total",
+    "auth_token_refreshes_total",
+    "auth_prekeys_exhausted_total",
+    "auth_accounts_deleted_total",
+    // chat
+    "chat_ws_opened_total",
+    "chat_ws_closed_total",
+    "chat_ws_connections",
+    "chat_messages_stored_total",
+    "chat_queue_entries_total",
+    "chat_commit_batch_ops",
+    "chat_commit_duration_seconds",
+    "chat_commit_finish_seconds",
+    "chat_push_total",
+    // media
+    "media_uploads_total",
+    "media_upload_seconds",
+    "media_stored_bytes_total",
+    "media_deduplicated_total",
+    "media_resumable_created_total",
+    "media_thumbnail_seconds",
+    "media_images_refused_total",
+    "media_downloads_total",
+    "media_download_bytes_total",
+    // signaling
+    "signaling_offers_total",
+    "signaling_live_calls",
+    "signaling_voip_pushes_total",
+    "signaling_calls_ended_total",
+    // turn
+    "natter_turn_allocations",
+    "natter_turn_stream_connections",
+    "natter_turn_allocations_created_total",
+    "natter_turn_allocations_closed_total",
+    "natter_turn_relayed_packets_total",
+    "natter_turn_relayed_bytes_total",
+    "natter_turn_binding_requests_total",
+    "natter_turn_challenges_total",
+    "natter_turn_malformed_total",
+    "natter_turn_auth_failures_total",
+    "natter_turn_refusals_total",
+];
+
+/// What a series that this run cannot move must still show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Still {
+    /// An error or overload path: absent or zero, before and after (a healthy
+    /// run that moved it found a real problem).
+    Zero,
+    /// Registered at start-up with zero (the media collector runs at once and
+    /// every `media.gc_interval_secs`, here 1 s): present and zero at the end.
+    PresentZero,
+    /// Moves only under sustained load; whatever it shows is fine.
+    Unconstrained,
+}
+
+/// Series registered in the code that a single-node embedded run cannot move,
+/// with why.
+pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
+    (
+        "chat_commit_errors_total",
+        Still::Zero,
+        "only when a chat commit fails (database error)",
+    ),
+    (
+        "chat_slow_consumer_total",
+        Still::Zero,
+        "only when a socket's outbound queue (chat.outbound_queue, 1024 frames by default) fills because the client stopped reading",
+    ),
+    (
+        "chat_wal_catch_up_seconds",
+        Still::Unconstrained,
+        "only when the SQLite WAL holds >= 256 frames between two 200 ms checkpoint ticks: sustained load",
+    ),
+    (
+        "chat_redis_errors_total",
+        Still::Zero,
+        "distributed shape only (Redis)",
+    ),
+    (
+        "chat_bus_messages_total",
+        Still::Zero,
+        "distributed shape only (Redis bus between nodes)",
+    ),
+    (
+        "chat_bus_to_silent_node_total",
+        Still::Zero,
+        "distributed shape only (a node with a late Redis heartbeat)",
+    ),
+    (
+        "chat_bus_dropped_rounds_total",
+        Still::Zero,
+        "distributed shape only (Redis outage over 10 s)",
+    ),
+    (
+        "media_gc_blobs_deleted_total",
+        Still::PresentZero,
+        "needs a blob unreferenced for media.retention_secs (at least 1 h)",
+    ),
+    (
+        "media_gc_bytes_deleted_total",
+        Still::PresentZero,
+        "needs a blob unreferenced for media.retention_secs (at least 1 h)",
+    ),
+    (
+        "media_gc_uploads_expired_total",
+        Still::PresentZero,
+        "needs a resumable upload idle for media.upload_expiry_secs (at least 60 s)",
+    ),
+    (
+        "media_gc_staging_removed_total",
+        Still::PresentZero,
+        "needs a crash leftover older than upload expiry + lease + 1 h",
+    ),
+    (
+        "natter_turn_dropped_total",
+        Still::Zero,
+        "only when a relay send fails or a TCP/TLS client stops reading (backlog, write timeout)",
+    ),
+    (
+        "natter_turn_tls_reloads_total",
+        Still::Zero,
+        "only with turn.tls_listen and a certificate file that changes",
+    ),
+];
