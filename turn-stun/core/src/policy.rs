@@ -212,14 +212,18 @@ impl PeerPolicy {
         &self.allowed
     }
 
+    /// Whether `peer` is one of the server's own listening addresses.
+    pub fn is_own(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.own
+            .iter()
+            .any(|own| own.port() == peer.port() && own.ip().to_canonical() == ip)
+    }
+
     /// Whether relaying to `peer` is permitted.
     pub fn check(&self, peer: SocketAddr) -> Result<(), PeerRefusal> {
-        let ip = peer.ip().to_canonical();
-        for own in &self.own {
-            let own_ip = own.ip().to_canonical();
-            if own.port() == peer.port() && own_ip == ip {
-                return Err(PeerRefusal::OwnAddress(peer));
-            }
+        if self.is_own(peer) {
+            return Err(PeerRefusal::OwnAddress(peer));
         }
         // The address as written and every IPv4 address it embeds: a wrapped form
         // is refused unless the allow-list names it or the IPv4 network inside.

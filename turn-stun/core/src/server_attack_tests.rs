@@ -299,3 +299,37 @@ fn own_addresses_reported_later_are_refused() {
     assert_eq!(permit(&mut h, ft, "8.8.8.8:3479"), None);
     assert_eq!(h.server.stats().refusals[Refusal::OwnAddress as usize], 1);
 }
+
+/// Found by the `turn_lifecycle` fuzz target: a permission covers an IP on
+/// every port, so permitting one of the server's own IPs on another port and
+/// then sending a Send indication to its listening port relayed into the
+/// server itself.
+#[test]
+fn a_send_indication_to_our_own_listener_is_dropped_even_with_a_permission() {
+    let (mut h, ft) = v4_allocation();
+    h.server.set_own_addresses(vec![addr("8.8.8.8:3478")]);
+    assert_eq!(
+        permit(&mut h, ft, "8.8.8.8:9999"),
+        None,
+        "another port is fine"
+    );
+    let send = |h: &mut Harness, to: &str| {
+        let tid = h.tid();
+        let mut b = crate::codec::MessageBuilder::new(Class::Indication, Method::SEND, tid);
+        b.add(&Attribute::XorPeerAddress(addr(to)))
+            .add(&Attribute::Data(b"loop"));
+        h.input(ft, &b.finish(None, false))
+    };
+    let relayed = |out: &[crate::server::Transmit]| {
+        out.iter()
+            .filter(|t| matches!(t.destination, Destination::Peer { .. }))
+            .count()
+    };
+    assert_eq!(relayed(&send(&mut h, "8.8.8.8:9999")), 1);
+    assert_eq!(
+        relayed(&send(&mut h, "8.8.8.8:3478")),
+        0,
+        "relayed to ourselves"
+    );
+    assert_eq!(h.server.stats().refusals[Refusal::OwnAddress as usize], 1);
+}

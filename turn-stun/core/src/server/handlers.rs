@@ -381,6 +381,14 @@ impl Server {
             self.count(Refusal::BadRequest);
             return;
         };
+        // A permission covers an IP on every port (RFC 8656 §9), so a permission
+        // for one of our own IPs on another port would otherwise let a Send
+        // reach our own listener. (Channels name a port and are checked when
+        // bound.) Found by the turn_lifecycle fuzz target.
+        if self.config.policy.is_own(peer) {
+            self.count(Refusal::OwnAddress);
+            return;
+        }
         self.relay_to_peer(now, id, peer, data);
     }
 
