@@ -246,8 +246,7 @@ fn tcp_and_tls_clients_that_never_read_lose_their_slots() {
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
-    // While they are stuck, the slots are taken.
+    // While they are held, the slots are taken.
     let early = TurnClient::tcp(server).ok().and_then(|mut c| c.binding());
     assert!(
         early.is_none(),
