@@ -4,23 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::tests::{SHA1, code, decode};
 use crate::auth::rest_password;
-use crate::codec::{Attribute, AttributeType, Class, Family, IntegrityKind, Message, Method};
+use crate::codec::{Attribute, Class, Family, Method};
 use crate::server::{AuthFailure, Destination, FiveTuple, Refusal};
 use crate::testkit::{Harness, PASSWORD, SECRET, START_UNIX, USER, signed};
-
-const SHA1: IntegrityKind = IntegrityKind::Sha1;
-
-fn decode(bytes: &[u8]) -> Message<'_> {
-    Message::decode(bytes).expect("server output decodes")
-}
-
-fn code(bytes: &[u8]) -> Option<u16> {
-    match decode(bytes).get(AttributeType::ERROR_CODE) {
-        Ok(Some(Attribute::ErrorCode(e))) => Some(e.code),
-        _ => None,
-    }
-}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -11,13 +11,13 @@ use crate::codec::{
 use crate::server::{AuthFailure, CloseReason, Destination, Event, FiveTuple, Refusal, Transport};
 use crate::testkit::{Harness, PASSWORD, REALM, SECRET, START_UNIX, USER};
 
-const SHA1: IntegrityKind = IntegrityKind::Sha1;
+pub(super) const SHA1: IntegrityKind = IntegrityKind::Sha1;
 
-fn decode(bytes: &[u8]) -> Message<'_> {
+pub(super) fn decode(bytes: &[u8]) -> Message<'_> {
     Message::decode(bytes).expect("server output decodes")
 }
 
-fn code(bytes: &[u8]) -> Option<u16> {
+pub(super) fn code(bytes: &[u8]) -> Option<u16> {
     match decode(bytes).get(AttributeType::ERROR_CODE) {
         Ok(Some(Attribute::ErrorCode(e))) => Some(e.code),
         _ => None,
