@@ -1006,6 +1006,9 @@ impl Media {
         let token = natter_common::random::token();
         let now = self.now();
         let lease_until = now + i64::from(self.cfg.upload_lease_secs) * 1000;
+        // A lease still recorded (it can only be a lapsed one, or we would not
+        // get ours) means a writer may still be running.
+        let stale_writer = row.lease_token.is_some();
         let Some(row) = self
             .store
             .lease_upload(id.as_str(), &token, now, lease_until)
@@ -1013,6 +1016,13 @@ impl Media {
         else {
             return Err(MediaError::UploadBusy);
         };
+        if stale_writer && !row.backend_state.is_empty() {
+            let state: PartialState =
+                serde_json::from_str(&row.backend_state).map_err(MediaError::internal)?;
+            if !state.sealed {
+                self.blobs.take_over(id, &state).await?;
+            }
+        }
         if row.received as u64 != offset {
             // Another PATCH finished between our read and the lease.
             self.store.release_upload(id.as_str(), &token).await?;

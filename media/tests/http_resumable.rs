@@ -18,7 +18,63 @@ both_backends!(
     refused_content_deletes_the_whole_upload,
     expiry_termination_and_limits,
     a_patch_while_another_holds_the_upload_gets_423,
+    a_stalled_patch_cannot_change_the_blob_after_its_lease_lapsed,
 );
+
+/// A PATCH whose lease lapsed while its client stalled, then resumed after
+/// another PATCH had taken over and finished the upload, used to write its
+/// bytes into the stored blob on the file backend (the file it held open had
+/// been renamed into blobs/), so the blob served under hash H no longer had
+/// hash H. Now the stale writer is refused and the blob is what was hashed.
+async fn a_stalled_patch_cannot_change_the_blob_after_its_lease_lapsed(b: Backend) {
+    let srv = Server::start(b).await;
+    let tus = Tus::new(&srv, "mallory");
+    let x = noise(300_000, 1);
+    let y = noise(300_000, 2);
+    let (_, url) = tus.create(x.len(), "").await;
+    assert_eq!(
+        tus.patch(&url, 0, &x[..100_000]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let path = url.trim_start_matches(&srv.base).to_owned();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: 100000\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: 200000\r\nConnection: close\r\n\r\n",
+        tus.token
+    );
+    let slow = srv.raw_start(&head, &y[100_000..110_000]).await;
+    let id = Tus::id(&url);
+    eventually("the slow PATCH holds the lease", || async {
+        srv.media()
+            .store()
+            .upload(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_token
+            .is_some()
+    })
+    .await;
+    srv.clock.advance_secs(901);
+    let done = tus.patch(&url, 100_000, &x[100_000..]).await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT, "the takeover finishes");
+    let hash = sha256_hex(&x);
+    let stale = srv.raw_finish(slow, &y[110_000..]).await;
+    assert_eq!(
+        stale.status,
+        423,
+        "{}",
+        String::from_utf8_lossy(&stale.body)
+    );
+    let d = srv.get(&format!("/v1/media/{hash}"), Some("bob")).await;
+    assert_eq!(d.status, StatusCode::OK);
+    assert!(
+        sha256_hex(&d.body) == hash && d.body == x,
+        "the stored blob changed after it was hashed"
+    );
+    srv.cleanup().await;
+}
 
 async fn an_interrupted_large_upload_resumes_where_it_stopped(b: Backend) {
     let srv = Server::start(b).await;

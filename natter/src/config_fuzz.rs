@@ -1,5 +1,5 @@
 //! Fuzz body for configuration parsing. `natter/fuzz` (outside the workspace,
-//! nightly) feeds it libFuzzer input; the tests below replay the checked-in seeds
+//! run by `scripts/fuzz.sh`) feeds it libFuzzer input; the tests below replay the checked-in seeds
 //! and proptest input on stable, so CI exercises it on every run.
 
 use crate::config::Config;

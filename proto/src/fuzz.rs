@@ -1,4 +1,4 @@
-//! Fuzz target bodies. `proto/fuzz` (outside the workspace, nightly) calls them
+//! Fuzz target bodies. `proto/fuzz` (outside the workspace, run by `scripts/fuzz.sh`) calls them
 //! with libFuzzer input; `cargo test -p natter-proto` replays the seeds in
 //! `proto/fuzz/seeds/` and arbitrary inputs through proptest on stable.
 

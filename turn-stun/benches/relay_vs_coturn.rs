@@ -212,10 +212,13 @@ fn report(rows: &[Row], allocations: usize) {
 /// like coturn below: loopback, REST secret, loopback peers allowed, quotas high
 /// enough not to interfere with the load.
 fn start_natter() -> Result<(Child, u16)> {
+    // BENCH_NATTER_LISTEN=0.0.0.0:0 measures the wildcard listener, which reads
+    // each datagram's destination and answers from it (IP_PKTINFO).
+    let listen = std::env::var("BENCH_NATTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
     let mut child = Command::new(std::env::current_exe()?)
         .arg("--serve-child")
+        .env("NATTER_TURN__LISTEN", listen)
         .envs([
-            ("NATTER_TURN__LISTEN", "127.0.0.1:0"),
             ("NATTER_TURN__AUTH_SECRET", SECRET),
             ("NATTER_TURN__REALM", REALM),
             ("NATTER_TURN__ALLOWED_PEERS", "127.0.0.1/32"),

@@ -111,6 +111,32 @@ impl BlobStore for FsBlobStore {
         }))
     }
 
+    /// The stale writer holds an open file: whatever it still writes lands in
+    /// that file, even after a rename (into `blobs/`, by the PATCH that took
+    /// over and finished), and would change a stored blob under its hash. So the
+    /// kept bytes move to a new file under the staging name, and the stale
+    /// writer is left writing into an unlinked one.
+    async fn take_over(&self, id: &UploadId, state: &PartialState) -> BlobResult<()> {
+        let path = self.path(&ObjectKey::Staging(id.clone()));
+        let fresh = path.with_extension("takeover");
+        let (p, f, len) = (path.clone(), fresh.clone(), state.len);
+        blocking(move || {
+            let mut from = std::fs::File::open(&p)?;
+            let mut to = std::fs::File::create(&f)?;
+            let copied = std::io::copy(&mut std::io::Read::take(&mut from, len), &mut to)?;
+            if copied != len {
+                return Err(std::io::Error::other(format!(
+                    "staging file holds {copied} of its {len} recorded bytes"
+                )));
+            }
+            to.sync_data()?;
+            std::fs::rename(&f, &p)?;
+            sync_dir(p.parent().unwrap_or(Path::new(".")))
+        })
+        .await
+        .map_err(|e| err("take over staging file", &path, e))
+    }
+
     async fn promote(&self, id: &UploadId, hash: &BlobHash) -> BlobResult<()> {
         let from = self.path(&ObjectKey::Staging(id.clone()));
         let to = self.path(&ObjectKey::Blob(*hash));

@@ -185,6 +185,14 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn begin(&self, id: &UploadId) -> BlobResult<PartialState>;
     /// Opens the staging object for appending after `state.len` bytes.
     async fn append(&self, id: &UploadId, state: &PartialState) -> BlobResult<Box<dyn Appender>>;
+    /// A PATCH has taken over `id` from one whose lease lapsed while it was
+    /// still running (a stalled client): make sure that writer can no longer
+    /// change the staging object, whose first `state.len` bytes are the ones to
+    /// keep. The default does nothing, for backends where a writer's bytes only
+    /// count once the writer records them.
+    async fn take_over(&self, _id: &UploadId, _state: &PartialState) -> BlobResult<()> {
+        Ok(())
+    }
     /// Moves the sealed staging object of `id` to `Blob(hash)` (replacing an
     /// identical one if present).
     async fn promote(&self, id: &UploadId, hash: &BlobHash) -> BlobResult<()>;

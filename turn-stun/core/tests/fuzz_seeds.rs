@@ -1,6 +1,6 @@
 //! Replays every seed in `turn-stun/fuzz/seeds/<target>/` through the fuzz target
 //! bodies, so that CI runs the corpora (and every crash found, once added there)
-//! without cargo-fuzz or a nightly toolchain.
+//! without cargo-fuzz (`scripts/fuzz.sh` is what fuzzes).
 
 use std::path::Path;
 
