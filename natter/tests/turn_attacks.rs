@@ -383,3 +383,39 @@ fn a_wildcard_listener_answers_from_the_address_it_was_asked_on() {
         relay_round_trip(&mut honest_client(server));
     }
 }
+
+/// On a wildcard listener, the host's own addresses at the TURN port are never
+/// peers, even when the allow-list admits everything: the primary address, a
+/// loopback alias, and the loopback address itself.
+#[test]
+fn a_wildcard_listener_never_relays_to_its_own_port() {
+    let p = TurnProcess::start(
+        "turn",
+        "0.0.0.0",
+        &[("NATTER_TURN__ALLOWED_PEERS", "0.0.0.0/0,::/0")],
+    );
+    let server = p.turn_addr("127.0.0.1");
+    let mut c = honest_client(server);
+    c.allocate(&[]).expect("allocate");
+    let primary = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    let mut own: Vec<std::net::IpAddr> = vec![[127, 0, 0, 1].into(), [127, 0, 0, 2].into()];
+    own.extend(primary);
+    for ip in own {
+        assert_eq!(
+            c.permit(SocketAddr::new(ip, p.turn_port)),
+            Err(403),
+            "{ip}:{} is this server",
+            p.turn_port
+        );
+        assert_eq!(
+            c.permit(SocketAddr::new(ip, p.turn_port.wrapping_add(1).max(1))),
+            Ok(()),
+            "another port of {ip} is a fine peer under this allow-list"
+        );
+    }
+}

@@ -212,12 +212,17 @@ impl PeerPolicy {
         &self.allowed
     }
 
-    /// Whether `peer` is one of the server's own listening addresses.
+    /// Whether `peer` is one of the server's own listening addresses. Every
+    /// loopback address reaches a listener on a loopback or wildcard address
+    /// (127.0.0.2 is as local as 127.0.0.1), so any loopback peer on a port we
+    /// listen on with a loopback address counts as us.
     pub fn is_own(&self, peer: SocketAddr) -> bool {
         let ip = peer.ip().to_canonical();
-        self.own
-            .iter()
-            .any(|own| own.port() == peer.port() && own.ip().to_canonical() == ip)
+        self.own.iter().any(|own| {
+            let own_ip = own.ip().to_canonical();
+            own.port() == peer.port()
+                && (own_ip == ip || (own_ip.is_loopback() && ip.is_loopback()))
+        })
     }
 
     /// Whether relaying to `peer` is permitted.
@@ -528,6 +533,11 @@ mod tests {
             Err(PeerRefusal::OwnAddress(addr("[::1]:3478")))
         );
         assert_eq!(p.check(addr("[::1]:3479")), Ok(()));
+        // Every loopback address reaches a loopback or wildcard listener.
+        assert_eq!(
+            p.check(addr("127.0.0.2:3478")),
+            Err(PeerRefusal::OwnAddress(addr("127.0.0.2:3478")))
+        );
         assert_eq!(
             p.check(addr("8.8.8.8:5349")),
             Ok(()),
