@@ -118,13 +118,16 @@ async fn run_status(secs: u32, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// One answer seen on the wire: method, class, error code.
+type Answer = (Method, Class, Option<u16>);
+
 /// A UDP relay between coturn's client and our server that records what the
 /// server answered (method, class, error code): coturn's client says only
 /// "Cannot complete Allocation" when refused, so the wire is the witness that
 /// the refusal was the right one.
 struct WireTap {
     port: u16,
-    answers: Arc<Mutex<Vec<(Method, Class, Option<u16>)>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -174,7 +177,7 @@ impl WireTap {
         }
     }
 
-    fn answers(&self) -> Vec<(Method, Class, Option<u16>)> {
+    fn answers(&self) -> Vec<Answer> {
         self.answers.lock().unwrap().clone()
     }
 }
