@@ -80,11 +80,22 @@ ensure_s3() {
     echo "deps: building s3s-fs $S3_VERSION (once; cached in $tools)"
     env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$tools" "s3s-fs@$S3_VERSION" --features binary
   fi
+  local data=/tmp/natter-s3s
+  # s3s-fs resolves every object path against its working directory: one
+  # started from a clone that was deleted since (fresh-clone checks) answers
+  # 500 to everything while `GET /` still works. Replace it.
+  local pid
+  for pid in $(pgrep -f "s3s-fs --host 127.0.0.1 --port $S3_PORT " || true); do
+    if [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == *"(deleted)"* ]]; then
+      echo "deps: restarting s3s-fs (its working directory was deleted)"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done
   if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
     echo "deps: starting s3s-fs on 127.0.0.1:$S3_PORT"
-    local data=/tmp/natter-s3s
     mkdir -p "$data"
-    setsid "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key natter-test --secret-key natter-test-secret \
+    setsid env -C "$data" "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key natter-test --secret-key natter-test-secret \
       "$data" >/tmp/natter-s3s.log 2>&1 < /dev/null &
     for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.1; done
   fi

@@ -28,7 +28,9 @@ pub struct AuthConfig {
     pub limit_per_ip: Quota,
     /// Code sends per number prefix (country code + 4 digits), against SMS pumping.
     pub limit_per_prefix: Quota,
-    /// Code checks per client IP (on top of the per-session attempt cap).
+    /// Code checks per client IP, and (a bucket of their own) registration
+    /// attempts, which carry PIN and TOTP guesses; on top of the per-session
+    /// and per-account attempt caps.
     pub limit_verify_per_ip: Quota,
     /// Link-code redemptions per client IP.
     pub limit_link_per_ip: Quota,
@@ -36,6 +38,12 @@ pub struct AuthConfig {
     pub limit_refresh_per_ip: Quota,
     /// Prekey-bundle fetches per caller (each claims a one-time prekey).
     pub limit_key_fetch_per_user: Quota,
+    /// One-time prekeys one caller may claim from one account; past it the
+    /// bundle comes with the signed prekey only (X3DH still works), so a
+    /// stranger cannot drain a user's one-time prekeys.
+    pub limit_prekey_claims_per_pair: Quota,
+    /// One-time prekeys all callers together may claim from one account.
+    pub limit_prekey_claims_per_target: Quota,
     /// Phone-number lookups per caller (contact discovery).
     pub limit_lookup_per_user: Quota,
     /// argon2id cost for codes, PINs.
@@ -74,6 +82,8 @@ impl Default for AuthConfig {
             limit_link_per_ip: Quota::new(20, 3600),
             limit_refresh_per_ip: Quota::new(600, 3600),
             limit_key_fetch_per_user: Quota::new(600, 3600),
+            limit_prekey_claims_per_pair: Quota::new(10, 3600),
+            limit_prekey_claims_per_target: Quota::new(200, 3600),
             limit_lookup_per_user: Quota::new(300, 3600),
             argon2: Argon2Params::default(),
             refresh_ttl_secs: 60 * 24 * 3600,
@@ -111,6 +121,14 @@ impl AuthConfig {
             ("limit_link_per_ip", self.limit_link_per_ip),
             ("limit_refresh_per_ip", self.limit_refresh_per_ip),
             ("limit_key_fetch_per_user", self.limit_key_fetch_per_user),
+            (
+                "limit_prekey_claims_per_pair",
+                self.limit_prekey_claims_per_pair,
+            ),
+            (
+                "limit_prekey_claims_per_target",
+                self.limit_prekey_claims_per_target,
+            ),
             ("limit_lookup_per_user", self.limit_lookup_per_user),
         ] {
             if q.count == 0 || q.period_secs == 0 {

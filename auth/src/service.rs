@@ -60,10 +60,10 @@ impl AuthService {
 
     /// Deletes expired sessions, link codes and refresh tokens every few minutes
     /// until shutdown.
-    pub fn spawn_cleanup(&self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_cleanup(&self, shutdown: Shutdown) -> natter_common::parts::Part {
         let store = self.store.clone();
         let clock = self.clock.clone();
-        tokio::spawn(async move {
+        natter_common::parts::Part::spawn("auth-cleanup", async move {
             let mut tick = tokio::time::interval(Duration::from_secs(300));
             loop {
                 tokio::select! {

@@ -6,6 +6,7 @@ use crate::config::{SmsBackend, SmsConfig};
 use crate::phone::E164;
 use async_trait::async_trait;
 use serde::Serialize;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -81,6 +82,8 @@ pub struct OutboxSms {
     text_template: String,
     // Appends from concurrent requests must not interleave within a line.
     lock: Mutex<()>,
+    /// Past this size the file is rotated ([`OUTBOX_ROTATE_BYTES`]).
+    rotate_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -93,6 +96,11 @@ struct OutboxLine<'a> {
     sent_at: i64,
 }
 
+/// The outbox is rotated past this size: the file moves to `<name>.1`
+/// (replacing the previous one), so at most twice this is kept. Codes live for
+/// minutes; nothing needs the old lines for long.
+pub const OUTBOX_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl OutboxSms {
     /// Writes to `path`, creating its directory when needed.
     pub fn new(path: PathBuf, text_template: String) -> Self {
@@ -100,6 +108,20 @@ impl OutboxSms {
             path,
             text_template,
             lock: Mutex::new(()),
+            rotate_bytes: OUTBOX_ROTATE_BYTES,
+        }
+    }
+
+    async fn rotate_if_full(&self) -> std::io::Result<()> {
+        match tokio::fs::metadata(&self.path).await {
+            Ok(m) if m.len() >= self.rotate_bytes => {
+                let mut old = self.path.clone().into_os_string();
+                old.push(".1");
+                tokio::fs::rename(&self.path, old).await
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -120,11 +142,18 @@ impl SmsSender for OutboxSms {
         let _guard = self.lock.lock().await;
         if let Some(dir) = self.path.parent() {
             tokio::fs::create_dir_all(dir).await?;
+            // Live codes: only the service's user may read them.
+            tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
         }
+        self.rotate_if_full().await?;
         let mut f = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)
+            .await?;
+        // An outbox written by an older version may be world-readable.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .await?;
         f.write_all(&bytes).await?;
         f.flush().await?;
@@ -212,5 +241,56 @@ impl SmsSender for WebhookSms {
             }
         }
         Err(SmsError::Webhook(last_error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(code: &str) -> CodeMessage {
+        CodeMessage {
+            to: crate::phone::parse("+14155550100").unwrap(),
+            code: code.into(),
+            transport: crate::sms::Transport::Sms,
+            session_id: "s1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_private_and_rotated() {
+        let dir = natter_common::random::token();
+        let dir = std::env::temp_dir().join(format!("natter-outbox-{dir}"));
+        let path = dir.join("outbox").join("sms.jsonl");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Left world-readable by an older version.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut outbox = OutboxSms::new(path.clone(), "{code}".into());
+        outbox.rotate_bytes = 400;
+        outbox.send(&message("111111")).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        for n in 0..10 {
+            outbox.send(&message(&format!("2222{n:02}"))).await.unwrap();
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        let old = std::fs::read_to_string(dir.join("outbox/sms.jsonl.1")).unwrap();
+        assert!(
+            current.len() < 400 + 300,
+            "rotated at 400 bytes: {}",
+            current.len()
+        );
+        assert!(
+            current.contains("222209"),
+            "the newest code is in the current file"
+        );
+        assert!(
+            !old.is_empty() && !old.contains("111111"),
+            "only one old file is kept"
+        );
+        assert_eq!(mode(&dir.join("outbox/sms.jsonl.1")), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

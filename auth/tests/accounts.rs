@@ -303,6 +303,53 @@ fn keys_body(k: &DeviceKeys, prekey_ids: std::ops::Range<u32>) -> Value {
     })
 }
 
+both_engines!(
+    a_stranger_cannot_drain_one_time_prekeys,
+    async |h: &Harness| {
+        // Bob fetching Alice's bundle in a loop (about 20 GETs once emptied all
+        // of them): past `limit_prekey_claims_per_pair` (10 per hour) his
+        // bundles carry the signed prekey only, and Alice keeps the rest.
+        let alice = h.register(ALICE).await;
+        let bob = h.register(BOB).await;
+        let (ta, tb) = (token(&alice), token(&bob));
+        let (s, _) = h
+            .call(
+                "PUT",
+                "/v1/keys",
+                Some(&ta),
+                Some(keys_body(&device_keys(1), 0..50)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let alice_id = alice["user_id"].as_str().unwrap();
+        let mut with_prekey = 0;
+        for _ in 0..40 {
+            let (s, b) = h
+                .call("GET", &format!("/v1/keys/{alice_id}/1"), Some(&tb), None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "the bundle itself is always served: {b}");
+            assert!(b["signed_prekey"]["public_key"].is_string());
+            if b["one_time_prekey"].is_object() {
+                with_prekey += 1;
+            }
+        }
+        assert_eq!(with_prekey, 10, "one caller claims at most 10 per hour");
+        let (_, c) = h.call("GET", "/v1/keys/count", Some(&ta), None).await;
+        assert_eq!(c["one_time_prekeys"], 40, "Alice keeps the rest");
+        // Another caller still gets one.
+        let carol = h.register("+14155550199").await;
+        let (_, b) = h
+            .call(
+                "GET",
+                &format!("/v1/keys/{alice_id}/1"),
+                Some(&token(&carol)),
+                None,
+            )
+            .await;
+        assert!(b["one_time_prekey"].is_object(), "{b}");
+    }
+);
+
 both_engines!(key_directory, async |h: &Harness| {
     let alice = h.register(ALICE).await;
     let bob = h.register(BOB).await;
@@ -474,7 +521,10 @@ both_engines!(
             .await;
         assert_eq!(s, StatusCode::OK);
         let path = format!("/v1/keys/{}/1", alice["user_id"].as_str().unwrap());
-        let tb = token(&bob);
+        // Alice's own account (a device linking itself claims from it): the
+        // per-caller cap on claims (10) does not apply, only the race.
+        let _ = bob;
+        let tb = token(&alice);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..50 {
             let app = h.app.clone();

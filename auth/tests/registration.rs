@@ -638,6 +638,56 @@ both_engines!(
     }
 );
 
+both_engines!(
+    concurrent_wrong_pins_cannot_outrun_the_lockout,
+    async |h: &Harness| {
+        // A verified session (as after a SIM swap): 40 wrong PINs at once and the
+        // right one behind them. Counting each attempt before the argon2 check
+        // admits exactly 10 guesses; reading the lock first once let all 40 in
+        // and the right PIN re-register the account.
+        let first = h.register(ALICE).await;
+        h.call(
+            "PUT",
+            "/v1/account/registration-lock",
+            Some(&token(&first)),
+            Some(json!({"pin": "2468"})),
+        )
+        .await;
+        let id = h.verified_session(ALICE).await;
+        let attempt = |pin: String| {
+            let body = json!({"session_id": id, "device_name": "x", "registration_lock_pin": pin});
+            h.call("POST", "/v1/accounts", None, Some(body))
+        };
+        let mut burst: Vec<_> = (0..40)
+            .map(|i| attempt(format!("{:04}", 1000 + i)))
+            .collect();
+        burst.push(attempt("2468".into()));
+        let answers = futures_util::future::join_all(burst).await;
+        let code = |(s, v): &(StatusCode, serde_json::Value)| {
+            (*s, v["error"]["code"].as_str().unwrap_or("").to_owned())
+        };
+        let wrong = answers[..40]
+            .iter()
+            .filter(|a| code(a) == (StatusCode::LOCKED, "wrong_pin".into()))
+            .count();
+        let locked = answers[..40]
+            .iter()
+            .filter(|a| code(a) == (StatusCode::TOO_MANY_REQUESTS, "second_factor_locked".into()))
+            .count();
+        assert_eq!((wrong, locked), (9, 31), "{answers:?}");
+        assert_eq!(
+            code(&answers[40]),
+            (StatusCode::TOO_MANY_REQUESTS, "second_factor_locked".into()),
+            "the right PIN after 10 admitted guesses must wait out the lockout"
+        );
+        // The lockout holds: the account was not re-registered.
+        let (s, _) = h
+            .call("GET", "/v1/account", Some(&token(&first)), None)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+);
+
 fn totp_code(secret_b32: &str, now_secs: i64) -> String {
     use totp_rs::{Builder, Secret};
     let totp = Builder::new()

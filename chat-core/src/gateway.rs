@@ -68,6 +68,10 @@ async fn run(st: ChatState, socket: WebSocket, header_token: Option<String>) {
     connected(st, sink, stream, dev).instrument(span).await;
 }
 
+/// Frames a socket may send before `auth` (pings included) before it is
+/// closed with 1008: a client needs none.
+pub const MAX_FRAMES_BEFORE_AUTH: u32 = 8;
+
 /// Waits for a token (header or `auth` frame) and checks it and the device.
 async fn authenticate(
     st: &ChatState,
@@ -80,7 +84,15 @@ async fn authenticate(
         None => {
             let deadline = tokio::time::Instant::now()
                 + Duration::from_secs(u64::from(st.0.cfg.auth_timeout_secs));
+            // Frames other than `auth` before it: each is answered, a few
+            // times, then the socket is closed (an unauthenticated peer once
+            // got 300 answers for 300 junk frames).
+            let mut refused = 0u32;
             loop {
+                if refused >= MAX_FRAMES_BEFORE_AUTH {
+                    metrics::counter!("chat_ws_preauth_floods_total").increment(1);
+                    return Err(CloseCode::PolicyViolation);
+                }
                 let msg = tokio::select! {
                     m = stream.next() => m,
                     _ = tokio::time::sleep_until(deadline) => return Err(CloseCode::AuthTimeout),
@@ -94,9 +106,13 @@ async fn authenticate(
                             "binary frames are not part of this protocol; send JSON text",
                         );
                         send_frame(sink, &ServerFrame::Error(e)).await?;
+                        refused += 1;
                         continue;
                     }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {
+                        refused += 1;
+                        continue;
+                    }
                     Some(Ok(WsMessage::Close(_))) | None => return Err(CloseCode::Normal),
                     Some(Err(e)) => return Err(read_error_code(&e)),
                 };
@@ -120,11 +136,13 @@ async fn authenticate(
                         )
                         .about(Some(other.type_name().into()), None);
                         send_frame(sink, &ServerFrame::Error(e)).await?;
+                        refused += 1;
                     }
                     Err(e) => {
                         let err = ErrorFrame::new(e.code(), e.to_string())
                             .about(e.frame_type().map(str::to_owned), None);
                         send_frame(sink, &ServerFrame::Error(err)).await?;
+                        refused += 1;
                     }
                 }
             }
@@ -258,6 +276,7 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
             if let Ok(out) = rx.try_recv() {
                 batched += 1;
                 effects = on_outbound(&mut session, now, out);
+                refetch_if_overflowed(&mut session, &closer, now, &mut effects);
                 continue;
             }
             if session.wants_frames()
@@ -300,7 +319,9 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
                 effects = on_answer(&mut session, inner.clock.now_ms(), a);
             }
             Some(out) = rx.recv() => {
-                effects = on_outbound(&mut session, inner.clock.now_ms(), out);
+                let now = inner.clock.now_ms();
+                effects = on_outbound(&mut session, now, out);
+                refetch_if_overflowed(&mut session, &closer, now, &mut effects);
             }
             msg = stream.next(), if session.wants_frames() => {
                 match on_socket(&mut session, inner.clock.now_ms(), msg) {
@@ -357,6 +378,19 @@ fn on_answer(session: &mut Session, now: i64, a: Answer) -> Vec<Effect> {
             session.handle_fetch_failed(now);
             Vec::new()
         }
+    }
+}
+
+/// Entries that did not fit the queue are read from the store: the session
+/// fetches after its cursor, and live entries it already has are skipped by seq.
+fn refetch_if_overflowed(
+    session: &mut Session,
+    closer: &Closer,
+    now: i64,
+    effects: &mut Vec<Effect>,
+) {
+    if closer.take_overflow() {
+        effects.extend(session.handle_resync(now));
     }
 }
 

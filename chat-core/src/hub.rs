@@ -1,16 +1,19 @@
 //! Who is connected, in this process: one handle per device socket, presence
 //! subscriptions, in-memory last-seen times and the push-coalescing state.
 //!
-//! Deliveries are `try_send` into a bounded per-socket queue. A socket whose
-//! queue is full is closed as a slow consumer (4006): its entries are already
-//! durable in the store, so nothing is lost, and it drains them on reconnect.
+//! Deliveries are `try_send` into a bounded per-socket queue. When a socket's
+//! queue is full, the entry is not queued and the socket is told to read its
+//! queue in the store again (the entry is durable there), so a burst larger
+//! than the queue (one commit of thousands of receipts to a device that is
+//! reading) costs a fetch, never a close. A device that does not read at all
+//! is closed by the gateway's write-stall timeout (4006), not here.
 
 use crate::pipeline::Delivery;
 use crate::pipeline::limits::PushPolicy;
 use natter_common::UnixMillis;
 use natter_proto::{CloseCode, DeviceId, UserId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -41,14 +44,26 @@ pub(crate) enum Outbound {
     Resync,
 }
 
-/// Asks a socket task to close with a code; the first code wins.
+/// Asks a socket task to close with a code (the first code wins), or to read
+/// its queue in the store again because live entries did not fit its queue.
 #[derive(Debug, Default)]
 pub(crate) struct Closer {
     code: AtomicU16,
     token: CancellationToken,
+    overflowed: AtomicBool,
 }
 
 impl Closer {
+    /// Live entries were dropped for a full queue: the socket must refetch.
+    pub(crate) fn overflow(&self) {
+        self.overflowed.store(true, Ordering::Release);
+    }
+
+    /// Whether entries were dropped since the last call.
+    pub(crate) fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::AcqRel)
+    }
+
     pub(crate) fn close(&self, code: CloseCode) {
         if self
             .code
@@ -238,8 +253,8 @@ impl Hub {
         match conn.tx.try_send(Outbound::Delivery(d)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("chat_slow_consumer_total").increment(1);
-                conn.closer.close(CloseCode::SlowConsumer);
+                metrics::counter!("chat_outbound_overflows_total").increment(1);
+                conn.closer.overflow();
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
@@ -301,8 +316,10 @@ impl Hub {
     pub(crate) fn resync_all(&self) {
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         for c in conns.values().flatten() {
-            // A full socket queue already forces a close and a drain on reconnect.
-            let _ = c.tx.try_send(Outbound::Resync);
+            if c.tx.try_send(Outbound::Resync).is_err() {
+                // A full queue: the socket refetches once it has read it.
+                c.closer.overflow();
+            }
         }
     }
 
@@ -511,10 +528,11 @@ mod tests {
         }
     }
 
-    /// The end-to-end test (gateway.rs) can only see the 4006 close frame
-    /// when the stuck client reads in time; the decision itself is here.
+    /// A burst larger than the queue (one commit of thousands of receipts) hit
+    /// sockets that were reading promptly: closing them with 4006 dropped
+    /// readers. The entry is durable; the socket is told to fetch instead.
     #[test]
-    fn a_full_outbound_queue_closes_the_socket_as_a_slow_consumer() {
+    fn a_full_outbound_queue_asks_the_socket_to_refetch_not_to_close() {
         let hub = Hub::new(0);
         let bob = UserId::new("bob");
         let (tx, mut rx) = mpsc::channel(2);
@@ -527,7 +545,9 @@ mod tests {
             hub.deliver(&bob, 1, 7, delivery(3)),
             "the device is connected here"
         );
-        assert_eq!(closer.code(), Some(CloseCode::SlowConsumer));
+        assert_eq!(closer.code(), None, "a full queue is no reason to close");
+        assert!(closer.take_overflow(), "the socket is told to refetch");
+        assert!(!closer.take_overflow(), "once");
         assert!(matches!(rx.try_recv(), Ok(Outbound::Delivery(d)) if d.seq == 1));
         assert!(
             !hub.deliver(&bob, 1, 8, delivery(4)),

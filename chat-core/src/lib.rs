@@ -11,6 +11,7 @@ mod calls;
 mod cluster;
 pub mod config;
 mod gateway;
+pub use gateway::MAX_FRAMES_BEFORE_AUTH;
 mod hub;
 pub mod pipeline;
 pub mod presence;

@@ -8,6 +8,7 @@ use crate::push::PushNotice;
 use crate::state::{ChatState, Inner};
 use crate::store::{self, MessageStore};
 use crate::writer::{WriteOp, WriterTask};
+use natter_common::parts::Part;
 use natter_common::token::TokenKeys;
 use natter_common::{Db, SharedClock, Shutdown};
 use natter_proto::CloseCode;
@@ -15,7 +16,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What the binary needs to run chat.
@@ -118,7 +118,7 @@ impl ChatService {
     /// every socket is closed with 1001 (going away), the writer commits what
     /// it already accepted, last-seen times are flushed, and the tasks end.
     /// Call once; later calls return no tasks.
-    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<Part> {
         let Some(p) = self
             .pending
             .lock()
@@ -135,7 +135,7 @@ impl ChatService {
             let ours = inner.shutdown.clone();
             let hub = inner.hub.clone();
             let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.push(Part::spawn("chat-close", async move {
                 shutdown.cancelled().await;
                 ours.cancel();
                 hub.close_all(CloseCode::GoingAway);
@@ -152,13 +152,19 @@ impl ChatService {
             max_group: inner.cfg.max_group_members,
             delay: Duration::from_micros(inner.cfg.commit_delay_us),
         };
-        tasks.push(writer.spawn(p.writer_rx, inner.shutdown.clone()));
+        tasks.push(Part::new(
+            "chat-writer",
+            writer.spawn(p.writer_rx, inner.shutdown.clone()),
+        ));
         tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
-        // The push task ends when the writer (the only sender) is gone.
-        tasks.push(tokio::spawn(crate::push::run(p.push_rx, p.sender)));
-        tasks.push(tokio::spawn(purge_loop(self.state.clone())));
-        tasks.push(tokio::spawn(device_check_loop(self.state.clone())));
-        tasks.push(tokio::spawn(last_seen_loop(self.state.clone())));
+        // The push task ends when its senders (the writer, the bus dispatcher) are gone.
+        tasks.push(Part::spawn("push", crate::push::run(p.push_rx, p.sender)));
+        tasks.push(Part::spawn("chat-purge", purge_loop(self.state.clone())));
+        tasks.push(Part::spawn(
+            "chat-device-check",
+            device_check_loop(self.state.clone()),
+        ));
+        tasks.push(Part::spawn("last-seen", last_seen_loop(self.state.clone())));
         tasks
     }
 }

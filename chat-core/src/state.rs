@@ -78,6 +78,8 @@ impl FromRef<ChatState> for TokenVerifier {
         TokenVerifier {
             keys: state.0.tokens.clone(),
             clock: state.0.clock.clone(),
+            // Checks the device itself, with its own store.
+            live: None,
         }
     }
 }

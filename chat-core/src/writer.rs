@@ -100,7 +100,10 @@ impl WriterTask {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         if !self.store.wants_writer_thread() {
-            return tokio::spawn(self.run(rx, shutdown));
+            return tokio::spawn(natter_common::parts::with_test_fault(
+                "chat-writer",
+                self.run(rx, shutdown),
+            ));
         }
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -109,7 +112,10 @@ impl WriterTask {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::warn!(error = %e, "no runtime for the chat writer thread; sharing the main one");
-                return tokio::spawn(self.run(rx, shutdown));
+                return tokio::spawn(natter_common::parts::with_test_fault(
+                    "chat-writer",
+                    self.run(rx, shutdown),
+                ));
             }
         };
         let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -117,8 +123,15 @@ impl WriterTask {
         let started = std::thread::Builder::new()
             .name("chat-writer".into())
             .spawn(move || {
+                // A local, so that a panic drops it (and the watcher hears of
+                // the death) while unwinding, before the captured runtime's
+                // shutdown, which took over a second.
+                let done_tx = done_tx;
                 let _log = tracing::dispatcher::set_default(&dispatch);
-                runtime.block_on(self.run(rx, shutdown));
+                runtime.block_on(natter_common::parts::with_test_fault(
+                    "chat-writer",
+                    self.run(rx, shutdown),
+                ));
                 let _ = done_tx.send(());
             });
         if let Err(e) = started {
@@ -127,7 +140,10 @@ impl WriterTask {
             tracing::error!(error = %e, "could not start the chat writer thread");
         }
         tokio::spawn(async move {
-            let _ = done_rx.await;
+            if done_rx.await.is_err() {
+                // The thread ended without saying so: it panicked (or never started).
+                panic!("the chat writer thread died");
+            }
         })
     }
 

@@ -527,6 +527,44 @@ async fn groups_past_max_group_members_are_group_full(engine: &str) {
 
 // --- gateway behaviour (engine-independent: SQLite) ---
 
+/// An unauthenticated socket gets a few answers, then a 1008 close: 300
+/// junk frames before `auth` were once answered one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_before_auth_is_answered_a_few_times_then_closed() {
+    let s = Server::start("sqlite", ChatConfig::for_tests()).await;
+    let mut c = Client::bare(&s.url()).await;
+    for _ in 0..300 {
+        // The server may close before all are written; errors are fine then.
+        use futures_util::SinkExt;
+        if c.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text("junk".into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut answers = 0;
+    let code = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut c.ws),
+        )
+        .await
+        .expect("an answer or the close within 10 s")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => answers += 1,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                break u16::from(f.code);
+            }
+            other => panic!("the socket ended without its close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    assert_eq!(answers, natter_chat::MAX_FRAMES_BEFORE_AUTH as usize);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_frame_auth_and_auth_failures_close_with_documented_codes() {
     let s = Server::start(
@@ -779,7 +817,7 @@ mod slow_consumer_metric {
         }
     }
 
-    struct Recorder(Arc<Count>);
+    struct Recorder(Arc<Count>, Arc<Count>);
 
     impl metrics::Recorder for Recorder {
         fn describe_counter(
@@ -810,6 +848,8 @@ mod slow_consumer_metric {
         ) -> metrics::Counter {
             if key.name() == "chat_slow_consumer_total" {
                 metrics::Counter::from_arc(self.0.clone())
+            } else if key.name() == "chat_outbound_overflows_total" {
+                metrics::Counter::from_arc(self.1.clone())
             } else {
                 metrics::Counter::noop()
             }
@@ -826,17 +866,79 @@ mod slow_consumer_metric {
         }
     }
 
-    /// The count so far, and its changes (installs the recorder once per process).
-    pub(super) fn watch() -> watch::Receiver<u64> {
-        static TX: OnceLock<watch::Sender<u64>> = OnceLock::new();
+    type Senders = (watch::Sender<u64>, watch::Sender<u64>);
+
+    /// Installs the recorder once per process.
+    fn senders() -> &'static Senders {
+        static TX: OnceLock<Senders> = OnceLock::new();
         TX.get_or_init(|| {
-            let (tx, _) = watch::channel(0);
-            metrics::set_global_recorder(Recorder(Arc::new(Count(tx.clone()))))
-                .expect("no other metrics recorder in this test binary");
-            tx
+            let (slow, _) = watch::channel(0);
+            let (over, _) = watch::channel(0);
+            metrics::set_global_recorder(Recorder(
+                Arc::new(Count(slow.clone())),
+                Arc::new(Count(over.clone())),
+            ))
+            .expect("no other metrics recorder in this test binary");
+            (slow, over)
         })
-        .subscribe()
     }
+
+    /// `chat_slow_consumer_total` so far, and its changes.
+    pub(super) fn watch() -> watch::Receiver<u64> {
+        senders().0.subscribe()
+    }
+
+    /// `chat_outbound_overflows_total` so far, and its changes.
+    pub(super) fn overflows() -> watch::Receiver<u64> {
+        senders().1.subscribe()
+    }
+}
+
+/// A device that reads promptly is never closed, however large the burst the
+/// writer hands its socket in one commit: entries that do not fit the queue are
+/// fetched from the store. (Two users draining 3,000 unread each while sending
+/// receipts were both closed with 4006 within a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_device_is_not_closed_when_a_burst_overflows_its_queue() {
+    let mut overflows = slow_consumer_metric::overflows();
+    let before = *overflows.borrow_and_update();
+    let cfg = ChatConfig {
+        window: 16,
+        outbound_queue: 32,
+        ..ChatConfig::for_tests()
+    };
+    let s = Server::start("sqlite", cfg).await;
+    users(&s).await;
+    let mut a = Client::login(&s.url(), &valid_token("alice", 1, 11)).await;
+    let mut b = Client::login(&s.url(), &valid_token("bob", 1, 21)).await;
+    assert_eq!(b.next().await, ServerFrame::Synced(Synced {}));
+    // Under the per-socket send limit (1,000 per 10 s by default).
+    let n = 900;
+    let reader = tokio::spawn(async move {
+        // `next` panics on a close frame: reading promptly, Bob must see none.
+        let mut got = std::collections::HashSet::new();
+        while got.len() < n {
+            let m = b.until(as_msg).await;
+            got.insert(m.msg_id);
+            b.send(&ClientFrame::Delivered(MsgIds {
+                ids: vec![m.msg_id],
+            }))
+            .await;
+        }
+        got.len()
+    });
+    // Pipelined sends commit in large batches: each batch is one burst of
+    // deliveries to Bob's 32-entry queue.
+    for i in 0..n {
+        a.send(&send(&format!("b{i}"), to_user("bob"), "burst"))
+            .await;
+    }
+    assert_eq!(reader.await.unwrap(), n, "every message reached Bob");
+    assert!(
+        *overflows.borrow_and_update() > before,
+        "the burst overflowed the queue (else this test proves nothing)"
+    );
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

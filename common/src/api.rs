@@ -206,12 +206,17 @@ pub struct TokenVerifier {
     pub keys: Arc<TokenKeys>,
     /// Source of "now" for expiry.
     pub clock: SharedClock,
+    /// Where set, a token is also refused once its device was logged out,
+    /// removed or re-registered (services that do not look the device up
+    /// themselves: media, signaling).
+    pub live: Option<Arc<crate::credentials::LiveCredentials>>,
 }
 
 /// The authenticated caller of a request: a valid access token's claims.
 ///
-/// This checks the signature and expiry only. Handlers that must refuse tokens
-/// of a logged-out device before they expire look the device up as well.
+/// This checks the signature and expiry, and where the verifier has
+/// [`TokenVerifier::live`], that the device still holds the token's credential
+/// generation (answer `401 token_revoked` otherwise).
 #[derive(Debug, Clone)]
 pub struct Authed(pub Claims);
 
@@ -231,7 +236,17 @@ where
             )
         })?;
         match verifier.keys.verify(token, verifier.clock.now_secs()) {
-            Ok(claims) => Ok(Authed(claims)),
+            Ok(claims) => match &verifier.live {
+                None => Ok(Authed(claims)),
+                Some(live) => match live.is_live(&claims).await {
+                    Ok(true) => Ok(Authed(claims)),
+                    Ok(false) => Err(ApiError::unauthorized(
+                        "token_revoked",
+                        "this device was logged out, removed or re-registered",
+                    )),
+                    Err(e) => Err(ApiError::internal(e)),
+                },
+            },
             Err(TokenError::Expired(_)) => Err(ApiError::unauthorized(
                 "token_expired",
                 "access token expired; refresh it",

@@ -76,12 +76,6 @@ pub fn router(checks: Vec<(&'static str, ReadinessCheck)>, shutdown: Shutdown) -
 }
 
 async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
-    if state.shutdown.is_cancelled() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "draining": true})),
-        );
-    }
     let mut failures = serde_json::Map::new();
     for (name, check) in state.checks.iter() {
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(2), check()).await;
@@ -95,8 +89,20 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
             }
         }
     }
+    if state.shutdown.is_cancelled() {
+        // Draining, perhaps because a part failed: say which, as before.
+        let mut body = serde_json::json!({"ready": false, "draining": true});
+        if !failures.is_empty() {
+            body["failing"] = failures.into();
+        }
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     if failures.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({"ready": true})))
+        let names: Vec<&str> = state.checks.iter().map(|(n, _)| *n).collect();
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({"ready": true, "checks": names})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

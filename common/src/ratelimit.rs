@@ -45,42 +45,104 @@ impl RetryAfter {
 }
 
 /// A set of GCRA buckets keyed by string (phone number, IP, prefix…).
+///
+/// Memory is bounded: keys live in two generations of at most
+/// [`KEYS_PER_GENERATION`] each. When the current one fills, it becomes the
+/// previous one and the old previous one is dropped whole, so no check ever
+/// scans the map (a sweep of every key under the lock once ran on each check
+/// past 100,000 keys). A key touched in either generation keeps its state; a
+/// key left alone for a whole generation of newer keys is forgotten, which
+/// only ever gives it a fresh budget.
 #[derive(Debug)]
 pub struct KeyedLimiter {
     quota: Quota,
-    /// Theoretical arrival time per key.
-    tats: Mutex<HashMap<String, UnixMillis>>,
+    buckets: Mutex<Generations>,
 }
 
-/// Above this many keys, expired ones are swept on the next insert.
-const SWEEP_AT: usize = 100_000;
+/// Keys per generation; a limiter holds at most twice this many.
+pub const KEYS_PER_GENERATION: usize = 50_000;
+
+/// Theoretical arrival time per key, in two generations.
+#[derive(Debug, Default)]
+struct Generations {
+    current: HashMap<String, UnixMillis>,
+    previous: HashMap<String, UnixMillis>,
+    cap: usize,
+}
+
+impl Generations {
+    fn get(&self, key: &str) -> Option<UnixMillis> {
+        self.current
+            .get(key)
+            .or_else(|| self.previous.get(key))
+            .copied()
+    }
+
+    fn set(&mut self, key: &str, tat: UnixMillis) {
+        if let Some(v) = self.current.get_mut(key) {
+            *v = tat;
+            return;
+        }
+        self.previous.remove(key);
+        if self.current.len() >= self.cap {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key.to_owned(), tat);
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
 
 impl KeyedLimiter {
     /// A limiter enforcing `quota` per key.
     pub fn new(quota: Quota) -> Self {
+        Self::with_capacity(quota, KEYS_PER_GENERATION)
+    }
+
+    /// Like [`KeyedLimiter::new`] with `per_generation` keys per generation.
+    pub fn with_capacity(quota: Quota, per_generation: usize) -> Self {
         Self {
             quota,
-            tats: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Generations {
+                cap: per_generation.max(1),
+                ..Generations::default()
+            }),
         }
+    }
+
+    /// Keys held now (at most twice the generation size).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts one event for `key` at `now`, or says how long to wait.
     pub fn check(&self, key: &str, now: UnixMillis) -> Result<(), RetryAfter> {
         let interval = self.quota.interval_ms();
         let burst_window = interval * i64::from(self.quota.count.max(1));
-        // The lock is held for a hash-map lookup only; no await happens under it.
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        if tats.len() >= SWEEP_AT {
-            tats.retain(|_, tat| *tat > now);
-        }
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        // The lock is held for two hash-map lookups only; no await happens under it.
+        let mut buckets = self.lock();
+        let tat = buckets.get(key).unwrap_or(now).max(now);
         let new_tat = tat + interval;
         if new_tat - now > burst_window {
+            // Refused keys stay in the current generation: a flood of fresh
+            // keys must not age a limited key out and give it a new budget.
+            buckets.set(key, tat);
             return Err(RetryAfter {
                 wait_ms: new_tat - now - burst_window,
             });
         }
-        tats.insert(key.to_owned(), new_tat);
+        buckets.set(key, new_tat);
         Ok(())
     }
 
@@ -88,8 +150,7 @@ impl KeyedLimiter {
     pub fn peek(&self, key: &str, now: UnixMillis) -> Result<(), RetryAfter> {
         let interval = self.quota.interval_ms();
         let burst_window = interval * i64::from(self.quota.count.max(1));
-        let tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        let tat = self.lock().get(key).unwrap_or(now).max(now);
         let new_tat = tat + interval;
         if new_tat - now > burst_window {
             Err(RetryAfter {
@@ -119,6 +180,20 @@ mod tests {
         // After one interval, exactly one more event fits.
         l.check("a", 20_000).unwrap();
         assert!(l.check("a", 20_000).is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded_and_busy_keys_keep_their_state() {
+        let l = KeyedLimiter::with_capacity(Quota::new(1, 3600), 1000);
+        l.check("victim", 0).unwrap();
+        for i in 0..100_000 {
+            l.check(&format!("flood-{i}"), 0).unwrap();
+            if i % 500 == 0 {
+                // Touched within every generation: never forgotten.
+                assert!(l.check("victim", 0).is_err(), "after {i} other keys");
+            }
+            assert!(l.len() <= 2000, "{} keys held", l.len());
+        }
     }
 
     #[test]

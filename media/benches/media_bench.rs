@@ -121,12 +121,27 @@ async fn transfer(rounds: usize, label: &str, base_dir: &std::path::Path) {
     let size = mb * 1024 * 1024;
     let dir = TempDir::new(&base_dir.join("natter-media-bench").display().to_string());
     let db = TestDb::sqlite().await;
+    // Media checks tokens against auth's devices: its real schema and one device.
+    natter_auth::store::for_db(&db.db)
+        .migrate()
+        .await
+        .expect("auth's migrations");
+    if let natter_common::Db::Sqlite(p) = &db.db {
+        sqlx::raw_sql(
+            "INSERT INTO accounts (user_id, number, created_at) VALUES ('bench', '+bench', 0);
+             INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation)
+             VALUES ('bench', 1, 'bench', 0, 0, 1);",
+        )
+        .execute(p)
+        .await
+        .expect("bench device");
+    }
     let cfg = MediaConfig {
         max_upload_bytes: (size as u64).max(1 << 20),
         quota_bytes_per_user: 0,
         ..MediaConfig::default()
     };
-    let tokens = Arc::new(TokenKeys::new(b"bench-key", &[]));
+    let tokens = Arc::new(TokenKeys::new(b"bench-signing-key-0123456789", &[]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let service = MediaService::build(

@@ -39,15 +39,27 @@ pub struct MediaConfig {
     pub preview_px: u32,
     /// JPEG quality of previews.
     pub preview_quality: u8,
-    /// Images decoded at once (each holds up to `max_image_pixels` × 4 bytes);
-    /// 0 = number of CPUs.
+    /// Images decoded at once; 0 = number of CPUs. This counts decodes; their
+    /// memory is bounded by `decode_memory_bytes`.
     pub thumbnail_concurrency: usize,
+    /// Memory all image decodes of the process may hold together. Each one
+    /// reserves its pixels (the header's, canvas or largest frame) ×
+    /// `thumb::DECODE_BYTES_PER_PIXEL` (12) plus the file's length before it
+    /// reads the file, and waits while the budget is taken; one that needs more
+    /// than the whole budget is refused. At least `max_image_pixels` × 12, so
+    /// the pixel limit stays the limit for any image's pixels.
+    pub decode_memory_bytes: u64,
     /// Make first-frame thumbnails of videos when ffmpeg is available.
     pub video_thumbnails: bool,
     /// The ffmpeg program (looked up in `PATH` unless absolute).
     pub ffmpeg_path: String,
     /// Longest an ffmpeg run may take.
     pub ffmpeg_timeout_secs: u32,
+    /// ffmpeg processes running at once, process-wide (at least 1).
+    pub ffmpeg_concurrency: usize,
+    /// Longest a video waits for one of those to be free; after that it is
+    /// stored without a thumbnail and the response says why. 0 = no wait.
+    pub ffmpeg_queue_secs: u32,
     /// HMAC key for signed download URLs. Empty: generated once under
     /// `<data-dir>/secrets/media-url-key` (set it explicitly when several nodes
     /// serve media).
@@ -184,9 +196,15 @@ impl Default for MediaConfig {
             preview_px: 32,
             preview_quality: 50,
             thumbnail_concurrency: 0,
+            // A 100-megapixel image (the default pixel limit, 1.2 GB) and its
+            // file fit; 12-megapixel photos (about 150 MB each) decode a dozen
+            // at once, more than `thumbnail_concurrency` lets run on most hosts.
+            decode_memory_bytes: 2 * 1024 * MIB,
             video_thumbnails: true,
             ffmpeg_path: "ffmpeg".into(),
             ffmpeg_timeout_secs: 30,
+            ffmpeg_concurrency: 2,
+            ffmpeg_queue_secs: 30,
             signing_key: Secret::default(),
             previous_signing_keys: Vec::new(),
             signed_url_ttl_secs: 24 * 3600,
@@ -202,6 +220,8 @@ impl Default for MediaConfig {
 
 /// S3 refuses single copies above 5 GiB; blobs are moved into place by copy.
 const MAX_UPLOAD_CEILING: u64 = 5 * 1024 * MIB;
+/// The decode budget is counted in KiB by a `u32`-sized semaphore request.
+const MAX_DECODE_MEMORY: u64 = 4 * 1024 * 1024 * MIB - 1024;
 
 impl MediaConfig {
     /// Checks values that types alone cannot; the message names the key.
@@ -253,6 +273,24 @@ impl MediaConfig {
         }
         if self.ffmpeg_timeout_secs == 0 {
             return Err("media.ffmpeg_timeout_secs: must be positive".into());
+        }
+        if self.ffmpeg_concurrency == 0 {
+            return Err("media.ffmpeg_concurrency: must be at least 1".into());
+        }
+        if self.ffmpeg_queue_secs > 3600 {
+            return Err("media.ffmpeg_queue_secs: must be within 0..=3600".into());
+        }
+        let one_image = self
+            .max_image_pixels
+            .saturating_mul(crate::thumb::DECODE_BYTES_PER_PIXEL);
+        if self.decode_memory_bytes < one_image {
+            return Err(format!(
+                "media.decode_memory_bytes: must be at least media.max_image_pixels × {} = {one_image} bytes, so an image within the pixel limit can be decoded",
+                crate::thumb::DECODE_BYTES_PER_PIXEL
+            ));
+        }
+        if self.decode_memory_bytes > MAX_DECODE_MEMORY {
+            return Err("media.decode_memory_bytes: must be at most 4 TiB".into());
         }
         if !(60..=7 * 24 * 3600).contains(&self.signed_url_ttl_secs) {
             return Err("media.signed_url_ttl_secs: must be within 60..=604800 (7 days)".into());
@@ -337,6 +375,18 @@ mod tests {
         MediaConfig::for_tests().validate().unwrap();
         assert_eq!(MediaConfig::default().max_upload_bytes, 100 * MIB);
         assert_eq!(MediaConfig::default().retention_secs, 30 * 24 * 3600);
+        assert_eq!(MediaConfig::default().ffmpeg_concurrency, 2);
+        // The defaults' largest image and largest file fit the decode budget.
+        let d = MediaConfig::default();
+        assert!(
+            d.max_image_pixels * crate::thumb::DECODE_BYTES_PER_PIXEL + d.max_upload_bytes
+                <= d.decode_memory_bytes
+        );
+        let exact = MediaConfig {
+            decode_memory_bytes: 1_200_000_000,
+            ..MediaConfig::default()
+        };
+        exact.validate().unwrap();
     }
 
     #[test]
@@ -369,6 +419,28 @@ mod tests {
                     ..MediaConfig::default()
                 },
                 "media.preview_px",
+            ),
+            (
+                MediaConfig {
+                    ffmpeg_concurrency: 0,
+                    ..MediaConfig::default()
+                },
+                "media.ffmpeg_concurrency",
+            ),
+            (
+                MediaConfig {
+                    ffmpeg_queue_secs: 3601,
+                    ..MediaConfig::default()
+                },
+                "media.ffmpeg_queue_secs",
+            ),
+            (
+                // Below one image at the pixel limit (100 M × 12 bytes).
+                MediaConfig {
+                    decode_memory_bytes: 1_199_999_999,
+                    ..MediaConfig::default()
+                },
+                "media.decode_memory_bytes",
             ),
             (
                 MediaConfig {

@@ -6,31 +6,33 @@
 //! disconnects, hyper drops the request future, but the task still records the
 //! bytes a resumable upload received, or removes a simple upload's staging
 //! object — so nothing is ever left half-stored.
+//!
+//! Thumbnailing (with its concurrency and memory limits) is in `process`,
+//! resumable uploads in `resumable`.
+
+mod process;
+mod resumable;
 
 use crate::blob::{Appender, BlobStore, ObjectKey, PartialState, UploadId};
+use crate::budget::DecodeBudget;
 use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::hash::{BlobHash, ResumableSha256};
 use crate::sniff::{self, Kind, OCTET_STREAM, SNIFF_LEN, Sniffed};
-use crate::store::{
-    self, BlobRecord, Claim, MediaStore, RefAdded, UploadCreated, UploadProgress, UploadRow,
-};
-use crate::thumb::{self, ThumbOptions, Thumbnails};
-use crate::tus::{ChecksumState, UploadMetadata};
+use crate::store::{self, BlobRecord, Claim, MediaStore, RefAdded};
+use crate::thumb::ThumbOptions;
+use crate::tus::ChecksumState;
 use crate::video::Ffmpeg;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use natter_common::SharedClock;
 use natter_common::ratelimit::KeyedLimiter;
+use process::Processed;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// First bytes read to find an image header; grown up to [`MAX_HEADER_READ`].
-const HEADER_READ: u64 = 64 << 10;
-/// JPEG headers can sit behind large EXIF/ICC segments; past this we give up.
-const MAX_HEADER_READ: u64 = 1 << 20;
 /// A pending blob older than this is a crashed upload.
 const PENDING_GRACE_MS: i64 = 3600 * 1000;
 /// Claims retried while another upload of the same bytes finishes.
@@ -49,7 +51,10 @@ pub struct Media {
     pub(crate) public_url: String,
     /// A usable ffmpeg, or why there is none.
     pub(crate) ffmpeg: Result<Ffmpeg, String>,
-    thumb_permits: Semaphore,
+    /// Image decodes at once (`media.thumbnail_concurrency`).
+    thumb_permits: Arc<Semaphore>,
+    /// Memory of all decodes together (`media.decode_memory_bytes`).
+    decode_budget: DecodeBudget,
     upload_limiter: KeyedLimiter,
     /// Scratch files (videos fetched from S3 for ffmpeg).
     tmp_dir: PathBuf,
@@ -176,25 +181,6 @@ enum PumpEnd {
     BodyError(String),
 }
 
-/// What finalisation learned about the content.
-struct Processed {
-    width: Option<u32>,
-    height: Option<u32>,
-    thumbs: Option<Thumbnails>,
-    note: Option<String>,
-}
-
-impl Processed {
-    fn none(note: impl Into<String>) -> Self {
-        Self {
-            width: None,
-            height: None,
-            thumbs: None,
-            note: Some(note.into()),
-        }
-    }
-}
-
 /// Everything finalisation needs.
 struct Finalize<'a> {
     id: &'a UploadId,
@@ -226,6 +212,7 @@ impl Media {
             cfg.thumbnail_concurrency
         };
         let upload_limiter = KeyedLimiter::new(cfg.limit_uploads_per_user);
+        let decode_budget = DecodeBudget::new(cfg.decode_memory_bytes);
         Self {
             cfg,
             store,
@@ -234,7 +221,8 @@ impl Media {
             clock,
             public_url,
             ffmpeg,
-            thumb_permits: Semaphore::new(permits),
+            thumb_permits: Arc::new(Semaphore::new(permits)),
+            decode_budget,
             upload_limiter,
             tmp_dir,
         }
@@ -630,580 +618,7 @@ impl Media {
         Err(MediaError::Busy)
     }
 
-    /// Thumbnails what can be thumbnailed; refuses bombs and corrupt images.
-    async fn process(
-        &self,
-        id: &UploadId,
-        sniffed: &Sniffed,
-        len: u64,
-    ) -> Result<Processed, MediaError> {
-        match sniffed.kind {
-            Kind::Image(format) => {
-                let processed = self.process_image(id, format, len).await;
-                // Every refused image is counted here, whichever check refused it
-                // (header, pixel limit found in the header or while decoding, the
-                // decoder itself).
-                match &processed {
-                    Err(MediaError::CorruptImage(_)) => {
-                        metrics::counter!("media_images_refused_total", "reason" => "corrupt")
-                            .increment(1);
-                    }
-                    Err(MediaError::ImageTooLarge { .. }) => {
-                        metrics::counter!("media_images_refused_total", "reason" => "too_many_pixels")
-                            .increment(1);
-                    }
-                    _ => {}
-                }
-                processed
-            }
-            Kind::Video(container) => Ok(self.process_video(id, container, len).await),
-            Kind::OtherImage => Ok(Processed::none(format!(
-                "no thumbnail: {} images are stored but not decoded by this server",
-                sniffed.mime
-            ))),
-            Kind::Audio | Kind::Other => Ok(Processed::none("no thumbnail: not an image or video")),
-        }
-    }
-
-    async fn read_range(&self, key: &ObjectKey, end: u64) -> Result<Vec<u8>, MediaError> {
-        use futures_util::TryStreamExt;
-        let read = self
-            .blobs
-            .get(key, Some(0..end))
-            .await?
-            .ok_or_else(|| MediaError::internal("staging object vanished"))?;
-        let mut out = Vec::with_capacity(end as usize);
-        let mut body = read.body;
-        while let Some(chunk) = body.try_next().await? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    }
-
-    async fn process_image(
-        &self,
-        id: &UploadId,
-        format: sniff::ImageFormat,
-        len: u64,
-    ) -> Result<Processed, MediaError> {
-        let key = ObjectKey::Staging(id.clone());
-        // The bomb check reads the header only: never a decode of an image
-        // whose declared size is over the limit.
-        let mut want = HEADER_READ.min(len);
-        let header = loop {
-            let head = self.read_range(&key, want).await?;
-            match crate::header::parse(format, &head) {
-                Ok(h) => break h,
-                Err(crate::header::HeaderError::Incomplete(_))
-                    if want < len && want < MAX_HEADER_READ =>
-                {
-                    want = (want * 4).min(len).min(MAX_HEADER_READ);
-                }
-                Err(crate::header::HeaderError::Incomplete(_)) => {
-                    return Err(MediaError::CorruptImage(format!(
-                        "no image header within the first {} bytes",
-                        want.min(len)
-                    )));
-                }
-                Err(e) => return Err(MediaError::CorruptImage(e.to_string())),
-            }
-        };
-        if header.pixels() > self.cfg.max_image_pixels {
-            return Err(MediaError::ImageTooLarge {
-                width: header.width,
-                height: header.height,
-                max: self.cfg.max_image_pixels,
-            });
-        }
-        let _permit = self
-            .thumb_permits
-            .acquire()
-            .await
-            .map_err(|_| MediaError::internal("thumbnail semaphore closed"))?;
-        let data = self
-            .blobs
-            .read_all(&key, len)
-            .await?
-            .ok_or_else(|| MediaError::internal("staging object vanished"))?;
-        let opts = self.thumb_options();
-        let started = Instant::now();
-        let made = tokio::task::spawn_blocking(move || thumb::thumbnails(&data, &header, &opts))
-            .await
-            .map_err(|_| MediaError::CorruptImage("the decoder failed on this data".into()))?;
-        metrics::histogram!("media_thumbnail_seconds", "kind" => "image")
-            .record(started.elapsed().as_secs_f64());
-        match made {
-            Ok(t) => {
-                let (w, h) = header.display_size();
-                Ok(Processed {
-                    width: Some(w),
-                    height: Some(h),
-                    thumbs: Some(t),
-                    note: None,
-                })
-            }
-            Err(thumb::ThumbError::TooManyPixels { width, height, max }) => {
-                Err(MediaError::ImageTooLarge { width, height, max })
-            }
-            Err(thumb::ThumbError::Corrupt(m)) => Err(MediaError::CorruptImage(m)),
-        }
-    }
-
-    async fn process_video(
-        &self,
-        id: &UploadId,
-        container: sniff::VideoContainer,
-        len: u64,
-    ) -> Processed {
-        if !self.cfg.video_thumbnails {
-            return Processed::none(
-                "no video thumbnail: video thumbnails are switched off on this server",
-            );
-        }
-        let ffmpeg = match &self.ffmpeg {
-            Ok(f) => f,
-            Err(why) => {
-                return Processed::none(format!(
-                    "no video thumbnail: ffmpeg is not available on this server ({why})"
-                ));
-            }
-        };
-        let key = ObjectKey::Staging(id.clone());
-        let (path, scratch) = match self.blobs.local_path(&key) {
-            Some(p) => (p, false),
-            None => match self.fetch_to_scratch(&key, id, len).await {
-                Ok(p) => (p, true),
-                Err(e) => {
-                    tracing::warn!(error = %e, "media: could not fetch a video for ffmpeg");
-                    return Processed::none(
-                        "no video thumbnail: the video could not be read back for ffmpeg",
-                    );
-                }
-            },
-        };
-        let started = Instant::now();
-        let frame = ffmpeg
-            .first_frame(&path, container, self.cfg.thumbnail_px)
-            .await;
-        if scratch {
-            let _ = tokio::fs::remove_file(&path).await;
-        }
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => return Processed::none(format!("no video thumbnail: {e}")),
-        };
-        let opts = self.thumb_options();
-        let made = tokio::task::spawn_blocking(move || thumb::from_frame(&frame, &opts)).await;
-        metrics::histogram!("media_thumbnail_seconds", "kind" => "video")
-            .record(started.elapsed().as_secs_f64());
-        match made {
-            Ok(Ok(t)) => Processed {
-                width: None,
-                height: None,
-                thumbs: Some(t),
-                note: None,
-            },
-            Ok(Err(e)) => Processed::none(format!("no video thumbnail: {e}")),
-            Err(_) => Processed::none("no video thumbnail: the frame could not be decoded"),
-        }
-    }
-
-    async fn fetch_to_scratch(
-        &self,
-        key: &ObjectKey,
-        id: &UploadId,
-        len: u64,
-    ) -> Result<PathBuf, MediaError> {
-        use futures_util::TryStreamExt;
-        use tokio::io::AsyncWriteExt;
-        tokio::fs::create_dir_all(&self.tmp_dir)
-            .await
-            .map_err(MediaError::internal)?;
-        let path = self.tmp_dir.join(format!("{id}.video"));
-        let read = self
-            .blobs
-            .get(key, Some(0..len))
-            .await?
-            .ok_or_else(|| MediaError::internal("staging object vanished"))?;
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(MediaError::internal)?;
-        let mut body = read.body;
-        let copied = async {
-            while let Some(chunk) = body.try_next().await? {
-                file.write_all(&chunk).await.map_err(MediaError::internal)?;
-            }
-            file.flush().await.map_err(MediaError::internal)
-        }
-        .await;
-        if let Err(e) = copied {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
-        Ok(path)
-    }
-
-    // ---------------------------------------------------------------- resumable uploads
-
-    /// TUS creation: reserves `length` bytes of the owner's quota.
-    pub async fn tus_create(
-        &self,
-        owner: &str,
-        length: u64,
-        meta: UploadMetadata,
-    ) -> Result<UploadRow, MediaError> {
-        self.admit(owner, meta.opaque, meta.sha256.as_ref())?;
-        let max = self.cfg.max_upload_bytes;
-        if length > max {
-            return Err(MediaError::TooLarge { max });
-        }
-        let id = UploadId::random();
-        let state = self.blobs.begin(&id).await?;
-        let now = self.now();
-        let row = UploadRow {
-            id: id.to_string(),
-            user_id: owner.to_owned(),
-            length: length as i64,
-            received: 0,
-            opaque: meta.opaque,
-            claimed_hash: meta.sha256.map(|h| h.to_hex()),
-            metadata: meta.raw,
-            hash_state: ResumableSha256::new().save(),
-            head: Vec::new(),
-            backend_state: serde_json::to_string(&state).map_err(MediaError::internal)?,
-            created_at: now,
-            expires_at: now + i64::from(self.cfg.upload_expiry_secs) * 1000,
-            lease_token: None,
-            lease_until: 0,
-            completed_hash: None,
-        };
-        let created = self
-            .store
-            .create_upload(&row, self.quota(), self.cfg.max_open_uploads_per_user)
-            .await;
-        let refused = match created {
-            Ok(UploadCreated::Created) => None,
-            Ok(UploadCreated::QuotaExceeded { used, quota }) => {
-                Some(MediaError::QuotaExceeded { used, quota })
-            }
-            Ok(UploadCreated::TooManyOpen(open)) => Some(MediaError::TooManyOpenUploads { open }),
-            Err(e) => Some(e.into()),
-        };
-        if let Some(e) = refused {
-            let _ = self.blobs.discard(&id, Some(&state)).await;
-            return Err(e);
-        }
-        metrics::counter!("media_resumable_created_total").increment(1);
-        Ok(row)
-    }
-
-    /// The caller's upload, checked for ownership (others' uploads do not exist
-    /// for it) and expiry.
-    pub async fn tus_upload(&self, owner: &str, id: &UploadId) -> Result<UploadRow, MediaError> {
-        let row = self
-            .store
-            .upload(id.as_str())
-            .await?
-            .filter(|r| r.user_id == owner);
-        let row = row.ok_or(MediaError::UploadNotFound)?;
-        if row.completed_hash.is_none() && row.expires_at <= self.now() {
-            return Err(MediaError::UploadExpired);
-        }
-        Ok(row)
-    }
-
-    /// TUS PATCH: appends a body at `offset`.
-    pub async fn tus_patch<S, E>(
-        self: &Arc<Self>,
-        owner: &str,
-        id: &UploadId,
-        offset: u64,
-        content_length: Option<u64>,
-        checksum: Option<crate::tus::Checksum>,
-        body: S,
-    ) -> Result<PatchDone, MediaError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
-    {
-        let checked = self.patch_precheck(owner, id, offset, content_length).await;
-        let (row, token) = match checked {
-            Ok(Ok(leased)) => leased,
-            Ok(Err(done)) => {
-                drain(body, content_length).await;
-                return Ok(done);
-            }
-            Err(e) => {
-                drain(body, content_length).await;
-                return Err(e);
-            }
-        };
-        let this = self.clone();
-        let id = id.clone();
-        let started = Instant::now();
-        let result = tokio::spawn(async move {
-            let r = this.patch_task(&row, &id, &token, checksum, body).await;
-            if r.is_err() {
-                // Best effort: a row deleted by termination has no lease to give back.
-                let _ = this.store.release_upload(id.as_str(), &token).await;
-            }
-            r
-        })
-        .await
-        .unwrap_or_else(|e| Err(MediaError::internal(format!("upload task failed: {e}"))));
-        match &result {
-            Ok(PatchDone {
-                stored: Some(_), ..
-            }) => record_upload("resumable", None, started),
-            Err(e) => record_upload("resumable", Some(e), started),
-            Ok(_) => {}
-        }
-        result
-    }
-
-    /// A PATCH's checks before any byte is read, and its lease: `Ok(Ok(..))` to
-    /// go on, `Ok(Err(done))` for a replay of a finished upload.
-    async fn patch_precheck(
-        &self,
-        owner: &str,
-        id: &UploadId,
-        offset: u64,
-        content_length: Option<u64>,
-    ) -> Result<Result<(UploadRow, String), PatchDone>, MediaError> {
-        let row = self.tus_upload(owner, id).await?;
-        let length = row.length as u64;
-        if let Some(hash) = &row.completed_hash {
-            // A retry of the final PATCH whose response was lost.
-            if offset != length {
-                return Err(MediaError::OffsetMismatch {
-                    expected: length,
-                    given: offset,
-                });
-            }
-            let record = self
-                .store
-                .blob(hash)
-                .await?
-                .ok_or(MediaError::UploadNotFound)?;
-            return Ok(Err(PatchDone {
-                offset: length,
-                stored: Some(Stored {
-                    record,
-                    deduplicated: false,
-                }),
-                expires_at: row.expires_at,
-            }));
-        }
-        if offset != row.received as u64 {
-            return Err(MediaError::OffsetMismatch {
-                expected: row.received as u64,
-                given: offset,
-            });
-        }
-        if content_length.is_some_and(|n| offset.saturating_add(n) > length) {
-            return Err(MediaError::ExceedsLength { length });
-        }
-        let token = natter_common::random::token();
-        let now = self.now();
-        let lease_until = now + i64::from(self.cfg.upload_lease_secs) * 1000;
-        // A lease still recorded (it can only be a lapsed one, or we would not
-        // get ours) means a writer may still be running.
-        let stale_writer = row.lease_token.is_some();
-        let Some(row) = self
-            .store
-            .lease_upload(id.as_str(), &token, now, lease_until)
-            .await?
-        else {
-            return Err(MediaError::UploadBusy);
-        };
-        if stale_writer && !row.backend_state.is_empty() {
-            let state: PartialState =
-                serde_json::from_str(&row.backend_state).map_err(MediaError::internal)?;
-            if !state.sealed {
-                self.blobs.take_over(id, &state).await?;
-            }
-        }
-        if row.received as u64 != offset {
-            // Another PATCH finished between our read and the lease.
-            self.store.release_upload(id.as_str(), &token).await?;
-            return Err(MediaError::OffsetMismatch {
-                expected: row.received as u64,
-                given: offset,
-            });
-        }
-        Ok(Ok((row, token)))
-    }
-
-    async fn patch_task<S, E>(
-        &self,
-        row: &UploadRow,
-        id: &UploadId,
-        token: &str,
-        checksum: Option<crate::tus::Checksum>,
-        mut body: S,
-    ) -> Result<PatchDone, MediaError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
-        E: std::fmt::Display,
-    {
-        let length = row.length as u64;
-        let state: PartialState =
-            serde_json::from_str(&row.backend_state).map_err(MediaError::internal)?;
-        let hasher = ResumableSha256::restore(&row.hash_state)
-            .ok_or_else(|| MediaError::internal("bad saved hash state"))?;
-        let mut p = Progress {
-            hasher,
-            len: row.received as u64,
-            type_checked: row.head.len() >= SNIFF_LEN,
-            head: row.head.clone(),
-        };
-        let mut new_state = state.clone();
-        let mut cut_off: Option<String> = None;
-        if !state.sealed {
-            let mut appender = self.blobs.append(id, &state).await?;
-            let mut sum = checksum.as_ref().map(|c| c.start());
-            let end = self
-                .pump(
-                    &mut body,
-                    &mut appender,
-                    &mut p,
-                    length,
-                    || MediaError::ExceedsLength { length },
-                    row.opaque,
-                    sum.as_mut(),
-                )
-                .await;
-            match end {
-                Err(e @ MediaError::UnsupportedType { .. }) => {
-                    appender.abort().await;
-                    // The wrong type will never become right: drop the whole upload.
-                    self.terminate(id, Some(&state)).await;
-                    return Err(e);
-                }
-                Err(e) => {
-                    appender.abort().await;
-                    return Err(e);
-                }
-                Ok(PumpEnd::BodyError(reason)) if sum.is_some() => {
-                    // A checksummed body must arrive whole to be verified.
-                    appender.abort().await;
-                    return Err(MediaError::Truncated {
-                        received: p.len - row.received as u64,
-                        reason,
-                    });
-                }
-                Ok(PumpEnd::BodyError(reason)) => cut_off = Some(reason),
-                Ok(PumpEnd::Eof) => {}
-            }
-            if let Some(sum) = sum
-                && !sum.matches()
-            {
-                appender.abort().await;
-                return Err(MediaError::ChecksumMismatch);
-            }
-            let complete = p.len == length;
-            if complete && !row.opaque && !p.type_checked {
-                // Shorter than the sniff window: checked now that all of it is in.
-                if let Err(e) = self.check_type(&sniff::sniff(&p.head)) {
-                    appender.abort().await;
-                    self.terminate(id, Some(&state)).await;
-                    return Err(e);
-                }
-            }
-            new_state = appender.finish(complete).await?;
-            let progress = UploadProgress {
-                received: p.len as i64,
-                hash_state: p.hasher.save(),
-                head: p.head.clone(),
-                backend_state: serde_json::to_string(&new_state).map_err(MediaError::internal)?,
-                expires_at: self.now() + i64::from(self.cfg.upload_expiry_secs) * 1000,
-            };
-            // An unfinished upload's lease goes back with its progress; a
-            // complete one keeps it through finalisation.
-            if !self
-                .store
-                .save_upload_progress(id.as_str(), token, row.received, &progress, !complete)
-                .await?
-            {
-                // Our lease lapsed and another request took over.
-                return Err(MediaError::UploadBusy);
-            }
-            if !complete {
-                if let Some(reason) = &cut_off {
-                    tracing::info!(upload = %id, received = p.len, reason = %reason, "media: resumable upload interrupted; bytes kept");
-                }
-                return Ok(PatchDone {
-                    offset: p.len,
-                    stored: None,
-                    expires_at: progress.expires_at,
-                });
-            }
-        }
-        let claimed = match &row.claimed_hash {
-            Some(h) => Some(h.parse::<BlobHash>().map_err(MediaError::internal)?),
-            None => None,
-        };
-        let finalized = self
-            .finalize(Finalize {
-                id,
-                progress: p.clone(),
-                claimed,
-                opaque: row.opaque,
-                owner: &row.user_id,
-                upload: Some(id.as_str()),
-            })
-            .await;
-        match finalized {
-            Ok(stored) => {
-                self.store
-                    .complete_upload(id.as_str(), &stored.record.hash)
-                    .await?;
-                Ok(PatchDone {
-                    offset: length,
-                    stored: Some(stored),
-                    expires_at: row.expires_at,
-                })
-            }
-            Err(e) if e.is_client_error() => {
-                // Mismatched hash, corrupt or bomb image, quota: the bytes can
-                // never be accepted, so nothing of them stays.
-                self.terminate(id, Some(&new_state)).await;
-                Err(e)
-            }
-            // Server-side trouble: keep the sealed bytes; a PATCH at the final
-            // offset retries the finalisation.
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Removes an upload's row and bytes (best effort; the collector retries).
-    async fn terminate(&self, id: &UploadId, state: Option<&PartialState>) {
-        if let Err(e) = self.store.delete_upload(id.as_str()).await {
-            tracing::warn!(error = %e, upload = %id, "media: could not delete an upload row");
-        }
-        if let Err(e) = self.blobs.discard(id, state).await {
-            tracing::warn!(error = %e, upload = %id, "media: could not discard an upload's bytes");
-        }
-    }
-
-    /// TUS termination.
-    pub async fn tus_terminate(&self, owner: &str, id: &UploadId) -> Result<(), MediaError> {
-        let row = self
-            .store
-            .upload(id.as_str())
-            .await?
-            .filter(|r| r.user_id == owner);
-        let row = row.ok_or(MediaError::UploadNotFound)?;
-        if row.lease_token.is_some() && row.lease_until > self.now() {
-            return Err(MediaError::UploadBusy);
-        }
-        let state: Option<PartialState> = serde_json::from_str(&row.backend_state).ok();
-        self.store.delete_upload(id.as_str()).await?;
-        if row.completed_hash.is_none() {
-            self.blobs.discard(id, state.as_ref()).await?;
-        }
-        Ok(())
-    }
+    // Thumbnailing is in `process`, resumable uploads (TUS) in `resumable`.
 
     // ---------------------------------------------------------------- references
 

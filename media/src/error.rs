@@ -68,6 +68,17 @@ pub enum MediaError {
         /// Limit.
         max: u64,
     },
+    /// Decoding the image would need more memory than the whole process-wide
+    /// decode budget (`media.decode_memory_bytes`).
+    #[error(
+        "decoding this image needs about {need} bytes of memory; this server decodes at most {budget} bytes at once"
+    )]
+    DecodeBudget {
+        /// Bytes the decode would reserve.
+        need: u64,
+        /// The budget.
+        budget: u64,
+    },
     /// The image cannot be decoded.
     #[error("corrupt image: {0}")]
     CorruptImage(String),
@@ -159,7 +170,9 @@ impl MediaError {
             UnsupportedType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_type"),
             HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
             Truncated { .. } => (StatusCode::BAD_REQUEST, "truncated_upload"),
-            ImageTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large"),
+            ImageTooLarge { .. } | DecodeBudget { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "image_too_large")
+            }
             CorruptImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image"),
             UploadNotFound => (StatusCode::NOT_FOUND, "upload_not_found"),
             UploadExpired => (StatusCode::GONE, "upload_expired"),

@@ -61,7 +61,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn seeds_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds")
+        PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("fuzz/seeds")
     }
 
     fn replay(target: &str, f: fn(&[u8])) {

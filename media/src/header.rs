@@ -4,6 +4,13 @@
 //!
 //! Every read is bounds-checked: arbitrary input returns an error, never panics
 //! (fuzzed by `natter_media::fuzz::image_header`).
+//!
+//! A file can declare its size more than once: JPEG frame headers (SOF) can be
+//! repeated after a scan, and every GIF image descriptor declares a frame of its
+//! own, which may be larger than the logical screen. Decoders allocate for
+//! those, so every one of them within the bytes given is checked, not just the
+//! first. The engine parses a prefix of the upload before reading it whole;
+//! `thumb::thumbnails` parses the whole file again before decoding.
 
 use crate::sniff::ImageFormat;
 
@@ -18,12 +25,32 @@ pub struct ImageHeader {
     pub height: u32,
     /// EXIF orientation 1..=8 (1 = as stored). JPEG only; 1 elsewhere.
     pub orientation: u8,
+    /// Width of the largest frame declared (by pixel count), or of the canvas
+    /// when no frame is larger: a GIF image descriptor may declare more than its
+    /// logical screen. JPEG frame headers that disagree are refused, so for the
+    /// other formats this is `width`.
+    pub frame_width: u32,
+    /// Height of that frame.
+    pub frame_height: u32,
 }
 
 impl ImageHeader {
-    /// Width × height.
+    /// The most pixels a decoder may allocate for: width × height of the
+    /// canvas or of the largest frame, whichever is more. The pixel limit and
+    /// the decode memory budget are checked against this.
     pub fn pixels(&self) -> u64 {
-        u64::from(self.width) * u64::from(self.height)
+        let canvas = u64::from(self.width) * u64::from(self.height);
+        canvas.max(u64::from(self.frame_width) * u64::from(self.frame_height))
+    }
+
+    /// The dimensions that give [`ImageHeader::pixels`] (for error messages).
+    pub fn largest_size(&self) -> (u32, u32) {
+        let canvas = u64::from(self.width) * u64::from(self.height);
+        if u64::from(self.frame_width) * u64::from(self.frame_height) > canvas {
+            (self.frame_width, self.frame_height)
+        } else {
+            (self.width, self.height)
+        }
     }
 
     /// Dimensions as displayed (orientations 5–8 swap width and height).
@@ -58,17 +85,20 @@ fn corrupt(format: &'static str, reason: &'static str) -> HeaderError {
 
 /// Reads the header of `data` (a prefix of the file) as `format`.
 pub fn parse(format: ImageFormat, data: &[u8]) -> Result<ImageHeader, HeaderError> {
-    let (width, height, orientation) = match format {
-        ImageFormat::Png => png(data)?,
+    let canvas_only = |(w, h, o): (u32, u32, u8)| (w, h, o, (w, h));
+    let (width, height, orientation, (frame_width, frame_height)) = match format {
+        ImageFormat::Png => canvas_only(png(data)?),
         ImageFormat::Gif => gif(data)?,
-        ImageFormat::WebP => webp(data)?,
-        ImageFormat::Jpeg => jpeg(data)?,
+        ImageFormat::WebP => canvas_only(webp(data)?),
+        ImageFormat::Jpeg => canvas_only(jpeg(data)?),
     };
     Ok(ImageHeader {
         format,
         width,
         height,
         orientation,
+        frame_width,
+        frame_height,
     })
 }
 
@@ -136,10 +166,17 @@ fn png(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
     nonzero("PNG", w, h)
 }
 
-/// GIF: the logical screen descriptor. Frames larger than the screen are
-/// clipped by decoders, so the screen bounds the canvas; the first image
-/// descriptor is checked too when present, since some decoders size by it.
-fn gif(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
+/// Blocks (extensions and images) a GIF may have before the trailer. The walk
+/// is linear in the file anyway; this bounds it in blocks too. An animation
+/// frame is two blocks (graphic control extension and image), so this allows
+/// about 8000 frames; a GIF with more is refused rather than half-checked.
+pub const MAX_GIF_BLOCKS: usize = 16_384;
+
+/// GIF: the logical screen descriptor, then every image descriptor in the
+/// bytes given (GIF89a §18–§24). Decoders allocate a frame's own width ×
+/// height when it does not fit the screen, so a small screen with a huge frame
+/// is checked by its frame (`frame_width`/`frame_height`).
+fn gif(data: &[u8]) -> Result<(u32, u32, u8, (u32, u32)), HeaderError> {
     let mut r = Reader::new(data, 0);
     let sig = r.bytes(6)?;
     if sig != b"GIF87a" && sig != b"GIF89a" {
@@ -148,7 +185,74 @@ fn gif(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
     let d = r.bytes(7)?;
     let w = u32::from(u16::from_le_bytes([d[0], d[1]]));
     let h = u32::from(u16::from_le_bytes([d[2], d[3]]));
-    nonzero("GIF", w, h)
+    let (w, h, orientation) = nonzero("GIF", w, h)?;
+    let mut largest = (w, h);
+    match gif_frames(&mut r, d[4], &mut largest) {
+        // The bytes given end before the trailer: every descriptor in them was
+        // checked (the whole file is parsed again before decoding).
+        Ok(()) | Err(HeaderError::Incomplete(_)) => Ok((w, h, orientation, largest)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks the blocks after the logical screen descriptor, keeping the largest
+/// image descriptor (by pixel count) in `largest`.
+fn gif_frames(
+    r: &mut Reader<'_>,
+    screen_flags: u8,
+    largest: &mut (u32, u32),
+) -> Result<(), HeaderError> {
+    let pixels = |(w, h): (u32, u32)| u64::from(w) * u64::from(h);
+    skip_color_table(r, screen_flags)?;
+    for _ in 0..MAX_GIF_BLOCKS {
+        match r.u8()? {
+            // Trailer.
+            0x3B => return Ok(()),
+            // Extension: label, then data sub-blocks.
+            0x21 => {
+                r.skip(1)?;
+                skip_sub_blocks(r)?;
+            }
+            // Image descriptor: left, top, width, height, flags; then an
+            // optional local colour table, the LZW code size and data sub-blocks.
+            0x2C => {
+                let d = r.bytes(9)?;
+                let frame = (
+                    u32::from(u16::from_le_bytes([d[4], d[5]])),
+                    u32::from(u16::from_le_bytes([d[6], d[7]])),
+                );
+                if pixels(frame) > pixels(*largest) {
+                    *largest = frame;
+                }
+                skip_color_table(r, d[8])?;
+                r.skip(1)?;
+                skip_sub_blocks(r)?;
+            }
+            // Anything else ends the stream for decoders (they stop or fail
+            // there), so no frame after it is ever decoded.
+            _ => return Ok(()),
+        }
+    }
+    Err(corrupt("GIF", "more than 16384 blocks (MAX_GIF_BLOCKS)"))
+}
+
+/// Skips a global or local colour table when `flags` (bit 7) says there is one.
+fn skip_color_table(r: &mut Reader<'_>, flags: u8) -> Result<(), HeaderError> {
+    if flags & 0x80 != 0 {
+        r.skip(3 << ((flags & 7) + 1))?;
+    }
+    Ok(())
+}
+
+/// Skips data sub-blocks (a length byte, that many bytes) up to the empty one.
+fn skip_sub_blocks(r: &mut Reader<'_>) -> Result<(), HeaderError> {
+    loop {
+        let n = r.u8()?;
+        if n == 0 {
+            return Ok(());
+        }
+        r.skip(usize::from(n))?;
+    }
 }
 
 /// WebP: RIFF container, then a VP8 (lossy), VP8L (lossless) or VP8X (extended)
@@ -198,29 +302,58 @@ fn webp(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
     }
 }
 
-/// JPEG: walks marker segments up to the first start-of-frame, noting the EXIF
-/// orientation on the way (ITU T.81 §B.1.1; EXIF 2.3 §4.5.4).
+/// JPEG: walks every marker segment (ITU T.81 §B.1.1), through the
+/// entropy-coded data after each scan, to the end of image or of the bytes
+/// given, noting the EXIF orientation before the frame header (EXIF 2.3
+/// §4.5.4). A second frame header (or DHP) with other dimensions is refused:
+/// the first one alone would let a later, larger frame past the pixel limit.
 fn jpeg(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
+    let mut orientation = 1;
+    let mut frame = None;
+    match jpeg_walk(data, &mut orientation, &mut frame) {
+        Ok(()) => {}
+        // The bytes given end after a frame header: every frame header in them
+        // was checked (the whole file is parsed again before decoding).
+        Err(HeaderError::Incomplete(_)) if frame.is_some() => {}
+        Err(e) => return Err(e),
+    }
+    let (w, h) = frame.ok_or(HeaderError::Incomplete(data.len()))?;
+    Ok((w, h, orientation))
+}
+
+fn jpeg_walk(
+    data: &[u8],
+    orientation: &mut u8,
+    frame: &mut Option<(u32, u32)>,
+) -> Result<(), HeaderError> {
     let mut r = Reader::new(data, 0);
     if r.bytes(2)? != [0xFF, 0xD8] {
         return Err(corrupt("JPEG", "missing start-of-image"));
     }
-    let mut orientation = 1;
+    // After the first scan header, markers are found by skipping entropy-coded
+    // data, where 0xFF is followed by 0x00 (stuffing) or a restart marker.
+    let mut scanned = false;
     loop {
-        if r.u8()? != 0xFF {
-            return Err(corrupt("JPEG", "expected a marker"));
-        }
-        // Any number of 0xFF fill bytes may precede the marker code (§B.1.1.2).
-        let mut marker = r.u8()?;
-        while marker == 0xFF {
-            marker = r.u8()?;
-        }
+        let marker = if scanned {
+            next_marker_after_scan(&mut r)?
+        } else {
+            if r.u8()? != 0xFF {
+                return Err(corrupt("JPEG", "expected a marker"));
+            }
+            // Any number of 0xFF fill bytes may precede the marker code (§B.1.1.2).
+            let mut marker = r.u8()?;
+            while marker == 0xFF {
+                marker = r.u8()?;
+            }
+            marker
+        };
         match marker {
             // Standalone markers without a length.
             0x01 | 0xD0..=0xD7 => continue,
             0xD8 => return Err(corrupt("JPEG", "second start-of-image")),
+            0xD9 if frame.is_some() => return Ok(()),
             0xD9 => return Err(corrupt("JPEG", "end of image before a frame header")),
-            0xDA => return Err(corrupt("JPEG", "scan before a frame header")),
+            0xDA if frame.is_none() => return Err(corrupt("JPEG", "scan before a frame header")),
             0x00 => return Err(corrupt("JPEG", "invalid marker 0x00")),
             _ => {}
         }
@@ -228,10 +361,14 @@ fn jpeg(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
         if len < 2 {
             return Err(corrupt("JPEG", "segment length below 2"));
         }
-        let body_len = len - 2;
-        let is_sof = matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF);
-        if is_sof {
-            let body = r.bytes(body_len)?;
+        let body = r.bytes(len - 2)?;
+        // SOF0–15 except DHT (C4), JPG (C8) and DAC (CC); DHP (DE) declares
+        // the size of a hierarchical image the same way.
+        let declares_size = matches!(
+            marker,
+            0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDE
+        );
+        if declares_size {
             if body.len() < 6 {
                 return Err(corrupt("JPEG", "frame header too short"));
             }
@@ -245,14 +382,43 @@ fn jpeg(data: &[u8]) -> Result<(u32, u32, u8), HeaderError> {
             if w == 0 {
                 return Err(corrupt("JPEG", "zero width"));
             }
-            return Ok((w, h, orientation));
-        }
-        let body = r.bytes(body_len)?;
-        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
+            match *frame {
+                None => *frame = Some((w, h)),
+                Some(first) if first != (w, h) => {
+                    return Err(corrupt(
+                        "JPEG",
+                        "frame headers declare different dimensions",
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else if marker == 0xDA {
+            scanned = true;
+        } else if marker == 0xE1 && frame.is_none() && body.starts_with(b"Exif\0\0") {
             // A broken EXIF block only loses the orientation, not the image.
             if let Some(o) = exif_orientation(&body[6..]) {
-                orientation = o;
+                *orientation = o;
             }
+        }
+    }
+}
+
+/// Skips entropy-coded data up to the next marker and returns its code.
+fn next_marker_after_scan(r: &mut Reader<'_>) -> Result<u8, HeaderError> {
+    loop {
+        let rest = r.data.get(r.pos..).unwrap_or_default();
+        let Some(at) = rest.iter().position(|&b| b == 0xFF) else {
+            r.pos = r.data.len();
+            return Err(HeaderError::Incomplete(r.data.len()));
+        };
+        r.pos += at + 1;
+        let mut code = r.u8()?;
+        while code == 0xFF {
+            code = r.u8()?;
+        }
+        // 0xFF00 is a stuffed data byte; RSTn sit inside the scan.
+        if code != 0x00 && !(0xD0..=0xD7).contains(&code) {
+            return Ok(code);
         }
     }
 }
@@ -420,6 +586,155 @@ mod tests {
             parse(ImageFormat::WebP, &vp8).unwrap().display_size(),
             (640, 480)
         );
+    }
+
+    /// A small but complete baseline JPEG (SOI, APP0, DQT, SOF0, DHT, SOS, data, EOI).
+    fn small_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 99]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .encode(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    /// A frame header segment (`marker` C0..=CF) declaring `w` × `h`.
+    fn sof(marker: u8, w: u16, h: u16) -> Vec<u8> {
+        let mut v = vec![0xFF, marker, 0x00, 0x11, 0x08];
+        v.extend_from_slice(&h.to_be_bytes());
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+        v
+    }
+
+    const DIFFERENT_FRAMES: HeaderError = HeaderError::Corrupt {
+        format: "JPEG",
+        reason: "frame headers declare different dimensions",
+    };
+
+    #[test]
+    fn a_second_jpeg_frame_header_with_other_dimensions_is_refused() {
+        let good = small_jpeg(16, 16);
+        assert_eq!(parse(ImageFormat::Jpeg, &good).unwrap().pixels(), 256);
+        let eoi = good.len() - 2;
+        assert_eq!(good[eoi..], [0xFF, 0xD9]);
+        // After the scan: a progressive frame header of 60000 × 60000, then the
+        // end of image, or nothing more.
+        let mut after_scan = good[..eoi].to_vec();
+        after_scan.extend(sof(0xC2, 60000, 60000));
+        assert_eq!(parse(ImageFormat::Jpeg, &after_scan), Err(DIFFERENT_FRAMES));
+        after_scan.extend([0xFF, 0xD9]);
+        assert_eq!(parse(ImageFormat::Jpeg, &after_scan), Err(DIFFERENT_FRAMES));
+        // Before the scan, right after the first frame header.
+        let first = good.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let end_of_first =
+            first + 2 + usize::from(u16::from_be_bytes([good[first + 2], good[first + 3]]));
+        let mut before_scan = good.clone();
+        before_scan.splice(end_of_first..end_of_first, sof(0xC0, 60000, 60000));
+        assert_eq!(
+            parse(ImageFormat::Jpeg, &before_scan),
+            Err(DIFFERENT_FRAMES)
+        );
+        // One frame header of the other size alone is what the pixel limit sees.
+        let mut alone = good.clone();
+        alone.splice(first..end_of_first, sof(0xC0, 60000, 60000));
+        assert_eq!(
+            parse(ImageFormat::Jpeg, &alone).unwrap().pixels(),
+            3_600_000_000
+        );
+        // The same size again is no size trick (decoders refuse a second frame).
+        let mut repeated = good[..eoi].to_vec();
+        repeated.extend(sof(0xC0, 16, 16));
+        repeated.extend([0xFF, 0xD9]);
+        assert_eq!(parse(ImageFormat::Jpeg, &repeated).unwrap().pixels(), 256);
+        // Bytes after the end of image are not part of the image.
+        let mut trailing = good.clone();
+        trailing.extend(sof(0xC0, 60000, 60000));
+        assert_eq!(parse(ImageFormat::Jpeg, &trailing).unwrap().pixels(), 256);
+        // A prefix that ends after the frame header (the engine reads one) gives
+        // the size from the frame headers it holds.
+        for cut in end_of_first..good.len() {
+            let h = parse(ImageFormat::Jpeg, &good[..cut]).unwrap();
+            assert_eq!(
+                (h.width, h.height, h.largest_size()),
+                (16, 16, (16, 16)),
+                "cut {cut}"
+            );
+        }
+    }
+
+    /// A GIF with a `screen` logical screen and a 2-entry global colour table,
+    /// then per frame a graphic control extension and an image descriptor
+    /// (with a 4-entry local colour table) of the given size, then the trailer.
+    fn gif_with_frames(screen: (u16, u16), frames: &[(u16, u16)]) -> Vec<u8> {
+        let mut v = b"GIF89a".to_vec();
+        v.extend(screen.0.to_le_bytes());
+        v.extend(screen.1.to_le_bytes());
+        v.extend([0x80, 0, 0]);
+        v.extend([0; 6]);
+        // An application extension of two sub-blocks (NETSCAPE loop).
+        v.extend([0x21, 0xFF, 11]);
+        v.extend(b"NETSCAPE2.0");
+        v.extend([3, 1, 0, 0, 0]);
+        for &(w, h) in frames {
+            v.extend([0x21, 0xF9, 4, 0, 10, 0, 0, 0]);
+            v.extend([0x2C, 0, 0, 0, 0]);
+            v.extend(w.to_le_bytes());
+            v.extend(h.to_le_bytes());
+            v.push(0x81);
+            v.extend([0; 12]);
+            // LZW minimum code size, one data sub-block, the empty sub-block.
+            v.extend([2, 2, 0x44, 0x01, 0]);
+        }
+        v.push(0x3B);
+        v
+    }
+
+    #[test]
+    fn gif_image_descriptors_larger_than_the_screen_are_checked() {
+        let plain = parse(
+            ImageFormat::Gif,
+            &gif_with_frames((320, 240), &[(320, 240), (100, 50)]),
+        )
+        .unwrap();
+        assert_eq!((plain.display_size(), plain.pixels()), ((320, 240), 76_800));
+        // A 10 × 10 screen whose second frame declares 60000 × 60000.
+        let bomb = gif_with_frames((10, 10), &[(10, 10), (60000, 60000)]);
+        let h = parse(ImageFormat::Gif, &bomb).unwrap();
+        assert_eq!(h.display_size(), (10, 10));
+        assert_eq!(h.largest_size(), (60000, 60000));
+        assert_eq!(h.pixels(), 3_600_000_000);
+        // A prefix holds fewer descriptors; each one in it is checked.
+        let second = bomb.len() - 1 - 22;
+        assert_eq!(
+            parse(ImageFormat::Gif, &bomb[..second]).unwrap().pixels(),
+            100
+        );
+        assert_eq!(
+            parse(ImageFormat::Gif, &bomb[..second + 12])
+                .unwrap()
+                .pixels(),
+            3_600_000_000
+        );
+        // Bytes that are no block end the stream, as for decoders.
+        let mut junk = gif_with_frames((10, 10), &[(10, 10)]);
+        junk.pop();
+        junk.extend([0x00, 0x2C]);
+        assert_eq!(parse(ImageFormat::Gif, &junk).unwrap().pixels(), 100);
+        // The walk is bounded in blocks: at the bound the GIF is refused.
+        let mut many = gif_with_frames((10, 10), &[]);
+        many.pop();
+        for _ in 0..MAX_GIF_BLOCKS - 2 {
+            many.extend([0x21, 0xFE, 1, b'x', 0]);
+        }
+        many.push(0x3B);
+        assert_eq!(parse(ImageFormat::Gif, &many).unwrap().pixels(), 100);
+        many.pop();
+        many.extend([0x21, 0xFE, 0, 0x3B]);
+        assert!(matches!(
+            parse(ImageFormat::Gif, &many),
+            Err(HeaderError::Corrupt { format: "GIF", .. })
+        ));
     }
 
     proptest! {

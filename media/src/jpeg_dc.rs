@@ -325,6 +325,13 @@ pub(crate) fn decode(data: &[u8]) -> Result<Option<DcImage>, String> {
                 }
             }
             0xC0 | 0xC1 => {
+                // Sequential JPEGs have one frame. A second would add its
+                // components to the first's and allocate planes for all of
+                // them, each repeat more: leave it to the general decoder,
+                // which refuses it.
+                if !comps.is_empty() {
+                    return Err("second frame header".into());
+                }
                 if seg.len() < 6 || seg[0] != 8 {
                     return Ok(None); // not 8-bit
                 }
@@ -688,5 +695,26 @@ mod tests {
         progressive[sof + 1] = 0xC2;
         assert!(matches!(decode(&progressive), Ok(None)));
         assert!(decode(b"not a jpeg").is_err());
+    }
+
+    #[test]
+    fn a_repeated_frame_header_is_refused_not_stacked() {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let good = encode(&img, 85);
+        assert!(decode(&good).unwrap().is_some());
+        let at = good.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let len = usize::from(u16::from_be_bytes([good[at + 2], good[at + 3]]));
+        let frame = good[at..at + 2 + len].to_vec();
+        // The same frame header again after the scan, many times: each would
+        // add three components and reallocate the planes of all of them.
+        let mut repeated = good[..good.len() - 2].to_vec();
+        for _ in 0..100 {
+            repeated.extend_from_slice(&frame);
+        }
+        repeated.extend_from_slice(&[0xFF, 0xD9]);
+        assert_eq!(
+            decode(&repeated).err().as_deref(),
+            Some("second frame header")
+        );
     }
 }

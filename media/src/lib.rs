@@ -7,11 +7,12 @@
 //! A blob expires a configurable time after its last reference.
 //!
 //! Layers: pure parts (`hash`, `sniff`, `header`, `thumb`, `tus`, `range`,
-//! `sign`) | storage traits (`store` for metadata, `blob` for bytes) | the
+//! `sign`), limits (`budget`) | storage traits (`store` for metadata, `blob` for bytes) | the
 //! engine (`engine`) | axum handlers (`api`). Wiring is in [`service`].
 
 pub mod api;
 pub mod blob;
+pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -7,7 +7,7 @@ use crate::config::{BackendKind, MediaConfig};
 use crate::engine::Media;
 use crate::sign::UrlSigner;
 use crate::store::{self, MediaStore};
-use crate::video::Ffmpeg;
+use crate::video::{Ffmpeg, FfmpegLimits};
 use natter_common::token::TokenKeys;
 use natter_common::{Db, SharedClock, Shutdown};
 use std::path::Path;
@@ -56,11 +56,11 @@ impl MediaService {
             data_dir,
             "media-url-key",
         )
-        .map_err(|e| {
-            format!(
-                "media.signing_key: cannot read or create the generated key in the data dir: {e}"
-            )
-        })?;
+        .map_err(|e| format!("media.signing_key: {e}"))?;
+        for key in &cfg.previous_signing_keys {
+            natter_common::secrets_file::check_configured("media.previous_signing_keys[..]", key)
+                .map_err(|e| e.to_string())?;
+        }
         let previous: Vec<&[u8]> = cfg
             .previous_signing_keys
             .iter()
@@ -68,16 +68,16 @@ impl MediaService {
             .collect();
         let signer = UrlSigner::new(key.expose().as_bytes(), &previous);
         let ffmpeg = if cfg.video_thumbnails {
-            Ffmpeg::detect(
-                &cfg.ffmpeg_path,
-                Duration::from_secs(u64::from(cfg.ffmpeg_timeout_secs)),
-            )
-            .await
+            Ffmpeg::detect(&cfg.ffmpeg_path, FfmpegLimits::from(&cfg)).await
         } else {
             Err("video thumbnails are switched off".into())
         };
         match &ffmpeg {
-            Ok(_) => tracing::info!(ffmpeg = %cfg.ffmpeg_path, "media: video thumbnails enabled"),
+            Ok(_) => tracing::info!(
+                ffmpeg = %cfg.ffmpeg_path,
+                concurrency = cfg.ffmpeg_concurrency,
+                "media: video thumbnails enabled"
+            ),
             Err(why) => tracing::info!(reason = %why, "media: no video thumbnails"),
         }
         tracing::info!(backend = blobs.backend(), "media: blob store ready");
@@ -92,7 +92,14 @@ impl MediaService {
             data_dir.join("tmp"),
         ));
         Ok(Self {
-            state: MediaState::new(media, tokens),
+            state: MediaState::new(
+                media,
+                tokens,
+                Arc::new(natter_common::credentials::LiveCredentials::new(
+                    db.clone(),
+                    natter_common::credentials::LIVE_CACHE_TTL,
+                )),
+            ),
         })
     }
 
@@ -133,10 +140,10 @@ impl MediaService {
     /// Runs the garbage collector every `media.gc_interval_secs` until
     /// shutdown: expired resumable uploads, expired blobs and thumbnails,
     /// crashed uploads and orphaned staging objects.
-    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<natter_common::parts::Part> {
         let media = self.state.media().clone();
         let every = Duration::from_secs(u64::from(media.config().gc_interval_secs));
-        vec![tokio::spawn(async move {
+        vec![natter_common::parts::Part::spawn("media-gc", async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

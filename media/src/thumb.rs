@@ -11,8 +11,10 @@
 //! and encoded as JPEG.
 //!
 //! Synchronous and CPU-heavy: callers run it in `spawn_blocking`. The caller
-//! checks the header's pixel count first; the decoders' own limits are a second
-//! line of defence. Decoder panics are caught and reported as corrupt input.
+//! checks the header's pixel count first and reserves [`decode_cost`] bytes of
+//! the process-wide decode budget (`crate::budget`); the decoders' own limits,
+//! set from the header, are a second line of defence. Decoder panics are
+//! caught and reported as corrupt input.
 
 use crate::header::ImageHeader;
 use crate::sniff::ImageFormat;
@@ -44,6 +46,23 @@ impl Default for ThumbOptions {
             max_pixels: 100_000_000,
         }
     }
+}
+
+/// Bytes a decode may hold per pixel of [`ImageHeader::pixels`], at its peak,
+/// whatever the format: a 16-bit RGBA PNG is 8 bytes a pixel decoded plus 4
+/// for its 8-bit RGBA copy; a progressive CMYK JPEG holds 8 bytes of
+/// coefficients a pixel plus its (scaled) output; a GIF holds the screen and the
+/// largest frame at 4 bytes each. The thumbnail and preview are small beside it.
+pub const DECODE_BYTES_PER_PIXEL: u64 = 12;
+
+/// The memory a decode of a file of `file_len` bytes with this header may
+/// hold: its pixels at [`DECODE_BYTES_PER_PIXEL`], plus the file itself, which
+/// is read whole into memory before decoding.
+pub fn decode_cost(header: &ImageHeader, file_len: u64) -> u64 {
+    header
+        .pixels()
+        .saturating_mul(DECODE_BYTES_PER_PIXEL)
+        .saturating_add(file_len)
 }
 
 /// An encoded JPEG and its size.
@@ -85,17 +104,40 @@ pub enum ThumbError {
 }
 
 /// Decodes `data` (whose header was parsed as `header`) and makes both images.
+///
+/// `header` may have been read from a prefix of `data` (the engine reads one
+/// before reading the file whole, and sizes its memory reservation by it), so
+/// the whole of `data` is parsed again first: a JPEG frame header or GIF image
+/// descriptor past the prefix is checked before any decoder sees it.
 pub fn thumbnails(
     data: &[u8],
     header: &ImageHeader,
     opts: &ThumbOptions,
 ) -> Result<Thumbnails, ThumbError> {
-    if header.pixels() > opts.max_pixels {
-        return Err(ThumbError::TooManyPixels {
-            width: header.width,
-            height: header.height,
+    let too_many = |h: &ImageHeader| {
+        let (width, height) = h.largest_size();
+        ThumbError::TooManyPixels {
+            width,
+            height,
             max: opts.max_pixels,
-        });
+        }
+    };
+    if header.pixels() > opts.max_pixels {
+        return Err(too_many(header));
+    }
+    let whole = crate::header::parse(header.format, data)
+        .map_err(|e| ThumbError::Corrupt(e.to_string()))?;
+    if whole.pixels() > opts.max_pixels {
+        return Err(too_many(&whole));
+    }
+    if whole.pixels() > header.pixels()
+        || (whole.width, whole.height) != (header.width, header.height)
+    {
+        // Memory was reserved for `header`; a legitimate file never grows past
+        // its own first frame (GIF frames fit their screen).
+        return Err(ThumbError::Corrupt(
+            "a frame further in the file is larger than the image header declares".into(),
+        ));
     }
     // Decoders are written not to panic on bad input; this keeps a bug in one of
     // them from taking a worker thread down with it.
@@ -128,7 +170,7 @@ struct Rgb {
 fn decode(data: &[u8], header: &ImageHeader, opts: &ThumbOptions) -> Result<Rgb, ThumbError> {
     match header.format {
         ImageFormat::Jpeg => decode_jpeg(data, header, opts),
-        other => decode_with_image(data, other, header, opts),
+        other => decode_with_image(data, other, header),
     }
 }
 
@@ -148,9 +190,10 @@ fn decode_jpeg(data: &[u8], header: &ImageHeader, opts: &ThumbOptions) -> Result
     }
     let corrupt = |e: jpeg_decoder::Error| ThumbError::Corrupt(e.to_string());
     let mut dec = jpeg_decoder::Decoder::new(Cursor::new(data));
-    // 4 bytes per pixel at full size is the most any accepted image may need.
+    // The output at full size and 4 bytes a pixel is the most this header
+    // allows (the memory reservation was sized by it).
     dec.set_max_decoding_buffer_size(
-        usize::try_from(opts.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
+        usize::try_from(header.pixels().saturating_mul(4)).unwrap_or(usize::MAX),
     );
     let want = u16::try_from(opts.thumb_px).unwrap_or(u16::MAX);
     // The smallest DCT scale (1/8, 1/4, 1/2, 1) whose output still covers the
@@ -198,7 +241,6 @@ fn decode_with_image(
     data: &[u8],
     format: ImageFormat,
     header: &ImageHeader,
-    opts: &ThumbOptions,
 ) -> Result<Rgb, ThumbError> {
     let fmt = match format {
         ImageFormat::Png => image::ImageFormat::Png,
@@ -209,8 +251,10 @@ fn decode_with_image(
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(header.width);
     limits.max_image_height = Some(header.height);
-    // RGBA16 is the widest buffer a decoder of these formats makes (16-bit PNG).
-    limits.max_alloc = Some(opts.max_pixels.saturating_mul(8).max(64 << 20));
+    // RGBA16 is the widest buffer a decoder of these formats makes (16-bit PNG),
+    // for the canvas or the largest frame the header declares (the memory
+    // reservation was sized by them); decoders' own small buffers fit the floor.
+    limits.max_alloc = Some(header.pixels().saturating_mul(8).max(64 << 20));
     let mut reader = image::ImageReader::with_format(Cursor::new(data), fmt);
     reader.limits(limits);
     let img = reader
@@ -458,6 +502,54 @@ mod tests {
                 assert!(matches!(e, ThumbError::Corrupt(_)), "{fmt:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn frames_past_the_checked_prefix_are_checked_before_decoding() {
+        // A 10 × 10 GIF with 100 KiB of comment before its only image, whose
+        // descriptor declares 3000 × 3000: a prefix such as the engine reads
+        // first (64 KiB) shows the screen alone.
+        let mut gif = b"GIF89a\x0a\x00\x0a\x00\x00\x00\x00".to_vec();
+        gif.extend([0x21, 0xFE]);
+        for _ in 0..400 {
+            gif.push(255);
+            gif.extend([b'c'; 255]);
+        }
+        gif.push(0);
+        gif.extend([0x2C, 0, 0, 0, 0]);
+        gif.extend(3000u16.to_le_bytes());
+        gif.extend(3000u16.to_le_bytes());
+        gif.extend([0, 2, 2, 0x44, 0x01, 0, 0x3B]);
+        let prefix = parse(ImageFormat::Gif, &gif[..64 << 10]).unwrap();
+        assert_eq!(prefix.pixels(), 100);
+        let opts = ThumbOptions {
+            max_pixels: 4_000_000,
+            ..ThumbOptions::default()
+        };
+        assert_eq!(
+            thumbnails(&gif, &prefix, &opts),
+            Err(ThumbError::TooManyPixels {
+                width: 3000,
+                height: 3000,
+                max: 4_000_000
+            })
+        );
+        // Within the pixel limit, but more than the header the memory was
+        // reserved for: refused as well.
+        assert!(matches!(
+            thumbnails(&gif, &prefix, &ThumbOptions::default()),
+            Err(ThumbError::Corrupt(m)) if m.contains("larger than the image header")
+        ));
+        // A JPEG frame header after the scan with other dimensions.
+        let jpeg = encoded(&gradient(64, 48), image::ImageFormat::Jpeg);
+        let header = parse(ImageFormat::Jpeg, &jpeg).unwrap();
+        let mut tricked = jpeg[..jpeg.len() - 2].to_vec();
+        tricked.extend([0xFF, 0xC2, 0, 0x11, 8, 0xEA, 0x60, 0xEA, 0x60]);
+        tricked.extend([3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xFF, 0xD9]);
+        assert!(matches!(
+            thumbnails(&tricked, &header, &ThumbOptions::default()),
+            Err(ThumbError::Corrupt(m)) if m.contains("frame headers declare different dimensions")
+        ));
     }
 
     #[test]

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 both_backends!(sdk_uploads_resume_and_downloads_verify);
 
-fn account(srv: &Server, user: &str) -> Account {
+async fn account(srv: &Server, user: &str) -> Account {
     let creds = Credentials {
         user_id: user.into(),
         device_id: 1,
-        access_token: srv.token(user),
+        access_token: srv.token(user).await,
         access_expires_at: i64::MAX / 2,
         refresh_token: "unused".into(),
         refresh_expires_at: i64::MAX / 2,
@@ -46,7 +46,7 @@ impl Progress for Watch {
 async fn sdk_uploads_resume_and_downloads_verify(b: Backend) {
     let srv = Server::start(b).await;
     let state = srv.dir.path().join("client-state");
-    let media = MediaClient::new(account(&srv, "alice"), &state).with_chunk_size(1024 * 1024);
+    let media = MediaClient::new(account(&srv, "alice").await, &state).with_chunk_size(1024 * 1024);
     let noop = |_: u64, _: u64| {};
 
     // A photo: hash, preview, thumbnail, signed URL.

@@ -28,7 +28,7 @@ both_backends!(
 /// hash H. Now the stale writer is refused and the blob is what was hashed.
 async fn a_stalled_patch_cannot_change_the_blob_after_its_lease_lapsed(b: Backend) {
     let srv = Server::start(b).await;
-    let tus = Tus::new(&srv, "mallory");
+    let tus = Tus::new(&srv, "mallory").await;
     let x = noise(300_000, 1);
     let y = noise(300_000, 2);
     let (_, url) = tus.create(x.len(), "").await;
@@ -78,7 +78,7 @@ async fn a_stalled_patch_cannot_change_the_blob_after_its_lease_lapsed(b: Backen
 
 async fn an_interrupted_large_upload_resumes_where_it_stopped(b: Backend) {
     let srv = Server::start(b).await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     // 12 MiB: several S3 parts (5 MiB) and tails.
     let data = noise(12 * MIB + 321, 21);
     let hash = sha256_hex(&data);
@@ -181,7 +181,7 @@ async fn an_interrupted_large_upload_resumes_where_it_stopped(b: Backend) {
 
 async fn wrong_offsets_checksums_and_headers_are_refused(b: Backend) {
     let srv = Server::start(b).await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     let data = noise(100_000, 22);
     let (_, url) = tus.create(data.len(), "").await;
     assert_eq!(
@@ -283,7 +283,7 @@ async fn wrong_offsets_checksums_and_headers_are_refused(b: Backend) {
         (StatusCode::BAD_REQUEST, "invalid_header")
     );
     // Someone else's upload does not exist for them; no token at all is 401.
-    let mallory = Tus::new(&srv, "mallory");
+    let mallory = Tus::new(&srv, "mallory").await;
     assert_eq!(mallory.head(&url).await.status, StatusCode::NOT_FOUND);
     assert_eq!(
         mallory.patch(&url, 60_000, &data[60_000..]).await.code(),
@@ -333,7 +333,7 @@ async fn wrong_offsets_checksums_and_headers_are_refused(b: Backend) {
 
 async fn creation_with_upload_and_claimed_hashes(b: Backend) {
     let srv = Server::start(b).await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     let photo = jpeg(800, 600);
     let hash = sha256_hex(&photo);
     let meta = format!("sha256 {},filetype aW1hZ2UvanBlZw==", B64.encode(&hash));
@@ -400,7 +400,7 @@ async fn creation_with_upload_and_claimed_hashes(b: Backend) {
 
 async fn refused_content_deletes_the_whole_upload(b: Backend) {
     let srv = Server::start(b).await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     // A claimed hash that the bytes do not have.
     let data = noise(30_000, 24);
     let meta = format!("sha256 {}", B64.encode(sha256_hex(b"something else")));
@@ -456,7 +456,7 @@ async fn expiry_termination_and_limits(b: Backend) {
         c.quota_bytes_per_user = 20 * MIB as u64;
     })
     .await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     let (r, _) = tus.create(16 * MIB + 1, "").await;
     assert_eq!(
         (r.status, r.code().as_str()),
@@ -518,7 +518,7 @@ async fn expiry_termination_and_limits(b: Backend) {
 
 async fn a_patch_while_another_holds_the_upload_gets_423(b: Backend) {
     let srv = Server::start(b).await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     let data = noise(300_000, 26);
     let (_, url) = tus.create(data.len(), "").await;
     assert_eq!(

@@ -29,7 +29,47 @@ both_backends!(
     uploads_over_the_per_user_rate_get_429_with_retry_after,
     urls_signed_with_a_previous_key_work_after_rotation,
     the_same_bytes_being_stored_elsewhere_give_503_busy_with_retry_after_1,
+    tokens_of_logged_out_devices_are_refused,
 );
+
+/// Logout bumps the device's credential generation in auth's table: media
+/// refuses the old, still unexpired token, on upload and on token downloads.
+async fn tokens_of_logged_out_devices_are_refused(b: Backend) {
+    let srv = Server::start(b).await;
+    let r = srv.upload("alice", b"before logout", "").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let hash = r.json()["hash"].as_str().unwrap().to_owned();
+    let token = srv.token("alice").await;
+    srv.sql("UPDATE devices SET generation = generation + 1 WHERE user_id = 'alice'")
+        .await;
+    // The answer may be cached for LIVE_CACHE_TTL (5 s) at most.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let info = srv.url(&format!("/v1/media/{hash}/info"));
+    let r = loop {
+        let r = srv.send(srv.http.get(&info).bearer_auth(&token)).await;
+        if r.status != StatusCode::OK || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_revoked")
+    );
+    let r = srv
+        .send(
+            srv.http
+                .post(srv.url("/v1/media"))
+                .bearer_auth(&token)
+                .body("after"),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_revoked")
+    );
+    srv.cleanup().await;
+}
 
 async fn photo_upload_gives_hash_preview_and_thumbnail_and_downloads(b: Backend) {
     let srv = Server::start(b).await;
@@ -235,7 +275,7 @@ async fn ranges_etags_and_head(b: Backend) {
     let data = noise(1_000_003, 11);
     let v = srv.upload("alice", &data, "").await.json();
     let path = format!("/v1/media/{}", v["hash"].as_str().unwrap());
-    let token = srv.token("bob");
+    let token = srv.token("bob").await;
     let get = |range: &str| {
         srv.http
             .get(srv.url(&path))
@@ -298,7 +338,7 @@ async fn oversize_uploads_are_refused_and_nothing_is_stored(b: Backend) {
         (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
     );
     // Undeclared (chunked) and growing past the limit: cut off while streaming.
-    let token = srv.token("alice");
+    let token = srv.token("alice").await;
     let head = format!(
         "POST /v1/media HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
@@ -422,7 +462,7 @@ async fn wrong_types_hash_mismatches_and_bad_images_are_refused(b: Backend) {
         .send(
             srv.http
                 .post(srv.url("/v1/media"))
-                .bearer_auth(srv.token("alice"))
+                .bearer_auth(srv.token("alice").await)
                 .header("content-type", "text/html")
                 .body(png),
         )
@@ -450,7 +490,7 @@ async fn truncated_uploads_leave_nothing(b: Backend) {
     let data = noise(2 * MIB, 5);
     let head = format!(
         "POST /v1/media HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
-        srv.token("alice"),
+        srv.token("alice").await,
         data.len()
     );
     srv.raw_then_hang_up(head, &data[..MIB]).await;
@@ -566,7 +606,7 @@ async fn quota_is_enforced(b: Backend) {
 async fn uploads_over_the_per_user_rate_get_429_with_retry_after(b: Backend) {
     // Two upload requests a minute: one every 30 s, a burst of two.
     let srv = Server::with(b, |c| c.limit_uploads_per_user = Quota::new(2, 60)).await;
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     // Simple uploads and resumable creations share the budget.
     assert_eq!(
         srv.upload("alice", b"first", "").await.status,
@@ -629,8 +669,8 @@ async fn uploads_over_the_per_user_rate_get_429_with_retry_after(b: Backend) {
 async fn urls_signed_with_a_previous_key_work_after_rotation(b: Backend) {
     // The key was rotated: "key-1" moved to previous_signing_keys.
     let srv = Server::with(b, |c| {
-        c.signing_key = Secret::new("media-url-key-2");
-        c.previous_signing_keys = vec![Secret::new("media-url-key-1")];
+        c.signing_key = Secret::new("media-url-test-key-2");
+        c.previous_signing_keys = vec![Secret::new("media-url-test-key-1")];
     })
     .await;
     let photo = jpeg(640, 480);
@@ -638,14 +678,14 @@ async fn urls_signed_with_a_previous_key_work_after_rotation(b: Backend) {
     let hash: BlobHash = v["hash"].as_str().unwrap().parse().unwrap();
     let exp = v["url_expires_at"].as_i64().unwrap();
     // New URLs are signed with the current key.
-    let current = UrlSigner::new(b"media-url-key-2", &[]);
+    let current = UrlSigner::new(b"media-url-test-key-2", &[]);
     assert_eq!(v["url"], current.url(&srv.base, Object::Blob, &hash, exp));
     assert_eq!(
         v["thumbnail"]["url"],
         current.url(&srv.base, Object::Thumbnail, &hash, exp)
     );
     // URLs handed out before the rotation still open their objects.
-    let previous = UrlSigner::new(b"media-url-key-1", &[]);
+    let previous = UrlSigner::new(b"media-url-test-key-1", &[]);
     let old_exp = srv.clock_secs() + 3600;
     let old_blob = previous.url(&srv.base, Object::Blob, &hash, old_exp);
     let r = srv.get(&old_blob, None).await;
@@ -665,7 +705,7 @@ async fn urls_signed_with_a_previous_key_work_after_rotation(b: Backend) {
         (StatusCode::OK, Some("image/jpeg"))
     );
     // A key the server does not know: 403 invalid_signature.
-    let unknown = UrlSigner::new(b"media-url-key-0", &[]);
+    let unknown = UrlSigner::new(b"media-url-test-key-0", &[]);
     for what in [Object::Blob, Object::Thumbnail] {
         let r = srv
             .get(&unknown.url(&srv.base, what, &hash, old_exp), None)
@@ -685,7 +725,7 @@ async fn urls_signed_with_a_previous_key_work_after_rotation(b: Backend) {
     );
     srv.cleanup().await;
     // Once the old key is dropped from previous_signing_keys, its URLs stop working.
-    let srv = Server::with(b, |c| c.signing_key = Secret::new("media-url-key-2")).await;
+    let srv = Server::with(b, |c| c.signing_key = Secret::new("media-url-test-key-2")).await;
     assert_eq!(
         srv.upload("alice", &photo, "").await.status,
         StatusCode::CREATED
@@ -715,7 +755,7 @@ async fn the_same_bytes_being_stored_elsewhere_give_503_busy_with_retry_after_1(
     assert_eq!(claimed, Claim::Created);
     // A simple upload and the last PATCH of a resumable one of those bytes
     // retry their claim while it holds, then give up with 503 busy.
-    let tus = Tus::new(&srv, "carol");
+    let tus = Tus::new(&srv, "carol").await;
     let (r, url) = tus.create(data.len(), "").await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(

@@ -53,7 +53,7 @@ async fn blobs_expire_after_their_last_reference_and_are_collected(b: Backend) {
         .send(
             srv.http
                 .post(srv.url(&refs))
-                .bearer_auth(srv.token("alice"))
+                .bearer_auth(srv.token("alice").await)
                 .json(&json!({"kind": "message", "id": "msg-1"})),
         )
         .await;
@@ -67,7 +67,7 @@ async fn blobs_expire_after_their_last_reference_and_are_collected(b: Backend) {
         .send(
             srv.http
                 .post(srv.url(&refs))
-                .bearer_auth(srv.token("alice"))
+                .bearer_auth(srv.token("alice").await)
                 .json(&json!({"kind": "message", "id": "msg-1"})),
         )
         .await;
@@ -88,7 +88,7 @@ async fn blobs_expire_after_their_last_reference_and_are_collected(b: Backend) {
             .send(
                 srv.http
                     .post(srv.url(&refs))
-                    .bearer_auth(srv.token("alice"))
+                    .bearer_auth(srv.token("alice").await)
                     .json(&body),
             )
             .await;
@@ -99,7 +99,7 @@ async fn blobs_expire_after_their_last_reference_and_are_collected(b: Backend) {
         .send(
             srv.http
                 .post(srv.url(&format!("/v1/media/{missing}/refs")))
-                .bearer_auth(srv.token("alice"))
+                .bearer_auth(srv.token("alice").await)
                 .json(&json!({"kind": "message", "id": "m"})),
         )
         .await;
@@ -149,7 +149,7 @@ async fn profile_references_hold_until_removed(b: Backend) {
         .send(
             srv.http
                 .post(srv.url(&refs))
-                .bearer_auth(srv.token("alice"))
+                .bearer_auth(srv.token("alice").await)
                 .json(&json!({"kind": "profile", "id": "alice"})),
         )
         .await;
@@ -176,14 +176,18 @@ async fn profile_references_hold_until_removed(b: Backend) {
     // Only who added a reference removes it.
     let del = format!("/v1/media/{hash}/refs/profile/alice");
     let r = srv
-        .send(srv.http.delete(srv.url(&del)).bearer_auth(srv.token("bob")))
+        .send(
+            srv.http
+                .delete(srv.url(&del))
+                .bearer_auth(srv.token("bob").await),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = srv
         .send(
             srv.http
                 .delete(srv.url(&del))
-                .bearer_auth(srv.token("alice")),
+                .bearer_auth(srv.token("alice").await),
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
@@ -191,7 +195,7 @@ async fn profile_references_hold_until_removed(b: Backend) {
         .send(
             srv.http
                 .delete(srv.url(&del))
-                .bearer_auth(srv.token("alice")),
+                .bearer_auth(srv.token("alice").await),
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -295,8 +299,11 @@ const BLESS_OPENAPI: &str = "UPDATE_OPENAPI=1 cargo test -p natter-media --test 
 #[tokio::test]
 async fn openapi_document_is_checked_in_and_served() {
     let generated = natter_media::openapi().to_pretty_json().unwrap() + "\n";
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api/media.openapi.json");
+    let path = std::path::Path::new(
+        &std::env::var_os("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../docs/api/media.openapi.json");
     if std::env::var("UPDATE_OPENAPI").as_deref() == Ok("1") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &generated).unwrap();
@@ -376,7 +383,7 @@ async fn orphaned_staging_objects_are_collected_and_live_ones_kept(b: Backend) {
     let crashed_resumable = srv.stage(&noise(30_000, 52), false).await;
     // A live resumable upload, written to now and again 20 hours later, and a
     // stored blob.
-    let tus = Tus::new(&srv, "alice");
+    let tus = Tus::new(&srv, "alice").await;
     let data = noise(200_000, 53);
     let (r, url) = tus.create(data.len(), "").await;
     assert_eq!(r.status, StatusCode::CREATED);

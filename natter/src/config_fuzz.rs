@@ -30,7 +30,11 @@ mod tests {
 
     #[test]
     fn seeds_replay() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/config_parse");
+        let dir = std::path::Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("fuzz/seeds/config_parse");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).expect("fuzz seeds directory") {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();

@@ -8,6 +8,7 @@ mod config;
 #[cfg(test)]
 mod config_fuzz;
 mod serve;
+mod supervise;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};

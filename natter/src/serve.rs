@@ -3,27 +3,22 @@
 
 use crate::Service;
 use crate::config::Config;
+use crate::supervise::Supervisor;
 use anyhow::Context;
 use axum::Router;
 use natter_auth::service::AuthService;
-use natter_common::health::{self, ReadinessCheck, Vital};
-use natter_common::http::TrustForwardedFor;
+use natter_common::health::{self, ReadinessCheck};
+use natter_common::http::ClientIpPolicy;
+use natter_common::parts::Part;
 use natter_common::token::TokenKeys;
 use natter_common::{Db, SharedClock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::trace::TraceLayer;
 
-/// How long in-flight requests get to finish after SIGTERM.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
-/// After a vital part (the TURN thread) stops: how long `/readyz` reports it
-/// before the process starts to stop, how long the drain may then take, and the
-/// hard deadline after which the process exits whatever is still running. An
-/// orchestrator restarts a process that exits; it does not restart one that runs
-/// on half-alive.
-const FATAL_REPORT: Duration = Duration::from_secs(1);
-const FATAL_DRAIN: Duration = Duration::from_secs(2);
-const FATAL_HARD_EXIT: Duration = Duration::from_secs(4);
+/// How long in-flight requests get to finish after SIGTERM (the parts then get
+/// a few seconds more; the chart's grace period covers both).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(22);
 
 /// Applies every service's migrations.
 pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
@@ -55,7 +50,10 @@ fn token_keys(cfg: &Config) -> anyhow::Result<Arc<TokenKeys>> {
         &cfg.data_dir,
         "token-signing-key",
     )
-    .context("tokens.signing_key: cannot read or create the generated key in the data dir")?;
+    .context("tokens.signing_key")?;
+    for key in &cfg.tokens.previous_keys {
+        natter_common::secrets_file::check_configured("tokens.previous_keys[..]", key)?;
+    }
     let previous: Vec<&[u8]> = cfg
         .tokens
         .previous_keys
@@ -68,8 +66,26 @@ fn token_keys(cfg: &Config) -> anyhow::Result<Arc<TokenKeys>> {
     )))
 }
 
+/// Makes what the process writes private: the database holds phone numbers
+/// and message bodies, the SMS outbox live codes, media users' files. A umask
+/// of 077 makes every new file 0600 and directory 0700; the database files of
+/// an older version are narrowed too.
+fn private_files(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    for name in ["natter.db", "natter.db-wal", "natter.db-shm"] {
+        let path = data_dir.join(name);
+        if path.exists()
+            && let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the database file private");
+        }
+    }
+}
+
 /// Runs `service` until SIGTERM/SIGINT, then drains.
 pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
+    private_files(&cfg.data_dir);
     let shutdown = natter_common::shutdown::on_signals();
     natter_common::metrics::handle();
     let clock: SharedClock = Arc::new(SystemClock);
@@ -94,12 +110,9 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     let turn_port = turn_server
         .as_ref()
         .map_or(turn.listen.port(), |t| t.local_addrs().udp.port());
-    let fatal = FatalStop::new();
+    let supervisor = Supervisor::new();
 
     let mut checks: Vec<(&'static str, ReadinessCheck)> = Vec::new();
-    if turn_server.is_some() {
-        checks.push(("turn", fatal.turn.check()));
-    }
     {
         let db = db.clone();
         checks.push((
@@ -199,14 +212,24 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         background.extend(sig.spawn_background(shutdown.clone()));
     }
     if let Some(server) = turn_server {
-        background.push(run_turn(server, shutdown.clone(), fatal.clone()));
+        background.push(run_turn(server, shutdown.clone(), supervisor.clone()));
+    }
+    for part in background {
+        checks.push(supervisor.watch(part, &shutdown));
     }
 
     let app = app
         .merge(health::router(checks, shutdown.clone()))
-        .layer(axum::Extension(TrustForwardedFor(
-            cfg.http.trust_forwarded_for,
-        )))
+        // Every error in the documented JSON shape, unknown routes and methods too.
+        .fallback(|| async { natter_common::ApiError::not_found("not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            natter_common::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::Extension(ClientIpPolicy::from_config(&cfg.http)))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let route = req
@@ -224,7 +247,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, ?service, "natter listening");
     let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
 
-    let drain = fatal.wait_for_stop(&shutdown).await;
+    let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
     match tokio::time::timeout(drain, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("http drained"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
@@ -234,63 +257,17 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
             DRAIN_TIMEOUT.as_secs()
         ),
     }
-    for task in background {
-        let _ = task.await;
+    let parts = supervisor.finish().await;
+    // Bounded: a pool whose connections hang must not hold the exit.
+    if tokio::time::timeout(Duration::from_secs(2), db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database pool did not close within 2 s");
     }
-    db.close().await;
-    fatal.result()?;
+    parts?;
     tracing::info!("natter stopped");
     Ok(())
-}
-
-/// Turns the loss of a vital part into a prompt, non-zero exit.
-#[derive(Clone)]
-struct FatalStop {
-    /// The TURN thread (embedded in `serve all`, or alone in `serve turn`).
-    turn: Vital,
-    stopped: natter_common::Shutdown,
-}
-
-impl FatalStop {
-    fn new() -> Self {
-        Self {
-            turn: Vital::new(),
-            stopped: natter_common::Shutdown::new(),
-        }
-    }
-
-    /// Records `reason` against TURN and starts the fatal stop.
-    fn turn_failed(&self, reason: String) {
-        tracing::error!(%reason, "TURN stopped; the process exits so that it is restarted");
-        self.turn.fail(reason);
-        self.stopped.cancel();
-    }
-
-    /// Waits for a signal or a fatal stop, then cancels `shutdown`; returns how
-    /// long the HTTP drain may take.
-    async fn wait_for_stop(&self, shutdown: &natter_common::Shutdown) -> Duration {
-        tokio::select! {
-            _ = shutdown.cancelled() => DRAIN_TIMEOUT,
-            _ = self.stopped.cancelled() => {
-                // Whatever hangs during the drain, the process is gone by then.
-                std::thread::spawn(|| {
-                    std::thread::sleep(FATAL_HARD_EXIT);
-                    eprintln!("natter: a vital part stopped and the drain did not finish; exiting");
-                    std::process::exit(1);
-                });
-                tokio::time::sleep(FATAL_REPORT).await;
-                shutdown.cancel();
-                FATAL_DRAIN
-            }
-        }
-    }
-
-    fn result(&self) -> anyhow::Result<()> {
-        match self.turn.failure() {
-            Some(reason) => Err(anyhow::anyhow!("{reason}")),
-            None => Ok(()),
-        }
-    }
 }
 
 /// The TURN configuration in force: in the embedded shape (`serve all`) an
@@ -305,7 +282,7 @@ fn turn_config(cfg: &Config, service: Service) -> anyhow::Result<natter_turn::Tu
             &cfg.data_dir,
             "turn-auth-secret",
         )
-        .context("turn.auth_secret: cannot read or create the generated secret in the data dir")?;
+        .context("turn.auth_secret")?;
     }
     Ok(turn)
 }
@@ -345,18 +322,17 @@ fn public_host(url: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
+/// The TURN server as a supervised part, named "turn".
 fn run_turn(
     server: natter_turn::TurnServer,
     shutdown: natter_common::Shutdown,
-    fatal: FatalStop,
-) -> tokio::task::JoinHandle<()> {
+    supervisor: Supervisor,
+) -> Part {
     tracing::info!(addrs = ?server.local_addrs(), "TURN listening");
-    tokio::spawn(async move {
-        let result = server.run(shutdown.clone()).await;
-        match result {
-            Ok(()) if shutdown.is_cancelled() => {}
-            Ok(()) => fatal.turn_failed("TURN server stopped unexpectedly".to_owned()),
-            Err(e) => fatal.turn_failed(format!("TURN server stopped: {e}")),
+    Part::spawn("turn", async move {
+        if let Err(e) = server.run(shutdown.clone()).await {
+            // The watcher would only see "stopped"; the reason is here.
+            supervisor.fail("turn", format!("TURN server stopped: {e}"));
         }
     })
 }
@@ -366,18 +342,17 @@ async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyh
     let server = natter_turn::TurnServer::bind(cfg.turn.clone())
         .await
         .context("turn: cannot start")?;
-    let fatal = FatalStop::new();
-    let turn = run_turn(server, shutdown.clone(), fatal.clone());
-    let app = health::router(vec![("turn", fatal.turn.check())], shutdown.clone());
+    let supervisor = Supervisor::new();
+    let turn = run_turn(server, shutdown.clone(), supervisor.clone());
+    let app = health::router(vec![supervisor.watch(turn, &shutdown)], shutdown.clone());
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "natter turn listening");
     let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
-    let drain = fatal.wait_for_stop(&shutdown).await;
+    let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
     let _ = tokio::time::timeout(drain, server).await;
-    let _ = turn.await;
-    fatal.result()?;
+    supervisor.finish().await?;
     tracing::info!("natter stopped");
     Ok(())
 }

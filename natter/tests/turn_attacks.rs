@@ -65,8 +65,11 @@ fn a_malformed_nonce_datagram_does_not_stop_turn() {
 fn malformed_datagrams_and_streams_leave_turn_serving() {
     let p = TurnProcess::start("turn", "127.0.0.1", &[]);
     let server = p.turn_addr("127.0.0.1");
-    let seeds_dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../turn-stun/fuzz/seeds");
+    let seeds_dir = std::path::Path::new(
+        &std::env::var_os("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../turn-stun/fuzz/seeds");
     let mut seeds = Vec::new();
     for target in std::fs::read_dir(&seeds_dir).expect("turn-stun/fuzz/seeds") {
         for seed in std::fs::read_dir(target.unwrap().path()).unwrap() {
@@ -155,19 +158,42 @@ fn a_flood_from_many_sources_leaves_room_for_honest_clients() {
             let _ = s.send_to(&allocate, (ip, port));
         }
     }
+    // Barrier: a Binding from a fresh source is answered only once the server
+    // has read the flood queued before it (on a busy machine that takes a
+    // while, and requests sent meanwhile would be dropped by the full socket
+    // buffer, not by the limiter).
+    let probe = UdpSocket::bind("127.4.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    let binding = MessageBuilder::new(Class::Request, Method::BINDING, TransactionId([9; 12]))
+        .finish(None, true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 1500];
+    loop {
+        probe
+            .send_to(&binding, (std::net::Ipv4Addr::new(127, 4, 0, 1), port))
+            .unwrap();
+        if probe.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never caught up with the flood"
+        );
+    }
     // One source asking 200 times gets its burst (20) and a few more from the
     // refill, not 200 answers.
     let noisy = UdpSocket::bind("127.3.0.1:0").unwrap();
     let server = SocketAddr::from(([127, 3, 0, 1], port));
     noisy
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let started = Instant::now();
     for _ in 0..200 {
         noisy.send_to(&allocate, server).unwrap();
     }
     let mut answers = 0;
-    let mut buf = [0u8; 1500];
     while noisy.recv_from(&mut buf).is_ok() {
         answers += 1;
     }

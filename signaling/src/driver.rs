@@ -12,6 +12,7 @@
 use crate::call::{CallRecord, Callee, Calls, DeviceAddr, Effect};
 use crate::store::{CallStore, CalleeInfo};
 use natter_common::calls::{CallFrames, DeviceGen, DeviceLink, Devices};
+use natter_common::parts::Part;
 use natter_common::{SharedClock, Shutdown};
 use natter_proto::{
     CallClientFrame, CallId, CallOffer, DeviceId, ErrorCode, ErrorFrame, ServerFrame, UserId,
@@ -20,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// Inputs of the driver task.
@@ -95,12 +95,12 @@ pub(crate) fn channel(
 
 impl DriverTask {
     /// Runs until `shutdown`; the log writer then stores what is left.
-    pub(crate) fn spawn(self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+    pub(crate) fn spawn(self, shutdown: Shutdown) -> Vec<Part> {
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let store = self.store.clone();
         vec![
-            tokio::spawn(self.run(shutdown, log_tx)),
-            tokio::spawn(log_writer(store, log_rx)),
+            Part::spawn("calls", self.run(shutdown, log_tx)),
+            Part::spawn("call-log", log_writer(store, log_rx)),
         ]
     }
 

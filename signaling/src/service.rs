@@ -12,7 +12,6 @@ use natter_common::ratelimit::KeyedLimiter;
 use natter_common::token::TokenKeys;
 use natter_common::{Db, Secret, SharedClock, Shutdown, TokenVerifier};
 use std::sync::{Arc, Mutex};
-use tokio::task::JoinHandle;
 
 /// Handler state (cheap to clone).
 #[derive(Clone)]
@@ -27,6 +26,8 @@ pub(crate) struct Inner {
     pub(crate) turn_secret: Secret,
     /// `ice_servers_rate`, per user.
     pub(crate) ice_limiter: KeyedLimiter,
+    /// Refuses tokens of logged-out devices (absent with a store of no database).
+    pub(crate) live: Option<Arc<natter_common::credentials::LiveCredentials>>,
 }
 
 impl FromRef<SignalingState> for TokenVerifier {
@@ -34,6 +35,7 @@ impl FromRef<SignalingState> for TokenVerifier {
         TokenVerifier {
             keys: state.0.tokens.clone(),
             clock: state.0.clock.clone(),
+            live: state.0.live.clone(),
         }
     }
 }
@@ -61,7 +63,11 @@ impl SignalingService {
                 .await
                 .map_err(|e| format!("signaling: migrations failed: {e}"))?;
         }
-        Self::with_store(cfg, store, clock, tokens, turn_secret)
+        let live = Arc::new(natter_common::credentials::LiveCredentials::new(
+            db.clone(),
+            natter_common::credentials::LIVE_CACHE_TTL,
+        ));
+        Self::with_parts(cfg, store, clock, tokens, turn_secret, Some(live))
     }
 
     /// Like [`SignalingService::build`] with an open store.
@@ -71,6 +77,17 @@ impl SignalingService {
         clock: SharedClock,
         tokens: Arc<TokenKeys>,
         turn_secret: Secret,
+    ) -> Result<Self, String> {
+        Self::with_parts(cfg, store, clock, tokens, turn_secret, None)
+    }
+
+    fn with_parts(
+        cfg: SignalingConfig,
+        store: Arc<dyn CallStore>,
+        clock: SharedClock,
+        tokens: Arc<TokenKeys>,
+        turn_secret: Secret,
+        live: Option<Arc<natter_common::credentials::LiveCredentials>>,
     ) -> Result<Self, String> {
         cfg.validate()?;
         if turn_secret.is_empty() && !cfg.turn_urls.0.is_empty() {
@@ -86,6 +103,7 @@ impl SignalingService {
                 clock,
                 tokens,
                 turn_secret,
+                live,
             })),
             driver: Mutex::new(None),
         })
@@ -121,7 +139,7 @@ impl SignalingService {
     }
 
     /// Starts the call driver (if attached) and its log writer.
-    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<JoinHandle<()>> {
+    pub fn spawn_background(&self, shutdown: Shutdown) -> Vec<natter_common::parts::Part> {
         match self.driver.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(task) => task.spawn(shutdown),
             None => Vec::new(),

@@ -31,9 +31,9 @@ async fn fresh(engine: &str) -> TestDb {
         .migrate()
         .await
         .expect("auth's migrations");
-    let users = "INSERT INTO accounts (user_id, number, created_at) VALUES ('alice', '+1', 0), ('bob', '+2', 0);
+    let users = "INSERT INTO accounts (user_id, number, created_at) VALUES ('alice', '+1', 0), ('bob', '+2', 0), ('carol', '+3', 0);
          INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation)
-         VALUES ('bob', 1, 'p', 0, 0, 3), ('bob', 2, 't', 0, 0, 7);";
+         VALUES ('alice', 1, 'p', 0, 0, 1), ('bob', 1, 'p', 0, 0, 3), ('bob', 2, 't', 0, 0, 7);";
     match &t.db {
         Db::Sqlite(p) => {
             sqlx::raw_sql(users).execute(p).await.unwrap();
@@ -75,11 +75,16 @@ async fn setup(engine: &str) -> Setup {
     Setup { t, svc, keys }
 }
 
+/// A token for `user`'s device 1 at its generation in the table above.
 fn token(keys: &TokenKeys, user: &str) -> String {
+    token_at(keys, user, if user == "bob" { 3 } else { 1 })
+}
+
+fn token_at(keys: &TokenKeys, user: &str, generation: u32) -> String {
     keys.sign(&Claims {
         sub: user.into(),
         dev: 1,
-        generation: 1,
+        generation,
         iat: NOW_MS / 1000,
         exp: NOW_MS / 1000 + 600,
     })
@@ -137,6 +142,7 @@ both!(
     call_log_pages_newest_first_with_direction,
     ice_servers_hand_out_turn_rest_credentials,
     callee_lookup_reads_auth_tables,
+    tokens_of_logged_out_devices_are_refused,
 );
 
 async fn every_endpoint_needs_a_token(engine: &str) {
@@ -214,6 +220,30 @@ async fn call_log_pages_newest_first_with_direction(engine: &str) {
     s.t.cleanup().await;
 }
 
+/// Logout, removal and re-registration bump the device's generation in auth's
+/// table: a token of the old generation (still signed and unexpired) is refused
+/// here too, not only by chat and auth.
+async fn tokens_of_logged_out_devices_are_refused(engine: &str) {
+    let s = setup(engine).await;
+    let stale = token_at(&s.keys, "bob", 2);
+    let (status, body) = get(&s, "/v1/calls/ice-servers", Some(&stale)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_revoked"))
+    );
+    let (status, body) = get(&s, "/v1/calls", Some(&stale)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_revoked"))
+    );
+    // A device that was never registered (or was removed) has no row at all.
+    let (status, _) = get(&s, "/v1/calls", Some(&token_at(&s.keys, "mallory", 1))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get(&s, "/v1/calls", Some(&token(&s.keys, "bob"))).await;
+    assert_eq!(status, StatusCode::OK, "the current generation works");
+    s.t.cleanup().await;
+}
+
 /// Each answer mints a TURN credential: an account fetching one a second used
 /// to get an unlimited supply of TURN usernames.
 #[tokio::test]
@@ -272,7 +302,19 @@ async fn callee_lookup_reads_auth_tables(engine: &str) {
         ]
     );
     let alice = store.callee(&UserId::new("alice")).await.unwrap();
-    assert!(alice.exists && alice.devices.is_empty());
+    assert!(alice.exists);
+    assert_eq!(
+        alice.devices,
+        vec![DeviceGen {
+            device: 1,
+            generation: 1
+        }]
+    );
+    let carol = store.callee(&UserId::new("carol")).await.unwrap();
+    assert!(
+        carol.exists && carol.devices.is_empty(),
+        "an account with no device"
+    );
     assert!(!store.callee(&UserId::new("nobody")).await.unwrap().exists);
     s.t.cleanup().await;
 }

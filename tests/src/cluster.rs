@@ -164,6 +164,42 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Sends node `i` SIGTERM and waits up to `limit` for it to exit; `None`
+    /// when it is still running then (it is killed).
+    pub fn terminate(
+        &mut self,
+        i: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(mut c) = self.nodes[i].child.take() else {
+            bail!("node {i} is not running");
+        };
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = c.try_wait()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.kill()?;
+        c.wait()?;
+        Ok(None)
+    }
+
+    /// `GET /readyz` of node `i`: status and body.
+    pub async fn readyz(&self, i: usize) -> anyhow::Result<(u16, String)> {
+        let r = reqwest::get(format!("{}/readyz", self.nodes[i].url())).await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    /// Whether node `i`'s process has exited, with its status.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[i].child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Freezes (`stop`) or thaws node `i` with SIGSTOP / SIGCONT: a process
     /// that is alive but silent, as one starved of CPU or paused by its host.
     pub fn freeze(&self, i: usize, stop: bool) -> anyhow::Result<()> {

@@ -16,14 +16,30 @@ pub mod server;
 
 use std::path::PathBuf;
 
+/// This crate's directory (`tests/`), found at run time from the running
+/// test's package: a build cache shared by two clones (a fresh-clone check
+/// beside the working one) can hold a binary whose compile-time path is the
+/// other clone's, deleted since.
+fn crate_dir() -> PathBuf {
+    let Some(running) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        return PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    };
+    let running = PathBuf::from(running);
+    running
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .map(|root| root.join("tests"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// `tests/scenarios`.
 pub fn scenarios_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+    crate_dir().join("scenarios")
 }
 
 /// `tests/golden`.
 pub fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+    crate_dir().join("golden")
 }
 
 /// Runs one scenario (by name) against `server`; checks the transcript against

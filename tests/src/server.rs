@@ -324,9 +324,10 @@ async fn serve(
         .merge(chat.router())
         .merge(signaling.router())
         .merge(natter_common::health::router(Vec::new(), shutdown.clone()));
-    let mut tasks = vec![auth.spawn_cleanup(shutdown.clone())];
-    tasks.extend(chat.spawn_background(shutdown.clone()));
-    tasks.extend(signaling.spawn_background(shutdown.clone()));
+    let mut parts = vec![auth.spawn_cleanup(shutdown.clone())];
+    parts.extend(chat.spawn_background(shutdown.clone()));
+    parts.extend(signaling.spawn_background(shutdown.clone()));
+    let mut tasks: Vec<_> = parts.into_iter().map(|p| p.task).collect();
     {
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {

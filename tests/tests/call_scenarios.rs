@@ -129,9 +129,10 @@ mod connection_lost {
             );
             let shutdown = Shutdown::new();
             let router = auth.router().merge(chat.router()).merge(signaling.router());
-            let mut tasks = vec![auth.spawn_cleanup(shutdown.clone())];
-            tasks.extend(chat.spawn_background(shutdown.clone()));
-            tasks.extend(signaling.spawn_background(shutdown.clone()));
+            let mut parts = vec![auth.spawn_cleanup(shutdown.clone())];
+            parts.extend(chat.spawn_background(shutdown.clone()));
+            parts.extend(signaling.spawn_background(shutdown.clone()));
+            let mut tasks: Vec<_> = parts.into_iter().map(|p| p.task).collect();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let sd = shutdown.clone();

@@ -64,7 +64,10 @@ async fn browser_calls_rust_client(turn: TurnSpot) {
     .await
     .expect("the callee's socket syncs within 30 s");
     let token = browser_user.token().await.unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/call.cjs");
+    let script = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("browser/call.cjs");
     let node = tokio::process::Command::new("node")
         .env("NODE_PATH", tools_dir().join("node/node_modules"))
         .arg(&script)

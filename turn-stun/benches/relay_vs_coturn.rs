@@ -33,7 +33,7 @@ use natter_turn_core::codec::{
     Attribute, AttributeType, Class, IntegrityKind, Message, MessageBuilder, Method, TransactionId,
 };
 
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "bench-secret-0123456789";
 const REALM: &str = "natter";
 
 fn main() -> Result<()> {

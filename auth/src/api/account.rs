@@ -16,6 +16,11 @@ use totp_rs::{Builder, Secret as TotpSecret, Totp};
 
 /// Checks the registration-lock PIN and TOTP an account requires before it may
 /// be re-registered; counts failures towards a lockout.
+///
+/// The attempt is counted before anything is verified, in one atomic store
+/// statement: reading the lock first and counting a failure after the (slow)
+/// argon2 check let 40 concurrent wrong PINs all pass the lock read, and the
+/// right PIN after them re-register the account past a lockout at 10.
 pub(super) async fn check_second_factors(
     state: &AuthState,
     account: &Account,
@@ -23,23 +28,56 @@ pub(super) async fn check_second_factors(
     totp_code: Option<&str>,
     recovery_code: Option<&str>,
 ) -> Result<(), ApiError> {
-    let now = state.now_ms();
-    if account.sf_locked_until > now {
-        let wait = ((account.sf_locked_until - now) / 1000).max(1) as u64;
-        return Err(ApiError::too_many(
-            "second_factor_locked",
-            "too many wrong PINs or codes; this number is locked",
-            wait,
+    if account.reglock_hash.is_none() && !account.totp_enabled {
+        return Ok(());
+    }
+    if account.reglock_hash.is_some() && pin.is_none() {
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            "registration_locked",
+            "this number has a registration lock: send registration_lock_pin",
         ));
     }
-    if let Some(hash) = &account.reglock_hash {
-        let Some(pin) = pin else {
-            return Err(ApiError::new(
-                StatusCode::LOCKED,
-                "registration_locked",
-                "this number has a registration lock: send registration_lock_pin",
-            ));
-        };
+    if account.totp_enabled && totp_code.is_none() && recovery_code.is_none() {
+        return Err(ApiError::forbidden(
+            "totp_required",
+            "this account requires a TOTP code (totp_code) or a recovery_code",
+        ));
+    }
+    let cfg = &state.0.cfg;
+    let max = i64::from(cfg.second_factor_max_failures);
+    let now = state.now_ms();
+    let admitted = state
+        .0
+        .store
+        .second_factor_attempt(
+            &account.user_id,
+            now,
+            max,
+            i64::from(cfg.second_factor_lockout_secs) * 1000,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let Some((failures, locked_until)) = admitted else {
+        let until = state
+            .0
+            .store
+            .account(&account.user_id)
+            .await
+            .map_err(ApiError::internal)?
+            .map_or(now, |a| a.sf_locked_until);
+        return Err(locked(until, now));
+    };
+    let wrong = |status, code, message: &str| {
+        if locked_until > now {
+            tracing::warn!(user_id = %account.user_id, failures, "second factor locked out");
+            return locked(locked_until, now);
+        }
+        let left = (max - failures).max(0);
+        ApiError::new(status, code, format!("{message}; {left} attempts left"))
+            .with_details(serde_json::json!({ "attempts_left": left }))
+    };
+    if let (Some(hash), Some(pin)) = (&account.reglock_hash, pin) {
         let right = state
             .0
             .hasher
@@ -47,14 +85,11 @@ pub(super) async fn check_second_factors(
             .await
             .map_err(ApiError::internal)?;
         if !right {
-            return Err(failure(
-                state,
-                account,
+            return Err(wrong(
                 StatusCode::LOCKED,
                 "wrong_pin",
                 "wrong registration-lock PIN",
-            )
-            .await);
+            ));
         }
     }
     if account.totp_enabled {
@@ -66,71 +101,31 @@ pub(super) async fn check_second_factors(
                 .use_recovery_code(&account.user_id, &token_digest(&normalise_recovery(rc)))
                 .await
                 .map_err(ApiError::internal)?,
-            (None, None) => {
-                return Err(ApiError::forbidden(
-                    "totp_required",
-                    "this account requires a TOTP code (totp_code) or a recovery_code",
-                ));
-            }
+            (None, None) => false,
         };
         if !ok {
-            return Err(failure(
-                state,
-                account,
+            return Err(wrong(
                 StatusCode::FORBIDDEN,
                 "wrong_totp",
                 "wrong TOTP or recovery code",
-            )
-            .await);
+            ));
         }
     }
-    if account.sf_failures > 0 {
-        state
-            .0
-            .store
-            .second_factor_succeeded(&account.user_id)
-            .await
-            .map_err(ApiError::internal)?;
-    }
+    state
+        .0
+        .store
+        .second_factor_succeeded(&account.user_id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(())
 }
 
-async fn failure(
-    state: &AuthState,
-    account: &Account,
-    status: StatusCode,
-    code: &'static str,
-    message: &str,
-) -> ApiError {
-    let cfg = &state.0.cfg;
-    let max = i64::from(cfg.second_factor_max_failures);
-    let now = state.now_ms();
-    match state
-        .0
-        .store
-        .second_factor_failed(
-            &account.user_id,
-            now,
-            max,
-            i64::from(cfg.second_factor_lockout_secs) * 1000,
-        )
-        .await
-    {
-        Ok((failures, locked_until)) if locked_until > now => {
-            tracing::warn!(user_id = %account.user_id, failures, "second factor locked out");
-            ApiError::too_many(
-                "second_factor_locked",
-                "too many wrong PINs or codes; this number is locked",
-                ((locked_until - now) / 1000).max(1) as u64,
-            )
-        }
-        Ok((failures, _)) => {
-            let left = (max - failures).max(0);
-            ApiError::new(status, code, format!("{message}; {left} attempts left"))
-                .with_details(serde_json::json!({ "attempts_left": left }))
-        }
-        Err(e) => ApiError::internal(e),
-    }
+fn locked(until: i64, now: i64) -> ApiError {
+    ApiError::too_many(
+        "second_factor_locked",
+        "too many wrong PINs or codes; this number is locked",
+        ((until - now) / 1000).max(1) as u64,
+    )
 }
 
 fn totp_for(state: &AuthState, account: &Account, secret_b32: &str) -> Result<Totp, ApiError> {

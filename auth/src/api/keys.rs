@@ -176,19 +176,41 @@ pub(super) async fn count_prekeys(
     }))
 }
 
+/// Whether `caller` may take one more of `target`'s one-time prekeys: at most
+/// `limit_prekey_claims_per_pair` per caller and target, and
+/// `limit_prekey_claims_per_target` per target from everyone. Past either, the
+/// bundle carries the signed prekey only: sessions can still be set up, but a
+/// stranger looping over the endpoint cannot empty someone's prekeys.
+fn may_take_prekey(state: &AuthState, caller: &str, target: &str) -> bool {
+    let now = state.now_ms();
+    let limits = &state.0.limits;
+    let pair = format!("{caller}|{target}");
+    if limits.prekey_claims_per_pair.peek(&pair, now).is_err()
+        || limits.prekey_claims_per_target.check(target, now).is_err()
+    {
+        metrics::counter!("auth_prekey_claims_limited_total").increment(1);
+        return false;
+    }
+    let _ = limits.prekey_claims_per_pair.check(&pair, now);
+    true
+}
+
 async fn claim(
     state: &AuthState,
+    caller: &str,
     user_id: &str,
     device_id: i64,
 ) -> Result<Option<PrekeyBundle>, ApiError> {
+    // A device fetching its own account's bundles (a new linked device) is not limited.
+    let take = caller == user_id || may_take_prekey(state, caller, user_id);
     let claimed = state
         .0
         .store
-        .claim_bundle(user_id, device_id)
+        .claim_bundle(user_id, device_id, take)
         .await
         .map_err(ApiError::internal)?;
     Ok(claimed.map(|(keys, otk)| {
-        if otk.is_none() {
+        if otk.is_none() && take {
             metrics::counter!("auth_prekeys_exhausted_total").increment(1);
         }
         PrekeyBundle {
@@ -241,7 +263,7 @@ pub(super) async fn get_device_bundle(
     Path((user_id, device_id)): Path<(String, u32)>,
 ) -> Result<Json<PrekeyBundle>, ApiError> {
     check_fetch_limit(&state, &me.user_id, 1)?;
-    claim(&state, &user_id, i64::from(device_id))
+    claim(&state, &me.user_id, &user_id, i64::from(device_id))
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("keys_not_found", "that device has not published keys"))
@@ -277,7 +299,7 @@ pub(super) async fn get_user_bundles(
     check_fetch_limit(&state, &me.user_id, devices.len() as u32)?;
     let mut bundles = Vec::with_capacity(devices.len());
     for d in devices {
-        if let Some(b) = claim(&state, &user_id, d).await? {
+        if let Some(b) = claim(&state, &me.user_id, &user_id, d).await? {
             bundles.push(b);
         }
     }

@@ -44,9 +44,14 @@ struct Limits {
     per_ip: KeyedLimiter,
     per_prefix: KeyedLimiter,
     verify_per_ip: KeyedLimiter,
+    /// Registration attempts (PIN and TOTP guesses) per IP: the same quota as
+    /// code checks, a bucket of its own.
+    register_per_ip: KeyedLimiter,
     link_per_ip: KeyedLimiter,
     refresh_per_ip: KeyedLimiter,
     key_fetch_per_user: KeyedLimiter,
+    prekey_claims_per_pair: KeyedLimiter,
+    prekey_claims_per_target: KeyedLimiter,
     lookup_per_user: KeyedLimiter,
 }
 
@@ -66,9 +71,12 @@ impl AuthState {
             per_ip: KeyedLimiter::new(cfg.limit_per_ip),
             per_prefix: KeyedLimiter::new(cfg.limit_per_prefix),
             verify_per_ip: KeyedLimiter::new(cfg.limit_verify_per_ip),
+            register_per_ip: KeyedLimiter::new(cfg.limit_verify_per_ip),
             link_per_ip: KeyedLimiter::new(cfg.limit_link_per_ip),
             refresh_per_ip: KeyedLimiter::new(cfg.limit_refresh_per_ip),
             key_fetch_per_user: KeyedLimiter::new(cfg.limit_key_fetch_per_user),
+            prekey_claims_per_pair: KeyedLimiter::new(cfg.limit_prekey_claims_per_pair),
+            prekey_claims_per_target: KeyedLimiter::new(cfg.limit_prekey_claims_per_target),
             lookup_per_user: KeyedLimiter::new(cfg.limit_lookup_per_user),
         };
         Ok(Self(Arc::new(Inner {
@@ -155,6 +163,8 @@ impl FromRef<AuthState> for TokenVerifier {
         TokenVerifier {
             keys: state.0.tokens.clone(),
             clock: state.0.clock.clone(),
+            // Checks the device itself, with its own store.
+            live: None,
         }
     }
 }

@@ -362,8 +362,16 @@ pub(super) async fn verify_code(
 )]
 pub(super) async fn register(
     State(state): State<AuthState>,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    // Registration carries PIN and TOTP guesses: it is limited like code checks.
+    state
+        .0
+        .limits
+        .register_per_ip
+        .check(&ip.to_string(), state.now_ms())
+        .map_err(|r| rate_limited("registration attempts from this address", r))?;
     let name = req.device_name.trim();
     if name.is_empty() {
         return Err(ApiError::bad_request(

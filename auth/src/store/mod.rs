@@ -254,15 +254,19 @@ pub trait AuthStore: Send + Sync + 'static {
     ) -> StoreResult<Registered>;
     /// Sets or clears the registration-lock PIN hash.
     async fn set_reglock(&self, user_id: &str, hash: Option<&str>) -> StoreResult<()>;
-    /// Counts a wrong PIN / second-factor code; locks for `lockout_ms` once
-    /// `max` is reached. Returns (failures, locked_until).
-    async fn second_factor_failed(
+    /// Admits one PIN / second-factor attempt, counting it as a failure before
+    /// it is checked (a success then clears the count), and locks for
+    /// `lockout_ms` once `max` is reached. One atomic statement, so concurrent
+    /// attempts cannot all pass a lock read before any failure is counted.
+    /// Returns (failures, locked_until) for an admitted attempt, `None` while
+    /// the account is locked (or unknown).
+    async fn second_factor_attempt(
         &self,
         user_id: &str,
         now: UnixMillis,
         max: i64,
         lockout_ms: i64,
-    ) -> StoreResult<(i64, UnixMillis)>;
+    ) -> StoreResult<Option<(i64, UnixMillis)>>;
     /// Clears the failure count after a success.
     async fn second_factor_succeeded(&self, user_id: &str) -> StoreResult<()>;
     /// Stores a pending TOTP secret (not yet required).
@@ -343,12 +347,13 @@ pub trait AuthStore: Send + Sync + 'static {
     ) -> StoreResult<PrekeysAdded>;
     /// One-time prekeys a device has left.
     async fn count_prekeys(&self, user_id: &str, device_id: i64) -> StoreResult<u32>;
-    /// A device's keys plus one one-time prekey, removed atomically so it is
-    /// never handed out twice. `None` if the device has no keys.
+    /// A device's keys plus, when `take_prekey`, one one-time prekey, removed
+    /// atomically so it is never handed out twice. `None` if the device has no keys.
     async fn claim_bundle(
         &self,
         user_id: &str,
         device_id: i64,
+        take_prekey: bool,
     ) -> StoreResult<Option<(DeviceKeys, Option<OneTimePrekey>)>>;
     /// Device ids of an account that have uploaded keys.
     async fn devices_with_keys(&self, user_id: &str) -> StoreResult<Vec<i64>>;

@@ -238,18 +238,20 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn second_factor_failed(
+            async fn second_factor_attempt(
                 &self,
                 user_id: &str,
                 now: UnixMillis,
                 max: i64,
                 lockout_ms: i64,
-            ) -> StoreResult<(i64, UnixMillis)> {
-                // SET expressions see the old row, so `sf_failures + 1` is the new count.
+            ) -> StoreResult<Option<(i64, UnixMillis)>> {
+                // SET expressions see the old row, so `sf_failures + 1` is the new
+                // count; the WHERE admits nothing while a lock holds.
                 let row = sqlx::query_as::<_, (i64, i64)>(
                     "UPDATE accounts SET sf_failures = sf_failures + 1,
                         sf_locked_until = CASE WHEN sf_failures + 1 >= $3 THEN $2 + $4 ELSE sf_locked_until END
-                     WHERE user_id = $1 RETURNING sf_failures, sf_locked_until",
+                     WHERE user_id = $1 AND sf_locked_until <= $2
+                     RETURNING sf_failures, sf_locked_until",
                 )
                 .bind(user_id)
                 .bind(now)
@@ -257,7 +259,7 @@ macro_rules! sql_store {
                 .bind(lockout_ms)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.unwrap_or((0, 0)))
+                Ok(row)
             }
 
             async fn second_factor_succeeded(&self, user_id: &str) -> StoreResult<()> {
@@ -660,6 +662,7 @@ macro_rules! sql_store {
                 &self,
                 user_id: &str,
                 device_id: i64,
+                take_prekey: bool,
             ) -> StoreResult<Option<(DeviceKeys, Option<OneTimePrekey>)>> {
                 let keys = sqlx::query_as::<_, DeviceKeys>(
                     "SELECT identity_key, signing_key, spk_id, spk_public, spk_signature, updated_at
@@ -672,6 +675,9 @@ macro_rules! sql_store {
                 let Some(keys) = keys else {
                     return Ok(None);
                 };
+                if !take_prekey {
+                    return Ok(Some((keys, None)));
+                }
                 // One statement: the row is chosen and deleted atomically. In
                 // PostgreSQL, SKIP LOCKED lets concurrent claims take different rows
                 // instead of all waiting on (and then missing) the same one.

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use natter_auth::AuthConfig;
 use natter_auth::service::AuthService;
 use natter_common::clock::ManualClock;
-use natter_common::http::TrustForwardedFor;
+use natter_common::http::ClientIpPolicy;
 use natter_common::testing::{TempDir, TestDb};
 use natter_common::token::TokenKeys;
 use serde_json::{Value, json};
@@ -58,9 +58,10 @@ impl Harness {
         )
         .await
         .expect("auth service builds");
-        let app = service
-            .router()
-            .layer(axum::Extension(TrustForwardedFor(true)));
+        let app = service.router().layer(axum::Extension(ClientIpPolicy {
+            forwarded_hops: 1,
+            ..ClientIpPolicy::default()
+        }));
         Self {
             app,
             clock,

@@ -28,10 +28,10 @@ use crate::state::ChatState;
 use crate::store::Queued;
 use async_trait::async_trait;
 use natter_common::UnixMillis;
+use natter_common::parts::Part;
 use natter_proto::{DeviceId, UserId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// The cluster-wide part of routing (see the module docs).
 #[async_trait]
@@ -59,8 +59,7 @@ pub(crate) trait Cluster: Send + Sync {
     fn presence(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>);
 
     /// Starts the background tasks (bus subscriber, heartbeat, dispatcher).
-    fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>)
-    -> Vec<JoinHandle<()>>;
+    fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part>;
 }
 
 /// One process, no Redis: everything is in the hub.
@@ -89,11 +88,7 @@ impl Cluster for Embedded {
 
     fn presence(&self, _user: &UserId, _online: bool, _last_seen: Option<UnixMillis>) {}
 
-    fn spawn(
-        self: Arc<Self>,
-        _st: ChatState,
-        _push: mpsc::Sender<PushNotice>,
-    ) -> Vec<JoinHandle<()>> {
+    fn spawn(self: Arc<Self>, _st: ChatState, _push: mpsc::Sender<PushNotice>) -> Vec<Part> {
         Vec::new()
     }
 }

@@ -29,6 +29,7 @@ use crate::state::ChatState;
 use crate::store::{Queued, QueuedFrame};
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use natter_common::parts::Part;
 use natter_common::{SharedClock, UnixMillis};
 use natter_proto::{CloseCode, DeviceId, UserId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Sets the device's entry, returns the previous one and the whole hash.
 const CLAIM: &str = r"
@@ -437,9 +438,18 @@ impl RedisCluster {
         mut rx: mpsc::UnboundedReceiver<Job>,
         hub: Arc<Hub>,
         push: mpsc::Sender<PushNotice>,
+        shutdown: CancellationToken,
     ) {
-        // Ends when every sender is gone (the writer and this struct).
-        while let Some(job) = rx.recv().await {
+        // Ends at shutdown, after one last round for what is already queued. It
+        // cannot wait for its senders to go: this struct holds one, and the loop
+        // holds the struct (that wait once kept every distributed node from
+        // exiting after SIGTERM, and with it the push task this loop feeds).
+        loop {
+            let job = tokio::select! {
+                job = rx.recv() => job,
+                _ = shutdown.cancelled() => rx.try_recv().ok(),
+            };
+            let Some(job) = job else { break };
             let mut jobs = vec![job];
             while jobs.len() < MAX_JOBS_PER_ROUND {
                 match rx.try_recv() {
@@ -456,7 +466,7 @@ impl RedisCluster {
             let mut pause = Duration::from_millis(50);
             while let Err(e) = self.dispatch(&jobs, &hub, &push).await {
                 self.failed("dispatch", &e);
-                if started.elapsed() > DISPATCH_RETRY_LIMIT {
+                if started.elapsed() > DISPATCH_RETRY_LIMIT || shutdown.is_cancelled() {
                     metrics::counter!("chat_bus_dropped_rounds_total").increment(1);
                     break;
                 }
@@ -693,11 +703,7 @@ impl Cluster for RedisCluster {
         let _ = self.jobs.send(Job::Publish(self.key("presence"), payload));
     }
 
-    fn spawn(
-        self: Arc<Self>,
-        st: ChatState,
-        push: mpsc::Sender<PushNotice>,
-    ) -> Vec<JoinHandle<()>> {
+    fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part> {
         let Some(rx) = self
             .jobs_rx
             .lock()
@@ -708,9 +714,13 @@ impl Cluster for RedisCluster {
         };
         let hub = st.0.hub.clone();
         vec![
-            tokio::spawn(self.clone().dispatch_loop(rx, hub, push)),
-            tokio::spawn(self.clone().heartbeat_loop(st.clone())),
-            tokio::spawn(self.bus_loop(st)),
+            Part::spawn(
+                "bus-dispatch",
+                self.clone()
+                    .dispatch_loop(rx, hub, push, st.0.shutdown.clone()),
+            ),
+            Part::spawn("bus-heartbeat", self.clone().heartbeat_loop(st.clone())),
+            Part::spawn("bus", self.bus_loop(st)),
         ]
     }
 }

@@ -127,7 +127,11 @@ impl Server {
         )
         .unwrap();
         let shutdown = natter_common::Shutdown::new();
-        let mut tasks = svc.spawn_background(shutdown.clone());
+        let mut tasks: Vec<_> = svc
+            .spawn_background(shutdown.clone())
+            .into_iter()
+            .map(|p| p.task)
+            .collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = svc.router();

@@ -25,12 +25,22 @@ use utoipa_axum::routes;
 pub struct MediaState {
     pub(crate) media: Arc<Media>,
     tokens: Arc<TokenKeys>,
+    /// Refuses tokens of logged-out devices.
+    live: Arc<natter_common::credentials::LiveCredentials>,
 }
 
 impl MediaState {
     /// Wraps the engine.
-    pub(crate) fn new(media: Arc<Media>, tokens: Arc<TokenKeys>) -> Self {
-        Self { media, tokens }
+    pub(crate) fn new(
+        media: Arc<Media>,
+        tokens: Arc<TokenKeys>,
+        live: Arc<natter_common::credentials::LiveCredentials>,
+    ) -> Self {
+        Self {
+            media,
+            tokens,
+            live,
+        }
     }
 
     /// The engine.
@@ -44,6 +54,7 @@ impl FromRef<MediaState> for TokenVerifier {
         TokenVerifier {
             keys: state.tokens.clone(),
             clock: state.media.clock.clone(),
+            live: Some(state.live.clone()),
         }
     }
 }

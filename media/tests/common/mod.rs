@@ -8,6 +8,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use natter_common::Db;
 use natter_common::clock::ManualClock;
 use natter_common::testing::{TempDir, TestDb};
 use natter_common::token::{Claims, TokenKeys};
@@ -156,6 +157,11 @@ impl Server {
             Backend::Fs => TestDb::sqlite().await,
             Backend::S3 => TestDb::postgres().await,
         };
+        // Auth's real schema: media checks tokens against its `devices` table.
+        natter_auth::store::for_db(&db.db)
+            .migrate()
+            .await
+            .expect("auth's migrations");
         let dir = TempDir::new("natter-media-test");
         let mut cfg = MediaConfig::for_tests();
         if backend == Backend::S3 {
@@ -200,8 +206,31 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    /// A valid access token for `user` (far past the manual clock).
-    pub fn token(&self, user: &str) -> String {
+    /// Runs `sql` on the test database.
+    pub async fn sql(&self, sql: &str) {
+        match &self.db.as_ref().expect("database").db {
+            Db::Sqlite(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(p)
+                .await
+                .map(|_| ()),
+            Db::Postgres(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(p)
+                .await
+                .map(|_| ()),
+        }
+        .expect("test SQL");
+    }
+
+    /// A valid access token for `user`'s device 1 (far past the manual clock).
+    /// Media refuses tokens whose device is not logged in, so the account and
+    /// device are created in auth's tables (its real migrations) first.
+    pub async fn token(&self, user: &str) -> String {
+        let sql = format!(
+            "INSERT INTO accounts (user_id, number, created_at) VALUES ('{user}', '+test-{user}', 0) ON CONFLICT DO NOTHING;
+             INSERT INTO devices (user_id, device_id, name, created_at, last_seen_at, generation)
+             VALUES ('{user}', 1, 'test', 0, 0, 1) ON CONFLICT DO NOTHING;"
+        );
+        self.sql(&sql).await;
         let now = self.clock_secs();
         self.tokens.sign(&Claims {
             sub: user.into(),
@@ -420,7 +449,7 @@ impl Server {
         self.send(
             self.http
                 .post(url)
-                .bearer_auth(self.token(user))
+                .bearer_auth(self.token(user).await)
                 .body(data.to_vec()),
         )
         .await
@@ -434,7 +463,7 @@ impl Server {
         };
         let mut req = self.http.get(url);
         if let Some(u) = user {
-            req = req.bearer_auth(self.token(u));
+            req = req.bearer_auth(self.token(u).await);
         }
         self.send(req).await
     }
@@ -553,10 +582,10 @@ pub struct Tus<'a> {
 }
 
 impl<'a> Tus<'a> {
-    pub fn new(srv: &'a Server, user: &str) -> Self {
+    pub async fn new(srv: &'a Server, user: &str) -> Self {
         Self {
             srv,
-            token: srv.token(user),
+            token: srv.token(user).await,
         }
     }
 

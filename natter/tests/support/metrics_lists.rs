@@ -72,6 +72,26 @@ pub(crate) enum Still {
 /// with why.
 pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
     (
+        "chat_ws_preauth_floods_total",
+        Still::Zero,
+        "only when a socket sends more than 8 frames before auth (chat-core/tests/gateway.rs)",
+    ),
+    (
+        "auth_prekey_claims_limited_total",
+        Still::Zero,
+        "only past 10 claims of one account's prekeys by one caller (auth/tests/accounts.rs)",
+    ),
+    (
+        "chat_outbound_overflows_total",
+        Still::Zero,
+        "only when one commit hands a socket more entries than its queue holds (chat-core/tests/gateway.rs makes it happen)",
+    ),
+    (
+        "natter_part_failures_total",
+        Still::Zero,
+        "only when a long-running part dies, which ends the process (tests/hardening.rs stops each one)",
+    ),
+    (
         "chat_commit_errors_total",
         Still::Zero,
         "only when a chat commit fails (database error)",
