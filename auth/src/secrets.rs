@@ -2,11 +2,13 @@
 //! (slow, because they are guessable), high-entropy tokens with SHA-256 (fast,
 //! because they are not).
 
-use argon2::{Algorithm, Argon2, Params, Version};
-use argon2::{PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD as PHC_B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// argon2id cost. The default is OWASP's first recommendation for argon2id:
@@ -50,6 +52,42 @@ pub struct HashError(String);
 pub struct SecretHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    memory: Arc<WorkingMemory>,
+}
+
+/// argon2's working memory (`memory_kib` per hash), kept for the next hash
+/// instead of freed. Freed, the allocator keeps it anyway: glibc raises its
+/// mmap threshold after the first free of a 19 MiB block and then serves the
+/// next ones from per-thread arenas it never returns, so RSS once grew to
+/// 450 MB and more under unauthenticated code checks with `max_concurrent` 2.
+/// Kept here, at most `max_concurrent` buffers ever exist (one per permit).
+#[derive(Default)]
+struct WorkingMemory {
+    free: Mutex<Vec<Vec<Block>>>,
+    /// Buffers kept at most (the permit count).
+    keep: usize,
+}
+
+impl WorkingMemory {
+    fn take(&self, blocks: usize) -> Vec<Block> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free.iter().position(|b| b.len() == blocks) {
+            Some(i) => free.swap_remove(i),
+            None => vec![Block::new(); blocks],
+        }
+    }
+
+    fn give(&self, buffer: Vec<Block>, configured_blocks: usize) {
+        // Only the configured size is kept: a stored hash with other
+        // parameters (from before a cost change) gets a buffer of its own.
+        if buffer.len() != configured_blocks {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.keep {
+            free.push(buffer);
+        }
+    }
 }
 
 impl SecretHasher {
@@ -63,11 +101,28 @@ impl SecretHasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(p.max_concurrent as usize)),
+            memory: Arc::new(WorkingMemory {
+                free: Mutex::default(),
+                keep: p.max_concurrent as usize,
+            }),
         })
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    /// argon2id with `params` into `out`, in reused working memory.
+    fn compute(
+        &self,
+        params: Params,
+        secret: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HashError> {
+        let blocks = params.block_count();
+        let mut memory = self.memory.take(blocks);
+        let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into_with_memory(secret, salt, out, &mut memory[..])
+            .map_err(|e| HashError(e.to_string()));
+        self.memory.give(memory, self.params.block_count());
+        result
     }
 
     /// Hashes `secret` with a fresh random salt, on a blocking thread (argon2 takes
@@ -104,27 +159,45 @@ impl SecretHasher {
             .map_err(|_| HashError("hasher closed".into()))
     }
 
-    /// Synchronous hash (benchmarks, blocking contexts).
+    /// Synchronous hash (benchmarks, blocking contexts): a PHC string,
+    /// `$argon2id$v=19$m=…,t=…,p=…$<salt>$<hash>`.
     pub fn hash_blocking(&self, secret: &str) -> Result<String, HashError> {
         let salt: [u8; 16] = natter_common::random::bytes();
-        let hash: PasswordHash = self
-            .argon2()
-            .hash_password_with_salt(secret.as_bytes(), &salt)
-            .map_err(|e| HashError(e.to_string()))?;
-        Ok(hash.to_string())
+        let mut out = [0u8; 32];
+        self.compute(self.params.clone(), secret.as_bytes(), &salt, &mut out)?;
+        let p = &self.params;
+        Ok(format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            p.m_cost(),
+            p.t_cost(),
+            p.p_cost(),
+            PHC_B64.encode(salt),
+            PHC_B64.encode(out)
+        ))
     }
 
-    /// Synchronous verify (benchmarks, blocking contexts).
+    /// Synchronous verify (benchmarks, blocking contexts). The comparison is
+    /// constant-time.
     pub fn verify_blocking(&self, secret: &str, stored: &str) -> Result<bool, HashError> {
         let parsed =
             PasswordHash::new(stored).map_err(|e| HashError(format!("stored hash: {e}")))?;
+        if parsed.algorithm.as_str() != "argon2id" || parsed.version.is_some_and(|v| v != 0x13) {
+            return Err(HashError(format!(
+                "stored hash: not argon2id v19 ({})",
+                parsed.algorithm
+            )));
+        }
         // The stored hash carries its own parameters, so old hashes keep verifying
         // after the configured cost changes.
-        match self.argon2().verify_password(secret.as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-            Err(e) => Err(HashError(e.to_string())),
-        }
+        let params =
+            Params::try_from(&parsed).map_err(|e| HashError(format!("stored hash: {e}")))?;
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+            return Err(HashError("stored hash: no salt or hash".into()));
+        };
+        let expected = expected.as_bytes();
+        let mut out = vec![0u8; expected.len()];
+        self.compute(params, secret.as_bytes(), salt.as_ref(), &mut out)?;
+        Ok(bool::from(out.ct_eq(expected)))
     }
 }
 
@@ -159,6 +232,49 @@ mod tests {
         // Hashes made with other parameters still verify.
         let strong = SecretHasher::new(Argon2Params::default()).unwrap();
         assert!(strong.verify("123456".into(), stored).await.unwrap());
+    }
+
+    #[test]
+    fn the_phc_strings_match_the_argon2_crates_both_ways() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let h = cheap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, h.params.clone());
+        let stored_by_them = theirs
+            .hash_password_with_salt(b"424242", b"0123456789abcdef")
+            .unwrap()
+            .to_string();
+        assert!(h.verify_blocking("424242", &stored_by_them).unwrap());
+        assert!(!h.verify_blocking("424243", &stored_by_them).unwrap());
+        let ours = h.hash_blocking("424242").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(theirs.verify_password(b"424242", &parsed).is_ok());
+        assert!(theirs.verify_password(b"424243", &parsed).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn working_memory_is_reused_never_more_buffers_than_permits() {
+        let h = SecretHasher::new(Argon2Params {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 2,
+        })
+        .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let h = h.clone();
+            tasks.spawn(async move { h.hash(format!("{i:06}")).await.unwrap() });
+        }
+        while let Some(stored) = tasks.join_next().await {
+            assert!(stored.unwrap().starts_with("$argon2id$v=19$m=256,t=1,p=1$"));
+        }
+        let kept = h.memory.free.lock().unwrap();
+        assert!(
+            !kept.is_empty() && kept.len() <= 2,
+            "{} buffers",
+            kept.len()
+        );
+        assert!(kept.iter().all(|b| b.len() == 256));
     }
 
     #[test]

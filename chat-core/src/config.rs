@@ -31,6 +31,9 @@ pub struct ChatConfig {
     pub idle_timeout_secs: u32,
     /// A socket opened without an `Authorization` header must send `auth` within this.
     pub auth_timeout_secs: u32,
+    /// Sockets from one client address (an IPv6 /64 counts as one) that have
+    /// not yet authenticated; more are refused with 429 before the upgrade.
+    pub max_unauthenticated_per_ip: u32,
     /// All frames of one socket.
     pub limit_frames: Quota,
     /// `send` frames of one socket.
@@ -86,6 +89,7 @@ impl Default for ChatConfig {
             heartbeat_secs: 30,
             idle_timeout_secs: 90,
             auth_timeout_secs: 10,
+            max_unauthenticated_per_ip: 64,
             limit_frames: Quota::new(2000, 10),
             limit_sends: Quota::new(1000, 10),
             limit_typing: Quota::new(20, 10),
@@ -132,6 +136,10 @@ impl ChatConfig {
             ("writer_queue", self.writer_queue),
             ("heartbeat_secs", self.heartbeat_secs as usize),
             ("auth_timeout_secs", self.auth_timeout_secs as usize),
+            (
+                "max_unauthenticated_per_ip",
+                self.max_unauthenticated_per_ip as usize,
+            ),
             ("device_check_secs", self.device_check_secs as usize),
             ("purge_interval_secs", self.purge_interval_secs as usize),
             ("presence_flush_secs", self.presence_flush_secs as usize),

@@ -10,9 +10,12 @@ use crate::store::{BatchOp, DeviceRef, NewMessage, OpOutcome};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use natter_common::ApiError;
+use natter_common::http::ClientIp;
+use natter_common::listener::AddressSlot;
 use natter_common::token::TokenError;
 use natter_proto::{
     ClientFrame, CloseCode, ErrorCode, ErrorFrame, Hello, Limits, PROTOCOL_VERSION, Presence,
@@ -33,9 +36,23 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `GET /v1/ws`.
 pub(crate) async fn upgrade(
     State(st): State<ChatState>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Counted until the socket authenticates: thousands of upgrades that never
+    // send `auth` would otherwise each hold a socket for auth_timeout_secs.
+    let max = st.0.cfg.max_unauthenticated_per_ip as usize;
+    let Some(unauthenticated) = st.0.unauthenticated.take(client, max) else {
+        metrics::counter!("chat_ws_refused_total", "reason" => "unauthenticated_per_ip")
+            .increment(1);
+        return ApiError::too_many(
+            "too_many_connections",
+            format!("at most {max} unauthenticated sockets per client address"),
+            u64::from(st.0.cfg.auth_timeout_secs),
+        )
+        .into_response();
+    };
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -47,13 +64,20 @@ pub(crate) async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(st.0.cfg.ws_read_buffer_bytes)
         .write_buffer_size(st.0.cfg.ws_write_buffer_bytes)
-        .on_upgrade(move |socket| run(st, socket, token))
+        .on_upgrade(move |socket| run(st, socket, token, unauthenticated))
 }
 
-async fn run(st: ChatState, socket: WebSocket, header_token: Option<String>) {
+async fn run(
+    st: ChatState,
+    socket: WebSocket,
+    header_token: Option<String>,
+    unauthenticated: AddressSlot,
+) {
     metrics::counter!("chat_ws_opened_total").increment(1);
     let (mut sink, mut stream) = socket.split();
-    let dev = match authenticate(&st, &mut sink, &mut stream, header_token).await {
+    let authenticated = authenticate(&st, &mut sink, &mut stream, header_token).await;
+    drop(unauthenticated);
+    let dev = match authenticated {
         Ok(dev) => dev,
         Err(code) => {
             // Counted like every other close, so opened minus closed is the

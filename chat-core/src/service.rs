@@ -68,6 +68,7 @@ impl ChatService {
         let (push_tx, push_rx) = mpsc::channel(cfg.push.queue);
         let hub = Arc::new(Hub::new(i64::from(cfg.push.min_interval_secs) * 1000));
         let state = ChatState(Arc::new(Inner {
+            unauthenticated: Default::default(),
             session_cfg: SessionConfig::from_chat(&cfg),
             cfg,
             store,

@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     /// The push queue, for VoIP pushes. Weak: the push task ends when the
     /// writer, its owner, is gone.
     pub(crate) push: tokio::sync::mpsc::WeakSender<crate::push::PushNotice>,
+    /// Sockets not yet authenticated, per client address.
+    pub(crate) unauthenticated: Arc<natter_common::listener::AddressCounts>,
 }
 
 impl ChatState {

@@ -29,6 +29,19 @@ pub struct HttpConfig {
     pub ipv6_rate_prefix: u8,
     /// Public base URL clients use, for links the server hands out (signed media URLs).
     pub public_url: String,
+    /// Open connections in all, WebSockets included (0: the process's
+    /// open-file limit less 512 kept for files, the database and Redis).
+    pub max_connections: u32,
+    /// Open connections from one client address, an IPv6 network of
+    /// `ipv6_rate_prefix` counting as one (0: no limit). Off behind trusted
+    /// proxies, where the peer is the proxy.
+    pub max_connections_per_ip: u32,
+    /// A request head must arrive whole within this; kept-alive connections
+    /// that send no new request are closed after it too.
+    pub header_timeout_secs: u32,
+    /// A request body that sends nothing for this long fails (slow uploads
+    /// that keep sending are fine).
+    pub body_idle_timeout_secs: u32,
 }
 
 impl Default for HttpConfig {
@@ -39,6 +52,10 @@ impl Default for HttpConfig {
             forwarded_hops: 1,
             ipv6_rate_prefix: 64,
             public_url: "http://127.0.0.1:8080".into(),
+            max_connections: 0,
+            max_connections_per_ip: 1024,
+            header_timeout_secs: 15,
+            body_idle_timeout_secs: 30,
         }
     }
 }
@@ -148,23 +165,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets in-flight requests
-/// finish (axum's graceful shutdown) before returning.
+/// Serves `router` on `listener` with the default [`ListenerLimits`] until
+/// `shutdown`, then lets in-flight requests finish before returning.
+///
+/// [`ListenerLimits`]: crate::listener::ListenerLimits
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    // No Nagle: chat and call frames are small and latency-bound; with it a
-    // frame can wait ~40 ms for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::listener::serve_with_limits(listener, router, shutdown, Default::default()).await
 }
 
 #[cfg(test)]

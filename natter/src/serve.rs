@@ -245,7 +245,13 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, ?service, "natter listening");
-    let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
+    let limits = natter_common::listener::ListenerLimits::from_config(&cfg.http);
+    let server = tokio::spawn(natter_common::listener::serve_with_limits(
+        listener,
+        app,
+        shutdown.clone(),
+        limits,
+    ));
 
     let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
     match tokio::time::timeout(drain, server).await {
@@ -349,7 +355,13 @@ async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyh
         .await
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "natter turn listening");
-    let server = tokio::spawn(natter_common::http::serve(listener, app, shutdown.clone()));
+    let limits = natter_common::listener::ListenerLimits::from_config(&cfg.http);
+    let server = tokio::spawn(natter_common::listener::serve_with_limits(
+        listener,
+        app,
+        shutdown.clone(),
+        limits,
+    ));
     let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
     let _ = tokio::time::timeout(drain, server).await;
     supervisor.finish().await?;

@@ -72,6 +72,26 @@ pub(crate) enum Still {
 /// with why.
 pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
     (
+        "http_connections_open",
+        Still::Unconstrained,
+        "a gauge of open TCP connections: at a scrape it counts whatever the clients' keep-alive pools hold (tests/adversarial.rs checks the caps it reflects)",
+    ),
+    (
+        "http_connections_refused_total",
+        Still::Zero,
+        "only past http.max_connections_per_ip from one address (tests/adversarial.rs)",
+    ),
+    (
+        "http_body_stalls_total",
+        Still::Zero,
+        "only when a request body sends nothing for http.body_idle_timeout_secs (tests/adversarial.rs)",
+    ),
+    (
+        "chat_ws_refused_total",
+        Still::Zero,
+        "only past chat.max_unauthenticated_per_ip sockets from one address (tests/adversarial.rs)",
+    ),
+    (
         "chat_ws_preauth_floods_total",
         Still::Zero,
         "only when a socket sends more than 8 frames before auth (chat-core/tests/gateway.rs)",

@@ -51,6 +51,10 @@ impl TurnProcess {
         }
         cmd.env("NATTER_DATA_DIR", data_dir.path())
             .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+            .env(
+                "NATTER_HTTP__PUBLIC_URL",
+                format!("http://127.0.0.1:{http_port}"),
+            )
             .env("NATTER_TURN__LISTEN", format!("{listen_ip}:{turn_port}"))
             .env("NATTER_TURN__AUTH_SECRET", SECRET)
             .env("NATTER_TURN__ALLOWED_PEERS", "127.0.0.1/32")
@@ -127,6 +131,23 @@ impl TurnProcess {
     /// The process's data dir.
     pub(crate) fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
+    }
+
+    /// Resident memory, KiB (`VmRSS`).
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the process's status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The HTTP port.
+    pub(crate) fn http_port(&self) -> u16 {
+        self.http.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     /// Whether the process is still running.

@@ -1,0 +1,455 @@
+//! Hostile clients against a real `natter serve` process, on loopback with
+//! bounded loops: slowloris heads and bodies, connection floods past the caps,
+//! thousands of WebSocket upgrades that never authenticate, registrations
+//! from many IPv6 addresses of one network, and floods of wrong codes (each an
+//! argon2 hash of 19 MiB). After each, the same process still
+//! serves a normal client (register, chat, upload) and its resident memory
+//! stays under [`RSS_BOUND_KIB`] (the bound docs/security.md states).
+//!
+//! Attackers bind their own loopback source addresses (127.0.0.2 and up), so
+//! the per-address limits they trip do not touch the normal client on 127.0.0.1.
+
+#[path = "support/png.rs"]
+mod png;
+#[path = "support/turn_process.rs"]
+mod turn_process;
+
+use natter_client::media::MediaClient;
+use natter_client::proto::Target;
+use natter_client::{Api, Chat, ConnectOptions, Event};
+use natter_tests::cluster::register_via;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use turn_process::TurnProcess;
+
+/// Resident memory the process may reach under these attacks (docs/security.md).
+const RSS_BOUND_KIB: u64 = 192 * 1024;
+
+/// A TCP connection to the process's HTTP port from loopback address `src`.
+async fn connect_from(src: &str, port: u16) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("connect from {src}: {e}"))
+}
+
+/// Reads until the server closes `s` (EOF or reset), at most `limit`; what it
+/// sent before closing, or `None` if it was still open at the limit.
+async fn until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One response head (and a JSON body, if any) read from `s`.
+async fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("no response head: {other:?} after {got:?}"),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    while got.len() < head_end + length {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("body cut short: {other:?}"),
+        }
+    }
+    (
+        status,
+        String::from_utf8_lossy(&got[head_end..head_end + length]).into_owned(),
+    )
+}
+
+const UPGRADE: &[u8] = b"GET /v1/ws HTTP/1.1\r\nHost: natter\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// An unauthenticated WebSocket upgrade from `src`: the status, the body of a
+/// refusal, and the socket (kept open by the caller to hold its slot).
+async fn upgrade_from(src: &str, port: u16) -> (u16, String, TcpStream) {
+    let mut s = connect_from(src, port).await;
+    s.write_all(UPGRADE).await.unwrap();
+    let (status, body) = read_response(&mut s).await;
+    (status, body, s)
+}
+
+/// A normal client still gets everything done: two fresh accounts, a message
+/// from one to the other, an upload; and the process's memory is bounded.
+async fn still_serves(p: &TurnProcess, after: &str) {
+    let api = Api::new(&p.http).unwrap();
+    let outbox = p.data_dir().join("outbox").join("sms.jsonl");
+    let alice = register_via(&api, &outbox)
+        .await
+        .unwrap_or_else(|e| panic!("after {after}: register: {e:#}"));
+    let bob = register_via(&api, &outbox)
+        .await
+        .unwrap_or_else(|e| panic!("after {after}: register: {e:#}"));
+    let bob_id = bob.credentials().user();
+    let ws = format!("ws://127.0.0.1:{}/v1/ws", p.http_port());
+    let opts = || ConnectOptions {
+        ws_url: Some(ws.clone()),
+        ..ConnectOptions::default()
+    };
+    let (a_chat, mut a_ev) = Chat::connect(alice.clone(), opts());
+    let (_b_chat, mut b_ev) = Chat::connect(bob, opts());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for ev in [&mut a_ev, &mut b_ev] {
+        loop {
+            match tokio::time::timeout_at(deadline, ev.recv()).await {
+                Ok(Some(Event::Synced)) => break,
+                Ok(Some(_)) => {}
+                other => panic!("after {after}: no session: {other:?}"),
+            }
+        }
+    }
+    let id = a_chat.send_text(Target::User(bob_id), "still here");
+    loop {
+        match tokio::time::timeout_at(deadline, b_ev.recv()).await {
+            Ok(Some(Event::Message(m))) if m.id == id => break,
+            Ok(Some(_)) => {}
+            other => panic!("after {after}: the message never arrived: {other:?}"),
+        }
+    }
+    let work = natter_common::testing::TempDir::new("natter-adversarial");
+    let path = work.path().join("photo.png");
+    std::fs::write(&path, png::png_image(64, 48)).unwrap();
+    let media = MediaClient::new(alice, work.path().join("state"));
+    let up = media
+        .upload(&path, false, &|_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("after {after}: upload: {e}"));
+    assert_eq!(up.info.size, std::fs::metadata(&path).unwrap().len());
+    let rss = p.rss_kib();
+    eprintln!("after {after}: RSS {rss} KiB");
+    assert!(
+        rss < RSS_BOUND_KIB,
+        "after {after}: RSS {rss} KiB over the bound {RSS_BOUND_KIB} KiB"
+    );
+}
+
+/// Request heads that never end, kept-alive connections that send nothing and
+/// bodies that stall are closed after the configured timeouts; meanwhile and
+/// afterwards a normal client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_idle_connections_and_stalled_bodies_are_cut_off() {
+    let p = TurnProcess::start(
+        "all",
+        "127.0.0.1",
+        &[
+            ("NATTER_HTTP__HEADER_TIMEOUT_SECS", "2"),
+            ("NATTER_HTTP__BODY_IDLE_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let port = p.http_port();
+    let mut slow = JoinSet::new();
+    for i in 0..150 {
+        slow.spawn(async move {
+            let mut s = connect_from("127.0.0.2", port).await;
+            let kind = ["head", "idle", "body"][i % 3];
+            match kind {
+                // One more header line every 500 ms, forever.
+                "head" => {
+                    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: natter\r\n")
+                        .await
+                        .unwrap();
+                    for _ in 0..40 {
+                        if let Some(got) = until_closed(&mut s, Duration::from_millis(500)).await {
+                            return (kind, got);
+                        }
+                        if s.write_all(b"X-Drip: 1\r\n").await.is_err() {
+                            return (kind, Vec::new());
+                        }
+                    }
+                    panic!("a dripping head was never cut off");
+                }
+                "idle" => {}
+                // A body that promises 1,000 bytes and stops after 11.
+                _ => {
+                    s.write_all(
+                        b"POST /v1/registration/sessions HTTP/1.1\r\nHost: natter\r\n\
+                          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n\
+                          {\"number\":",
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+            let got = until_closed(&mut s, Duration::from_secs(20))
+                .await
+                .unwrap_or_else(|| panic!("{kind}: still open after 20 s"));
+            (kind, got)
+        });
+    }
+    still_serves(&p, "slow clients (while they were connected)").await;
+    while let Some(done) = slow.join_next().await {
+        let (kind, got) = done.unwrap();
+        let text = String::from_utf8_lossy(&got);
+        match kind {
+            // Cut off without an answer: the head never completed.
+            "head" | "idle" => assert!(!text.contains(" 200 "), "{kind}: answered {text}"),
+            // The request failed (a 4xx), never a 2xx from half a body.
+            _ => assert!(
+                got.is_empty() || text.starts_with("HTTP/1.1 4"),
+                "{kind}: {text}"
+            ),
+        }
+    }
+    still_serves(&p, "slow clients").await;
+}
+
+/// Connections past the per-address cap are closed at once; past the total
+/// cap, new ones wait until a slot frees. WebSockets hold their slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_per_address_and_in_all() {
+    let p = TurnProcess::start(
+        "all",
+        "127.0.0.1",
+        &[
+            ("NATTER_HTTP__MAX_CONNECTIONS_PER_IP", "20"),
+            ("NATTER_HTTP__MAX_CONNECTIONS", "60"),
+            ("NATTER_HTTP__HEADER_TIMEOUT_SECS", "120"),
+            ("NATTER_CHAT__AUTH_TIMEOUT_SECS", "120"),
+        ],
+    );
+    let port = p.http_port();
+    let mut held = Vec::new();
+    // 10 WebSockets and 10 idle connections: 127.0.0.2's whole share.
+    for _ in 0..10 {
+        let (status, body, s) = upgrade_from("127.0.0.2", port).await;
+        assert_eq!(status, 101, "{body}");
+        held.push(s);
+    }
+    for _ in 0..10 {
+        held.push(connect_from("127.0.0.2", port).await);
+    }
+    let mut over = connect_from("127.0.0.2", port).await;
+    let got = until_closed(&mut over, Duration::from_secs(5))
+        .await
+        .expect("the 21st connection from one address is closed at once");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // Another address is not affected.
+    let mut other = connect_from("127.0.0.3", port).await;
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: natter\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut other).await.0, 200);
+    drop(other);
+    // Fill the total: 20 more from each of two addresses (60 open in all).
+    for src in ["127.0.0.4", "127.0.0.5"] {
+        for _ in 0..20 {
+            held.push(connect_from(src, port).await);
+        }
+    }
+    // Wait until the probe's connection is gone from the count, then one more
+    // waits in the backlog, unanswered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut waiting = connect_from("127.0.0.6", port).await;
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: natter\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), waiting.read(&mut buf))
+            .await
+            .is_err(),
+        "answered past the total cap"
+    );
+    // Closing held connections frees slots, and the waiting one is served.
+    held.truncate(40);
+    assert_eq!(read_response(&mut waiting).await.0, 200);
+    drop(held);
+    drop(waiting);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = reqwest::get(format!("{}/metrics", p.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_connections_refused_total{reason=\"per_ip\"} ")),
+        "{metrics}"
+    );
+    still_serves(&p, "connection floods").await;
+}
+
+/// Two thousand upgrades from one address that never authenticate: the first
+/// `chat.max_unauthenticated_per_ip` get sockets, the rest 429 with a JSON
+/// error; others are served; closed sockets give their slots back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_unauthenticated_upgrades_are_refused_past_the_cap() {
+    let p = TurnProcess::start(
+        "all",
+        "127.0.0.1",
+        &[
+            ("NATTER_CHAT__AUTH_TIMEOUT_SECS", "120"),
+            ("NATTER_CHAT__MAX_UNAUTHENTICATED_PER_IP", "64"),
+        ],
+    );
+    let port = p.http_port();
+    let mut sockets = Vec::new();
+    let mut refused = 0;
+    for round in 0..40 {
+        let mut batch = JoinSet::new();
+        for _ in 0..50 {
+            batch.spawn(upgrade_from("127.0.0.2", port));
+        }
+        while let Some(done) = batch.join_next().await {
+            let (status, body, s) = done.unwrap();
+            match status {
+                101 => sockets.push(s),
+                429 => {
+                    refused += 1;
+                    if refused == 1 {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        assert_eq!(v["error"]["code"], "too_many_connections", "{body}");
+                    }
+                }
+                other => panic!("round {round}: {other} {body}"),
+            }
+        }
+    }
+    assert_eq!(sockets.len(), 64, "upgrades that got a socket");
+    assert_eq!(refused, 2000 - 64);
+    still_serves(&p, "2,000 unauthenticated upgrades").await;
+    // Closed sockets free their slots (the server sees the close).
+    drop(sockets);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _s) = upgrade_from("127.0.0.2", port).await;
+        if status == 101 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Behind a trusted proxy, registrations from hundreds of addresses of one
+/// IPv6 /64 share one budget; another /64 has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_from_many_ipv6_addresses_of_one_network_share_a_limit() {
+    let p = TurnProcess::start(
+        "all",
+        "127.0.0.1",
+        &[
+            ("NATTER_HTTP__TRUST_FORWARDED_FOR", "true"),
+            ("NATTER_HTTP__FORWARDED_HOPS", "1"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let session = |addr: String, n: usize| {
+        let http = http.clone();
+        let url = format!("{}/v1/registration/sessions", p.http);
+        async move {
+            let body = serde_json::json!({"number": format!("+1415555{n:04}"), "transport": "sms"});
+            http.post(url)
+                .header("x-forwarded-for", addr)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut ok = 0;
+    let mut limited = 0;
+    for i in 0..300usize {
+        match session(format!("2001:db8:aa:bb:{:x}::{:x}", i % 7, i), i).await {
+            200 | 201 => ok += 1,
+            429 => limited += 1,
+            other => panic!("address {i}: {other}"),
+        }
+    }
+    // auth.limit_per_ip: 20 per hour for the whole /64.
+    assert_eq!((ok, limited), (20, 280));
+    assert!(
+        matches!(session("2001:db8:aa:cc::1".into(), 9000).await, 200 | 201),
+        "another /64 has its own budget"
+    );
+    still_serves(&p, "300 IPv6 registrations").await;
+}
+
+/// Fifty wrong registration codes at once, each an argon2 check of 19 MiB:
+/// memory stays bounded (it once grew past 450 MB and was never returned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_wrong_codes_keep_memory_bounded() {
+    let p = TurnProcess::start("all", "127.0.0.1", &[]);
+    let before = p.rss_kib();
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for n in 0..10 {
+        let body =
+            serde_json::json!({"number": format!("+1415555{:04}", 7000 + n), "transport": "sms"});
+        let v: serde_json::Value = http
+            .post(format!("{}/v1/registration/sessions", p.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sessions.push(v["session_id"].as_str().expect("a session").to_owned());
+    }
+    let mut checks = JoinSet::new();
+    for id in &sessions {
+        for _ in 0..5 {
+            let url = format!("{}/v1/registration/sessions/{id}/verify", p.http);
+            let http = http.clone();
+            checks.spawn(async move {
+                http.post(url)
+                    .json(&serde_json::json!({"code": "000000"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            });
+        }
+    }
+    let mut wrong = 0;
+    while let Some(status) = checks.join_next().await {
+        match status.unwrap() {
+            400 => wrong += 1,
+            429 => {}
+            other => panic!("a wrong code answered {other}"),
+        }
+    }
+    assert!(wrong >= 40, "only {wrong} codes were checked");
+    eprintln!("wrong codes: RSS {before} KiB before");
+    still_serves(&p, "50 wrong codes at once").await;
+}
