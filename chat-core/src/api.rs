@@ -224,6 +224,16 @@ fn check_users(users: &[UserId]) -> Result<(), ApiError> {
 
 async fn apply(st: &ChatState, change: GroupChange) -> Result<Option<GroupInfo>, ApiError> {
     let gid = change.group_id().clone();
+    st.0.group_writes
+        .check(&change.by().0, st.0.clock.now_ms())
+        .map_err(|r| {
+            metrics::counter!("chat_rest_limited_total", "what" => "group_writes").increment(1);
+            ApiError::too_many(
+                "rate_limited",
+                "too many group changes from this account (chat.limit_group_writes)",
+                r.secs(),
+            )
+        })?;
     let outcome =
         st.0.writer
             .group(change)

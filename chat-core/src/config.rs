@@ -38,6 +38,13 @@ pub struct ChatConfig {
     pub limit_frames: Quota,
     /// `send` frames of one socket.
     pub limit_sends: Quota,
+    /// `send` frames of one account, all its sockets on this node together
+    /// (several devices or sockets must not multiply `limit_sends`).
+    pub limit_sends_per_user: Quota,
+    /// Group changes (create, rename, add or remove members, admins) by one
+    /// account through the REST API; each commits alone and may fan out a
+    /// system message to 1,023 members.
+    pub limit_group_writes: Quota,
     /// `typing` frames of one socket.
     pub limit_typing: Quota,
     /// Refused frames (rate-limited or invalid) a socket may send before it is
@@ -92,6 +99,8 @@ impl Default for ChatConfig {
             max_unauthenticated_per_ip: 64,
             limit_frames: Quota::new(2000, 10),
             limit_sends: Quota::new(1000, 10),
+            limit_sends_per_user: Quota::new(1500, 10),
+            limit_group_writes: Quota::new(120, 3600),
             limit_typing: Quota::new(20, 10),
             limit_refused: Quota::new(100, 10),
             max_group_members: 1024,
@@ -161,6 +170,8 @@ impl ChatConfig {
         for (key, q) in [
             ("limit_frames", self.limit_frames),
             ("limit_sends", self.limit_sends),
+            ("limit_sends_per_user", self.limit_sends_per_user),
+            ("limit_group_writes", self.limit_group_writes),
             ("limit_typing", self.limit_typing),
             ("limit_refused", self.limit_refused),
         ] {

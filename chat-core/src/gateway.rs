@@ -263,7 +263,8 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
             idle_timeout_secs: inner.cfg.idle_timeout_secs,
         },
     });
-    let mut session = Session::new(inner.session_cfg.clone(), now);
+    let mut session = Session::new(inner.session_cfg.clone(), now)
+        .with_user_sends(inner.user_sends.clone(), &dev.user);
     let mut code = send_frame(&mut sink, &hello).await.err();
     let mut effects = session.start(now);
     let mut ctx = Ctx {

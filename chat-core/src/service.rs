@@ -69,6 +69,10 @@ impl ChatService {
         let hub = Arc::new(Hub::new(i64::from(cfg.push.min_interval_secs) * 1000));
         let state = ChatState(Arc::new(Inner {
             unauthenticated: Default::default(),
+            user_sends: Arc::new(natter_common::ratelimit::KeyedLimiter::new(
+                cfg.limit_sends_per_user,
+            )),
+            group_writes: natter_common::ratelimit::KeyedLimiter::new(cfg.limit_group_writes),
             session_cfg: SessionConfig::from_chat(&cfg),
             cfg,
             store,

@@ -35,6 +35,10 @@ pub(crate) struct Inner {
     /// The push queue, for VoIP pushes. Weak: the push task ends when the
     /// writer, its owner, is gone.
     pub(crate) push: tokio::sync::mpsc::WeakSender<crate::push::PushNotice>,
+    /// `send` frames per account (`chat.limit_sends_per_user`).
+    pub(crate) user_sends: Arc<natter_common::ratelimit::KeyedLimiter>,
+    /// REST group changes per account (`chat.limit_group_writes`).
+    pub(crate) group_writes: natter_common::ratelimit::KeyedLimiter,
     /// Sockets not yet authenticated, per client address.
     pub(crate) unauthenticated: Arc<natter_common::listener::AddressCounts>,
 }

@@ -26,6 +26,13 @@ pub struct RedisConfig {
     /// How often every node rewrites its sockets' entries even when nothing
     /// went wrong (refreshes their TTL, repairs anything lost).
     pub rebuild_secs: u64,
+    /// Ephemeral frames (typing, presence, call signaling) bound for other
+    /// nodes are dropped while this many bus jobs wait (Redis stalled or slow).
+    pub shed_ephemeral_at_jobs: usize,
+    /// Queue entries waiting for the bus at most; past it new ones are not
+    /// forwarded (they stay stored and reach the device at its next entry or
+    /// reconnect).
+    pub max_waiting_entries: usize,
 }
 
 impl Default for RedisConfig {
@@ -38,6 +45,8 @@ impl Default for RedisConfig {
             node_ttl_ms: 10_000,
             entry_ttl_secs: 86_400,
             rebuild_secs: 600,
+            shed_ephemeral_at_jobs: 10_000,
+            max_waiting_entries: 500_000,
         }
     }
 }
@@ -61,6 +70,11 @@ impl RedisConfig {
             return Err(
                 "redis.node_ttl_ms: must be at least twice redis.heartbeat_ms (>= 50)".into(),
             );
+        }
+        if self.shed_ephemeral_at_jobs == 0
+            || self.max_waiting_entries < self.shed_ephemeral_at_jobs
+        {
+            return Err("redis.max_waiting_entries: must be at least redis.shed_ephemeral_at_jobs (>= 1), so ephemeral frames are shed first".into());
         }
         if self.entry_ttl_secs < 2 * self.rebuild_secs.max(1) {
             return Err("redis.entry_ttl_secs: must be at least twice redis.rebuild_secs".into());

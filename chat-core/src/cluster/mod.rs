@@ -16,6 +16,7 @@
 //! `Delivery::prev` and `Session::handle_resync`).
 
 mod config;
+mod jobs;
 mod redis;
 mod wire;
 

@@ -20,6 +20,7 @@
 //! read its queue again. A re-established bus subscription does the same, since
 //! records published meanwhile are gone.
 
+use super::jobs::{JobQueue, JobReceiver, Weight, job_queue};
 use super::wire::{self, Header};
 use super::{Cluster, RedisConfig, push_if_due};
 use crate::hub::{Hub, LocalConn};
@@ -116,8 +117,8 @@ pub(crate) struct RedisCluster {
     /// as alive: a node that just started may not be in our view yet.
     dead: RwLock<HashSet<String>>,
     dirty: AtomicBool,
-    jobs: mpsc::UnboundedSender<Job>,
-    jobs_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    jobs: JobQueue<Job>,
+    jobs_rx: Mutex<Option<JobReceiver<Job>>>,
     claim: redis::Script,
     release: redis::Script,
 }
@@ -148,7 +149,7 @@ impl RedisCluster {
         if node.contains('|') {
             return Err("redis.node_id: must not contain '|'".into());
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = job_queue(cfg.shed_ephemeral_at_jobs, cfg.max_waiting_entries);
         let me = Self {
             client,
             conn,
@@ -217,9 +218,10 @@ impl RedisCluster {
             code: CloseCode::Replaced.code(),
         };
         wire::push_record(&mut payload, &h, None);
-        let _ = self
-            .jobs
-            .send(Job::Publish(self.node_channel(&old.node), payload));
+        self.jobs.push(
+            Job::Publish(self.node_channel(&old.node), payload),
+            Weight::Durable(1),
+        );
     }
 
     /// Heartbeat: refreshes our score, learns which nodes are gone, and
@@ -435,7 +437,7 @@ impl RedisCluster {
 
     async fn dispatch_loop(
         self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<Job>,
+        mut rx: JobReceiver<Job>,
         hub: Arc<Hub>,
         push: mpsc::Sender<PushNotice>,
         shutdown: CancellationToken,
@@ -447,14 +449,14 @@ impl RedisCluster {
         loop {
             let job = tokio::select! {
                 job = rx.recv() => job,
-                _ = shutdown.cancelled() => rx.try_recv().ok(),
+                _ = shutdown.cancelled() => rx.try_recv(),
             };
             let Some(job) = job else { break };
             let mut jobs = vec![job];
             while jobs.len() < MAX_JOBS_PER_ROUND {
                 match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
+                    Some(j) => jobs.push(j),
+                    None => break,
                 }
             }
             // A failed round is retried for a while: a publish that never
@@ -680,16 +682,18 @@ impl Cluster for RedisCluster {
 
     fn forward(&self, entries: Vec<Queued>, now: UnixMillis) -> Vec<Queued> {
         if !entries.is_empty() {
-            // Unbounded on purpose: the writer (bounded by commits) is the only
-            // producer of entries, and dropping one would stall its device
-            // until the next entry or reconnect.
-            let _ = self.jobs.send(Job::Forward(entries, now));
+            // Refused only far past the ephemeral bound: a dropped entry
+            // waits in the store until its device's next entry or reconnect.
+            let n = entries.len();
+            self.jobs
+                .push(Job::Forward(entries, now), Weight::Durable(n));
         }
         Vec::new()
     }
 
     fn frame(&self, to: &UserId, device: Option<DeviceId>, json: Arc<str>) {
-        let _ = self.jobs.send(Job::Frame(to.clone(), device, json));
+        self.jobs
+            .push(Job::Frame(to.clone(), device, json), Weight::Ephemeral);
     }
 
     fn presence(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>) {
@@ -700,7 +704,10 @@ impl Cluster for RedisCluster {
             seen: last_seen,
         };
         wire::push_record(&mut payload, &h, None);
-        let _ = self.jobs.send(Job::Publish(self.key("presence"), payload));
+        self.jobs.push(
+            Job::Publish(self.key("presence"), payload),
+            Weight::Ephemeral,
+        );
     }
 
     fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part> {

@@ -28,7 +28,7 @@ pub mod limits;
 
 use limits::Gcra;
 use natter_common::UnixMillis;
-use natter_common::ratelimit::Quota;
+use natter_common::ratelimit::{KeyedLimiter, Quota};
 use natter_proto::{
     CallClientFrame, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Kind,
     MAX_IDS_PER_FRAME, MAX_USERS_PER_FRAME, MsgId, Ping, ReceiptId, Send, ServerFrame, Synced,
@@ -177,6 +177,8 @@ pub struct Session {
     typing: Gcra,
     refused: Gcra,
     subscriptions: HashSet<UserId>,
+    /// The account's send budget, shared by its sockets on this node.
+    user_sends: Option<(Arc<KeyedLimiter>, String)>,
     last_heard: UnixMillis,
     next_ping: UnixMillis,
     closed: bool,
@@ -202,9 +204,17 @@ impl Session {
             in_receipts: HashSet::new(),
             pending_sends: 0,
             subscriptions: HashSet::new(),
+            user_sends: None,
             last_heard: now,
             closed: false,
         }
+    }
+
+    /// Shares `limiter` (keyed by `user`) as the account's send budget, on
+    /// top of this socket's own.
+    pub fn with_user_sends(mut self, limiter: Arc<KeyedLimiter>, user: &UserId) -> Self {
+        self.user_sends = Some((limiter, user.0.clone()));
+        self
     }
 
     // --- getters ---
@@ -636,6 +646,17 @@ impl Session {
             )
             .about(Some("send".into()), id);
             e.retry_after_ms = Some(wait);
+            return self.refuse(now, e, out);
+        }
+        if let Some((limiter, user)) = &self.user_sends
+            && let Err(r) = limiter.check(user, now)
+        {
+            let mut e = ErrorFrame::new(
+                ErrorCode::RateLimited,
+                "too many messages from this account (all its devices); resend after the wait",
+            )
+            .about(Some("send".into()), id);
+            e.retry_after_ms = Some(r.wait_ms.max(1) as u64);
             return self.refuse(now, e, out);
         }
         self.pending_sends += 1;

@@ -325,3 +325,48 @@ fn resync_reads_the_queue_again_even_mid_fetch() {
     let out = s.handle_resync(4);
     assert_eq!(fetches(&out), [4]);
 }
+
+#[test]
+fn an_accounts_sockets_share_one_send_budget() {
+    // Each socket may send 3 per 10 s; the account 4 in all.
+    let shared = Arc::new(KeyedLimiter::new(Quota::new(4, 10)));
+    let bob = UserId::new("bob".to_owned());
+    let mut a = Session::new(cfg(), 0).with_user_sends(shared.clone(), &bob);
+    let mut b = Session::new(cfg(), 0).with_user_sends(shared.clone(), &bob);
+    let send = |s: &mut Session, id: &str| {
+        s.handle_text(
+            1,
+            &format!(r#"{{"type":"send","id":"{id}","to":{{"user":"ann"}},"body":""}}"#),
+        )
+    };
+    assert!(matches!(send(&mut a, "a1")[0], Effect::Persist(_)));
+    assert!(matches!(send(&mut a, "a2")[0], Effect::Persist(_)));
+    a.handle_sent(
+        1,
+        SendOutcome::Refused(ErrorCode::UnknownRecipient, "x".into()),
+        "a1",
+    );
+    a.handle_sent(
+        1,
+        SendOutcome::Refused(ErrorCode::UnknownRecipient, "x".into()),
+        "a2",
+    );
+    assert!(matches!(send(&mut b, "b1")[0], Effect::Persist(_)));
+    assert!(matches!(send(&mut b, "b2")[0], Effect::Persist(_)));
+    b.handle_sent(
+        1,
+        SendOutcome::Refused(ErrorCode::UnknownRecipient, "x".into()),
+        "b1",
+    );
+    // The fifth send of the account is refused, though this socket sent two.
+    let out = send(&mut b, "b3");
+    assert_eq!(errors(&out), [ErrorCode::RateLimited]);
+    let Effect::Frame(ServerFrame::Error(e)) = &out[0] else {
+        panic!()
+    };
+    assert!(e.message.contains("this account"), "{}", e.message);
+    assert!(e.retry_after_ms.unwrap() > 0);
+    // Another account is not affected.
+    let mut c = Session::new(cfg(), 0).with_user_sends(shared, &UserId::new("cid".to_owned()));
+    assert!(matches!(send(&mut c, "c1")[0], Effect::Persist(_)));
+}

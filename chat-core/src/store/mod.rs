@@ -189,6 +189,17 @@ pub enum GroupChange {
 }
 
 impl GroupChange {
+    /// The account making the change.
+    pub fn by(&self) -> &UserId {
+        match self {
+            GroupChange::Create { by, .. }
+            | GroupChange::Rename { by, .. }
+            | GroupChange::AddMembers { by, .. }
+            | GroupChange::RemoveMember { by, .. }
+            | GroupChange::SetAdmin { by, .. } => by,
+        }
+    }
+
     /// The group concerned.
     pub fn group_id(&self) -> &GroupId {
         match self {

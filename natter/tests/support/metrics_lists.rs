@@ -87,6 +87,11 @@ pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
         "only when a request body sends nothing for http.body_idle_timeout_secs (tests/adversarial.rs)",
     ),
     (
+        "chat_rest_limited_total",
+        Still::Zero,
+        "only past chat.limit_group_writes changes by one account (chat-core/tests/account_limits.rs)",
+    ),
+    (
         "chat_ws_refused_total",
         Still::Zero,
         "only past chat.max_unauthenticated_per_ip sockets from one address (tests/adversarial.rs)",
@@ -140,6 +145,11 @@ pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
         "chat_bus_to_silent_node_total",
         Still::Zero,
         "distributed shape only (a node with a late Redis heartbeat)",
+    ),
+    (
+        "chat_bus_shed_total",
+        Still::Zero,
+        "distributed shape only (bus backlog past redis.shed_ephemeral_at_jobs; chat-core/src/cluster/jobs.rs tests the bound)",
     ),
     (
         "chat_bus_dropped_rounds_total",

@@ -312,7 +312,11 @@ fn run_natter(
         .env("NATTER_LOG__FILTER", "warn")
         // The generator is one client per socket at rates far above a person's.
         .env("NATTER_CHAT__LIMIT_SENDS__COUNT", "100000000")
-        .env("NATTER_CHAT__LIMIT_FRAMES__COUNT", "100000000");
+        .env("NATTER_CHAT__LIMIT_SENDS_PER_USER__COUNT", "100000000")
+        .env("NATTER_CHAT__LIMIT_FRAMES__COUNT", "100000000")
+        // 19,000 sockets from 8 loopback addresses, opened as fast as it can.
+        .env("NATTER_HTTP__MAX_CONNECTIONS_PER_IP", "0")
+        .env("NATTER_CHAT__MAX_UNAUTHENTICATED_PER_IP", "100000");
     for (k, v) in env {
         c.env(k, v);
     }
