@@ -48,6 +48,21 @@ impl DeviceLink for ChatState {
         self.0.hub.online_devices(user)
     }
 
+    fn presence_visible<'a>(
+        &'a self,
+        user: &'a UserId,
+        viewer: &'a UserId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            let store = &*self.0.store;
+            match store.presence(user).await {
+                Ok((privacy, _)) => crate::presence::may_see(store, privacy, user, viewer).await,
+                // Unknown: say nothing rather than too much.
+                Err(_) => false,
+            }
+        })
+    }
+
     fn push_call(&self, user: &UserId, devices: &[DeviceGen], _call_id: &CallId, _from: &UserId) {
         let Some(tx) = self.0.push.upgrade() else {
             return; // shutting down

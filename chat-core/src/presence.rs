@@ -23,7 +23,7 @@ pub fn visible(
         }
 }
 
-async fn may_see(
+pub(crate) async fn may_see(
     store: &dyn MessageStore,
     privacy: PresencePrivacy,
     user: &UserId,

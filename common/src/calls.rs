@@ -46,6 +46,13 @@ pub trait DeviceLink: Send + Sync + 'static {
     fn send(&self, user: &UserId, to: Devices, frame: &ServerFrame) -> usize;
     /// The devices of `user` connected now.
     fn online_devices(&self, user: &UserId) -> Vec<DeviceId>;
+    /// Whether `viewer` may see `user`'s presence (their privacy setting and
+    /// contacts); when not, calls must not reveal which devices are online.
+    fn presence_visible<'a>(
+        &'a self,
+        user: &'a UserId,
+        viewer: &'a UserId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
     /// Wakes offline devices for a ringing call (a VoIP push).
     fn push_call(&self, user: &UserId, devices: &[DeviceGen], call_id: &CallId, from: &UserId);
 }

@@ -453,3 +453,141 @@ async fn floods_of_wrong_codes_keep_memory_bounded() {
     eprintln!("wrong codes: RSS {before} KiB before");
     still_serves(&p, "50 wrong codes at once").await;
 }
+
+/// A stranger offering and hanging up in a loop rings the callee a bounded
+/// number of times (`signaling.offers_per_pair`, default 10 per 10 min): the
+/// rest are refused `rate_limited` with no push and no call-log entry. And a
+/// callee whose presence privacy is `nobody` is not seen online through
+/// `call.ringing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_floods_are_limited_and_ringing_keeps_presence_private() {
+    use natter_client::proto::{
+        CallClientFrame, CallId, CallMedia, CallOffer, CallRef, ServerFrame,
+    };
+    let p = TurnProcess::start("all", "127.0.0.1", &[]);
+    let api = Api::new(&p.http).unwrap();
+    let outbox = p.data_dir().join("outbox").join("sms.jsonl");
+    let mallory = register_via(&api, &outbox).await.unwrap();
+    let ann = register_via(&api, &outbox).await.unwrap();
+    let ann_id = ann.credentials().user();
+    let ws = format!("ws://127.0.0.1:{}/v1/ws", p.http_port());
+    let opts = || ConnectOptions {
+        ws_url: Some(ws.clone()),
+        ..ConnectOptions::default()
+    };
+    let (m_chat, mut m_ev) = Chat::connect(mallory, opts());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, m_ev.recv()).await {
+            Ok(Some(Event::Synced)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("no session: {other:?}"),
+        }
+    }
+    let offer = |id: &CallId| {
+        CallClientFrame::Offer(CallOffer {
+            call_id: id.clone(),
+            to: ann_id.clone(),
+            media: CallMedia::Audio,
+            sdp: "v=0\r\n".into(),
+        })
+    };
+    let (mut rang, mut limited) = (0, 0);
+    for _ in 0..50 {
+        let id = CallId::new(uuid::Uuid::new_v4().to_string());
+        m_chat.call_frame(offer(&id));
+        loop {
+            match tokio::time::timeout_at(deadline, m_ev.recv()).await {
+                Ok(Some(Event::Call(ServerFrame::CallRinging(r)))) if r.call_id == id => {
+                    rang += 1;
+                    break;
+                }
+                Ok(Some(Event::Error(e))) if e.ref_type.as_deref() == Some("call.offer") => {
+                    assert_eq!(
+                        e.code,
+                        natter_client::proto::ErrorCode::RateLimited,
+                        "{e:?}"
+                    );
+                    assert!(e.retry_after_ms.is_some_and(|ms| ms > 0));
+                    limited += 1;
+                    break;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("no answer to an offer: {other:?}"),
+            }
+        }
+        m_chat.call_frame(CallClientFrame::Hangup(CallRef { call_id: id }));
+    }
+    assert_eq!((rang, limited), (10, 40));
+    // ann's phone (never connected) was pushed once per call that rang, and
+    // her call log holds only those.
+    let ann_token = ann.token().await.unwrap();
+    let log: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/calls?limit=100", p.http))
+        .bearer_auth(&ann_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pushes = loop {
+        let text = std::fs::read_to_string(p.data_dir().join("outbox").join("push.jsonl"))
+            .unwrap_or_default();
+        let n = text.lines().filter(|l| l.contains("\"call\"")).count();
+        if n >= 10 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pushes, 10, "VoIP pushes to ann");
+    let calls = log["calls"].as_array().expect("a call list");
+    assert!(calls.len() <= 10, "{} call-log entries", calls.len());
+
+    // ann hides her presence, then is online: a stranger's ringing says nothing.
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/v1/presence/privacy", p.http))
+        .bearer_auth(&ann_token)
+        .json(&serde_json::json!({"privacy": "nobody"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_a_chat, mut a_ev) = Chat::connect(ann, opts());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, a_ev.recv()).await {
+            Ok(Some(Event::Synced)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("ann: no session: {other:?}"),
+        }
+    }
+    let other = register_via(&api, &outbox).await.unwrap();
+    let (o_chat, mut o_ev) = Chat::connect(other, opts());
+    let id = CallId::new(uuid::Uuid::new_v4().to_string());
+    loop {
+        match tokio::time::timeout_at(deadline, o_ev.recv()).await {
+            Ok(Some(Event::Synced)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("caller: no session: {other:?}"),
+        }
+    }
+    o_chat.call_frame(offer(&id));
+    let ringing = loop {
+        match tokio::time::timeout_at(deadline, o_ev.recv()).await {
+            Ok(Some(Event::Call(ServerFrame::CallRinging(r)))) if r.call_id == id => break r,
+            Ok(Some(_)) => {}
+            other => panic!("no ringing: {other:?}"),
+        }
+    };
+    assert_eq!((ringing.devices, ringing.pushed), (0, 0), "{ringing:?}");
+    loop {
+        match tokio::time::timeout_at(deadline, a_ev.recv()).await {
+            Ok(Some(Event::Call(ServerFrame::CallIncoming(i)))) if i.call_id == id => break,
+            Ok(Some(_)) => {}
+            other => panic!("ann's phone did not ring: {other:?}"),
+        }
+    }
+}

@@ -33,6 +33,12 @@ pub struct SignalingConfig {
     /// the answer is 429 with `Retry-After`. Default 30 per 60 s (a client fetches
     /// once per call or credential refresh).
     pub ice_servers_rate: Quota,
+    /// `call.offer` frames per caller: each rings devices (VoIP pushes to
+    /// offline ones) and writes a call-log entry. Beyond it the offer is
+    /// refused with `rate_limited` and rings nothing.
+    pub offers_per_caller: Quota,
+    /// `call.offer` frames from one caller to one callee.
+    pub offers_per_pair: Quota,
 }
 
 impl Default for SignalingConfig {
@@ -45,6 +51,8 @@ impl Default for SignalingConfig {
             turn_urls: UrlList::default(),
             max_history_page: 200,
             ice_servers_rate: Quota::new(30, 60),
+            offers_per_caller: Quota::new(40, 600),
+            offers_per_pair: Quota::new(10, 600),
         }
     }
 }
@@ -60,6 +68,16 @@ impl SignalingConfig {
             (
                 "ice_servers_rate.period_secs",
                 self.ice_servers_rate.period_secs,
+            ),
+            ("offers_per_caller.count", self.offers_per_caller.count),
+            (
+                "offers_per_caller.period_secs",
+                self.offers_per_caller.period_secs,
+            ),
+            ("offers_per_pair.count", self.offers_per_pair.count),
+            (
+                "offers_per_pair.period_secs",
+                self.offers_per_pair.period_secs,
             ),
         ] {
             if v == 0 {

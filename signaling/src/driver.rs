@@ -9,7 +9,7 @@
 //! a call whose offer is still being looked up (trickled ICE candidates sent
 //! right after the offer) wait and are replayed after it, in order.
 
-use crate::call::{CallRecord, Callee, Calls, DeviceAddr, Effect};
+use crate::call::{CallRecord, Callee, Calls, DeviceAddr, Effect, OfferLimits};
 use crate::store::{CallStore, CalleeInfo};
 use natter_common::calls::{CallFrames, DeviceGen, DeviceLink, Devices};
 use natter_common::parts::Part;
@@ -32,7 +32,8 @@ enum Input {
     Resolved {
         from: DeviceAddr,
         offer: CallOffer,
-        info: Result<CalleeInfo, ()>,
+        /// The callee, and whether their presence is hidden from the caller.
+        info: Result<(CalleeInfo, bool), ()>,
     },
 }
 
@@ -65,6 +66,7 @@ impl CallFrames for CallDriver {
 /// The driver task, before it is started.
 pub(crate) struct DriverTask {
     pub(crate) calls: Calls,
+    limits: OfferLimits,
     pub(crate) link: Arc<dyn DeviceLink>,
     pub(crate) store: Arc<dyn CallStore>,
     pub(crate) clock: SharedClock,
@@ -75,6 +77,7 @@ pub(crate) struct DriverTask {
 /// A handle and its (not yet started) task.
 pub(crate) fn channel(
     calls: Calls,
+    limits: OfferLimits,
     link: Arc<dyn DeviceLink>,
     store: Arc<dyn CallStore>,
     clock: SharedClock,
@@ -84,6 +87,7 @@ pub(crate) fn channel(
         CallDriver { tx: tx.clone() },
         DriverTask {
             calls,
+            limits,
             link,
             store,
             clock,
@@ -141,14 +145,37 @@ impl DriverTask {
                         );
                         continue;
                     }
+                    if let Err(wait) = self
+                        .limits
+                        .admit(self.clock.now_ms(), &from.user, &offer.to)
+                    {
+                        metrics::counter!("signaling_offers_limited_total").increment(1);
+                        let mut e = ErrorFrame::new(
+                            ErrorCode::RateLimited,
+                            "too many calls; try again after the wait",
+                        )
+                        .about(Some("call.offer".into()), None);
+                        e.retry_after_ms = Some(wait);
+                        self.link.send(
+                            &from.user,
+                            Devices::One(from.device),
+                            &ServerFrame::Error(e),
+                        );
+                        continue;
+                    }
                     waiting.insert(offer.call_id.clone(), Vec::new());
                     let store = self.store.clone();
+                    let link = self.link.clone();
                     let tx = self.tx.clone();
                     tokio::spawn(
                         async move {
                             let info = store.callee(&offer.to).await.map_err(|e| {
                                 tracing::warn!(error = %e, "callee lookup failed");
                             });
+                            // A callee who hides their presence from the caller
+                            // must not be seen online through call.ringing.
+                            let hidden = !link.presence_visible(&offer.to, &from.user).await;
+                            let info = info.map(|i| (i, hidden));
                             let _ = tx.send(Input::Resolved { from, offer, info });
                         }
                         .instrument(span),
@@ -168,11 +195,12 @@ impl DriverTask {
                     let _g = tracing::info_span!("call", call_id = %id, user_id = %from.user, device_id = from.device).entered();
                     let queued = waiting.remove(&id).unwrap_or_default();
                     let effects = match info {
-                        Ok(info) => {
+                        Ok((info, presence_hidden)) => {
                             let callee = Callee {
                                 exists: info.exists,
                                 devices: info.devices.iter().map(|d| d.device).collect(),
                                 online: self.link.online_devices(&offer.to),
+                                presence_hidden,
                             };
                             gens.insert(offer.to.clone(), info.devices);
                             let e = self.calls.handle_offer(

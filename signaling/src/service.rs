@@ -128,8 +128,10 @@ impl SignalingService {
             ring_timeout_ms: i64::from(cfg.ring_timeout_secs) * 1000,
             reconnect_grace_ms: i64::from(cfg.reconnect_grace_secs) * 1000,
         });
+        let limits = crate::call::OfferLimits::new(cfg.offers_per_caller, cfg.offers_per_pair);
         let (handle, task) = crate::driver::channel(
             calls,
+            limits,
             link,
             self.state.0.store.clone(),
             self.state.0.clock.clone(),

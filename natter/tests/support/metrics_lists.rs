@@ -92,6 +92,11 @@ pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
         "only past chat.limit_group_writes changes by one account (chat-core/tests/account_limits.rs)",
     ),
     (
+        "signaling_offers_limited_total",
+        Still::Zero,
+        "only past signaling.offers_per_pair offers to one callee (tests/adversarial.rs)",
+    ),
+    (
         "chat_ws_refused_total",
         Still::Zero,
         "only past chat.max_unauthenticated_per_ip sockets from one address (tests/adversarial.rs)",

@@ -27,10 +27,12 @@
 //! the smaller id survives and the other ends with `glare`, the same decision
 //! whichever offer the server saw first.
 
+mod limits;
 mod record;
 #[cfg(test)]
 mod tests;
 
+pub use limits::OfferLimits;
 pub use record::{CallOutcome, CallRecord};
 
 use natter_common::UnixMillis;
@@ -84,6 +86,9 @@ pub struct Callee {
     pub devices: Vec<DeviceId>,
     /// Those connected now.
     pub online: Vec<DeviceId>,
+    /// The callee's presence privacy hides them from the caller: `call.ringing`
+    /// then says nothing of which devices are online (both counts 0).
+    pub presence_hidden: bool,
 }
 
 /// What the driver must do.
@@ -366,10 +371,18 @@ impl Calls {
         }
         out.push(Effect::ToDevice(
             from.clone(),
-            ServerFrame::CallRinging(CallRinging {
-                call_id: call.id.clone(),
-                devices: online.len() as u32,
-                pushed: offline.len() as u32,
+            ServerFrame::CallRinging(if callee.presence_hidden {
+                CallRinging {
+                    call_id: call.id.clone(),
+                    devices: 0,
+                    pushed: 0,
+                }
+            } else {
+                CallRinging {
+                    call_id: call.id.clone(),
+                    devices: online.len() as u32,
+                    pushed: offline.len() as u32,
+                }
             }),
         ));
         self.insert(call);

@@ -16,6 +16,8 @@ struct World {
     inbox: BTreeMap<DeviceAddr, Vec<ServerFrame>>,
     pushes: Vec<(UserId, Vec<DeviceId>, CallId)>,
     records: Vec<CallRecord>,
+    /// Users whose presence the caller may not see.
+    hidden: Vec<UserId>,
 }
 
 fn dev(u: &str, d: DeviceId) -> DeviceAddr {
@@ -37,6 +39,7 @@ impl World {
             inbox: BTreeMap::new(),
             pushes: Vec::new(),
             records: Vec::new(),
+            hidden: Vec::new(),
         };
         for (u, ds) in [("alice", vec![1]), ("bob", vec![1, 2]), ("carol", vec![1])] {
             w.devices.insert(UserId::new(u), ds.clone());
@@ -88,6 +91,7 @@ impl World {
             exists: self.devices.contains_key(&to),
             devices: self.devices.get(&to).cloned().unwrap_or_default(),
             online: self.online.get(&to).cloned().unwrap_or_default(),
+            presence_hidden: self.hidden.contains(&to),
         };
         let offer = CallOffer {
             call_id: id(call),
@@ -540,4 +544,27 @@ fn many_calls_time_out_in_deadline_order() {
     sorted.sort();
     assert_eq!(order, sorted);
     assert!(w.records.iter().all(|r| r.outcome == CallOutcome::Missed));
+}
+
+#[test]
+fn ringing_says_nothing_of_a_callee_who_hides_their_presence() {
+    let mut w = World::new();
+    let (a, b1) = (dev("alice", 1), dev("bob", 1));
+    // bob 1 online, bob 2 offline: without privacy the caller learns that.
+    w.online.insert(UserId::new("bob"), vec![1]);
+    w.offer(&a, "c1", "bob");
+    assert!(
+        matches!(&w.take(&a)[..], [ServerFrame::CallRinging(r)] if r.devices == 1 && r.pushed == 1)
+    );
+    w.hangup(&a, "c1");
+    let _ = (w.take(&a), w.take(&b1));
+    // Hidden: both counts 0, while the devices still ring and get pushed.
+    w.hidden.push(UserId::new("bob"));
+    w.pushes.clear();
+    w.offer(&a, "c2", "bob");
+    assert!(
+        matches!(&w.take(&a)[..], [ServerFrame::CallRinging(r)] if r.devices == 0 && r.pushed == 0)
+    );
+    assert_eq!(w.types(&b1), ["call.incoming"]);
+    assert_eq!(w.pushes, vec![(UserId::new("bob"), vec![2], id("c2"))]);
 }
