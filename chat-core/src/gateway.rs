@@ -632,14 +632,19 @@ pub(crate) fn presence_frame(
 }
 
 fn read_error_code(e: &axum::Error) -> CloseCode {
-    // axum wraps tungstenite's error; a capacity error means the frame was over
-    // max_message_size / max_frame_size.
+    // axum wraps tungstenite's error (its text is all we can see across the
+    // wrapper): a capacity error means the frame was over max_message_size /
+    // max_frame_size; the client is told which rule it broke.
     let text = e.to_string();
     if text.contains("Space limit exceeded")
         || text.contains("too long")
         || text.contains("Message too big")
     {
         CloseCode::MessageTooBig
+    } else if text.contains("UTF-8") || text.contains("utf-8") {
+        CloseCode::InvalidPayload
+    } else if text.contains("protocol error") {
+        CloseCode::ProtocolError
     } else {
         CloseCode::Normal
     }

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod json_errors;
 pub mod listener;
 pub mod metrics;
 pub mod parts;

@@ -229,6 +229,9 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn(
+            natter_common::json_errors::json_errors,
+        ))
         .layer(axum::Extension(ClientIpPolicy::from_config(&cfg.http)))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -591,3 +591,110 @@ async fn offer_floods_are_limited_and_ringing_keeps_presence_private() {
         }
     }
 }
+
+/// The next frame the server sends on a raw WebSocket: (opcode, payload).
+async fn read_ws_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let limit = Duration::from_secs(10);
+    let mut head = [0u8; 2];
+    tokio::time::timeout(limit, s.read_exact(&mut head))
+        .await
+        .expect("a frame within 10 s")
+        .expect("the socket is open");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.unwrap();
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.unwrap();
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).await.unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+/// A client frame: FIN, `opcode`, masked (as RFC 6455 requires of clients)
+/// unless `masked` is false.
+fn client_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n => {
+            f.push(mask_bit | 126);
+            f.extend((n as u16).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x11, 0x22, 0x33, 0x44];
+        f.extend(key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// Frames that break RFC 6455 are answered with the close code that names
+/// the rule (1007 for text that is not UTF-8, 1002 for the rest), not a bare
+/// dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_websocket_frames_get_the_close_code_that_names_them() {
+    let p = TurnProcess::start("all", "127.0.0.1", &[]);
+    let port = p.http_port();
+    for (what, frame, code) in [
+        (
+            "text that is not UTF-8",
+            client_frame(0x1, &[0xff, 0xfe, 0x80], true),
+            1007u16,
+        ),
+        (
+            "an unmasked frame",
+            client_frame(0x1, br#"{"type":"ping"}"#, false),
+            1002,
+        ),
+        (
+            "a ping of 200 bytes",
+            client_frame(0x9, &[0u8; 200], true),
+            1002,
+        ),
+    ] {
+        let (status, body, mut s) = upgrade_from("127.0.0.2", port).await;
+        assert_eq!(status, 101, "{what}: {body}");
+        s.write_all(&frame).await.unwrap();
+        let (opcode, payload) = read_ws_frame(&mut s).await;
+        assert_eq!(opcode, 0x8, "{what}: a close frame");
+        assert!(payload.len() >= 2, "{what}: a close code");
+        assert_eq!(
+            u16::from_be_bytes([payload[0], payload[1]]),
+            code,
+            "{what}: {}",
+            String::from_utf8_lossy(&payload[2..])
+        );
+    }
+}
+
+/// A path parameter that does not parse is answered in the JSON error shape
+/// (it was axum's plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_does_not_parse_gets_a_json_error() {
+    let p = TurnProcess::start("all", "127.0.0.1", &[]);
+    let api = Api::new(&p.http).unwrap();
+    let outbox = p.data_dir().join("outbox").join("sms.jsonl");
+    let ann = register_via(&api, &outbox).await.unwrap();
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/devices/-1", p.http))
+        .bearer_auth(ann.token().await.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_path", "{v}");
+}

@@ -322,6 +322,8 @@ fn unknown_routes_and_methods_get_json_errors() {
     for (method, path, status, code) in [
         ("GET", "/v1/nope", "404", "not_found"),
         ("DELETE", "/healthz", "405", "method_not_allowed"),
+        // An upgrade without its headers: axum's plain-text answer, rewritten.
+        ("GET", "/v1/ws", "400", "bad_request"),
     ] {
         let out = Command::new("curl")
             .args(["-s", "-w", "\n%{http_code}", "-X", method])

@@ -129,6 +129,11 @@ pub enum CloseCode {
     Normal = 1000,
     /// The server is shutting down or restarting; reconnect (to another node).
     GoingAway = 1001,
+    /// A frame broke RFC 6455 (unmasked, a control frame over 125 bytes or
+    /// fragmented, reserved bits or opcodes).
+    ProtocolError = 1002,
+    /// A text frame that is not UTF-8.
+    InvalidPayload = 1007,
     /// Flooding: too many refused frames in a row.
     PolicyViolation = 1008,
     /// A frame larger than `max_frame_bytes`.
@@ -167,6 +172,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "bye",
             CloseCode::GoingAway => "server going away",
+            CloseCode::ProtocolError => "websocket protocol error",
+            CloseCode::InvalidPayload => "text frame is not UTF-8",
             CloseCode::PolicyViolation => "too many refused frames",
             CloseCode::MessageTooBig => "frame too big",
             CloseCode::InternalError => "internal error",
@@ -201,6 +208,8 @@ impl CloseCode {
     pub const ALL: &'static [CloseCode] = &[
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
