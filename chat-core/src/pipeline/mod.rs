@@ -24,6 +24,7 @@
 //! This relies on sequence numbers growing in commit order per device, which
 //! the single writer guarantees.
 
+pub mod fuzz;
 pub mod limits;
 
 use limits::Gcra;
