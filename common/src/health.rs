@@ -62,13 +62,81 @@ impl Vital {
     }
 }
 
+/// Who may read `/metrics`: counts of users, calls and failures are not for
+/// the internet.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsAccess {
+    /// A bearer token that grants access from anywhere (empty: none).
+    pub token: crate::Secret,
+    /// Everyone may read them.
+    pub from_anywhere: bool,
+}
+
+impl MetricsAccess {
+    /// What `[http]` says.
+    pub fn from_config(cfg: &crate::http::HttpConfig) -> Self {
+        Self {
+            token: cfg.metrics_token.clone(),
+            from_anywhere: cfg.metrics_from_anywhere,
+        }
+    }
+
+    /// Whether a request from socket peer `peer` with `authorization` may read.
+    /// The socket peer, never `X-Forwarded-For`: a proxy on the same host
+    /// would otherwise make every client look local.
+    pub fn allows(&self, peer: Option<std::net::IpAddr>, authorization: Option<&str>) -> bool {
+        if self.from_anywhere || peer.is_some_and(|ip| ip.is_loopback()) {
+            return true;
+        }
+        let token = self.token.expose();
+        match authorization.and_then(|a| a.strip_prefix("Bearer ")) {
+            Some(given) if !token.is_empty() => {
+                use subtle::ConstantTimeEq;
+                bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The health and metrics routes. Readiness fails while draining so load
 /// balancers stop sending new work before the sockets close.
-pub fn router(checks: Vec<(&'static str, ReadinessCheck)>, shutdown: Shutdown) -> Router {
+pub fn router(
+    checks: Vec<(&'static str, ReadinessCheck)>,
+    shutdown: Shutdown,
+    metrics: MetricsAccess,
+) -> Router {
+    let metrics = Arc::new(metrics);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
+        .route(
+            "/metrics",
+            get(
+                move |req: axum::extract::Request| {
+                    let metrics = metrics.clone();
+                    async move {
+                        let peer = req
+                            .extensions()
+                            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                            .map(|c| c.0.ip());
+                        let auth = req
+                            .headers()
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        if metrics.allows(peer, auth) {
+                            crate::metrics::render().await.into_response()
+                        } else {
+                            crate::ApiError::forbidden(
+                                "metrics_forbidden",
+                                "/metrics answers loopback clients, holders of http.metrics_token, or everyone with http.metrics_from_anywhere",
+                            )
+                            .into_response()
+                        }
+                    }
+                },
+            ),
+        )
         .with_state(HealthState {
             checks: Arc::new(checks),
             shutdown,
@@ -108,5 +176,33 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"ready": false, "failing": failures})),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_for_loopback_token_holders_or_everyone_when_configured() {
+        let lo = Some("127.0.0.1".parse().unwrap());
+        let far = Some("203.0.113.9".parse().unwrap());
+        let closed = MetricsAccess::default();
+        assert!(closed.allows(lo, None));
+        assert!(!closed.allows(far, None));
+        assert!(!closed.allows(far, Some("Bearer ")), "no token configured");
+        assert!(!closed.allows(None, None), "no socket: not local");
+        let token = MetricsAccess {
+            token: crate::Secret::new("s3cret-scrape-token"),
+            from_anywhere: false,
+        };
+        assert!(token.allows(far, Some("Bearer s3cret-scrape-token")));
+        assert!(!token.allows(far, Some("Bearer s3cret-scrape-tokeN")));
+        assert!(!token.allows(far, None));
+        let open = MetricsAccess {
+            from_anywhere: true,
+            ..MetricsAccess::default()
+        };
+        assert!(open.allows(far, None));
     }
 }

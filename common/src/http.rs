@@ -42,6 +42,13 @@ pub struct HttpConfig {
     /// A request body that sends nothing for this long fails (slow uploads
     /// that keep sending are fine).
     pub body_idle_timeout_secs: u32,
+    /// `/metrics` answers clients with `Authorization: Bearer <this>`; empty:
+    /// no token.
+    pub metrics_token: crate::Secret,
+    /// `/metrics` answers every client (as behind a cluster's own network,
+    /// where no Ingress routes it). Off: only loopback peers and holders of
+    /// `metrics_token`.
+    pub metrics_from_anywhere: bool,
 }
 
 impl Default for HttpConfig {
@@ -56,6 +63,8 @@ impl Default for HttpConfig {
             max_connections_per_ip: 1024,
             header_timeout_secs: 15,
             body_idle_timeout_secs: 30,
+            metrics_token: crate::Secret::default(),
+            metrics_from_anywhere: false,
         }
     }
 }

@@ -219,7 +219,11 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     }
 
     let app = app
-        .merge(health::router(checks, shutdown.clone()))
+        .merge(health::router(
+            checks,
+            shutdown.clone(),
+            health::MetricsAccess::from_config(&cfg.http),
+        ))
         // Every error in the documented JSON shape, unknown routes and methods too.
         .fallback(|| async { natter_common::ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -353,7 +357,11 @@ async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyh
         .context("turn: cannot start")?;
     let supervisor = Supervisor::new();
     let turn = run_turn(server, shutdown.clone(), supervisor.clone());
-    let app = health::router(vec![supervisor.watch(turn, &shutdown)], shutdown.clone());
+    let app = health::router(
+        vec![supervisor.watch(turn, &shutdown)],
+        shutdown.clone(),
+        health::MetricsAccess::from_config(&cfg.http),
+    );
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;

@@ -323,7 +323,11 @@ async fn serve(
         .router()
         .merge(chat.router())
         .merge(signaling.router())
-        .merge(natter_common::health::router(Vec::new(), shutdown.clone()));
+        .merge(natter_common::health::router(
+            Vec::new(),
+            shutdown.clone(),
+            Default::default(),
+        ));
     let mut parts = vec![auth.spawn_cleanup(shutdown.clone())];
     parts.extend(chat.spawn_background(shutdown.clone()));
     parts.extend(signaling.spawn_background(shutdown.clone()));

@@ -49,6 +49,9 @@ lands (docs/deploy.md lists them).
 {{- end }}
 - name: NATTER_HTTP__TRUST_FORWARDED_FOR
   value: {{ and $v.http.trustForwardedFor (ne $c "turn") | quote }}
+{{- /* In-cluster Prometheus scrapes from another pod; the Ingress never routes /metrics. */}}
+- name: NATTER_HTTP__METRICS_FROM_ANYWHERE
+  value: {{ $v.metrics.fromAnywhere | quote }}
 {{- end }}
 {{- /* ---- database ---- */}}
 {{- if $embedded }}
