@@ -73,6 +73,43 @@ const SECTIONS: &[&str] = &[
     "turn",
 ];
 
+/// Quote characters in a row the TOML writer can count (its counter is a `u8`).
+const QUOTE_RUN_LIMIT: usize = 255;
+
+/// The first key (dotted) whose string value has a run of `QUOTE_RUN_LIMIT`
+/// or more `'` or `"` characters.
+fn long_quote_run(v: &toml::Value, key: &str) -> Option<String> {
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    match v {
+        toml::Value::String(s) => {
+            let mut run = (0u8, 0usize);
+            for b in s.bytes() {
+                run = match b {
+                    b'\'' | b'"' if b == run.0 => (b, run.1 + 1),
+                    b'\'' | b'"' => (b, 1),
+                    _ => (0, 0),
+                };
+                if run.1 >= QUOTE_RUN_LIMIT {
+                    return Some(key.to_owned());
+                }
+            }
+            None
+        }
+        toml::Value::Table(t) => t.iter().find_map(|(k, v)| long_quote_run(v, &join(k))),
+        toml::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| long_quote_run(v, &format!("{key}[{i}]"))),
+        _ => None,
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file`, then the environment; validates.
     pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -88,6 +125,24 @@ impl Config {
         let cfg: Config = natter_common::config::from_toml_str(text)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The configuration as TOML (`natter config print`; secrets redacted).
+    ///
+    /// The TOML writer counts runs of quote characters in a `u8`: a value
+    /// with 256 quotes in a row makes it panic (debug builds) or pick its
+    /// quoting from a wrapped count (found by the `config_parse` fuzz target).
+    /// Such a value is refused here, naming its key, before the writer sees it.
+    pub(crate) fn to_toml(&self) -> Result<String, ConfigError> {
+        let value = toml::Value::try_from(self)
+            .map_err(|e| ConfigError(format!("cannot print the configuration: {e}")))?;
+        if let Some(key) = long_quote_run(&value, "") {
+            return Err(ConfigError(format!(
+                "{key}: holds {QUOTE_RUN_LIMIT} or more quote characters in a row, which cannot be printed as TOML"
+            )));
+        }
+        toml::to_string_pretty(self)
+            .map_err(|e| ConfigError(format!("cannot print the configuration: {e}")))
     }
 
     /// Checks what types cannot; errors name the key.
@@ -281,5 +336,20 @@ mod tests {
         assert!(!printed.contains("pw@h"));
         assert!(!printed.contains("redispw"));
         assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn a_value_the_toml_writer_cannot_count_is_refused_by_name() {
+        let c = Config {
+            data_dir: format!("./{}", "'".repeat(300)).into(),
+            ..Config::default()
+        };
+        let e = c.to_toml().unwrap_err();
+        assert!(e.0.starts_with("data_dir:"), "{}", e.0);
+        let fine = Config {
+            data_dir: format!("./{}", "'".repeat(254)).into(),
+            ..Config::default()
+        };
+        assert!(fine.to_toml().is_ok());
     }
 }

@@ -14,7 +14,14 @@ pub(crate) fn config_parse(data: &[u8]) {
     };
     match Config::from_toml_str(text) {
         Ok(cfg) => {
-            let printed = toml::to_string(&cfg).expect("a parsed configuration prints");
+            let printed = match cfg.to_toml() {
+                Ok(p) => p,
+                // Refused with the key named (quote runs the writer cannot count).
+                Err(e) => {
+                    assert!(e.0.contains(':'), "an unnamed print error: {}", e.0);
+                    return;
+                }
+            };
             if let Err(e) = natter_common::config::from_toml_str::<Config>(&printed) {
                 panic!("printed configuration does not parse again: {e}\n{printed}");
             }

@@ -100,13 +100,16 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Print,
-        } => {
-            print!(
-                "{}",
-                toml::to_string_pretty(&cfg).context("render configuration")?
-            );
-            Ok(())
-        }
+        } => match cfg.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("natter: {e}");
+                std::process::exit(2);
+            }
+        },
         Command::Migrate => {
             natter_common::telemetry::init(&cfg.log);
             runtime()?.block_on(serve::migrate(&cfg))

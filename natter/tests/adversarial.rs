@@ -698,3 +698,99 @@ async fn a_path_that_does_not_parse_gets_a_json_error() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_path", "{v}");
 }
+
+/// A client that authenticates and then never reads, while 400 messages of
+/// 48 KiB are sent to it: the server gives the socket up (a write that makes
+/// no progress for 10 s), stays within its memory bound and serves others
+/// meanwhile, and the device, reconnecting as a normal client, gets every
+/// message (nothing is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_given_up_and_loses_nothing() {
+    use natter_client::proto::Kind;
+    let p = TurnProcess::start("all", "127.0.0.1", &[]);
+    let api = Api::new(&p.http).unwrap();
+    let outbox = p.data_dir().join("outbox").join("sms.jsonl");
+    let ann = register_via(&api, &outbox).await.unwrap();
+    let bob = register_via(&api, &outbox).await.unwrap();
+    let bob_id = bob.credentials().user();
+    // Bob's device: authenticated by header, then never read.
+    let mut stuck = connect_from("127.0.0.2", p.http_port()).await;
+    let token = bob.token().await.unwrap();
+    let upgrade = String::from_utf8_lossy(UPGRADE).replace(
+        "\r\n\r\n",
+        &format!("\r\nAuthorization: Bearer {token}\r\n\r\n"),
+    );
+    stuck.write_all(upgrade.as_bytes()).await.unwrap();
+    let ws = format!("ws://127.0.0.1:{}/v1/ws", p.http_port());
+    let opts = || ConnectOptions {
+        ws_url: Some(ws.clone()),
+        ..ConnectOptions::default()
+    };
+    let (a_chat, mut a_ev) = Chat::connect(ann, opts());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, a_ev.recv()).await {
+            Ok(Some(Event::Synced)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("ann: no session: {other:?}"),
+        }
+    }
+    let body = vec![0x5a; 48 * 1024];
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..400 {
+        ids.insert(a_chat.send(Target::User(bob_id.clone()), Kind::text(), body.clone()));
+    }
+    let mut sent = 0;
+    while sent < 400 {
+        match tokio::time::timeout_at(deadline, a_ev.recv()).await {
+            Ok(Some(Event::Sent(s))) if ids.contains(&s.id) => sent += 1,
+            Ok(Some(Event::Error(e))) => panic!("a send was refused: {e:?}"),
+            Ok(Some(_)) => {}
+            other => panic!("only {sent} of 400 stored: {other:?}"),
+        }
+    }
+    still_serves(&p, "a client that never reads (while connected)").await;
+    // The server gives the socket up (reading before that would unblock it).
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", p.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let closed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("chat_slow_consumer_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if closed >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the stuck socket was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = until_closed(&mut stuck, Duration::from_secs(40))
+        .await
+        .expect("the server never closed the socket of a client that does not read");
+    assert!(
+        !got.is_empty(),
+        "the server wrote nothing to the stuck socket"
+    );
+    // Bob reconnects as a normal client: all 400 arrive.
+    let (_b_chat, mut b_ev) = Chat::connect(bob, opts());
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 400 {
+        match tokio::time::timeout_at(deadline, b_ev.recv()).await {
+            Ok(Some(Event::Message(m))) if ids.contains(&m.id) => {
+                got.insert(m.id.clone());
+            }
+            Ok(Some(_)) => {}
+            other => panic!("bob got {} of 400: {other:?}", got.len()),
+        }
+    }
+    still_serves(&p, "a client that never reads").await;
+}

@@ -53,6 +53,9 @@ struct World {
     fetch: Option<(i64, u32)>,
     /// Sends awaiting their commit (client ids).
     sends: VecDeque<String>,
+    /// A live delivery was lost on the bus: from then on deliveries carry
+    /// their predecessor, as the store's chain gives them (`prev`).
+    chained: bool,
     effects: VecDeque<Effect>,
 }
 
@@ -74,6 +77,7 @@ impl World {
             received: BTreeSet::new(),
             fetch: None,
             sends: VecDeque::new(),
+            chained: false,
             effects: VecDeque::new(),
         };
         let start = w.session.start(0);
@@ -184,17 +188,28 @@ pub fn session_script(data: &[u8]) {
         }
         let arg = bytes.next().unwrap_or(0);
         match op % 12 {
-            // A new entry; its live delivery may be lost (arg odd) or carry a
-            // predecessor that never reached this node.
+            // A new entry. Its live delivery arrives, or is lost the two ways
+            // production loses one: the socket's queue was full (the hub flags
+            // it and the socket resyncs before handling anything newer), or the
+            // bus dropped it (deliveries carry their predecessor from the
+            // store's chain, which reveals the gap). A loss with neither does
+            // not happen: the first fuzz run found the model allowed it.
             0 => {
                 let seq = w.next_seq;
                 w.next_seq += 1;
                 w.queue.insert(seq, item_of(seq));
-                if arg % 2 == 0 {
-                    let prev = (arg % 4 == 2).then_some(seq - 1 - i64::from(arg % 3));
-                    let d = w.delivery(seq, prev);
-                    let out = w.session.handle_live(w.now, d);
-                    w.effects.extend(out);
+                match arg % 4 {
+                    0 | 2 => {
+                        let prev = (w.chained || arg % 4 == 2).then_some(seq - 1);
+                        let d = w.delivery(seq, prev);
+                        let out = w.session.handle_live(w.now, d);
+                        w.effects.extend(out);
+                    }
+                    1 => {
+                        let out = w.session.handle_resync(w.now);
+                        w.effects.extend(out);
+                    }
+                    _ => w.chained = true,
                 }
             }
             1 => w.answer_fetch(),
