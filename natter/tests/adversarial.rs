@@ -794,3 +794,39 @@ async fn a_client_that_never_reads_is_given_up_and_loses_nothing() {
     }
     still_serves(&p, "a client that never reads").await;
 }
+
+/// An authenticated socket that floods frames the server must refuse is
+/// closed with 1008 (`chat.limit_refused`, 100 per 10 s), and the process
+/// serves others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_frame_flood_is_closed_with_1008() {
+    let p = TurnProcess::start("all", "127.0.0.1", &[]);
+    let api = Api::new(&p.http).unwrap();
+    let outbox = p.data_dir().join("outbox").join("sms.jsonl");
+    let eve = register_via(&api, &outbox).await.unwrap();
+    let token = eve.token().await.unwrap();
+    let mut s = connect_from("127.0.0.2", p.http_port()).await;
+    let upgrade = String::from_utf8_lossy(UPGRADE).replace(
+        "\r\n\r\n",
+        &format!("\r\nAuthorization: Bearer {token}\r\n\r\n"),
+    );
+    s.write_all(upgrade.as_bytes()).await.unwrap();
+    let (status, _) = read_response(&mut s).await;
+    assert_eq!(status, 101);
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.extend(client_frame(0x1, b"{nope", true));
+    }
+    // The server may close before reading it all; a failed write is fine.
+    let _ = s.write_all(&flood).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        assert!(Instant::now() < deadline, "never closed");
+        let (opcode, payload) = read_ws_frame(&mut s).await;
+        if opcode == 0x8 {
+            break u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    };
+    assert_eq!(code, 1008);
+    still_serves(&p, "an authenticated frame flood").await;
+}
