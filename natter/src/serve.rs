@@ -248,17 +248,7 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
             }),
         );
 
-    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-        .await
-        .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, ?service, "natter listening");
-    let limits = natter_common::listener::ListenerLimits::from_config(&cfg.http);
-    let server = tokio::spawn(natter_common::listener::serve_with_limits(
-        listener,
-        app,
-        shutdown.clone(),
-        limits,
-    ));
+    let server = start_http(&cfg, app, &shutdown, &format!("{service:?}")).await?;
 
     let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
     match tokio::time::timeout(drain, server).await {
@@ -350,6 +340,26 @@ fn run_turn(
     })
 }
 
+/// Binds `http.listen` and serves `app` there under the `[http]` limits.
+async fn start_http(
+    cfg: &Config,
+    app: axum::Router,
+    shutdown: &natter_common::Shutdown,
+    shape: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, service = shape, "natter listening");
+    let limits = natter_common::listener::ListenerLimits::from_config(&cfg.http);
+    Ok(tokio::spawn(natter_common::listener::serve_with_limits(
+        listener,
+        app,
+        shutdown.clone(),
+        limits,
+    )))
+}
+
 /// `serve turn`: the TURN server, and health and metrics on the HTTP listener.
 async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyhow::Result<()> {
     let server = natter_turn::TurnServer::bind(cfg.turn.clone())
@@ -362,17 +372,7 @@ async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyh
         shutdown.clone(),
         health::MetricsAccess::from_config(&cfg.http),
     );
-    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-        .await
-        .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "natter turn listening");
-    let limits = natter_common::listener::ListenerLimits::from_config(&cfg.http);
-    let server = tokio::spawn(natter_common::listener::serve_with_limits(
-        listener,
-        app,
-        shutdown.clone(),
-        limits,
-    ));
+    let server = start_http(&cfg, app, &shutdown, "turn").await?;
     let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
     let _ = tokio::time::timeout(drain, server).await;
     supervisor.finish().await?;

@@ -101,6 +101,17 @@ async fn upgrade_from(src: &str, port: u16) -> (u16, String, TcpStream) {
     (status, body, s)
 }
 
+/// Events until `Synced` (the session is up and drained), before `deadline`.
+async fn synced(ev: &mut natter_client::Events, deadline: Instant, who: &str) {
+    loop {
+        match tokio::time::timeout_at(deadline, ev.recv()).await {
+            Ok(Some(Event::Synced)) => return,
+            Ok(Some(_)) => {}
+            other => panic!("{who}: {other:?}"),
+        }
+    }
+}
+
 /// A normal client still gets everything done: two fresh accounts, a message
 /// from one to the other, an upload; and the process's memory is bounded.
 async fn still_serves(p: &TurnProcess, after: &str) {
@@ -122,13 +133,7 @@ async fn still_serves(p: &TurnProcess, after: &str) {
     let (_b_chat, mut b_ev) = Chat::connect(bob, opts());
     let deadline = Instant::now() + Duration::from_secs(20);
     for ev in [&mut a_ev, &mut b_ev] {
-        loop {
-            match tokio::time::timeout_at(deadline, ev.recv()).await {
-                Ok(Some(Event::Synced)) => break,
-                Ok(Some(_)) => {}
-                other => panic!("after {after}: no session: {other:?}"),
-            }
-        }
+        synced(ev, deadline, &format!("after {after}: no session")).await;
     }
     let id = a_chat.send_text(Target::User(bob_id), "still here");
     loop {
@@ -477,13 +482,7 @@ async fn offer_floods_are_limited_and_ringing_keeps_presence_private() {
     };
     let (m_chat, mut m_ev) = Chat::connect(mallory, opts());
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio::time::timeout_at(deadline, m_ev.recv()).await {
-            Ok(Some(Event::Synced)) => break,
-            Ok(Some(_)) => {}
-            other => panic!("no session: {other:?}"),
-        }
-    }
+    synced(&mut m_ev, deadline, "no session").await;
     let offer = |id: &CallId| {
         CallClientFrame::Offer(CallOffer {
             call_id: id.clone(),
@@ -557,23 +556,11 @@ async fn offer_floods_are_limited_and_ringing_keeps_presence_private() {
     assert!(r.status().is_success(), "{}", r.status());
     let (_a_chat, mut a_ev) = Chat::connect(ann, opts());
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio::time::timeout_at(deadline, a_ev.recv()).await {
-            Ok(Some(Event::Synced)) => break,
-            Ok(Some(_)) => {}
-            other => panic!("ann: no session: {other:?}"),
-        }
-    }
+    synced(&mut a_ev, deadline, "ann: no session").await;
     let other = register_via(&api, &outbox).await.unwrap();
     let (o_chat, mut o_ev) = Chat::connect(other, opts());
     let id = CallId::new(uuid::Uuid::new_v4().to_string());
-    loop {
-        match tokio::time::timeout_at(deadline, o_ev.recv()).await {
-            Ok(Some(Event::Synced)) => break,
-            Ok(Some(_)) => {}
-            other => panic!("caller: no session: {other:?}"),
-        }
-    }
+    synced(&mut o_ev, deadline, "caller: no session").await;
     o_chat.call_frame(offer(&id));
     let ringing = loop {
         match tokio::time::timeout_at(deadline, o_ev.recv()).await {
@@ -728,13 +715,7 @@ async fn a_client_that_never_reads_is_given_up_and_loses_nothing() {
     };
     let (a_chat, mut a_ev) = Chat::connect(ann, opts());
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match tokio::time::timeout_at(deadline, a_ev.recv()).await {
-            Ok(Some(Event::Synced)) => break,
-            Ok(Some(_)) => {}
-            other => panic!("ann: no session: {other:?}"),
-        }
-    }
+    synced(&mut a_ev, deadline, "ann: no session").await;
     let body = vec![0x5a; 48 * 1024];
     let mut ids = std::collections::HashSet::new();
     for _ in 0..400 {
