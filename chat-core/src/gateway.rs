@@ -539,6 +539,7 @@ impl Ctx<'_> {
                     BatchOp::Send(NewMessage {
                         sender: self.dev.user.clone(),
                         sender_device: self.dev.device,
+                        sender_generation: self.dev.generation,
                         client_id: s.id,
                         to: s.to,
                         kind: s.kind,

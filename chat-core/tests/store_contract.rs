@@ -18,10 +18,33 @@ fn dev(u: &str, d: u32, g: i64) -> DeviceRef {
     }
 }
 
+/// The credential generation `setup` gives a device (alice's device 2 is 12).
+fn generation_of(user: &str, device: u32) -> i64 {
+    let base = match user {
+        "alice" => 10,
+        "bob" => 20,
+        "carol" => 30,
+        _ => 0,
+    };
+    base + i64::from(device)
+}
+
 fn send(from: &str, dev: u32, cid: &str, to: Target, body: &str) -> BatchOp {
+    send_from_generation(from, dev, generation_of(from, dev), cid, to, body)
+}
+
+fn send_from_generation(
+    from: &str,
+    dev: u32,
+    generation: i64,
+    cid: &str,
+    to: Target,
+    body: &str,
+) -> BatchOp {
     BatchOp::Send(NewMessage {
         sender: UserId::new(from),
         sender_device: dev,
+        sender_generation: generation,
         client_id: ClientMsgId::new(cid),
         to,
         kind: Kind::text(),
@@ -79,6 +102,7 @@ contract!(
     a_large_batch_queues_every_entry_in_order,
     migration_2002_moves_direct_status_into_the_message_row,
     migration_2003_leads_the_idempotency_index_with_the_client_id,
+    a_reregistered_device_that_reuses_client_ids_is_stored,
 );
 
 async fn setup(engine: &str) -> (natter_common::testing::TestDb, Arc<dyn MessageStore>) {
@@ -1073,19 +1097,25 @@ async fn scalar_text(db: &natter_common::Db, sql: &'static str) -> String {
 /// rebuilds the message table and its two child tables for it): messages,
 /// queues, group status, cascades, idempotency and the id high-water marks
 /// all come through.
+///
+/// Then migration 2004 adds the sender's credential generation to that key
+/// (another rebuild on SQLite): old rows take their device's generation, so
+/// a resend across the upgrade is still a duplicate.
 async fn migration_2003_leads_the_idempotency_index_with_the_client_id(engine: &str) {
-    let (t, before, step2, after) = match engine {
+    let (t, before, step2, after, generation) = match engine {
         "sqlite" => (
             natter_common::testing::TestDb::sqlite().await,
             include_str!("../migrations/sqlite/2001_chat.sql"),
             include_str!("../migrations/sqlite/2002_direct_status.sql"),
             include_str!("../migrations/sqlite/2003_client_id_first.sql"),
+            include_str!("../migrations/sqlite/2004_sender_generation.sql"),
         ),
         _ => (
             natter_common::testing::TestDb::postgres().await,
             include_str!("../migrations/postgres/2001_chat.sql"),
             include_str!("../migrations/postgres/2002_direct_status.sql"),
             include_str!("../migrations/postgres/2003_client_id_first.sql"),
+            include_str!("../migrations/postgres/2004_sender_generation.sql"),
         ),
     };
     common::auth_schema(&t.db).await;
@@ -1125,6 +1155,7 @@ async fn migration_2003_leads_the_idempotency_index_with_the_client_id(engine: &
         .await;
     }
     raw_sql(&t.db, after).await;
+    raw_sql(&t.db, generation).await;
 
     let index = match engine {
         "sqlite" => {
@@ -1145,7 +1176,7 @@ async fn migration_2003_leads_the_idempotency_index_with_the_client_id(engine: &
         }
     };
     assert!(
-        index.contains("client_id, sender_user, sender_device"),
+        index.contains("client_id, sender_user, sender_device, sender_generation"),
         "{index}"
     );
     let s = for_db(&t.db);
@@ -1204,4 +1235,80 @@ async fn migration_2003_leads_the_idempotency_index_with_the_client_id(engine: &
         "cascade to the queue"
     );
     assert_eq!(left.len(), 2, "message 3 and the new one");
+}
+
+/// A device id that re-registers (a new credential generation) and starts
+/// its client ids over is a new sender: its messages are stored, not
+/// answered with its predecessor's ack. Resends within one generation are
+/// still duplicates, in separate commits and within one batch.
+async fn a_reregistered_device_that_reuses_client_ids_is_stored(engine: &str) {
+    let (t, s) = setup(engine).await;
+    let first = s
+        .commit(
+            &[send("alice", 1, "m-1", user("bob"), "before")],
+            1000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    let before = sent(&first.outcomes[0]);
+    assert!(!before.dup);
+
+    common::set_generation(&t.db, "alice", 1, 15).await;
+    let c = s
+        .commit(
+            &[
+                send_from_generation("alice", 1, 15, "m-1", user("bob"), "after"),
+                send_from_generation("alice", 1, 15, "m-1", user("bob"), "after"),
+            ],
+            2000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    let after = sent(&c.outcomes[0]);
+    assert!(
+        !after.dup,
+        "the new generation's message was taken for the old one's"
+    );
+    assert_ne!(after.msg_id, before.msg_id);
+    let repeat = sent(&c.outcomes[1]);
+    assert!(repeat.dup && repeat.msg_id == after.msg_id, "{repeat:?}");
+
+    // Both generations' messages reach the recipient, each with its own body.
+    let bob = dev("bob", 1, 21);
+    let bodies: Vec<Vec<u8>> = s
+        .fetch(&bob, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|q| match q.frame {
+            QueuedFrame::Msg(m) => Some(m.body.0.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, [b"before".to_vec(), b"after".to_vec()]);
+
+    // A later resend of the new generation is a duplicate of its own message.
+    let again = s
+        .commit(
+            &[send_from_generation(
+                "alice",
+                1,
+                15,
+                "m-1",
+                user("bob"),
+                "after",
+            )],
+            3000,
+            TTL,
+            1024,
+        )
+        .await
+        .unwrap();
+    let again = sent(&again.outcomes[0]);
+    assert!(again.dup && again.msg_id == after.msg_id, "{again:?}");
+    t.cleanup().await;
 }

@@ -50,6 +50,10 @@ pub struct NewMessage {
     pub sender: UserId,
     /// Sender device (0 for system messages).
     pub sender_device: DeviceId,
+    /// The sender device's credential generation (0 for system messages):
+    /// part of the idempotency key, so a re-registered device id that
+    /// reuses client ids is not taken for its predecessor.
+    pub sender_generation: i64,
     /// The sender's id for it.
     pub client_id: ClientMsgId,
     /// Recipient user or group.

@@ -394,14 +394,34 @@ impl<'a> SortedOps<'a> {
 /// A send and its position in the batch.
 type SendOp<'a> = (usize, &'a NewMessage);
 
+/// A send's idempotency key: sender, device, the device's credential
+/// generation and the client's id (migration 2004 added the generation).
+type SendKey = (String, i64, i64, String);
+
+/// The idempotency key of a send.
+fn send_key(m: &NewMessage) -> SendKey {
+    (
+        m.sender.0.clone(),
+        i64::from(m.sender_device),
+        m.sender_generation,
+        m.client_id.0.clone(),
+    )
+}
+
 /// Sends of a batch split into first occurrences and in-batch repeats
 /// (`(op, op of the first)`), which answer like their first occurrence.
 fn split_repeats<'a>(sends: &[SendOp<'a>]) -> (Vec<SendOp<'a>>, Vec<(usize, usize)>) {
-    let mut first: HashMap<(&str, DeviceId, &str), usize> = HashMap::new();
+    let mut first: HashMap<(&str, DeviceId, i64, &str), usize> = HashMap::new();
     let mut unique = Vec::new();
     let mut repeats = Vec::new();
     for &(i, m) in sends {
-        match first.entry((m.sender.as_str(), m.sender_device, m.client_id.as_str())) {
+        let key = (
+            m.sender.as_str(),
+            m.sender_device,
+            m.sender_generation,
+            m.client_id.as_str(),
+        );
+        match first.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => repeats.push((i, *e.get())),
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(i);
@@ -415,17 +435,12 @@ fn split_repeats<'a>(sends: &[SendOp<'a>]) -> (Vec<SendOp<'a>>, Vec<(usize, usiz
 /// Answers sends stored before (idempotency) with their stored ack; returns the rest.
 fn answer_duplicates<'a>(
     unique: Vec<(usize, &'a NewMessage)>,
-    existing: &HashMap<(String, i64, String), (i64, i64)>,
+    existing: &HashMap<SendKey, (i64, i64)>,
     outcomes: &mut [Option<OpOutcome>],
 ) -> Vec<(usize, &'a NewMessage)> {
     let mut fresh = Vec::new();
     for (i, m) in unique {
-        let key = (
-            m.sender.0.clone(),
-            i64::from(m.sender_device),
-            m.client_id.0.clone(),
-        );
-        if let Some(&(id, ts)) = existing.get(&key) {
+        if let Some(&(id, ts)) = existing.get(&send_key(m)) {
             outcomes[i] = Some(OpOutcome::Send(SendOutcome::Duplicate(Sent {
                 id: m.client_id.clone(),
                 msg_id: id as u64,
@@ -773,15 +788,16 @@ macro_rules! sql_store {
                 ttl_ms: i64,
                 rows: &mut Vec<NewRow>,
             ) -> StoreResult<HashMap<usize, Sent>> {
-                let mut ids: HashMap<(String, i64, String), i64> = HashMap::new();
+                let mut ids: HashMap<SendKey, i64> = HashMap::new();
                 for chunk in pieces(&out) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO chat_messages (sender_user, sender_device, client_id, conv_kind, conv_id, kind, body, system, created_at, expires_at) ",
+                        "INSERT INTO chat_messages (sender_user, sender_device, sender_generation, client_id, conv_kind, conv_id, kind, body, system, created_at, expires_at) ",
                     );
                     qb.push_values(chunk, |mut b, o| {
                         let (ck, cid) = target_parts(&o.msg.to);
                         b.push_bind(o.msg.sender.as_str())
                             .push_bind(i64::from(o.msg.sender_device))
+                            .push_bind(o.msg.sender_generation)
                             .push_bind(o.msg.client_id.as_str())
                             .push_bind(ck)
                             .push_bind(cid)
@@ -791,10 +807,10 @@ macro_rules! sql_store {
                             .push_bind(now)
                             .push_bind(now + ttl_ms);
                     });
-                    qb.push(" RETURNING msg_id, sender_user, sender_device, client_id");
-                    let ret: Vec<(i64, String, i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
-                    for (id, u, d, c) in ret {
-                        ids.insert((u, d, c), id);
+                    qb.push(" RETURNING msg_id, sender_user, sender_device, sender_generation, client_id");
+                    let ret: Vec<(i64, String, i64, i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+                    for (id, u, d, g, c) in ret {
+                        ids.insert((u, d, g, c), id);
                     }
                 }
                 let mut sent = HashMap::new();
@@ -802,8 +818,7 @@ macro_rules! sql_store {
                 let audience: Vec<String> = out.iter().flat_map(|o| o.audience.iter().cloned()).collect();
                 Self::devices_of(conn, devices, &audience).await?;
                 for o in out {
-                    let key = (o.msg.sender.0.clone(), i64::from(o.msg.sender_device), o.msg.client_id.0.clone());
-                    let Some(&msg_id) = ids.get(&key) else {
+                    let Some(&msg_id) = ids.get(&send_key(o.msg)) else {
                         // Every row of the INSERT is returned; a missing one would be
                         // a driver bug, and refusing the commit is the safe answer.
                         return Err(StoreError(sqlx::Error::Protocol(format!(
@@ -935,18 +950,20 @@ macro_rules! sql_store {
             ) -> StoreResult<()> {
                 let (unique, repeats) = split_repeats(sends);
                 // Sent before (idempotency): answer with the stored ack.
-                let mut existing: HashMap<(String, i64, String), (i64, i64)> = HashMap::new();
+                let mut existing: HashMap<SendKey, (i64, i64)> = HashMap::new();
                 for chunk in padded_pieces(&unique) {
                     let chunk = chunk.as_slice();
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT sender_user, sender_device, client_id, msg_id, created_at FROM chat_messages
+                        "SELECT sender_user, sender_device, sender_generation, client_id, msg_id, created_at FROM chat_messages
                          WHERE ",
                     );
                     push_or_rows!(qb, chunk, |(_, m)| "sender_user" = m.sender.as_str(),
-                        "sender_device" = i64::from(m.sender_device), "client_id" = m.client_id.as_str());
-                    let rows: Vec<(String, i64, String, i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
-                    for (u, d, c, id, ts) in rows {
-                        existing.insert((u, d, c), (id, ts));
+                        "sender_device" = i64::from(m.sender_device),
+                        "sender_generation" = m.sender_generation,
+                        "client_id" = m.client_id.as_str());
+                    let rows: Vec<(String, i64, i64, String, i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+                    for (u, d, g, c, id, ts) in rows {
+                        existing.insert((u, d, g, c), (id, ts));
                     }
                 }
                 let fresh = answer_duplicates(unique, &existing, outcomes);
@@ -1426,6 +1443,7 @@ macro_rules! sql_store {
                 let msg = NewMessage {
                     sender: by.clone(),
                     sender_device: 0,
+                    sender_generation: 0,
                     client_id: new_system_client_id(),
                     to: Target::Group(GroupId(gid.clone())),
                     kind: Kind::new(Kind::SYSTEM),

@@ -121,6 +121,7 @@ fn ops_for(args: &Args, round: u64, body: &[u8], due: &mut Outstanding) -> (Vec<
             ops.push(BatchOp::Send(NewMessage {
                 sender: sender(c),
                 sender_device: 1,
+                sender_generation: device(sender(c)).generation,
                 client_id: ClientMsgId::new(args.client_ids.make(round, k)),
                 to: Target::User(recipient(c)),
                 kind: Kind::text(),

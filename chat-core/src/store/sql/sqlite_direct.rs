@@ -20,14 +20,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const EXISTING: &str = "SELECT msg_id, created_at FROM chat_messages
-     WHERE sender_user = ?1 AND sender_device = ?2 AND client_id = ?3";
+     WHERE sender_user = ?1 AND sender_device = ?2 AND sender_generation = ?3 AND client_id = ?4";
 const USER_EXISTS: &str = "SELECT 1 FROM accounts WHERE user_id = ?1";
 const MEMBERS: &str = "SELECT user_id FROM chat_group_members WHERE group_id = ?1 ORDER BY user_id";
 const DEVICES: &str =
     "SELECT device_id, generation FROM devices WHERE user_id = ?1 ORDER BY device_id";
 const INSERT_MESSAGE: &str = "INSERT INTO chat_messages
-     (sender_user, sender_device, client_id, conv_kind, conv_id, kind, body, system, created_at, expires_at)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     (sender_user, sender_device, sender_generation, client_id, conv_kind, conv_id, kind, body, system,
+      created_at, expires_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const INSERT_STATUS: &str = "INSERT INTO chat_status (msg_id, user_id) VALUES (?1, ?2)";
 const DELETE_MESSAGE_ENTRY: &str =
     "DELETE FROM chat_queue WHERE kind = 0 AND msg_id = ?1 AND user_id = ?2 AND device_id = ?3";
@@ -202,13 +203,11 @@ impl Batch<'_> {
         {
             let mut st = self.conn.prepare_cached(EXISTING)?;
             for (_, m) in &unique {
-                let key = (
-                    m.sender.0.clone(),
-                    i64::from(m.sender_device),
-                    m.client_id.0.clone(),
-                );
+                let key = send_key(m);
                 let found: Option<(i64, i64)> = st
-                    .query_row(params![key.0, key.1, key.2], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![key.0, key.1, key.2, key.3], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()?;
                 if let Some(v) = found {
                     existing.insert(key, v);
@@ -260,6 +259,7 @@ impl Batch<'_> {
             msg_st.execute(params![
                 o.msg.sender.as_str(),
                 i64::from(o.msg.sender_device),
+                o.msg.sender_generation,
                 o.msg.client_id.as_str(),
                 ck,
                 cid,
@@ -586,6 +586,11 @@ mod tests {
             panic!("TestDb::sqlite is SQLite");
         };
         let pool = pool.clone();
+        // Chat's tables refer to auth's (migration 2004 reads `devices`).
+        natter_auth::store::for_db(&t.db)
+            .migrate()
+            .await
+            .expect("auth's migrations");
         let store = SqliteStore::new(pool.clone());
         store.migrate().await.expect("migrate");
         (t, store, pool)
