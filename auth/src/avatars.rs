@@ -11,6 +11,10 @@ pub enum AvatarRefError {
     /// No uploaded blob has this hash.
     #[error("no uploaded media has this hash")]
     UnknownMedia,
+    /// The blob was uploaded by someone else (an avatar holds its blob, so
+    /// it must be one the user uploaded and is charged for).
+    #[error("this media was uploaded by another user")]
+    NotYours,
     /// The media store failed.
     #[error("media store: {0}")]
     Failed(String),

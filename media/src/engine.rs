@@ -622,7 +622,12 @@ impl Media {
 
     // ---------------------------------------------------------------- references
 
-    /// Records that a message or profile uses a blob.
+    /// Records that a message or profile uses a blob. Only an owner may: a
+    /// reference keeps the blob, and so every owner's charge for it, alive,
+    /// and knowing a hash must not be enough to pin someone else's upload
+    /// (a user who has the bytes uploads them, is charged, and becomes an
+    /// owner). Owners are only removed with the blob itself, so checking
+    /// before the insert leaves no window: a deleted blob answers `NoBlob`.
     pub async fn add_reference(
         &self,
         hash: &BlobHash,
@@ -631,6 +636,13 @@ impl Media {
         by: &str,
     ) -> Result<RefAdded, MediaError> {
         check_ref_id(ref_id)?;
+        let hex = hash.to_hex();
+        if !self.store.is_owner(&hex, by).await? {
+            return match self.store.blob(&hex).await? {
+                Some(b) if b.state == store::state::READY => Err(MediaError::NotAnOwner),
+                _ => Ok(RefAdded::NoBlob),
+            };
+        }
         let added = self
             .store
             .add_ref(

@@ -137,6 +137,11 @@ pub enum MediaError {
     /// A reference kind or id we do not accept.
     #[error("invalid reference: {0}")]
     InvalidRef(String),
+    /// A reference to a blob the caller did not upload.
+    #[error(
+        "only an owner of this media (a user who uploaded its bytes) may reference it; upload it to become one"
+    )]
+    NotAnOwner,
     /// Temporarily unable (a concurrent upload or deletion of the same bytes).
     #[error("the same content is being stored or deleted right now; retry shortly")]
     Busy,
@@ -191,6 +196,7 @@ impl MediaError {
             UrlExpired => (StatusCode::FORBIDDEN, "url_expired"),
             BadSignature => (StatusCode::FORBIDDEN, "invalid_signature"),
             InvalidRef(_) => (StatusCode::BAD_REQUEST, "invalid_reference"),
+            NotAnOwner => (StatusCode::FORBIDDEN, "not_an_owner"),
             Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

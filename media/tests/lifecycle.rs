@@ -16,6 +16,7 @@ use serde_json::json;
 both_backends!(
     blobs_expire_after_their_last_reference_and_are_collected,
     profile_references_hold_until_removed,
+    only_owners_reference_a_blob,
     orphaned_staging_objects_are_collected_and_live_ones_kept,
     blobs_left_pending_by_a_crashed_upload_are_collected_after_an_hour,
     videos_get_a_first_frame_thumbnail_when_ffmpeg_is_there,
@@ -38,6 +39,85 @@ async fn the_readiness_probe_reaches_the_backend(b: Backend) {
 }
 
 const DAY: i64 = 86_400;
+
+/// Knowing a blob's hash is not enough to keep it (and its uploader's quota
+/// charge) alive: a reference needs an owner. A user who has the bytes
+/// uploads them (deduplicated, charged to them) and may then reference it.
+async fn only_owners_reference_a_blob(b: Backend) {
+    let srv = Server::start(b).await;
+    let photo = jpeg(320, 240);
+    let hash = srv.upload("alice", &photo, "").await.json()["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refs = format!("/v1/media/{hash}/refs");
+    let add = |who: &'static str, body: serde_json::Value| {
+        let srv = &srv;
+        let refs = refs.clone();
+        async move {
+            srv.send(
+                srv.http
+                    .post(srv.url(&refs))
+                    .bearer_auth(srv.token(who).await)
+                    .json(&body),
+            )
+            .await
+        }
+    };
+    for body in [
+        json!({"kind": "message", "id": "pin-1"}),
+        json!({"kind": "profile", "id": "mallory"}),
+    ] {
+        let r = add("mallory", body.clone()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::FORBIDDEN, "not_an_owner"),
+            "{body}"
+        );
+    }
+    let h: BlobHash = hash.parse().unwrap();
+    assert!(
+        srv.media()
+            .store()
+            .refs(&h.to_hex())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused reference left a row"
+    );
+    // The uploader may; so may anyone after uploading the same bytes, who
+    // is then charged for them too.
+    assert_eq!(
+        add("alice", json!({"kind": "message", "id": "m-a"}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let again = srv.upload("bob", &photo, "").await;
+    assert_eq!(again.json()["deduplicated"], true);
+    assert_eq!(
+        add("bob", json!({"kind": "message", "id": "m-b"}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        srv.get("/v1/media/usage", Some("bob")).await.json()["used_bytes"],
+        photo.len()
+    );
+    // A hash that names nothing stays a 404 for everyone.
+    let missing = sha256_hex(b"nothing here");
+    let r = srv
+        .send(
+            srv.http
+                .post(srv.url(&format!("/v1/media/{missing}/refs")))
+                .bearer_auth(srv.token("mallory").await)
+                .json(&json!({"kind": "message", "id": "m"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    srv.cleanup().await;
+}
 
 async fn blobs_expire_after_their_last_reference_and_are_collected(b: Backend) {
     let srv = Server::start(b).await;
@@ -160,7 +240,7 @@ async fn profile_references_hold_until_removed(b: Backend) {
     let kind = natter_media::engine::RefKind::Message;
     assert_eq!(
         srv.media()
-            .add_reference(&h, kind, "chat:42", "chat-core")
+            .add_reference(&h, kind, "chat:42", "alice")
             .await
             .unwrap(),
         natter_media::store::RefAdded::Added

@@ -5,6 +5,7 @@
 use natter_auth::{AvatarRefError, AvatarRefs};
 use natter_media::BlobHash;
 use natter_media::engine::{Media, RefKind};
+use natter_media::error::MediaError;
 use natter_media::store::RefAdded;
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ impl AvatarRefs for MediaAvatarRefs {
         {
             Ok(RefAdded::Added | RefAdded::Exists) => Ok(()),
             Ok(RefAdded::NoBlob) => Err(AvatarRefError::UnknownMedia),
+            Err(MediaError::NotAnOwner) => Err(AvatarRefError::NotYours),
             Err(e) => Err(AvatarRefError::Failed(e.to_string())),
         }
     }

@@ -451,7 +451,11 @@ pub(super) async fn get_own_profile(
 #[utoipa::path(
     put, path = "/v1/profile", tag = "profile", security(("bearer" = [])),
     request_body = ProfileUpdateRequest,
-    responses((status = 200, body = Profile), (status = 400, body = ErrorResponse))
+    responses(
+        (status = 200, body = Profile),
+        (status = 400, body = ErrorResponse),
+        (status = 403, description = "An avatar another user uploaded", body = ErrorResponse),
+    )
 )]
 pub(super) async fn update_profile(
     State(state): State<AuthState>,
@@ -488,6 +492,10 @@ pub(super) async fn update_profile(
             AvatarRefError::UnknownMedia => ApiError::bad_request(
                 "unknown_media",
                 "avatar: upload the image to /v1/media first; no media has this hash",
+            ),
+            AvatarRefError::NotYours => ApiError::forbidden(
+                "not_an_owner",
+                "avatar: upload the image yourself; another user's upload cannot be your avatar",
             ),
             AvatarRefError::Failed(m) => ApiError::internal(m),
         })?;

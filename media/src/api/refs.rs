@@ -13,7 +13,8 @@ use natter_common::{ApiError, ApiJson, Authed};
 
 /// Reference a blob from a message (extends its life: it expires the retention
 /// period after its last reference) or from the caller's profile (holds it
-/// until removed). Idempotent.
+/// until removed). Only an owner of the blob (a user who uploaded its bytes)
+/// may reference it. Idempotent.
 #[utoipa::path(
     post, path = "/v1/media/{hash}/refs", tag = "media",
     params(("hash" = String, Path, description = "SHA-256 of the blob")),
@@ -23,7 +24,7 @@ use natter_common::{ApiError, ApiJson, Authed};
         (status = 200, description = "Already present", body = RefResponse),
         (status = 400, body = ErrorResponse),
         (status = 401, body = ErrorResponse),
-        (status = 403, description = "A profile reference for another user", body = ErrorResponse),
+        (status = 403, description = "A profile reference for another user, or a blob the caller did not upload", body = ErrorResponse),
         (status = 404, description = "No such blob", body = ErrorResponse),
     ),
     security(("bearer" = []))

@@ -258,6 +258,9 @@ pub trait MediaStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// References of a blob.
     async fn refs(&self, hash: &str) -> StoreResult<Vec<BlobRef>>;
+    /// Whether the user is one of the blob's owners (uploaded its bytes and
+    /// is charged for them).
+    async fn is_owner(&self, hash: &str, user_id: &str) -> StoreResult<bool>;
     /// A user's storage use.
     async fn usage(&self, user_id: &str) -> StoreResult<Usage>;
 

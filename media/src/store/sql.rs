@@ -336,6 +336,15 @@ macro_rules! sql_store {
                 .await?)
             }
 
+            async fn is_owner(&self, hash: &str, user_id: &str) -> StoreResult<bool> {
+                let found: Option<String> = sqlx::query_scalar("SELECT user_id FROM media_owners WHERE hash = $1 AND user_id = $2")
+                    .bind(hash)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(found.is_some())
+            }
+
             async fn usage(&self, user_id: &str) -> StoreResult<Usage> {
                 let bytes: Option<i64> = sqlx::query_scalar("SELECT bytes FROM media_usage WHERE user_id = $1")
                     .bind(user_id)
