@@ -90,10 +90,17 @@ mod tests {
         replay("image_header", super::image_header);
         replay("upload_headers", super::upload_headers);
         replay("thumbnail", super::thumbnail);
+        replay("upload_session", crate::fuzz_upload::upload_script);
     }
 
     /// The fuzz targets, each with a corpus directory under `fuzz/seeds/`.
-    const TARGETS: [&str; 4] = ["sniff", "image_header", "upload_headers", "thumbnail"];
+    const TARGETS: [&str; 5] = [
+        "sniff",
+        "image_header",
+        "upload_headers",
+        "thumbnail",
+        "upload_session",
+    ];
 
     /// The generated seed corpora: `(target, file name, bytes)`. The committed
     /// `fuzz/seeds/` holds these (checked below) plus whatever was copied in by
@@ -163,6 +170,9 @@ mod tests {
             ("offset", "1048576"),
         ] {
             out.push(("upload_headers", name, text.as_bytes().to_vec()));
+        }
+        for (name, script) in crate::fuzz_upload::seed_scripts() {
+            out.push(("upload_session", name, script));
         }
         out
     }

@@ -30,6 +30,8 @@ pub mod video;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_upload;
 
 pub use api::openapi;
 pub use config::MediaConfig;
