@@ -6,6 +6,7 @@
 //! (`writer`: the group-commit task, `hub`: who is connected, `gateway`: one task
 //! per socket, `api`: REST). The service wiring is in [`service`].
 
+pub mod account_limits;
 pub mod api;
 mod calls;
 mod cluster;

@@ -2,6 +2,7 @@
 //! (the group-commit writer, push sender, purge, device check, last-seen flush).
 
 use crate::ChatConfig;
+use crate::account_limits::AccountLimit;
 use crate::hub::Hub;
 use crate::pipeline::SessionConfig;
 use crate::push::PushNotice;
@@ -69,10 +70,8 @@ impl ChatService {
         let hub = Arc::new(Hub::new(i64::from(cfg.push.min_interval_secs) * 1000));
         let state = ChatState(Arc::new(Inner {
             unauthenticated: Default::default(),
-            user_sends: Arc::new(natter_common::ratelimit::KeyedLimiter::new(
-                cfg.limit_sends_per_user,
-            )),
-            group_writes: natter_common::ratelimit::KeyedLimiter::new(cfg.limit_group_writes),
+            user_sends: Arc::new(AccountLimit::new("sends", cfg.limit_sends_per_user)),
+            group_writes: Arc::new(AccountLimit::new("group_writes", cfg.limit_group_writes)),
             session_cfg: SessionConfig::from_chat(&cfg),
             cfg,
             store,

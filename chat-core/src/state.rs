@@ -36,9 +36,9 @@ pub(crate) struct Inner {
     /// writer, its owner, is gone.
     pub(crate) push: tokio::sync::mpsc::WeakSender<crate::push::PushNotice>,
     /// `send` frames per account (`chat.limit_sends_per_user`).
-    pub(crate) user_sends: Arc<natter_common::ratelimit::KeyedLimiter>,
+    pub(crate) user_sends: Arc<crate::account_limits::AccountLimit>,
     /// REST group changes per account (`chat.limit_group_writes`).
-    pub(crate) group_writes: natter_common::ratelimit::KeyedLimiter,
+    pub(crate) group_writes: Arc<crate::account_limits::AccountLimit>,
     /// Sockets not yet authenticated, per client address.
     pub(crate) unauthenticated: Arc<natter_common::listener::AddressCounts>,
 }

@@ -2,8 +2,9 @@
 //! per key, exact `Retry-After` values, and no background task.
 //!
 //! Limits live in process memory: in the distributed shape each pod enforces its
-//! own share. Counters that must be global (wrong-code tries, resend waits) are
-//! stored with the data they protect instead.
+//! own share, unless its owner shares counts between pods ([`KeyedLimiter::charge`],
+//! as chat's per-account limits do). Counters that must be exact and global
+//! (wrong-code tries, resend waits) are stored with the data they protect instead.
 
 use crate::clock::UnixMillis;
 use std::collections::HashMap;
@@ -146,6 +147,19 @@ impl KeyedLimiter {
         Ok(())
     }
 
+    /// Counts `n` events that happened elsewhere (another node let them
+    /// through) without refusing any: the key's budget shrinks by them, but
+    /// never below empty, so others' use can hold the key back for at most
+    /// one interval per event it later tries.
+    pub fn charge(&self, key: &str, n: u32, now: UnixMillis) {
+        let interval = self.quota.interval_ms();
+        let burst_window = interval * i64::from(self.quota.count.max(1));
+        let mut buckets = self.lock();
+        let tat = buckets.get(key).unwrap_or(now).max(now);
+        let charged = tat.saturating_add(interval.saturating_mul(i64::from(n)));
+        buckets.set(key, charged.min(now + burst_window));
+    }
+
     /// Checks without counting (used to refuse before doing expensive work).
     pub fn peek(&self, key: &str, now: UnixMillis) -> Result<(), RetryAfter> {
         let interval = self.quota.interval_ms();
@@ -194,6 +208,20 @@ mod tests {
             }
             assert!(l.len() <= 2000, "{} keys held", l.len());
         }
+    }
+
+    #[test]
+    fn charged_events_spend_the_budget_but_never_past_empty() {
+        let l = KeyedLimiter::new(Quota::new(10, 10));
+        l.charge("a", 7, 0);
+        for _ in 0..3 {
+            l.check("a", 0).unwrap();
+        }
+        assert_eq!(l.check("a", 0).unwrap_err().wait_ms, 1000);
+        // A huge charge only empties the bucket: one interval later one fits.
+        l.charge("b", 1_000_000, 0);
+        assert_eq!(l.check("b", 0).unwrap_err().wait_ms, 1000);
+        l.check("b", 1000).unwrap();
     }
 
     #[test]

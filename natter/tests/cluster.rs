@@ -515,3 +515,86 @@ async fn recorded_scenario_recipient_offline_then_reconnects_on_three_nodes() {
     )
     .await;
 }
+
+/// An account's budgets (`chat.limit_sends_per_user`, `chat.limit_group_writes`)
+/// are one budget across the nodes, not one per node: what one node let
+/// through is charged on the others (within `SYNC_INTERVAL`, 0.5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_account_limits_are_one_budget_across_nodes() {
+    let env = [
+        ("NATTER_CHAT__LIMIT_SENDS_PER_USER__COUNT", "20"),
+        ("NATTER_CHAT__LIMIT_SENDS_PER_USER__PERIOD_SECS", "3600"),
+        ("NATTER_CHAT__LIMIT_GROUP_WRITES__COUNT", "5"),
+        ("NATTER_CHAT__LIMIT_GROUP_WRITES__PERIOD_SECS", "3600"),
+    ];
+    let c = LocalCluster::start(BIN.into(), 2, &test_redis_url(), &env)
+        .await
+        .unwrap();
+    let ann = c.register(0).await.unwrap();
+    let ben = c.register(1).await.unwrap();
+    let ben_id = ben.credentials().user();
+    let api = [
+        natter_client::Api::new(&c.nodes[0].url()).unwrap(),
+        natter_client::Api::new(&c.nodes[1].url()).unwrap(),
+    ];
+    let token = ann.token().await.unwrap();
+
+    // Group changes: the whole budget on node 0, then node 1 refuses.
+    for i in 0..5 {
+        api[0]
+            .create_group(&token, &format!("group {i}"), std::slice::from_ref(&ben_id))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match api[1]
+        .create_group(&token, "one too many", std::slice::from_ref(&ben_id))
+        .await
+    {
+        Err(natter_client::Error::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (429, "rate_limited"));
+        }
+        other => panic!("node 1 gave the account a budget of its own: {other:?}"),
+    }
+
+    // Sends: Ann's first device on node 0 spends the budget; her second
+    // device, linked on node 1, is refused there.
+    let code = api[0].create_link_code(&token).await.unwrap();
+    let second = api[1].link_device(&code, "second").await.unwrap();
+    let ann2 = natter_client::Account::new(api[1].clone(), second);
+    let (one, mut one_ev) = connect_to(ann, c.nodes[0].ws_url());
+    let (two, mut two_ev) = connect_to(ann2, c.nodes[1].ws_url());
+    for ev in [&mut one_ev, &mut two_ev] {
+        expect(ev, "connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+    }
+    let ids: Vec<natter_proto::ClientMsgId> = (0..20)
+        .map(|i| one.send_text(Target::User(ben_id.clone()), &format!("m{i}")))
+        .collect();
+    for id in &ids {
+        expect(&mut one_ev, "sent", |e| match e {
+            Event::Sent(s) if s.id == *id => Some(()),
+            Event::Error(e) => panic!("a send within the budget was refused: {e:?}"),
+            _ => None,
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..5 {
+        let id = two.send_text(Target::User(ben_id.clone()), &format!("over {i}"));
+        expect(&mut two_ev, "refusal", |e| match e {
+            Event::Error(e) if e.id.as_deref() == Some(id.as_str()) => {
+                assert_eq!(e.code, natter_proto::ErrorCode::RateLimited, "{e:?}");
+                Some(())
+            }
+            Event::Sent(s) if s.id == id => {
+                panic!("node 1 gave the account a send budget of its own")
+            }
+            _ => None,
+        })
+        .await;
+    }
+    drop((one, two));
+}

@@ -33,7 +33,7 @@ const EMBEDDED_PARTS: &[&str] = &[
     "turn",
 ];
 /// The parts a node on Redis adds.
-const BUS_PARTS: &[&str] = &["bus", "bus-dispatch", "bus-heartbeat"];
+const BUS_PARTS: &[&str] = &["bus", "bus-dispatch", "bus-heartbeat", "bus-limits"];
 
 /// The names `/readyz` lists when all is well.
 fn checks_of(body: &str) -> BTreeSet<String> {

@@ -8,6 +8,8 @@
 //!   only late (entries are overwritten when its devices reconnect elsewhere).
 //! - channel `n:{node}`: records for sockets on that node (see `wire`).
 //! - channel `presence`: online/offline transitions, for every node.
+//! - channel `limits`: what each node let through of the per-account limits,
+//!   for the others to charge (see `crate::account_limits`).
 //!
 //! Pub/sub rather than NATS: Redis is already required for the registry, and
 //! losing a bus message is harmless by design (the queue is the truth, and a
@@ -23,6 +25,7 @@
 use super::jobs::{JobQueue, JobReceiver, Weight, job_queue};
 use super::wire::{self, Header};
 use super::{Cluster, RedisConfig, push_if_due};
+use crate::account_limits;
 use crate::hub::{Hub, LocalConn};
 use crate::pipeline::ItemRef;
 use crate::push::PushNotice;
@@ -333,6 +336,7 @@ impl RedisCluster {
         let inner = &st.0;
         let mine = self.node_channel(&self.node);
         let presence = self.key("presence");
+        let limits = self.key("limits");
         let mut first = true;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -340,6 +344,7 @@ impl RedisCluster {
                 let mut ps = self.client.get_async_pubsub().await?;
                 ps.subscribe(&mine).await?;
                 ps.subscribe(&presence).await?;
+                ps.subscribe(&limits).await?;
                 Ok::<_, redis::RedisError>(ps)
             };
             let ps = tokio::select! {
@@ -363,6 +368,9 @@ impl RedisCluster {
                         };
                         let Some(msg) = msg else { break };
                         match msg.get_payload::<String>() {
+                            Ok(p) if msg.get_channel_name() == limits => {
+                                self.handle_limits(&st, &p)
+                            }
                             Ok(p) => self.handle_bus(&st, &p),
                             Err(e) => tracing::warn!(error = %e, "chat: unreadable bus message"),
                         }
@@ -377,6 +385,63 @@ impl RedisCluster {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Another node's report of the per-account events it let through.
+    fn handle_limits(&self, st: &ChatState, payload: &str) {
+        let Some(report) = account_limits::decode_report(payload) else {
+            tracing::warn!("chat: skipped a malformed limits report");
+            return;
+        };
+        if report.node == self.node {
+            return;
+        }
+        let inner = &st.0;
+        let target = match report.limit {
+            "sends" => &inner.user_sends,
+            "group_writes" => &inner.group_writes,
+            _ => return,
+        };
+        let now = self.clock.now_ms();
+        for (account, n) in report.counts {
+            target.charge(account, n, now);
+        }
+    }
+
+    /// Reports what this node let through of the per-account limits, every
+    /// [`account_limits::SYNC_INTERVAL`]. Best effort: a failed publish loses
+    /// those charges (the limits stay enforced on each node).
+    async fn limits_loop(self: Arc<Self>, st: ChatState) {
+        let inner = &st.0;
+        let limits = [inner.user_sends.clone(), inner.group_writes.clone()];
+        for l in &limits {
+            l.share();
+        }
+        let channel = self.key("limits");
+        let mut tick = tokio::time::interval(account_limits::SYNC_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for l in &limits {
+                let counts = l.take_unreported();
+                if counts.is_empty() {
+                    continue;
+                }
+                for report in account_limits::encode_reports(&self.node, l.name, counts) {
+                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(report)
+                        .query_async(&mut self.conn.clone())
+                        .await;
+                    if let Err(e) = sent {
+                        self.failed("limits report", &e);
+                    }
+                }
+            }
         }
     }
 
@@ -727,6 +792,7 @@ impl Cluster for RedisCluster {
                     .dispatch_loop(rx, hub, push, st.0.shutdown.clone()),
             ),
             Part::spawn("bus-heartbeat", self.clone().heartbeat_loop(st.clone())),
+            Part::spawn("bus-limits", self.clone().limits_loop(st.clone())),
             Part::spawn("bus", self.bus_loop(st)),
         ]
     }

@@ -27,9 +27,10 @@
 pub mod fuzz;
 pub mod limits;
 
+use crate::account_limits::AccountLimit;
 use limits::Gcra;
 use natter_common::UnixMillis;
-use natter_common::ratelimit::{KeyedLimiter, Quota};
+use natter_common::ratelimit::Quota;
 use natter_proto::{
     CallClientFrame, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Kind,
     MAX_IDS_PER_FRAME, MAX_USERS_PER_FRAME, MsgId, Ping, ReceiptId, Send, ServerFrame, Synced,
@@ -179,7 +180,7 @@ pub struct Session {
     refused: Gcra,
     subscriptions: HashSet<UserId>,
     /// The account's send budget, shared by its sockets on this node.
-    user_sends: Option<(Arc<KeyedLimiter>, String)>,
+    user_sends: Option<(Arc<AccountLimit>, String)>,
     last_heard: UnixMillis,
     next_ping: UnixMillis,
     closed: bool,
@@ -213,7 +214,7 @@ impl Session {
 
     /// Shares `limiter` (keyed by `user`) as the account's send budget, on
     /// top of this socket's own.
-    pub fn with_user_sends(mut self, limiter: Arc<KeyedLimiter>, user: &UserId) -> Self {
+    pub fn with_user_sends(mut self, limiter: Arc<AccountLimit>, user: &UserId) -> Self {
         self.user_sends = Some((limiter, user.0.clone()));
         self
     }

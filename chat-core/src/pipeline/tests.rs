@@ -329,7 +329,7 @@ fn resync_reads_the_queue_again_even_mid_fetch() {
 #[test]
 fn an_accounts_sockets_share_one_send_budget() {
     // Each socket may send 3 per 10 s; the account 4 in all.
-    let shared = Arc::new(KeyedLimiter::new(Quota::new(4, 10)));
+    let shared = Arc::new(AccountLimit::new("sends", Quota::new(4, 10)));
     let bob = UserId::new("bob".to_owned());
     let mut a = Session::new(cfg(), 0).with_user_sends(shared.clone(), &bob);
     let mut b = Session::new(cfg(), 0).with_user_sends(shared.clone(), &bob);
