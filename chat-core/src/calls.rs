@@ -4,7 +4,7 @@
 
 use crate::push::{PushNotice, PushReason};
 use crate::state::ChatState;
-use natter_common::calls::{CallFrames, DeviceGen, DeviceLink, Devices};
+use natter_common::calls::{BoxFuture, CallFrames, DeviceGen, DeviceLink, Devices};
 use natter_proto::{CallId, DeviceId, ServerFrame, UserId};
 use std::sync::Arc;
 
@@ -44,15 +44,28 @@ impl DeviceLink for ChatState {
         1
     }
 
-    fn online_devices(&self, user: &UserId) -> Vec<DeviceId> {
-        self.0.hub.online_devices(user)
+    fn online_devices<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Vec<DeviceId>> {
+        Box::pin(async move {
+            let mut devices = self.0.hub.online_devices(user);
+            for d in self.0.cluster.devices_elsewhere(user).await {
+                if !devices.contains(&d) {
+                    devices.push(d);
+                }
+            }
+            devices.sort_unstable();
+            devices
+        })
     }
 
-    fn presence_visible<'a>(
-        &'a self,
-        user: &'a UserId,
-        viewer: &'a UserId,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    fn node_id(&self) -> String {
+        self.0.cluster.node_id().to_owned()
+    }
+
+    fn node_alive<'a>(&'a self, node: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.0.cluster.node_alive(node))
+    }
+
+    fn presence_visible<'a>(&'a self, user: &'a UserId, viewer: &'a UserId) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let store = &*self.0.store;
             match store.presence(user).await {

@@ -118,9 +118,11 @@ async fn call_frames_devices_and_voip_pushes() {
         ["bob/1 connected", "bob/2 connected", "bob/1 call.hangup"]
     );
     let link = s.state.device_link();
-    let mut online = link.online_devices(&UserId::new("bob"));
-    online.sort();
-    assert_eq!(online, vec![1, 2]);
+    let bob = UserId::new("bob");
+    assert_eq!(link.online_devices(&bob).await, vec![1, 2]);
+    assert_eq!(link.node_id(), "local");
+    assert!(link.node_alive("local").await);
+    assert!(!link.node_alive("another").await);
     let ended = ServerFrame::CallEnded(CallEnded {
         call_id: CallId::new("c1"),
         reason: EndReason::AnsweredElsewhere,

@@ -44,15 +44,20 @@ pub struct DeviceGen {
 pub trait DeviceLink: Send + Sync + 'static {
     /// Sends a frame to connected devices of `user`; returns how many got it.
     fn send(&self, user: &UserId, to: Devices, frame: &ServerFrame) -> usize;
-    /// The devices of `user` connected now.
-    fn online_devices(&self, user: &UserId) -> Vec<DeviceId>;
+    /// The devices of `user` connected now, on any node.
+    fn online_devices<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Vec<DeviceId>>;
     /// Whether `viewer` may see `user`'s presence (their privacy setting and
     /// contacts); when not, calls must not reveal which devices are online.
-    fn presence_visible<'a>(
-        &'a self,
-        user: &'a UserId,
-        viewer: &'a UserId,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+    fn presence_visible<'a>(&'a self, user: &'a UserId, viewer: &'a UserId) -> BoxFuture<'a, bool>;
     /// Wakes offline devices for a ringing call (a VoIP push).
     fn push_call(&self, user: &UserId, devices: &[DeviceGen], call_id: &CallId, from: &UserId);
+    /// This node's name in the cluster (`local` in the embedded shape): the
+    /// owner recorded with a live call.
+    fn node_id(&self) -> String;
+    /// Whether `node` runs (a recent heartbeat); the embedded shape knows
+    /// only itself. Live calls of a node that does not are closed.
+    fn node_alive<'a>(&'a self, node: &'a str) -> BoxFuture<'a, bool>;
 }
+
+/// A boxed future (this crate does not depend on `async-trait`).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

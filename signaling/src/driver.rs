@@ -32,8 +32,9 @@ enum Input {
     Resolved {
         from: DeviceAddr,
         offer: CallOffer,
-        /// The callee, and whether their presence is hidden from the caller.
-        info: Result<(CalleeInfo, bool), ()>,
+        /// The callee, their devices connected now (on any node), and
+        /// whether their presence is hidden from the caller.
+        info: Result<(CalleeInfo, Vec<DeviceId>, bool), ()>,
     },
 }
 
@@ -70,6 +71,8 @@ pub(crate) struct DriverTask {
     pub(crate) link: Arc<dyn DeviceLink>,
     pub(crate) store: Arc<dyn CallStore>,
     pub(crate) clock: SharedClock,
+    /// This node's name, recorded with its live calls.
+    owner: String,
     rx: mpsc::UnboundedReceiver<Input>,
     tx: mpsc::UnboundedSender<Input>,
 }
@@ -88,6 +91,7 @@ pub(crate) fn channel(
         DriverTask {
             calls,
             limits,
+            owner: link.node_id(),
             link,
             store,
             clock,
@@ -102,9 +106,11 @@ impl DriverTask {
     pub(crate) fn spawn(self, shutdown: Shutdown) -> Vec<Part> {
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let store = self.store.clone();
+        let link = self.link.clone();
+        let clock = self.clock.clone();
         vec![
             Part::spawn("calls", self.run(shutdown, log_tx)),
-            Part::spawn("call-log", log_writer(store, log_rx)),
+            Part::spawn("call-log", log_writer(store, link, clock, log_rx)),
         ]
     }
 
@@ -129,7 +135,7 @@ impl DriverTask {
             };
             let Some(input) = input else {
                 let effects = self.calls.handle_timeout(self.clock.now_ms());
-                self.apply(effects, &gens, &log);
+                self.apply(effects, &gens, &log).await;
                 continue;
             };
             match input {
@@ -175,7 +181,10 @@ impl DriverTask {
                             // A callee who hides their presence from the caller
                             // must not be seen online through call.ringing.
                             let hidden = !link.presence_visible(&offer.to, &from.user).await;
-                            let info = info.map(|i| (i, hidden));
+                            // Through the registry: a device on another node is
+                            // online, rung there, and not pushed.
+                            let online = link.online_devices(&offer.to).await;
+                            let info = info.map(|i| (i, online, hidden));
                             let _ = tx.send(Input::Resolved { from, offer, info });
                         }
                         .instrument(span),
@@ -186,20 +195,22 @@ impl DriverTask {
                         q.push((from, frame));
                         continue;
                     }
-                    let _g = tracing::info_span!("call", call_id = %frame.call_id(), user_id = %from.user, device_id = from.device).entered();
-                    let effects = self.calls.handle_frame(self.clock.now_ms(), &from, frame);
-                    self.apply(effects, &gens, &log);
+                    let span = tracing::info_span!("call", call_id = %frame.call_id(), user_id = %from.user, device_id = from.device);
+                    let effects = span
+                        .in_scope(|| self.calls.handle_frame(self.clock.now_ms(), &from, frame));
+                    self.apply(effects, &gens, &log).instrument(span).await;
                 }
                 Input::Resolved { from, offer, info } => {
                     let id = offer.call_id.clone();
-                    let _g = tracing::info_span!("call", call_id = %id, user_id = %from.user, device_id = from.device).entered();
+                    let span = tracing::info_span!("call", call_id = %id, user_id = %from.user, device_id = from.device);
+                    let _g = span.clone().entered();
                     let queued = waiting.remove(&id).unwrap_or_default();
                     let effects = match info {
-                        Ok((info, presence_hidden)) => {
+                        Ok((info, online, presence_hidden)) => {
                             let callee = Callee {
                                 exists: info.exists,
                                 devices: info.devices.iter().map(|d| d.device).collect(),
-                                online: self.link.online_devices(&offer.to),
+                                online,
                                 presence_hidden,
                             };
                             gens.insert(offer.to.clone(), info.devices);
@@ -223,32 +234,47 @@ impl DriverTask {
                             ),
                         )],
                     };
-                    self.apply(effects, &gens, &log);
+                    drop(_g);
+                    self.apply(effects, &gens, &log)
+                        .instrument(span.clone())
+                        .await;
                     gens.remove(&offer.to);
                     for (f, frame) in queued {
                         let effects = self.calls.handle_frame(self.clock.now_ms(), &f, frame);
-                        self.apply(effects, &gens, &log);
+                        self.apply(effects, &gens, &log)
+                            .instrument(span.clone())
+                            .await;
                     }
                 }
                 Input::Connected(d) => {
                     let effects = self.calls.handle_connected(self.clock.now_ms(), &d);
-                    self.apply(effects, &gens, &log);
+                    self.apply(effects, &gens, &log).await;
                 }
                 Input::Disconnected(d) => {
                     let effects = self.calls.handle_disconnected(self.clock.now_ms(), &d);
-                    self.apply(effects, &gens, &log);
+                    self.apply(effects, &gens, &log).await;
                 }
             }
             metrics::gauge!("signaling_live_calls").set(self.calls.len() as f64);
         }
     }
 
-    fn apply(
+    /// Carries out effects. A call's new state is stored first (awaited),
+    /// then its frames go out: a party never hears of a state the call log
+    /// could lose in a crash. Ended calls go to the log writer (in order).
+    async fn apply(
         &self,
         effects: Vec<Effect>,
         gens: &HashMap<UserId, Vec<DeviceGen>>,
         log: &mpsc::UnboundedSender<CallRecord>,
     ) {
+        for e in &effects {
+            if let Effect::Live(c) = e
+                && let Err(e) = self.store.live(c, &self.owner).await
+            {
+                tracing::warn!(error = %e, call_id = %c.call_id, "live call not stored");
+            }
+        }
         for e in effects {
             match e {
                 Effect::ToDevice(d, f) => {
@@ -280,6 +306,7 @@ impl DriverTask {
                         .increment(targets.len() as u64);
                     self.link.push_call(&user, &targets, &call_id, &from);
                 }
+                Effect::Live(_) => {} // stored above
                 Effect::Record(r) => {
                     metrics::counter!("signaling_calls_ended_total", "outcome" => r.outcome.as_str())
                         .increment(1);
@@ -290,10 +317,65 @@ impl DriverTask {
     }
 }
 
-async fn log_writer(store: Arc<dyn CallStore>, mut rx: mpsc::UnboundedReceiver<CallRecord>) {
-    while let Some(r) = rx.recv().await {
+/// How often the writer looks for live calls of nodes that stopped.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Stores the call log. First it closes the live calls this node left
+/// (a crash or a kill; `local` in the embedded shape, whose only node this
+/// is), then it logs calls as they end, and every [`SWEEP_INTERVAL`]
+/// closes the live calls of owners whose heartbeat stopped.
+async fn log_writer(
+    store: Arc<dyn CallStore>,
+    link: Arc<dyn DeviceLink>,
+    clock: SharedClock,
+    mut rx: mpsc::UnboundedReceiver<CallRecord>,
+) {
+    let me = link.node_id();
+    close_abandoned(&*store, &me, clock.now_ms()).await;
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.tick().await;
+    loop {
+        let r = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            _ = sweep.tick() => {
+                let owners = match store.live_owners().await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live calls could not be listed");
+                        continue;
+                    }
+                };
+                for owner in owners.into_iter().filter(|o| *o != me) {
+                    if !link.node_alive(&owner).await {
+                        close_abandoned(&*store, &owner, clock.now_ms()).await;
+                    }
+                }
+                continue;
+            }
+        };
         if let Err(e) = store.record(&r).await {
             tracing::warn!(error = %e, call_id = %r.call_id, "call log write failed");
         }
+    }
+}
+
+/// Logs `owner`'s live calls as failed (`connection_lost`).
+async fn close_abandoned(store: &dyn CallStore, owner: &str, now: natter_common::UnixMillis) {
+    match store.close_abandoned(owner, now).await {
+        Ok(closed) if !closed.is_empty() => {
+            metrics::counter!("signaling_calls_ended_total", "outcome" => "failed")
+                .increment(closed.len() as u64);
+            tracing::warn!(
+                owner,
+                calls = closed.len(),
+                "calls left live by a stopped node logged as failed"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, owner, "abandoned calls not closed"),
     }
 }

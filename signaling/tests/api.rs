@@ -11,7 +11,7 @@ use natter_common::testing::TestDb;
 use natter_common::token::{Claims, TokenKeys};
 use natter_common::{Db, Secret, SharedClock};
 use natter_proto::{CallId, CallMedia, EndReason, UserId};
-use natter_signaling::call::{CallOutcome, CallRecord};
+use natter_signaling::call::{CallOutcome, CallRecord, LiveCall};
 use natter_signaling::config::UrlList;
 use natter_signaling::{SignalingConfig, SignalingService};
 use serde_json::Value;
@@ -143,6 +143,7 @@ both!(
     ice_servers_hand_out_turn_rest_credentials,
     callee_lookup_reads_auth_tables,
     tokens_of_logged_out_devices_are_refused,
+    live_calls_are_kept_until_they_end_and_abandoned_ones_are_closed,
 );
 
 async fn every_endpoint_needs_a_token(engine: &str) {
@@ -316,5 +317,120 @@ async fn callee_lookup_reads_auth_tables(engine: &str) {
         "an account with no device"
     );
     assert!(!store.callee(&UserId::new("nobody")).await.unwrap().exists);
+    s.t.cleanup().await;
+}
+
+fn live(id: &str, started: i64, answered: Option<(u32, i64)>) -> LiveCall {
+    LiveCall {
+        call_id: CallId::new(id),
+        caller: UserId::new("alice"),
+        caller_device: 1,
+        callee: UserId::new("bob"),
+        media: CallMedia::Video,
+        started_at: started,
+        answered,
+    }
+}
+
+/// Live calls are rows until they end; those of a node that stopped are
+/// logged once as failed (`connection_lost`), and the true end of a call a
+/// sweep closed too early replaces the sweep's row.
+async fn live_calls_are_kept_until_they_end_and_abandoned_ones_are_closed(engine: &str) {
+    let s = setup(engine).await;
+    let store = natter_signaling::store::for_db(&s.t.db);
+    let history = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .history(&UserId::new(user), i64::MAX, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.call_id.0, r.outcome, r.reason))
+                .collect::<Vec<_>>()
+        }
+    };
+    // A call rings, is answered and ends: one log row, nothing live.
+    store
+        .live(&live("c1", 1_000, None), "node-a")
+        .await
+        .unwrap();
+    store
+        .live(&live("c1", 1_000, Some((2, 1_500))), "node-a")
+        .await
+        .unwrap();
+    assert_eq!(store.live_owners().await.unwrap(), ["node-a"]);
+    store
+        .record(&record("c1", "alice", "bob", 1_000, CallOutcome::Answered))
+        .await
+        .unwrap();
+    assert!(store.live_owners().await.unwrap().is_empty());
+    assert_eq!(
+        history("alice").await,
+        [("c1".to_owned(), CallOutcome::Answered, EndReason::Hangup)]
+    );
+
+    // node-a dies with two calls; node-b lives on with one.
+    store
+        .live(&live("c2", 2_000, None), "node-a")
+        .await
+        .unwrap();
+    store
+        .live(&live("c3", 3_000, Some((1, 3_100))), "node-a")
+        .await
+        .unwrap();
+    store
+        .live(&live("c4", 4_000, None), "node-b")
+        .await
+        .unwrap();
+    let closed = store.close_abandoned("node-a", 9_000).await.unwrap();
+    let mut ids: Vec<&str> = closed.iter().map(|r| r.call_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["c2", "c3"]);
+    let c3 = closed.iter().find(|r| r.call_id.as_str() == "c3").unwrap();
+    assert_eq!(
+        (c3.answered_device, c3.answered_at, c3.ended_at, c3.media),
+        (Some(1), Some(3_100), 9_000, CallMedia::Video)
+    );
+    assert!(
+        store
+            .close_abandoned("node-a", 9_500)
+            .await
+            .unwrap()
+            .is_empty(),
+        "closed twice"
+    );
+    assert_eq!(store.live_owners().await.unwrap(), ["node-b"]);
+    let h = history("bob").await;
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert!(h.contains(&(
+        "c3".to_owned(),
+        CallOutcome::Failed,
+        EndReason::ConnectionLost
+    )));
+
+    // node-b only looked dead: its answered call was swept, then it ends
+    // the call for real. One row, the true one.
+    store
+        .live(&live("c5", 5_000, Some((2, 5_100))), "node-b")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.close_abandoned("node-b", 9_000).await.unwrap().len(),
+        2
+    );
+    store
+        .record(&record("c5", "alice", "bob", 5_000, CallOutcome::Answered))
+        .await
+        .unwrap();
+    let c5: Vec<_> = history("alice")
+        .await
+        .into_iter()
+        .filter(|(id, ..)| id == "c5")
+        .collect();
+    assert_eq!(
+        c5,
+        [("c5".to_owned(), CallOutcome::Answered, EndReason::Hangup)]
+    );
     s.t.cleanup().await;
 }

@@ -49,6 +49,16 @@ pub(crate) trait Cluster: Send + Sync {
     /// Whether a device of `user` is connected on another node.
     async fn online_elsewhere(&self, user: &UserId) -> bool;
 
+    /// The devices of `user` connected on other live nodes.
+    async fn devices_elsewhere(&self, user: &UserId) -> Vec<DeviceId>;
+
+    /// This node's name (`local` in the embedded shape).
+    fn node_id(&self) -> &str;
+
+    /// Whether `node` is a member whose heartbeat is recent; false for a
+    /// node that left or was never seen.
+    async fn node_alive(&self, node: &str) -> bool;
+
     /// Committed entries for devices with no socket on this node. Returns the
     /// ones it did not take; the caller treats those as offline (push).
     fn forward(&self, entries: Vec<Queued>, now: UnixMillis) -> Vec<Queued>;
@@ -79,6 +89,18 @@ impl Cluster for Embedded {
 
     async fn online_elsewhere(&self, _user: &UserId) -> bool {
         false
+    }
+
+    async fn devices_elsewhere(&self, _user: &UserId) -> Vec<DeviceId> {
+        Vec::new()
+    }
+
+    fn node_id(&self) -> &str {
+        "local"
+    }
+
+    async fn node_alive(&self, node: &str) -> bool {
+        node == "local"
     }
 
     fn forward(&self, entries: Vec<Queued>, _now: UnixMillis) -> Vec<Queued> {

@@ -745,6 +745,48 @@ impl Cluster for RedisCluster {
         }
     }
 
+    async fn devices_elsewhere(&self, user: &UserId) -> Vec<DeviceId> {
+        let r: redis::RedisResult<Vec<String>> = redis::cmd("HGETALL")
+            .arg(self.user_key(user))
+            .query_async(&mut self.conn.clone())
+            .await;
+        match r {
+            Ok(flat) => Self::entries(&flat)
+                .into_iter()
+                .filter(|(_, e)| self.elsewhere(e))
+                .map(|(d, _)| d)
+                .collect(),
+            Err(e) => {
+                self.failed("lookup", &e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    async fn node_alive(&self, node: &str) -> bool {
+        if node == self.node {
+            return true;
+        }
+        let r: redis::RedisResult<Option<f64>> = redis::cmd("ZSCORE")
+            .arg(self.key("nodes"))
+            .arg(node)
+            .query_async(&mut self.conn.clone())
+            .await;
+        match r {
+            Ok(Some(beat)) => (self.clock.now_ms() - beat as i64) < self.cfg.node_ttl_ms as i64,
+            Ok(None) => false,
+            Err(e) => {
+                // Unknown: assume alive, so nothing of it is closed early.
+                self.failed("node lookup", &e);
+                true
+            }
+        }
+    }
+
     fn forward(&self, entries: Vec<Queued>, now: UnixMillis) -> Vec<Queued> {
         if !entries.is_empty() {
             // Refused only far past the ephemeral bound: a dropped entry

@@ -33,7 +33,7 @@ mod record;
 mod tests;
 
 pub use limits::OfferLimits;
-pub use record::{CallOutcome, CallRecord};
+pub use record::{CallOutcome, CallRecord, LiveCall};
 
 use natter_common::UnixMillis;
 use natter_proto::{
@@ -116,6 +116,8 @@ pub enum Effect {
         /// The caller.
         from: UserId,
     },
+    /// A call rings or was answered: keep it in the call log as live.
+    Live(LiveCall),
     /// A call ended: append it to the call log.
     Record(CallRecord),
 }
@@ -164,6 +166,21 @@ impl Call {
         match self.state {
             State::Active { device, .. } => Some(DeviceAddr::new(self.callee.clone(), device)),
             State::Ringing => None,
+        }
+    }
+
+    fn live(&self) -> LiveCall {
+        LiveCall {
+            call_id: self.id.clone(),
+            caller: self.caller.user.clone(),
+            caller_device: self.caller.device,
+            callee: self.callee.clone(),
+            media: self.media,
+            started_at: self.created,
+            answered: match self.state {
+                State::Active { device, since } => Some((device, since)),
+                State::Ringing => None,
+            },
         }
     }
 
@@ -385,6 +402,7 @@ impl Calls {
                 }
             }),
         ));
+        out.push(Effect::Live(call.live()));
         self.insert(call);
         out
     }
@@ -490,6 +508,7 @@ impl Calls {
                         elsewhere.clone(),
                     ));
                 }
+                out.push(Effect::Live(call.live()));
                 self.rearm(&a.call_id);
             }
             // A repeated answer from the same device changes nothing.

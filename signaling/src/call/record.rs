@@ -71,6 +71,46 @@ impl CallOutcome {
     }
 }
 
+/// A call that rings or is answered, as the call log keeps it until it
+/// ends (so a crash leaves a trace: see migration 4002).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
+    /// The call.
+    pub call_id: CallId,
+    /// Who called.
+    pub caller: UserId,
+    /// From which device.
+    pub caller_device: DeviceId,
+    /// Who is called.
+    pub callee: UserId,
+    /// Audio or video.
+    pub media: CallMedia,
+    /// When it was offered.
+    pub started_at: UnixMillis,
+    /// The callee device that answered, and when.
+    pub answered: Option<(DeviceId, UnixMillis)>,
+}
+
+impl LiveCall {
+    /// The record of this call when it is found abandoned at `now` (its
+    /// owner crashed): failed, `connection_lost`.
+    pub fn abandoned(&self, now: UnixMillis) -> CallRecord {
+        CallRecord {
+            call_id: self.call_id.clone(),
+            caller: self.caller.clone(),
+            caller_device: self.caller_device,
+            callee: self.callee.clone(),
+            answered_device: self.answered.map(|(d, _)| d),
+            media: self.media,
+            started_at: self.started_at,
+            answered_at: self.answered.map(|(_, t)| t),
+            ended_at: now.max(self.started_at),
+            outcome: CallOutcome::Failed,
+            reason: EndReason::ConnectionLost,
+        }
+    }
+}
+
 /// One ended call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {

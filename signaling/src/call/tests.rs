@@ -16,6 +16,8 @@ struct World {
     inbox: BTreeMap<DeviceAddr, Vec<ServerFrame>>,
     pushes: Vec<(UserId, Vec<DeviceId>, CallId)>,
     records: Vec<CallRecord>,
+    /// What the call log holds as live.
+    live: BTreeMap<CallId, LiveCall>,
     /// Users whose presence the caller may not see.
     hidden: Vec<UserId>,
 }
@@ -39,6 +41,7 @@ impl World {
             inbox: BTreeMap::new(),
             pushes: Vec::new(),
             records: Vec::new(),
+            live: BTreeMap::new(),
             hidden: Vec::new(),
         };
         for (u, ds) in [("alice", vec![1]), ("bob", vec![1, 2]), ("carol", vec![1])] {
@@ -80,9 +83,30 @@ impl World {
                     call_id,
                     ..
                 } => self.pushes.push((user, devices, call_id)),
-                Effect::Record(r) => self.records.push(r),
+                Effect::Live(l) => {
+                    self.live.insert(l.call_id.clone(), l);
+                }
+                Effect::Record(r) => {
+                    self.live.remove(&r.call_id);
+                    self.records.push(r);
+                }
             }
         }
+        // The call log's live rows are exactly the calls in memory, with
+        // their answer.
+        let live: Vec<(&CallId, Option<DeviceId>)> = self
+            .live
+            .iter()
+            .map(|(id, l)| (id, l.answered.map(|(d, _)| d)))
+            .collect();
+        let mut calls: Vec<(&CallId, Option<DeviceId>)> = self
+            .calls
+            .calls
+            .values()
+            .map(|c| (&c.id, c.answerer().map(|a| a.device)))
+            .collect();
+        calls.sort();
+        assert_eq!(live, calls, "the live call log drifted from the calls");
     }
 
     fn offer(&mut self, from: &DeviceAddr, call: &str, to: &str) {
