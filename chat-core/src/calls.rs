@@ -1,12 +1,63 @@
 //! chat-core's side of the call seam ([`natter_common::calls`]): signaling
 //! reaches devices through [`ChatState`] as a [`DeviceLink`], and gets `call.*`
 //! frames through the [`CallFrames`] handler the binary installs.
+//!
+//! On a cluster one node runs call signaling for every call (the calls
+//! leader, elected in Redis: see docs/calls.md, "Calls on a cluster"), so the
+//! call rules hold exactly as on one node. Every other node forwards its
+//! devices' call frames, connects and disconnects to it over the bus.
 
 use crate::push::{PushNotice, PushReason};
 use crate::state::ChatState;
 use natter_common::calls::{BoxFuture, CallFrames, DeviceGen, DeviceLink, Devices};
-use natter_proto::{CallId, DeviceId, ServerFrame, UserId};
+use natter_proto::{CallClientFrame, CallId, DeviceId, ServerFrame, UserId};
 use std::sync::Arc;
+
+/// A device's call event, for the call driver.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CallEvent {
+    /// A `call.*` frame it sent.
+    Frame(CallClientFrame),
+    /// Its socket is registered.
+    Connected,
+    /// Its socket closed (and it has none on another node).
+    Disconnected,
+}
+
+impl CallEvent {
+    /// The bus name of the event (`frame`, `connected`, `disconnected`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            CallEvent::Frame(_) => "frame",
+            CallEvent::Connected => "connected",
+            CallEvent::Disconnected => "disconnected",
+        }
+    }
+
+    /// The event from its bus name and, for a frame, the frame's JSON.
+    pub(crate) fn from_bus(kind: &str, frame: &str) -> Option<Self> {
+        match kind {
+            "frame" => serde_json::from_str::<natter_proto::ClientFrame>(frame)
+                .ok()?
+                .into_call()
+                .ok()
+                .map(CallEvent::Frame),
+            "connected" => Some(CallEvent::Connected),
+            "disconnected" => Some(CallEvent::Disconnected),
+            _ => None,
+        }
+    }
+
+    /// The frame's JSON, for the bus.
+    pub(crate) fn frame_json(&self) -> Option<String> {
+        match self {
+            CallEvent::Frame(f) => {
+                serde_json::to_string(&natter_proto::ClientFrame::from(f.clone())).ok()
+            }
+            _ => None,
+        }
+    }
+}
 
 impl ChatState {
     /// Installs call signaling. Returns false if one was installed already.
@@ -21,6 +72,39 @@ impl ChatState {
 
     pub(crate) fn call_handler(&self) -> Option<&Arc<dyn CallFrames>> {
         self.0.calls.get()
+    }
+
+    /// Hands a device's call event to the call driver: this node's, or the
+    /// calls leader's on another node. False when no call signaling runs here.
+    pub(crate) fn call_event(&self, user: &UserId, device: DeviceId, ev: CallEvent) -> bool {
+        let Some(calls) = self.call_handler() else {
+            return false;
+        };
+        match self.0.cluster.calls_leader() {
+            Some(leader) if leader != self.0.cluster.node_id() => {
+                self.0.cluster.forward_call(&leader, user, device, &ev);
+            }
+            _ => deliver(calls, user, device, ev),
+        }
+        true
+    }
+
+    /// A call event another node forwarded to this one (the leader).
+    pub(crate) fn call_event_from_bus(&self, user: &UserId, device: DeviceId, ev: CallEvent) {
+        match self.call_handler() {
+            Some(calls) => deliver(calls, user, device, ev),
+            None => {
+                tracing::warn!(user_id = %user, "a call event arrived where no call signaling runs")
+            }
+        }
+    }
+}
+
+fn deliver(calls: &Arc<dyn CallFrames>, user: &UserId, device: DeviceId, ev: CallEvent) {
+    match ev {
+        CallEvent::Frame(f) => calls.handle_frame(user, device, f),
+        CallEvent::Connected => calls.device_connected(user, device),
+        CallEvent::Disconnected => calls.device_disconnected(user, device),
     }
 }
 
@@ -93,5 +177,38 @@ impl DeviceLink for ChatState {
                 metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter_proto::{CallIce, CallMedia, CallOffer};
+
+    #[test]
+    fn call_events_cross_the_bus_unchanged_and_garbage_is_refused() {
+        let offer = CallClientFrame::Offer(CallOffer {
+            call_id: CallId::new("c-1"),
+            to: UserId::new("bob"),
+            media: CallMedia::Video,
+            sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n".into(),
+        });
+        let ice = CallClientFrame::Ice(CallIce {
+            call_id: CallId::new("c-1"),
+            candidate: "candidate:1 1 udp 1 192.0.2.1 5000 typ relay".into(),
+        });
+        for ev in [
+            CallEvent::Frame(offer),
+            CallEvent::Frame(ice),
+            CallEvent::Connected,
+            CallEvent::Disconnected,
+        ] {
+            let json = ev.frame_json().unwrap_or_default();
+            assert!(!json.contains('\n'), "a bus record is line-based");
+            assert_eq!(CallEvent::from_bus(ev.kind(), &json), Some(ev));
+        }
+        assert_eq!(CallEvent::from_bus("frame", "not json"), None);
+        assert_eq!(CallEvent::from_bus("frame", r#"{"type":"send"}"#), None);
+        assert_eq!(CallEvent::from_bus("teleport", ""), None);
     }
 }

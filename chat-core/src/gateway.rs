@@ -3,6 +3,7 @@
 //! deliveries, the writer's answers, queue pages and the session's timer,
 //! feeding each input to the sans-IO [`Session`] and carrying out its effects.
 
+use crate::calls::CallEvent;
 use crate::hub::{Closer, LocalConn, Outbound};
 use crate::pipeline::{Delivery, Effect, Persist, Session};
 use crate::state::ChatState;
@@ -243,9 +244,7 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
     // this device up before the claim committed its entries before the read.
     let first_anywhere = inner.cluster.claim(&local).await;
     tracing::debug!("connected");
-    if let Some(calls) = st.call_handler() {
-        calls.device_connected(&dev.user, dev.device);
-    }
+    st.call_event(&dev.user, dev.device, CallEvent::Connected);
     if reg.came_online && first_anywhere {
         crate::presence::announce(&st, &dev.user, true, None);
     }
@@ -370,11 +369,17 @@ async fn connected(st: ChatState, mut sink: Sink, mut stream: Stream, dev: Devic
     let now = inner.clock.now_ms();
     inner.hub.touch(&dev.user, now);
     let none_here = inner.hub.unregister(&dev.user, reg.conn_id);
-    // A socket replaced by a newer one of the same device is not a disconnect.
-    if let Some(calls) = st.call_handler()
+    // A socket replaced by a newer one of the same device, here or on another
+    // node, is not a disconnect.
+    if st.call_handler().is_some()
         && !inner.hub.online_devices(&dev.user).contains(&dev.device)
+        && !inner
+            .cluster
+            .devices_elsewhere(&dev.user)
+            .await
+            .contains(&dev.device)
     {
-        calls.device_disconnected(&dev.user, dev.device);
+        st.call_event(&dev.user, dev.device, CallEvent::Disconnected);
     }
     let none_anywhere = inner.cluster.release(&local).await;
     if none_here && none_anywhere {
@@ -511,19 +516,20 @@ impl Ctx<'_> {
                     wrote = true;
                 }
                 Effect::Touch => inner.hub.touch(&self.dev.user, inner.clock.now_ms()),
-                Effect::Call(frame) => match self.st.call_handler() {
-                    Some(calls) => calls.handle_frame(&self.dev.user, self.dev.device, frame),
-                    None => {
+                Effect::Call(frame) => {
+                    let type_name = frame.type_name();
+                    let ev = CallEvent::Frame(frame);
+                    if !self.st.call_event(&self.dev.user, self.dev.device, ev) {
                         let e = ErrorFrame::new(
                             ErrorCode::CallsUnavailable,
                             "call signaling is not running on this server",
                         )
-                        .about(Some(frame.type_name().into()), None);
+                        .about(Some(type_name.into()), None);
                         let json = ServerFrame::Error(e).to_json();
                         feed(sink, WsMessage::Text(json.into()), closer).await?;
                         wrote = true;
                     }
-                },
+                }
                 Effect::Close(code) => return Err(code),
             }
         }

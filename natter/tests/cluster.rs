@@ -598,3 +598,145 @@ async fn per_account_limits_are_one_budget_across_nodes() {
     }
     drop((one, two));
 }
+
+/// A recorded call scenario on three nodes: the scenario's devices connect
+/// round-robin, so caller and callee (and a callee's two devices) sit on
+/// different nodes; the transcript must match the single-node golden.
+async fn call_scenario_on_three_nodes(name: &str) {
+    let text = std::fs::read_to_string(natter_tests::scenarios_dir().join(format!("{name}.toml")))
+        .unwrap();
+    let ring = natter_tests::scenario::Scenario::parse(&text)
+        .unwrap()
+        .ring_timeout_secs
+        .map(|s| s.to_string());
+    let env: Vec<(&str, &str)> = ring
+        .iter()
+        .map(|s| ("NATTER_SIGNALING__RING_TIMEOUT_SECS", s.as_str()))
+        .collect();
+    let c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &env)
+        .await
+        .unwrap();
+    natter_tests::run_and_check(name, natter_tests::server::Server::Cluster(c)).await;
+}
+
+macro_rules! call_scenarios_on_three_nodes {
+    ($($name:ident),* $(,)?) => {
+        mod calls_on_three_nodes {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::call_scenario_on_three_nodes(stringify!($name)).await } )*
+        }
+    };
+}
+
+call_scenarios_on_three_nodes!(
+    call_answer_on_second_device,
+    call_reject,
+    call_busy,
+    call_ring_timeout,
+    call_caller_cancel,
+    call_offline_callee_push,
+    call_glare,
+);
+
+/// Waits up to `within` for `call.ended` of `call` on `events`; its reason.
+async fn call_ended(events: &mut Events, call: &str, within: Duration) -> natter_proto::EndReason {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Call(natter_proto::ServerFrame::CallEnded(e))))
+                if e.call_id.as_str() == call =>
+            {
+                return e.reason;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("events ended while waiting for the end of {call}"),
+            Err(_) => panic!("{call} did not end within {within:?}"),
+        }
+    }
+}
+
+/// Owner loss: the calls leader (node 0, the first to start) is killed with
+/// SIGKILL while one call is answered and another rings, both with their
+/// parties on the other nodes. A surviving node ends both for every party
+/// with `connection_lost` within the reconnect grace, and the call logs,
+/// read from another node, have both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_calls_leader_ends_its_calls_for_both_parties() {
+    use natter_proto::{CallAnswer, CallClientFrame, CallId, CallMedia, CallOffer, EndReason};
+    let mut c = LocalCluster::start(BIN.into(), 3, &test_redis_url(), &[])
+        .await
+        .unwrap();
+    let mut chats = Vec::new();
+    let mut ids = Vec::new();
+    for node in [1, 2, 1, 2] {
+        let a = c.register(node).await.unwrap();
+        ids.push(a.credentials().user());
+        let token = a.token().await.unwrap();
+        let (chat, mut ev) = connect_to(a, c.nodes[node].ws_url());
+        expect(&mut ev, "connected", |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
+        .await;
+        chats.push((chat, ev, token));
+    }
+    let offer = |call: &str, to: &UserId| {
+        CallClientFrame::Offer(CallOffer {
+            call_id: CallId::new(call),
+            to: to.clone(),
+            media: CallMedia::Audio,
+            sdp: "offer".into(),
+        })
+    };
+    // Ann (node 1) calls Ben (node 2), who answers; Cat (node 1) calls Dan
+    // (node 2), who lets it ring.
+    chats[0].0.call_frame(offer("answered-1", &ids[1]));
+    expect(&mut chats[1].1, "incoming", |e| {
+        matches!(e, Event::Call(natter_proto::ServerFrame::CallIncoming(_))).then_some(())
+    })
+    .await;
+    chats[1].0.call_frame(CallClientFrame::Answer(CallAnswer {
+        call_id: CallId::new("answered-1"),
+        sdp: "answer".into(),
+    }));
+    expect(&mut chats[0].1, "answered", |e| {
+        matches!(e, Event::Call(natter_proto::ServerFrame::CallAnswered(_))).then_some(())
+    })
+    .await;
+    chats[2].0.call_frame(offer("ringing-1", &ids[3]));
+    expect(&mut chats[3].1, "incoming", |e| {
+        matches!(e, Event::Call(natter_proto::ServerFrame::CallIncoming(_))).then_some(())
+    })
+    .await;
+
+    c.kill(0).unwrap();
+    let grace = Duration::from_secs(30); // signaling.reconnect_grace_secs
+    for (i, call) in [
+        (0, "answered-1"),
+        (1, "answered-1"),
+        (2, "ringing-1"),
+        (3, "ringing-1"),
+    ] {
+        let reason = call_ended(&mut chats[i].1, call, grace).await;
+        assert_eq!(reason, EndReason::ConnectionLost, "party {i} of {call}");
+    }
+    let api = natter_client::Api::new(&c.nodes[2].url()).unwrap();
+    for (i, call) in [(0, "answered-1"), (3, "ringing-1")] {
+        let log = api.call_log(&chats[i].2, None, None).await.unwrap();
+        let e = log
+            .calls
+            .iter()
+            .find(|e| e.call_id.as_str() == call)
+            .unwrap_or_else(|| panic!("{call} is not in party {i}'s call log: {log:?}"));
+        assert_eq!(
+            (e.outcome.as_str(), e.reason),
+            ("failed", EndReason::ConnectionLost)
+        );
+    }
+    // Calls work again: a surviving node leads now.
+    chats[0].0.call_frame(offer("after-1", &ids[3]));
+    expect(&mut chats[3].1, "incoming after the takeover", |e| {
+        matches!(e, Event::Call(natter_proto::ServerFrame::CallIncoming(i)) if i.call_id.as_str() == "after-1")
+            .then_some(())
+    })
+    .await;
+}

@@ -317,8 +317,10 @@ impl DriverTask {
     }
 }
 
-/// How often the writer looks for live calls of nodes that stopped.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the writer looks for live calls of nodes that stopped. With
+/// `redis.node_ttl_ms` (10 s) this ends a dead node's calls within about
+/// 15 s, inside the default reconnect grace (30 s).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Stores the call log. First it closes the live calls this node left
 /// (a crash or a kill; `local` in the embedded shape, whose only node this
@@ -331,7 +333,7 @@ async fn log_writer(
     mut rx: mpsc::UnboundedReceiver<CallRecord>,
 ) {
     let me = link.node_id();
-    close_abandoned(&*store, &me, clock.now_ms()).await;
+    close_abandoned(&*store, &*link, &me, clock.now_ms()).await;
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
@@ -351,7 +353,7 @@ async fn log_writer(
                 };
                 for owner in owners.into_iter().filter(|o| *o != me) {
                     if !link.node_alive(&owner).await {
-                        close_abandoned(&*store, &owner, clock.now_ms()).await;
+                        close_abandoned(&*store, &*link, &owner, clock.now_ms()).await;
                     }
                 }
                 continue;
@@ -363,10 +365,29 @@ async fn log_writer(
     }
 }
 
-/// Logs `owner`'s live calls as failed (`connection_lost`).
-async fn close_abandoned(store: &dyn CallStore, owner: &str, now: natter_common::UnixMillis) {
+/// Logs `owner`'s live calls as failed (`connection_lost`) and tells their
+/// parties' connected devices that they ended (the node that held them cannot).
+async fn close_abandoned(
+    store: &dyn CallStore,
+    link: &dyn DeviceLink,
+    owner: &str,
+    now: natter_common::UnixMillis,
+) {
     match store.close_abandoned(owner, now).await {
         Ok(closed) if !closed.is_empty() => {
+            for r in &closed {
+                let ended = ServerFrame::CallEnded(natter_proto::CallEnded {
+                    call_id: r.call_id.clone(),
+                    reason: natter_proto::EndReason::ConnectionLost,
+                    duration_ms: r.answered_at.map(|t| (now - t).max(0) as u64),
+                });
+                link.send(&r.caller, Devices::One(r.caller_device), &ended);
+                let callee = match r.answered_device {
+                    Some(d) => Devices::One(d),
+                    None => Devices::AllBut(None),
+                };
+                link.send(&r.callee, callee, &ended);
+            }
             metrics::counter!("signaling_calls_ended_total", "outcome" => "failed")
                 .increment(closed.len() as u64);
             tracing::warn!(

@@ -23,6 +23,7 @@ mod wire;
 pub use config::RedisConfig;
 pub(crate) use redis::RedisCluster;
 
+use crate::calls::CallEvent;
 use crate::hub::{Hub, LocalConn};
 use crate::push::PushNotice;
 use crate::state::ChatState;
@@ -58,6 +59,14 @@ pub(crate) trait Cluster: Send + Sync {
     /// Whether `node` is a member whose heartbeat is recent; false for a
     /// node that left or was never seen.
     async fn node_alive(&self, node: &str) -> bool;
+
+    /// The node that runs call signaling for the cluster; `None` for this
+    /// one (the embedded shape) or while Redis cannot say (calls are then
+    /// handled here).
+    fn calls_leader(&self) -> Option<String>;
+
+    /// Sends a device's call event to `node`, the calls leader.
+    fn forward_call(&self, node: &str, user: &UserId, device: DeviceId, ev: &CallEvent);
 
     /// Committed entries for devices with no socket on this node. Returns the
     /// ones it did not take; the caller treats those as offline (push).
@@ -102,6 +111,12 @@ impl Cluster for Embedded {
     async fn node_alive(&self, node: &str) -> bool {
         node == "local"
     }
+
+    fn calls_leader(&self) -> Option<String> {
+        None
+    }
+
+    fn forward_call(&self, _node: &str, _user: &UserId, _device: DeviceId, _ev: &CallEvent) {}
 
     fn forward(&self, entries: Vec<Queued>, _now: UnixMillis) -> Vec<Queued> {
         entries

@@ -10,6 +10,10 @@
 //! - channel `presence`: online/offline transitions, for every node.
 //! - channel `limits`: what each node let through of the per-account limits,
 //!   for the others to charge (see `crate::account_limits`).
+//! - `calls-leader`: the node that runs call signaling for the cluster (set
+//!   with a TTL of `node_ttl_ms`, renewed by its holder every heartbeat, taken
+//!   by another node's heartbeat once it lapses). Others forward their
+//!   devices' call events to it (`Header::Call` on its channel).
 //!
 //! Pub/sub rather than NATS: Redis is already required for the registry, and
 //! losing a bus message is harmless by design (the queue is the truth, and a
@@ -26,6 +30,7 @@ use super::jobs::{JobQueue, JobReceiver, Weight, job_queue};
 use super::wire::{self, Header};
 use super::{Cluster, RedisConfig, push_if_due};
 use crate::account_limits;
+use crate::calls::CallEvent;
 use crate::hub::{Hub, LocalConn};
 use crate::pipeline::ItemRef;
 use crate::push::PushNotice;
@@ -50,6 +55,25 @@ local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {old or '', redis.call('HGETALL', KEYS[1])}
+";
+
+/// Keeps or takes the calls leadership: renews it for its holder, takes it
+/// when nobody holds it; returns the holder.
+const ELECT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return cur
+";
+
+/// Gives the calls leadership up, if held by ARGV[1].
+const RESIGN: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 ";
 
 /// Deletes the device's entry if it is still ours; returns what is left.
@@ -124,6 +148,9 @@ pub(crate) struct RedisCluster {
     jobs_rx: Mutex<Option<JobReceiver<Job>>>,
     claim: redis::Script,
     release: redis::Script,
+    elect: redis::Script,
+    /// The calls leader, as of the last heartbeat (`None` until known).
+    leader: RwLock<Option<String>>,
 }
 
 impl RedisCluster {
@@ -165,10 +192,15 @@ impl RedisCluster {
             jobs_rx: Mutex::new(Some(rx)),
             claim: redis::Script::new(CLAIM),
             release: redis::Script::new(RELEASE),
+            elect: redis::Script::new(ELECT),
+            leader: RwLock::new(None),
         };
         me.beat()
             .await
             .map_err(|e| format!("redis: first heartbeat failed: {e}"))?;
+        me.elect_leader()
+            .await
+            .map_err(|e| format!("redis: calls leader lookup failed: {e}"))?;
         tracing::info!(node = %me.node, "chat: joined the cluster");
         Ok(me)
     }
@@ -245,6 +277,23 @@ impl RedisCluster {
         Ok(score.is_none())
     }
 
+    /// Renews or takes the calls leadership, or learns who holds it.
+    async fn elect_leader(&self) -> redis::RedisResult<()> {
+        let holder: String = self
+            .elect
+            .key(self.key("calls-leader"))
+            .arg(&self.node)
+            .arg(self.cfg.node_ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut cur = self.leader.write().unwrap_or_else(|p| p.into_inner());
+        if cur.as_deref() != Some(holder.as_str()) {
+            tracing::info!(leader = %holder, me = holder == self.node, "chat: calls leader");
+            *cur = Some(holder);
+        }
+        Ok(())
+    }
+
     /// Rewrites every local socket's entry (after Redis lost or missed
     /// updates); settles conflicts with sockets of the same device elsewhere.
     async fn rebuild(&self, hub: &Hub) -> redis::RedisResult<()> {
@@ -308,6 +357,9 @@ impl RedisCluster {
                     continue;
                 }
             };
+            if let Err(e) = self.elect_leader().await {
+                self.failed("calls leader", &e);
+            }
             let dirty = self.dirty.swap(false, Ordering::SeqCst);
             let due = last_rebuild.elapsed() >= Duration::from_secs(self.cfg.rebuild_secs);
             if forgotten || dirty || due {
@@ -324,11 +376,17 @@ impl RedisCluster {
                 }
             }
         }
-        // Leave promptly so others stop routing here (best effort).
+        // Leave promptly so others stop routing here (best effort), and let
+        // another node take the calls at its next heartbeat.
         let _: redis::RedisResult<i64> = redis::cmd("ZREM")
             .arg(self.key("nodes"))
             .arg(&self.node)
             .query_async(&mut self.conn.clone())
+            .await;
+        let _: redis::RedisResult<i64> = redis::Script::new(RESIGN)
+            .key(self.key("calls-leader"))
+            .arg(&self.node)
+            .invoke_async(&mut self.conn.clone())
             .await;
     }
 
@@ -490,6 +548,10 @@ impl RedisCluster {
                     tracing::debug!(user_id = %u, conn, "socket replaced on another node");
                     hub.close_conn(&u, conn, code);
                 }
+                Header::Call { u, d, ev } => match CallEvent::from_bus(&ev, &frame) {
+                    Some(ev) => st.call_event_from_bus(&u, d, ev),
+                    None => tracing::warn!(ev, "chat: skipped an unreadable call event"),
+                },
                 Header::Presence { u, online, seen } => {
                     if let Some(t) = seen {
                         hub.note_seen(&u, t);
@@ -785,6 +847,28 @@ impl Cluster for RedisCluster {
                 true
             }
         }
+    }
+
+    fn calls_leader(&self) -> Option<String> {
+        self.leader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn forward_call(&self, node: &str, user: &UserId, device: DeviceId, ev: &CallEvent) {
+        let mut payload = String::new();
+        let h = Header::Call {
+            u: user.clone(),
+            d: device,
+            ev: ev.kind().to_owned(),
+        };
+        wire::push_record(&mut payload, &h, ev.frame_json().as_deref());
+        // Durable weight: a call event is never shed with typing frames.
+        self.jobs.push(
+            Job::Publish(self.node_channel(node), payload),
+            Weight::Durable(1),
+        );
     }
 
     fn forward(&self, entries: Vec<Queued>, now: UnixMillis) -> Vec<Queued> {

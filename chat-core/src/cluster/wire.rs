@@ -28,6 +28,9 @@ pub(crate) enum Header {
     Frame { u: UserId, d: Option<DeviceId> },
     /// Close one socket (its device connected elsewhere).
     Close { u: UserId, conn: u64, code: u16 },
+    /// A device's call event for the calls leader (the frame line holds the
+    /// `call.*` frame's JSON for `ev = "frame"`).
+    Call { u: UserId, d: DeviceId, ev: String },
     /// A user came online or went offline (broadcast).
     Presence {
         u: UserId,

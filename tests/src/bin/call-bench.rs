@@ -11,6 +11,10 @@
 //!   `--payload` bytes each way for `--secs` seconds. Reports loss per direction
 //!   and the worst call. The target is ≤ 1 % loss.
 //!
+//! With `--cluster N`, the signaling part runs against N `natter serve`
+//! processes (`--natter`, a release build) on PostgreSQL and Redis instead,
+//! each caller and its callee on different nodes when N > 1.
+//!
 //! `cargo run --release -p natter-tests --bin call-bench -- --pairs 50 --calls 20 --relayed 200 --secs 10`
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -48,6 +52,13 @@ struct Args {
     /// Bytes per relayed packet (an Opus 20 ms frame at 32 kbit/s is 80).
     #[arg(long, default_value_t = 100)]
     payload: usize,
+    /// Signaling against this many `natter serve` nodes on PostgreSQL +
+    /// Redis (0: one in-process server on SQLite).
+    #[arg(long, default_value_t = 0)]
+    cluster: usize,
+    /// The `natter` binary for `--cluster`.
+    #[arg(long, default_value = "target/release/natter")]
+    natter: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -65,12 +76,39 @@ async fn main() -> Result<()> {
 // --- signaling ---
 
 async fn signaling(args: &Args) -> Result<()> {
-    let server = InProcess::start("sqlite").await?;
-    let api = Api::new(&server.url())?;
-    let outbox = server.sms_outbox();
+    let (server, cluster) = if args.cluster == 0 {
+        (Some(InProcess::start("sqlite").await?), None)
+    } else {
+        let no_limits = "1000000000";
+        let env = [
+            ("NATTER_SIGNALING__OFFERS_PER_CALLER__COUNT", no_limits),
+            ("NATTER_SIGNALING__OFFERS_PER_PAIR__COUNT", no_limits),
+        ];
+        let c = natter_tests::cluster::LocalCluster::start(
+            args.natter.clone(),
+            args.cluster,
+            &natter_tests::cluster::test_redis_url(),
+            &env,
+        )
+        .await?;
+        (None, Some(c))
+    };
+    // Where each account registers and connects: node i % N.
+    let nodes = args.cluster.max(1);
+    let url_of = |i: usize| match (&server, &cluster) {
+        (Some(s), _) => (s.url(), None),
+        (_, Some(c)) => (c.nodes[i % nodes].url(), Some(c.nodes[i % nodes].ws_url())),
+        _ => unreachable!("one of the two is running"),
+    };
     let mut accounts = Vec::new();
     for i in 0..args.pairs * 2 {
-        let o = outbox.clone();
+        let (url, ws) = url_of(i);
+        let api = Api::new(&url)?;
+        let o = match (&server, &cluster) {
+            (Some(s), _) => s.sms_outbox(),
+            (_, Some(c)) => c.sms_outbox(i % nodes),
+            _ => unreachable!("one of the two is running"),
+        };
         // Spread over number ranges: auth rate-limits codes per range.
         let number = format!("+1415{}{:04}", 200 + i / 50, i % 50);
         let creds = natter_client::register(&api, &number, "bench", |s| async move {
@@ -78,7 +116,7 @@ async fn signaling(args: &Args) -> Result<()> {
         })
         .await
         .with_context(|| format!("register user {i}"))?;
-        accounts.push(Account::new(api.clone(), creds));
+        accounts.push((Account::new(api.clone(), creds), ws));
     }
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -101,7 +139,13 @@ async fn signaling(args: &Args) -> Result<()> {
     ringing.sort();
     setups.sort();
     let pct = |v: &[Duration], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
-    println!("## signaling");
+    println!(
+        "## signaling ({})",
+        match args.cluster {
+            0 => "one in-process server, SQLite".to_owned(),
+            n => format!("{n} natter serve nodes, PostgreSQL + Redis"),
+        }
+    );
     println!(
         "{} calls ({} pairs x {}) in {secs:.2} s: {:.0} call set-ups/s (offer -> answered, hang-up included)",
         setups.len(),
@@ -120,7 +164,10 @@ async fn signaling(args: &Args) -> Result<()> {
         ms(pct(&setups, 0.5)),
         ms(pct(&setups, 0.99))
     );
-    server.stop().await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    drop(cluster);
     Ok(())
 }
 
@@ -131,13 +178,17 @@ fn ms(d: Duration) -> f64 {
 /// One pair placing `calls` calls; returns offer→ringing and offer→answered times.
 async fn pair(
     p: usize,
-    caller: Account,
-    callee: Account,
+    (caller, caller_ws): (Account, Option<String>),
+    (callee, callee_ws): (Account, Option<String>),
     calls: usize,
 ) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let to = callee.credentials().user();
-    let (a, mut ae) = Chat::connect(caller, ConnectOptions::default());
-    let (b, mut be) = Chat::connect(callee, ConnectOptions::default());
+    let opts = |ws_url| ConnectOptions {
+        ws_url,
+        ..ConnectOptions::default()
+    };
+    let (a, mut ae) = Chat::connect(caller, opts(caller_ws));
+    let (b, mut be) = Chat::connect(callee, opts(callee_ws));
     wait(&mut ae, |e| matches!(e, Event::Synced)).await?;
     wait(&mut be, |e| matches!(e, Event::Synced)).await?;
     let mut ringing = Vec::with_capacity(calls);
