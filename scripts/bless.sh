@@ -25,6 +25,8 @@ fi
 if [[ $what == all || $what == openapi ]]; then
   UPDATE_OPENAPI=1 run -p natter-auth --test openapi
   UPDATE_OPENAPI=1 run -p natter-media --test lifecycle openapi
+  UPDATE_OPENAPI=1 run -p natter-signaling --test api openapi
+  UPDATE_OPENAPI=1 run -p natter-chat --test openapi
 fi
 if [[ $what == all || $what == scenarios ]]; then
   scripts/test-deps.sh

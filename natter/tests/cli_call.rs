@@ -2,9 +2,12 @@
 //! `natter-cli` processes that register with codes, then one calls the other
 //! (`call USER --play a.wav --record a-got.wav`, `answer --play b.wav --record
 //! b-got.wav`) relay-only; each recording must hold the other side's tone.
+//! And the same across two cluster nodes on PostgreSQL + Redis: the caller's
+//! socket (and TURN server) on one node, the callee's on the other.
 
 use natter_client::call::wav::Pcm;
 use natter_tests::audio;
+use natter_tests::cluster::{LocalCluster, test_redis_url};
 use natter_tests::server::ProcessServer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,9 +34,9 @@ fn natter_cli() -> PathBuf {
     dir.join("natter-cli")
 }
 
-fn cli(server: &ProcessServer, home: &Path, args: &[&str]) -> Command {
+fn cli(server: &str, home: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(natter_cli());
-    c.env("NATTER_SERVER", server.url())
+    c.env("NATTER_SERVER", server)
         .env("NATTER_CLI_HOME", home)
         .args(args);
     c
@@ -48,16 +51,46 @@ fn user_id(home: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_natter_cli_processes_call_and_record_each_other() {
     let server = ProcessServer::start(BIN.into(), None).await.unwrap();
+    let (url, outbox) = (server.url(), server.sms_outbox());
+    call_and_record([(&url, &outbox), (&url, &outbox)]);
+}
+
+/// The caller on node 0 (the calls leader), the callee on node 1: call
+/// frames cross nodes, and each side relays through its own node's TURN
+/// server, which relays to the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_between_two_cluster_nodes_carries_both_tones() {
+    let c = LocalCluster::start(
+        BIN.into(),
+        2,
+        &test_redis_url(),
+        &[("NATTER_TURN__ALLOWED_PEERS", "127.0.0.0/8")],
+    )
+    .await
+    .unwrap();
+    let (a, b) = (
+        (c.nodes[0].url(), c.sms_outbox(0)),
+        (c.nodes[1].url(), c.sms_outbox(1)),
+    );
+    call_and_record([(&a.0, &a.1), (&b.0, &b.1)]);
+}
+
+/// Registers A at `ends[0]` and B at `ends[1]` (server URL, SMS outbox);
+/// A calls B, relay-only; each recording holds the other's tone.
+fn call_and_record(ends: [(&String, &PathBuf); 2]) {
     let work = natter_common::testing::TempDir::new("natter-cli-call");
     let (ha, hb) = (work.path().join("a"), work.path().join("b"));
-    let outbox = server.sms_outbox();
-    for (home, number) in [(&ha, "+14155550301"), (&hb, "+14155550302")] {
+    let (sa, sb) = (ends[0].0.as_str(), ends[1].0.as_str());
+    for (home, number, (server, outbox)) in [
+        (&ha, "+14155550301", ends[0]),
+        (&hb, "+14155550302", ends[1]),
+    ] {
         let out = cli(
-            &server,
+            server,
             home,
             &["register", "--number", number, "--sms-outbox"],
         )
-        .arg(&outbox)
+        .arg(outbox)
         .output()
         .unwrap();
         assert!(
@@ -72,7 +105,7 @@ async fn two_natter_cli_processes_call_and_record_each_other() {
     let (a_out, b_out) = (work.path().join("a-got.wav"), work.path().join("b-got.wav"));
     let bob = user_id(&hb);
     let answer = cli(
-        &server,
+        sb,
         &hb,
         &[
             "answer",
@@ -112,7 +145,7 @@ async fn two_natter_cli_processes_call_and_record_each_other() {
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("the callee connects and waits for a call");
     let call = cli(
-        &server,
+        sa,
         &ha,
         &[
             "call",
@@ -154,7 +187,7 @@ async fn two_natter_cli_processes_call_and_record_each_other() {
         );
     }
     // Both ends see the call in their log.
-    let log = cli(&server, &hb, &["calls"]).output().unwrap();
+    let log = cli(sb, &hb, &["calls"]).output().unwrap();
     let log = String::from_utf8_lossy(&log.stdout);
     assert!(
         log.contains("incoming") && log.contains("answered"),

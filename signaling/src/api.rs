@@ -1,22 +1,82 @@
 //! REST: `GET /v1/calls` (the caller's call log) and
 //! `GET /v1/calls/ice-servers` (STUN/TURN URLs with fresh TURN credentials).
-//! Both need an access token.
+//! Both need an access token. The OpenAPI document is served at
+//! `/v1/calls/openapi.json` and checked in as `docs/api/signaling.openapi.json`.
 
 use crate::call::CallRecord;
 use crate::ice::{IceServers, ice_servers};
 use crate::service::SignalingState;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use axum::{Json, Router};
 use natter_common::{ApiError, Authed};
 use natter_proto::{CallId, CallMedia, DeviceId, EndReason, UserId};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Natter signaling API",
+        description = "Calls: the call log and ICE servers with short-lived TURN credentials. Call set-up itself runs over the chat WebSocket (docs/protocol.md, Calls).",
+        version = "1"
+    ),
+    components(schemas(ErrorResponse)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Error body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// `{"code": "...", "message": "..."}`.
+    #[schema(value_type = Object)]
+    pub error: serde_json::Value,
+}
+
+fn api_router() -> OpenApiRouter<SignalingState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(history))
+        .routes(routes!(ice))
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The routes (and `/v1/calls/openapi.json`).
 pub fn router(state: SignalingState) -> Router {
-    Router::new()
-        .route("/v1/calls", get(history))
-        .route("/v1/calls/ice-servers", get(ice))
+    let (router, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/v1/calls/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json((*doc).clone()) }
+            }),
+        )
         .layer(axum::middleware::from_fn(|req, next| {
             natter_common::metrics::track_http("signaling", req, next)
         }))
@@ -24,7 +84,8 @@ pub fn router(state: SignalingState) -> Router {
 }
 
 /// Query of `GET /v1/calls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only calls that started before this (Unix ms); for paging.
     pub before: Option<i64>,
@@ -33,7 +94,7 @@ pub struct HistoryQuery {
 }
 
 /// Placed or received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// This user called.
@@ -43,15 +104,18 @@ pub enum Direction {
 }
 
 /// One entry of the call log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CallLogEntry {
     /// The call.
+    #[schema(value_type = String)]
     pub call_id: CallId,
     /// Placed or received.
     pub direction: Direction,
     /// The other party.
+    #[schema(value_type = String)]
     pub peer: UserId,
-    /// Audio or video.
+    /// Audio or video (`audio`, `video`).
+    #[schema(value_type = String)]
     pub media: CallMedia,
     /// When it was offered (Unix ms).
     pub started_at: i64,
@@ -64,15 +128,19 @@ pub struct CallLogEntry {
     pub duration_ms: u64,
     /// `answered`, `rejected`, `busy`, `missed`, `cancelled`, `unavailable`, `failed`.
     pub outcome: String,
-    /// The `call.ended` reason.
+    /// The `call.ended` reason (`hangup`, `rejected`, `busy`, `missed`,
+    /// `cancelled`, `unavailable`, `glare`, `connection_lost`,
+    /// `answered_elsewhere`).
+    #[schema(value_type = String)]
     pub reason: EndReason,
     /// For received calls: the device that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>)]
     pub answered_device: Option<DeviceId>,
 }
 
 /// `GET /v1/calls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CallLog {
     /// Newest first.
     pub calls: Vec<CallLogEntry>,
@@ -81,6 +149,19 @@ pub struct CallLog {
     pub next_before: Option<i64>,
 }
 
+/// The caller's call log, newest first: calls placed and received that
+/// ended (a call that was live when its node stopped is logged `failed`,
+/// `connection_lost`).
+#[utoipa::path(
+    get, path = "/v1/calls", tag = "calls",
+    params(HistoryQuery),
+    responses(
+        (status = 200, body = CallLog),
+        (status = 400, description = "A bad `before` or `limit`", body = ErrorResponse),
+        (status = 401, body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn history(
     State(st): State<SignalingState>,
     Authed(claims): Authed,
@@ -131,6 +212,17 @@ fn entry(me: &UserId, r: CallRecord) -> CallLogEntry {
     }
 }
 
+/// STUN and TURN servers for a call, with TURN credentials (the TURN REST
+/// API: `expiry:user_id` and an HMAC of it) valid for `ttl_secs`.
+#[utoipa::path(
+    get, path = "/v1/calls/ice-servers", tag = "calls",
+    responses(
+        (status = 200, body = IceServers),
+        (status = 401, body = ErrorResponse),
+        (status = 429, description = "Too many requests (`signaling.ice_servers_rate`); `Retry-After` says when", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn ice(
     State(st): State<SignalingState>,
     Authed(claims): Authed,

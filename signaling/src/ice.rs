@@ -12,7 +12,7 @@ use sha1::Sha1;
 
 /// One entry of `RTCConfiguration.iceServers`: the JSON can be given to a
 /// browser's `RTCPeerConnection` as is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IceServer {
     /// `stun:`, `turn:` or `turns:` URLs.
     pub urls: Vec<String>,
@@ -25,7 +25,7 @@ pub struct IceServer {
 }
 
 /// `GET /v1/calls/ice-servers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IceServers {
     /// STUN first, then TURN with credentials.
     pub ice_servers: Vec<IceServer>,

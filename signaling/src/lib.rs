@@ -15,5 +15,6 @@ pub mod ice;
 pub mod service;
 pub mod store;
 
+pub use api::openapi;
 pub use config::SignalingConfig;
 pub use service::{SignalingService, SignalingState};

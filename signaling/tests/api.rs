@@ -434,3 +434,42 @@ async fn live_calls_are_kept_until_they_end_and_abandoned_ones_are_closed(engine
     );
     s.t.cleanup().await;
 }
+
+const BLESS_OPENAPI: &str = "UPDATE_OPENAPI=1 cargo test -p natter-signaling --test api openapi";
+
+/// The checked-in document (`docs/api/signaling.openapi.json`) is what the
+/// code generates, names both routes, and is served. The test only compares;
+/// with `UPDATE_OPENAPI=1` (exactly `1`) it writes the file first.
+#[tokio::test]
+async fn openapi_document_is_checked_in_and_served() {
+    let generated = natter_signaling::openapi().to_pretty_json().unwrap() + "\n";
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api/signaling.openapi.json");
+    if std::env::var("UPDATE_OPENAPI").as_deref() == Ok("1") {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} cannot be read ({e}); create it with `{BLESS_OPENAPI}`",
+            path.display()
+        )
+    });
+    assert!(
+        checked_in == generated,
+        "docs/api/signaling.openapi.json is stale; if the API change is intended, \
+         bless it with `{BLESS_OPENAPI}` and commit the file"
+    );
+    let doc: Value = serde_json::from_str(&generated).unwrap();
+    for p in ["/v1/calls", "/v1/calls/ice-servers"] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing");
+        assert!(
+            doc["paths"][p]["get"]["responses"].get("401").is_some(),
+            "{p}: the 401 answer is documented"
+        );
+    }
+    let s = setup("sqlite").await;
+    let (status, served) = get(&s, "/v1/calls/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served["info"]["title"], "Natter signaling API");
+    s.t.cleanup().await;
+}

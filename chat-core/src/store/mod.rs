@@ -217,9 +217,10 @@ impl GroupChange {
 }
 
 /// A group member.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Member {
     /// Account.
+    #[schema(value_type = String)]
     pub user_id: UserId,
     /// May rename and change membership.
     pub admin: bool,
@@ -228,13 +229,15 @@ pub struct Member {
 }
 
 /// A group and its members.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct GroupInfo {
     /// Id.
+    #[schema(value_type = String)]
     pub group_id: GroupId,
     /// Name.
     pub name: String,
     /// Creator.
+    #[schema(value_type = String)]
     pub created_by: UserId,
     /// Unix ms.
     pub created_at: UnixMillis,
@@ -268,9 +271,10 @@ pub enum GroupOutcome {
 }
 
 /// Delivery state of a message for one recipient user.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RecipientStatus {
     /// Recipient.
+    #[schema(value_type = String)]
     pub user_id: UserId,
     /// First delivery to any of their devices (Unix ms).
     pub delivered_at: Option<UnixMillis>,
@@ -279,15 +283,18 @@ pub struct RecipientStatus {
 }
 
 /// A sent message's state, for its sender.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MessageStatus {
     /// Server id.
     pub msg_id: MsgId,
     /// Client id.
+    #[schema(value_type = String)]
     pub id: ClientMsgId,
     /// Sender.
+    #[schema(value_type = String)]
     pub sender: UserId,
-    /// Conversation as addressed.
+    /// Conversation as addressed: `{"user": "<id>"}` or `{"group": "<id>"}`.
+    #[schema(value_type = Object)]
     pub to: Target,
     /// Stored at (Unix ms).
     pub created_at: UnixMillis,
