@@ -59,6 +59,8 @@ pub async fn with_test_fault<F: Future<Output = ()>>(name: &'static str, fut: F)
         }
         panic!("{name}: stopped by NATTER_TEST_STOP_PART (test fault injection)");
     }
+    #[cfg(not(debug_assertions))]
+    let _ = name; // only fault injection, in debug builds, reads it
     fut.await
 }
 

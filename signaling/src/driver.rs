@@ -9,7 +9,7 @@
 //! a call whose offer is still being looked up (trickled ICE candidates sent
 //! right after the offer) wait and are replayed after it, in order.
 
-use crate::call::{CallRecord, Callee, Calls, DeviceAddr, Effect, OfferLimits};
+use crate::call::{CallRecord, Callee, Calls, DeviceAddr, Effect, LiveCall, OfferLimits};
 use crate::store::{CallStore, CalleeInfo};
 use natter_common::calls::{CallFrames, DeviceGen, DeviceLink, Devices};
 use natter_common::parts::Part;
@@ -138,142 +138,169 @@ impl DriverTask {
                 self.apply(effects, &gens, &log).await;
                 continue;
             };
-            match input {
-                Input::Frame(from, CallClientFrame::Offer(offer)) => {
-                    let span = tracing::info_span!("call", call_id = %offer.call_id, user_id = %from.user, device_id = from.device);
-                    if waiting.contains_key(&offer.call_id) {
-                        let e = ErrorFrame::new(ErrorCode::CallExists, "this call is being set up")
-                            .about(Some("call.offer".into()), None);
-                        self.link.send(
-                            &from.user,
-                            Devices::One(from.device),
-                            &ServerFrame::Error(e),
-                        );
-                        continue;
-                    }
-                    if let Err(wait) = self
-                        .limits
-                        .admit(self.clock.now_ms(), &from.user, &offer.to)
-                    {
-                        metrics::counter!("signaling_offers_limited_total").increment(1);
-                        let mut e = ErrorFrame::new(
-                            ErrorCode::RateLimited,
-                            "too many calls; try again after the wait",
-                        )
-                        .about(Some("call.offer".into()), None);
-                        e.retry_after_ms = Some(wait);
-                        self.link.send(
-                            &from.user,
-                            Devices::One(from.device),
-                            &ServerFrame::Error(e),
-                        );
-                        continue;
-                    }
-                    waiting.insert(offer.call_id.clone(), Vec::new());
-                    let store = self.store.clone();
-                    let link = self.link.clone();
-                    let tx = self.tx.clone();
-                    tokio::spawn(
-                        async move {
-                            let info = store.callee(&offer.to).await.map_err(|e| {
-                                tracing::warn!(error = %e, "callee lookup failed");
-                            });
-                            // A callee who hides their presence from the caller
-                            // must not be seen online through call.ringing.
-                            let hidden = !link.presence_visible(&offer.to, &from.user).await;
-                            // Through the registry: a device on another node is
-                            // online, rung there, and not pushed.
-                            let online = link.online_devices(&offer.to).await;
-                            let info = info.map(|i| (i, online, hidden));
-                            let _ = tx.send(Input::Resolved { from, offer, info });
-                        }
-                        .instrument(span),
-                    );
+            // Group commit: the inputs that are already waiting are handled
+            // together, their calls' new states stored in one transaction,
+            // then their frames sent (see `apply`).
+            let mut effects = Vec::new();
+            let mut offered = Vec::new();
+            let mut next = Some(input);
+            let mut handled = 0;
+            while let Some(input) = next.take() {
+                self.handle(input, &mut waiting, &mut gens, &mut offered, &mut effects);
+                handled += 1;
+                if handled < MAX_BATCH {
+                    next = self.rx.try_recv().ok();
                 }
-                Input::Frame(from, frame) => {
-                    if let Some(q) = waiting.get_mut(frame.call_id()) {
-                        q.push((from, frame));
-                        continue;
-                    }
-                    let span = tracing::info_span!("call", call_id = %frame.call_id(), user_id = %from.user, device_id = from.device);
-                    let effects = span
-                        .in_scope(|| self.calls.handle_frame(self.clock.now_ms(), &from, frame));
-                    self.apply(effects, &gens, &log).instrument(span).await;
-                }
-                Input::Resolved { from, offer, info } => {
-                    let id = offer.call_id.clone();
-                    let span = tracing::info_span!("call", call_id = %id, user_id = %from.user, device_id = from.device);
-                    let _g = span.clone().entered();
-                    let queued = waiting.remove(&id).unwrap_or_default();
-                    let effects = match info {
-                        Ok((info, online, presence_hidden)) => {
-                            let callee = Callee {
-                                exists: info.exists,
-                                devices: info.devices.iter().map(|d| d.device).collect(),
-                                online,
-                                presence_hidden,
-                            };
-                            gens.insert(offer.to.clone(), info.devices);
-                            let e = self.calls.handle_offer(
-                                self.clock.now_ms(),
-                                &from,
-                                offer.clone(),
-                                callee,
-                            );
-                            metrics::counter!("signaling_offers_total").increment(1);
-                            e
-                        }
-                        Err(()) => vec![Effect::ToDevice(
-                            from.clone(),
-                            ServerFrame::Error(
-                                ErrorFrame::new(
-                                    ErrorCode::InternalError,
-                                    "could not look up the callee; try again",
-                                )
-                                .about(Some("call.offer".into()), None),
-                            ),
-                        )],
-                    };
-                    drop(_g);
-                    self.apply(effects, &gens, &log)
-                        .instrument(span.clone())
-                        .await;
-                    gens.remove(&offer.to);
-                    for (f, frame) in queued {
-                        let effects = self.calls.handle_frame(self.clock.now_ms(), &f, frame);
-                        self.apply(effects, &gens, &log)
-                            .instrument(span.clone())
-                            .await;
-                    }
-                }
-                Input::Connected(d) => {
-                    let effects = self.calls.handle_connected(self.clock.now_ms(), &d);
-                    self.apply(effects, &gens, &log).await;
-                }
-                Input::Disconnected(d) => {
-                    let effects = self.calls.handle_disconnected(self.clock.now_ms(), &d);
-                    self.apply(effects, &gens, &log).await;
-                }
+            }
+            self.apply(effects, &gens, &log).await;
+            for user in offered {
+                gens.remove(&user);
             }
             metrics::gauge!("signaling_live_calls").set(self.calls.len() as f64);
         }
     }
 
-    /// Carries out effects. A call's new state is stored first (awaited),
-    /// then its frames go out: a party never hears of a state the call log
-    /// could lose in a crash. Ended calls go to the log writer (in order).
+    /// Handles one input: effects go to `out` (applied with the rest of the
+    /// batch), callees whose device generations were looked up to `offered`.
+    fn handle(
+        &mut self,
+        input: Input,
+        waiting: &mut HashMap<CallId, Vec<(DeviceAddr, CallClientFrame)>>,
+        gens: &mut HashMap<UserId, Vec<DeviceGen>>,
+        offered: &mut Vec<UserId>,
+        out: &mut Vec<Effect>,
+    ) {
+        match input {
+            Input::Frame(from, CallClientFrame::Offer(offer)) => {
+                let span = tracing::info_span!("call", call_id = %offer.call_id, user_id = %from.user, device_id = from.device);
+                if waiting.contains_key(&offer.call_id) {
+                    let e = ErrorFrame::new(ErrorCode::CallExists, "this call is being set up")
+                        .about(Some("call.offer".into()), None);
+                    self.link.send(
+                        &from.user,
+                        Devices::One(from.device),
+                        &ServerFrame::Error(e),
+                    );
+                    return;
+                }
+                if let Err(wait) = self
+                    .limits
+                    .admit(self.clock.now_ms(), &from.user, &offer.to)
+                {
+                    metrics::counter!("signaling_offers_limited_total").increment(1);
+                    let mut e = ErrorFrame::new(
+                        ErrorCode::RateLimited,
+                        "too many calls; try again after the wait",
+                    )
+                    .about(Some("call.offer".into()), None);
+                    e.retry_after_ms = Some(wait);
+                    self.link.send(
+                        &from.user,
+                        Devices::One(from.device),
+                        &ServerFrame::Error(e),
+                    );
+                    return;
+                }
+                waiting.insert(offer.call_id.clone(), Vec::new());
+                let store = self.store.clone();
+                let link = self.link.clone();
+                let tx = self.tx.clone();
+                tokio::spawn(
+                    async move {
+                        let info = store.callee(&offer.to).await.map_err(|e| {
+                            tracing::warn!(error = %e, "callee lookup failed");
+                        });
+                        // A callee who hides their presence from the caller
+                        // must not be seen online through call.ringing.
+                        let hidden = !link.presence_visible(&offer.to, &from.user).await;
+                        // Through the registry: a device on another node is
+                        // online, rung there, and not pushed.
+                        let online = link.online_devices(&offer.to).await;
+                        let info = info.map(|i| (i, online, hidden));
+                        let _ = tx.send(Input::Resolved { from, offer, info });
+                    }
+                    .instrument(span),
+                );
+            }
+            Input::Frame(from, frame) => {
+                if let Some(q) = waiting.get_mut(frame.call_id()) {
+                    q.push((from, frame));
+                    return;
+                }
+                let span = tracing::info_span!("call", call_id = %frame.call_id(), user_id = %from.user, device_id = from.device);
+                out.extend(
+                    span.in_scope(|| self.calls.handle_frame(self.clock.now_ms(), &from, frame)),
+                );
+            }
+            Input::Resolved { from, offer, info } => {
+                let id = offer.call_id.clone();
+                let _g = tracing::info_span!("call", call_id = %id, user_id = %from.user, device_id = from.device).entered();
+                let queued = waiting.remove(&id).unwrap_or_default();
+                let effects = match info {
+                    Ok((info, online, presence_hidden)) => {
+                        let callee = Callee {
+                            exists: info.exists,
+                            devices: info.devices.iter().map(|d| d.device).collect(),
+                            online,
+                            presence_hidden,
+                        };
+                        gens.insert(offer.to.clone(), info.devices);
+                        let e = self.calls.handle_offer(
+                            self.clock.now_ms(),
+                            &from,
+                            offer.clone(),
+                            callee,
+                        );
+                        metrics::counter!("signaling_offers_total").increment(1);
+                        e
+                    }
+                    Err(()) => vec![Effect::ToDevice(
+                        from.clone(),
+                        ServerFrame::Error(
+                            ErrorFrame::new(
+                                ErrorCode::InternalError,
+                                "could not look up the callee; try again",
+                            )
+                            .about(Some("call.offer".into()), None),
+                        ),
+                    )],
+                };
+                out.extend(effects);
+                offered.push(offer.to.clone());
+                for (f, frame) in queued {
+                    out.extend(self.calls.handle_frame(self.clock.now_ms(), &f, frame));
+                }
+            }
+            Input::Connected(d) => {
+                out.extend(self.calls.handle_connected(self.clock.now_ms(), &d));
+            }
+            Input::Disconnected(d) => {
+                out.extend(self.calls.handle_disconnected(self.clock.now_ms(), &d));
+            }
+        }
+    }
+
+    /// Carries out a batch's effects. The calls' new states are stored first,
+    /// in one transaction (awaited), then the frames go out: a party never
+    /// hears of a state the call log could lose in a crash. Ended calls go to
+    /// the log writer (in order).
     async fn apply(
         &self,
         effects: Vec<Effect>,
         gens: &HashMap<UserId, Vec<DeviceGen>>,
         log: &mpsc::UnboundedSender<CallRecord>,
     ) {
-        for e in &effects {
-            if let Effect::Live(c) = e
-                && let Err(e) = self.store.live(c, &self.owner).await
-            {
-                tracing::warn!(error = %e, call_id = %c.call_id, "live call not stored");
-            }
+        let live: Vec<&LiveCall> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Live(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !live.is_empty()
+            && let Err(e) = self.store.live_many(&live, &self.owner).await
+        {
+            tracing::warn!(error = %e, calls = live.len(), "live calls not stored");
         }
         for e in effects {
             match e {
@@ -317,6 +344,9 @@ impl DriverTask {
     }
 }
 
+/// Most inputs handled (and stored) in one group commit.
+const MAX_BATCH: usize = 256;
+
 /// How often the writer looks for live calls of nodes that stopped. With
 /// `redis.node_ttl_ms` (10 s) this ends a dead node's calls within about
 /// 15 s, inside the default reconnect grace (30 s).
@@ -359,8 +389,16 @@ async fn log_writer(
                 continue;
             }
         };
-        if let Err(e) = store.record(&r).await {
-            tracing::warn!(error = %e, call_id = %r.call_id, "call log write failed");
+        // Group commit: the ended calls already waiting go in one transaction.
+        let mut batch = vec![r];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.record_many(&batch).await {
+            tracing::warn!(error = %e, calls = batch.len(), "call log write failed");
         }
     }
 }

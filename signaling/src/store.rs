@@ -44,11 +44,20 @@ pub trait CallStore: Send + Sync + 'static {
     /// Whether `user` exists and its devices.
     async fn callee(&self, user: &UserId) -> StoreResult<CalleeInfo>;
     /// Keeps a ringing or answered call (owned by node `owner`) as live.
-    async fn live(&self, c: &LiveCall, owner: &str) -> StoreResult<()>;
+    async fn live(&self, c: &LiveCall, owner: &str) -> StoreResult<()> {
+        self.live_many(&[c], owner).await
+    }
+    /// [`CallStore::live`] for several calls, in one transaction (in order:
+    /// a later state of the same call wins).
+    async fn live_many(&self, calls: &[&LiveCall], owner: &str) -> StoreResult<()>;
     /// Appends an ended call and forgets it as live, in one transaction. A
     /// row for the same call written by a sweep (its owner looked dead) is
     /// replaced by this, the true end.
-    async fn record(&self, r: &CallRecord) -> StoreResult<()>;
+    async fn record(&self, r: &CallRecord) -> StoreResult<()> {
+        self.record_many(std::slice::from_ref(r)).await
+    }
+    /// [`CallStore::record`] for several calls, in one transaction.
+    async fn record_many(&self, records: &[CallRecord]) -> StoreResult<()>;
     /// The owners of live calls.
     async fn live_owners(&self) -> StoreResult<Vec<String>>;
     /// Ends `owner`'s live calls as abandoned (failed, `connection_lost`,
@@ -155,47 +164,53 @@ impl CallStore for SqlStore {
         })
     }
 
-    async fn live(&self, c: &LiveCall, owner: &str) -> StoreResult<()> {
+    async fn live_many(&self, calls: &[&LiveCall], owner: &str) -> StoreResult<()> {
         const UPSERT: &str = "INSERT INTO call_live (call_id, owner, caller, caller_device, callee, \
              media, started_at, answered_device, answered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (call_id) DO UPDATE SET answered_device = excluded.answered_device, \
              answered_at = excluded.answered_at";
         on_pool!(&self.0, |p| {
-            sqlx::query(UPSERT)
-                .bind(c.call_id.as_str())
-                .bind(owner)
-                .bind(c.caller.as_str())
-                .bind(i64::from(c.caller_device))
-                .bind(c.callee.as_str())
-                .bind(c.media.as_str())
-                .bind(c.started_at)
-                .bind(c.answered.map(|(d, _)| i64::from(d)))
-                .bind(c.answered.map(|(_, t)| t))
-                .execute(p)
-                .await?;
+            let mut tx = p.begin_write().await?;
+            for c in calls {
+                sqlx::query(UPSERT)
+                    .bind(c.call_id.as_str())
+                    .bind(owner)
+                    .bind(c.caller.as_str())
+                    .bind(i64::from(c.caller_device))
+                    .bind(c.callee.as_str())
+                    .bind(c.media.as_str())
+                    .bind(c.started_at)
+                    .bind(c.answered.map(|(d, _)| i64::from(d)))
+                    .bind(c.answered.map(|(_, t)| t))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
     }
 
-    async fn record(&self, r: &CallRecord) -> StoreResult<()> {
+    async fn record_many(&self, records: &[CallRecord]) -> StoreResult<()> {
         const FORGET: &str = "DELETE FROM call_live WHERE call_id = $1";
         const SWEPT: &str = "DELETE FROM call_log WHERE call_id = $1 AND started_at = $2";
         on_pool!(&self.0, |p| {
             let mut tx = p.begin_write().await?;
-            let was_live = sqlx::query(FORGET)
-                .bind(r.call_id.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if was_live == 0 && r.answered_at.is_some() {
-                // Answered, so it was live: a sweep logged it meanwhile.
-                sqlx::query(SWEPT)
+            for r in records {
+                let was_live = sqlx::query(FORGET)
                     .bind(r.call_id.as_str())
-                    .bind(r.started_at)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if was_live == 0 && r.answered_at.is_some() {
+                    // Answered, so it was live: a sweep logged it meanwhile.
+                    sqlx::query(SWEPT)
+                        .bind(r.call_id.as_str())
+                        .bind(r.started_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                insert_record!(&mut *tx, r);
             }
-            insert_record!(&mut *tx, r);
             tx.commit().await?;
         });
         Ok(())

@@ -307,6 +307,11 @@ async fn serve(
                 format!("turn:{host}:{turn_port}?transport=tcp"),
             ]),
             ring_timeout_secs,
+            // Raised like the auth limits above: call-bench places thousands
+            // of calls per pair (the limits are tested on a real process, in
+            // natter/tests/adversarial.rs).
+            offers_per_caller: natter_common::ratelimit::Quota::new(1_000_000, 60),
+            offers_per_pair: natter_common::ratelimit::Quota::new(1_000_000, 60),
             ..natter_signaling::SignalingConfig::default()
         },
         db,
