@@ -1,12 +1,14 @@
 //! `natter`: the one binary of the Natter messaging and calls backend.
 //!
 //! `natter serve [all|auth|chat|media|signaling|turn]` runs services, `natter migrate` applies database
-//! migrations, `natter config print` shows the effective configuration.
+//! migrations, `natter config print` shows the effective configuration, `natter health` asks the
+//! local server whether it is ready (a container HEALTHCHECK).
 
 mod avatar_refs;
 mod config;
 #[cfg(test)]
 mod config_fuzz;
+mod health;
 mod serve;
 mod supervise;
 
@@ -50,6 +52,17 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Ask the `natter serve` on this host (at `http.listen`) whether it is
+    /// ready (`/readyz`), or with `--live` alive (`/healthz`). Exit 0 when it
+    /// answers 200, 1 otherwise: for a container HEALTHCHECK.
+    Health {
+        /// Check liveness instead of readiness.
+        #[arg(long)]
+        live: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
     },
 }
 
@@ -110,6 +123,25 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
+        Command::Health { live, timeout_secs } => {
+            let addr = health::probe_addr(cfg.http.listen);
+            let path = if live { "/healthz" } else { "/readyz" };
+            let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+            match health::status(addr, path, timeout) {
+                Ok(200) => {
+                    println!("{path}: 200");
+                    Ok(())
+                }
+                Ok(code) => {
+                    eprintln!("natter health: {path} answered {code}");
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    eprintln!("natter health: {path}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Migrate => {
             natter_common::telemetry::init(&cfg.log);
             runtime()?.block_on(serve::migrate(&cfg))

@@ -338,3 +338,37 @@ fn unknown_routes_and_methods_get_json_errors() {
         assert_eq!(v["error"]["code"], code, "{body}");
     }
 }
+
+/// `natter health` (the image's HEALTHCHECK) asks the server on `http.listen`:
+/// exit 0 while it is ready, 1 with the reason once nothing answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natter_health_says_whether_the_local_server_is_ready() {
+    let p = natter_tests::server::ProcessServer::start(BIN.into(), None)
+        .await
+        .unwrap();
+    let listen = p.url().trim_start_matches("http://").to_owned();
+    let health = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("health")
+            .args(args)
+            .env("NATTER_HTTP__LISTEN", &listen)
+            .output()
+            .unwrap()
+    };
+    for args in [&[][..], &["--live"]] {
+        let out = health(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(p); // killed and waited for
+    let out = health(&["--timeout-secs", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/readyz"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
