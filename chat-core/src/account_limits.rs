@@ -110,16 +110,28 @@ pub(crate) struct Report<'a> {
 }
 
 /// A report; `None` for a malformed first line (lines after it that do not
-/// parse are skipped).
+/// parse are skipped). Node, limit and account ids are printable ASCII
+/// without spaces (the node id's and limit's own alphabet; user ids are
+/// server-made); anything else is garbage, not a name to charge.
 pub(crate) fn decode_report(payload: &str) -> Option<Report<'_>> {
+    fn word(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+    }
     let mut lines = payload.lines();
     let (node, limit) = lines.next()?.split_once(' ')?;
+    if !word(node) || !word(limit) {
+        return None;
+    }
     let counts = lines
         .filter_map(|l| {
             let (n, account) = l.split_once(' ')?;
+            // Digits only: u32's parser would also take a sign.
+            if !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
             Some((account, n.parse().ok()?))
         })
-        .filter(|(account, _)| !account.is_empty())
+        .filter(|(account, _)| word(account))
         .collect();
     Some(Report {
         node,

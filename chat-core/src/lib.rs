@@ -8,6 +8,7 @@
 
 pub mod account_limits;
 pub mod api;
+pub mod bus_fuzz;
 mod calls;
 mod cluster;
 pub mod config;

@@ -18,7 +18,7 @@
 mod config;
 mod jobs;
 mod redis;
-mod wire;
+pub(crate) mod wire;
 
 pub use config::RedisConfig;
 pub(crate) use redis::RedisCluster;
