@@ -64,6 +64,16 @@ pub struct AuthConfig {
     pub totp_issuer: String,
     /// Largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// Numbers whose code is `test_code` and is never sent: accounts for app
+    /// store review, synthetic monitoring and the chart's `helm test`
+    /// (comma-separated in `NATTER_AUTH__TEST_NUMBERS`). Every limit still
+    /// applies to them. Empty: none.
+    #[serde(deserialize_with = "number_list")]
+    pub test_numbers: Vec<String>,
+    /// The fixed six-digit code of `test_numbers`. Anyone who knows it can
+    /// register those numbers, so it is a secret: never logged, redacted by
+    /// `config print`.
+    pub test_code: Secret,
 }
 
 impl Default for AuthConfig {
@@ -94,6 +104,8 @@ impl Default for AuthConfig {
             max_one_time_prekeys: 100,
             totp_issuer: "Natter".into(),
             max_body_bytes: 64 * 1024,
+            test_numbers: Vec::new(),
+            test_code: Secret::default(),
         }
     }
 }
@@ -138,7 +150,33 @@ impl AuthConfig {
             }
         }
         crate::secrets::SecretHasher::new(self.argon2).map_err(|e| format!("auth.argon2: {e}"))?;
+        self.validate_test_numbers()?;
         self.sms.validate()
+    }
+
+    fn validate_test_numbers(&self) -> Result<(), String> {
+        if self.test_numbers.is_empty() {
+            return Ok(());
+        }
+        let code = self.test_code.expose();
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(
+                "auth.test_code: must be six digits when auth.test_numbers is set \
+                 (an environment value is read as a number: a leading 0 is lost)"
+                    .into(),
+            );
+        }
+        for n in &self.test_numbers {
+            crate::phone::parse(n).map_err(|e| format!("auth.test_numbers: {n:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `number` (E.164, as sessions store it) is one of `test_numbers`.
+    pub fn is_test_number(&self, number: &str) -> bool {
+        self.test_numbers
+            .iter()
+            .any(|n| crate::phone::parse(n).is_ok_and(|p| p.as_str() == number))
     }
 
     /// Defaults with cheap argon2 (tests run hundreds of hashes).
@@ -221,4 +259,40 @@ impl SmsConfig {
         }
         Ok(())
     }
+}
+
+/// A list of numbers from a list, or from one comma-separated value: the
+/// environment's form, where a lone `+15550100` may arrive as an integer.
+fn number_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of phone numbers, or one comma-separated string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(vec![format!("+{v}")])
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(vec![format!("+{}", v.unsigned_abs())])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(n) = seq.next_element::<String>()? {
+                out.push(n);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
 }

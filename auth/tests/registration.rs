@@ -826,3 +826,60 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// A configured test number takes the configured code, nothing is sent for it,
+/// a wrong code still fails, and other numbers still get real codes.
+#[tokio::test]
+async fn test_numbers_take_the_configured_code_and_send_nothing() {
+    let cfg = natter_auth::AuthConfig {
+        test_numbers: vec!["+1 415 555 0104".into()],
+        test_code: "482913".parse().unwrap(),
+        ..natter_auth::AuthConfig::for_tests()
+    };
+    let h = Harness::with_config(Engine::Sqlite, cfg).await;
+    let id = h.start_session("+14155550104").await;
+    assert!(
+        h.outbox().is_empty(),
+        "a test number's code was sent: {:?}",
+        h.outbox()
+    );
+    let verify = |code: &'static str| {
+        let path = format!("/v1/registration/sessions/{id}/verify");
+        let h = &h;
+        async move {
+            h.call("POST", &path, None, Some(json!({"code": code})))
+                .await
+        }
+    };
+    let (s, v) = verify("111111").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "wrong_code", "{v}");
+    let (s, v) = verify("482913").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["verified"], true, "{v}");
+    // Any other number is sent a random code, as ever.
+    let other = h.start_session(BOB).await;
+    let code = h.code_for(&other);
+    assert_eq!(code.len(), 6);
+    assert_eq!(h.outbox().len(), 1);
+}
+
+#[test]
+fn test_numbers_need_a_six_digit_code_and_valid_numbers() {
+    let mut cfg = natter_auth::AuthConfig {
+        test_numbers: vec!["+14155550104".into()],
+        ..natter_auth::AuthConfig::for_tests()
+    };
+    let err = cfg.validate().unwrap_err();
+    assert!(err.contains("auth.test_code"), "{err}");
+    cfg.test_code = "12345".parse().unwrap();
+    assert!(cfg.validate().unwrap_err().contains("auth.test_code"));
+    cfg.test_code = "123456".parse().unwrap();
+    assert_eq!(cfg.validate(), Ok(()));
+    cfg.test_numbers.push("4155550199".into());
+    let err = cfg.validate().unwrap_err();
+    assert!(
+        err.contains("auth.test_numbers") && err.contains("4155550199"),
+        "{err}"
+    );
+}

@@ -31,6 +31,10 @@ pub struct DatabaseConfig {
     pub sqlite_synchronous: SqliteSync,
     /// How long a query waits for a connection (and SQLite for a lock), in milliseconds.
     pub acquire_timeout_ms: u64,
+    /// SQLite only: how long a second `natter` process on the same database
+    /// file waits for the first to exit before it gives up (one process per
+    /// SQLite database; a replacement pod waits for the old one to drain).
+    pub sqlite_lock_wait_secs: u64,
 }
 
 /// SQLite's `synchronous` pragma.
@@ -51,6 +55,7 @@ impl Default for DatabaseConfig {
             migrate_on_start: true,
             sqlite_synchronous: SqliteSync::Full,
             acquire_timeout_ms: 5_000,
+            sqlite_lock_wait_secs: 90,
         }
     }
 }
@@ -246,6 +251,21 @@ impl BeginWrite for PgPool {
     > + Send {
         self.begin()
     }
+}
+
+/// The SQLite database file `cfg` names (`None` for PostgreSQL or an in-memory
+/// SQLite URL): `<data_dir>/natter.db` when the URL is empty.
+pub fn sqlite_file(cfg: &DatabaseConfig, data_dir: &Path) -> Option<PathBuf> {
+    let url = cfg.url.expose();
+    if url.is_empty() {
+        return Some(data_dir.join("natter.db"));
+    }
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let opts = SqliteConnectOptions::from_str(url).ok()?;
+    let file = opts.get_filename();
+    (!file.as_os_str().is_empty() && file != Path::new(":memory:")).then(|| file.to_path_buf())
 }
 
 impl Db {

@@ -10,7 +10,9 @@ mod config;
 mod config_fuzz;
 mod health;
 mod serve;
+mod smoke;
 mod supervise;
+mod writer_lock;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -62,6 +64,39 @@ enum Command {
         live: bool,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
+    /// Check a running release end to end: two numbers from the server's
+    /// `auth.test_numbers` register with `auth.test_code`, the first sends the
+    /// second a message over the WebSocket, and its delivery receipt comes
+    /// back. Exit 0 when it does (the chart's `helm test`).
+    Smoke {
+        /// Base URL of the release (the Ingress, or the one embedded pod).
+        #[arg(
+            long,
+            env = "NATTER_SMOKE_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        url: String,
+        /// Base URL of the auth service, when it differs from --url.
+        #[arg(long, env = "NATTER_SMOKE_AUTH_URL")]
+        auth_url: Option<String>,
+        /// Base URL of the chat service, when it differs from --url.
+        #[arg(long, env = "NATTER_SMOKE_CHAT_URL")]
+        chat_url: Option<String>,
+        /// The two test numbers (comma-separated in the environment).
+        #[arg(
+            long = "number",
+            env = "NATTER_SMOKE_NUMBERS",
+            value_delimiter = ',',
+            required = true
+        )]
+        numbers: Vec<String>,
+        /// Their code (`auth.test_code`).
+        #[arg(long, env = "NATTER_SMOKE_CODE", hide_env_values = true)]
+        code: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
 }
@@ -141,6 +176,33 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Smoke {
+            url,
+            auth_url,
+            chat_url,
+            numbers,
+            code,
+            timeout_secs,
+        } => {
+            let [a, b]: [String; 2] = numbers
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("natter smoke: give exactly two numbers"))?;
+            let url = url.trim_end_matches('/').to_owned();
+            let args = smoke::SmokeArgs {
+                auth_url: auth_url
+                    .map_or_else(|| url.clone(), |u| u.trim_end_matches('/').to_owned()),
+                chat_url: chat_url
+                    .map_or_else(|| url.clone(), |u| u.trim_end_matches('/').to_owned()),
+                numbers: [a, b],
+                code,
+                timeout: std::time::Duration::from_secs(timeout_secs.max(1)),
+            };
+            if let Err(e) = runtime()?.block_on(smoke::run(args)) {
+                eprintln!("natter smoke: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Migrate => {
             natter_common::telemetry::init(&cfg.log);

@@ -22,6 +22,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(22);
 
 /// Applies every service's migrations.
 pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let _writer = crate::writer_lock::for_config(cfg).await?;
     let db = Db::connect(&cfg.database, &cfg.data_dir).await?;
     natter_auth::store::for_db(&db)
         .migrate()
@@ -92,6 +93,9 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     if service == Service::Turn {
         return serve_turn_only(cfg, shutdown).await;
     }
+    // Kept until the process exits: one process per SQLite database (taken
+    // before anything in the data dir is read or generated).
+    let _writer = crate::writer_lock::for_config(&cfg).await?;
     let tokens = token_keys(&cfg)?;
     let db = Db::connect(&cfg.database, &cfg.data_dir).await?;
     tracing::info!(engine = ?db.engine(), "database open");

@@ -372,3 +372,86 @@ async fn natter_health_says_whether_the_local_server_is_ready() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `natter smoke` (the chart's helm test) against a real server: two test
+/// numbers register with the configured code (no SMS is written), a message
+/// goes from one to the other over the WebSocket and the delivery receipt
+/// comes back. A wrong code fails with exit 1, naming the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn natter_smoke_exchanges_a_message_through_a_running_server() {
+    let p = natter_tests::server::ProcessServer::start_with_env(
+        BIN.into(),
+        None,
+        &[
+            ("NATTER_AUTH__TEST_NUMBERS", "+14155550104,+14155550199"),
+            ("NATTER_AUTH__TEST_CODE", "482913"),
+        ],
+    )
+    .await
+    .unwrap();
+    let smoke = |code: &str| {
+        std::process::Command::new(BIN)
+            .args(["smoke", "--url", &p.url(), "--number", "+14155550104"])
+            .args(["--number", "+14155550199", "--timeout-secs", "30"])
+            .env("NATTER_SMOKE_CODE", code)
+            .output()
+            .unwrap()
+    };
+    let out = smoke("482913");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("delivery receipt received"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(p.sms_outbox())
+            .unwrap_or_default()
+            .is_empty(),
+        "codes were written for test numbers"
+    );
+    // Again: the numbers re-register (a new device each time) and it still works.
+    assert!(smoke("482913").status.success());
+    let out = smoke("000001");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("verifying the code") && stderr.contains("wrong_code"),
+        "{stderr}"
+    );
+}
+
+/// One process per SQLite database: a second `natter serve` on the same data
+/// dir waits for the first (database.sqlite_lock_wait_secs), then stops with an
+/// error naming the holder's pid, and never serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_sqlite_database_waits_then_refuses() {
+    let p = natter_tests::server::ProcessServer::start(BIN.into(), None)
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tokio::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(p.data_dir())
+        .arg("serve")
+        .env("NATTER_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("NATTER_TURN__LISTEN", "127.0.0.1:0")
+        .env("NATTER_DATABASE__SQLITE_LOCK_WAIT_SECS", "2")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another natter process (pid ") && stderr.contains("natter.db"),
+        "{stderr}"
+    );
+    // The first one is untouched.
+    let r = reqwest::get(format!("{}/readyz", p.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -82,6 +82,10 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   echo "helm: installing kubernetes-validate (PyPI)"
   pip_install kubernetes-validate
 fi
+if ! python3 -c 'import promql_parser' 2>/dev/null; then
+  echo "helm: installing promql-parser (PyPI)"
+  pip_install promql-parser
+fi
 export HELM_CACHE_HOME=$tools/cache HELM_CONFIG_HOME=$tools/config HELM_DATA_HOME=$tools/data
 echo "helm: $(helm version --short), kubernetes-validate $(python3 -m kubernetes_validate --version)"
 
@@ -113,7 +117,24 @@ sm = {
             }},
     },
 }
-known = {"ServiceMonitor": sm}
+rule = {"type": "object", "additionalProperties": False, "required": ["alert", "expr"],
+        "properties": {"alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                       "expr": {"type": "string", "minLength": 1}, "for": duration,
+                       "labels": labels, "annotations": labels}}
+pr = {
+    "type": "object", "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"},
+        "metadata": sm["properties"]["metadata"],
+        "spec": {"type": "object", "additionalProperties": False, "required": ["groups"],
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+                "properties": {"name": string, "interval": duration,
+                               "rules": {"type": "array", "minItems": 1, "items": rule}}}}}},
+    },
+}
+known = {"ServiceMonitor": sm, "PrometheusRule": pr}
 rc = 0
 for doc in yaml.safe_load_all(open(sys.argv[1])):
     if not doc or doc.get("kind") not in known:
@@ -132,7 +153,7 @@ PY
 validate() {
   local out
   out=$(python3 -m kubernetes_validate -k "$2" --strict --quiet "$1" 2>&1) || { echo "$out"; return 1; }
-  if grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1" <<<"$out" | grep -q .; then
+  if grep -Ev "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" <<<"$out" | grep -q .; then
     echo "$out"
     return 1
   fi
@@ -212,6 +233,31 @@ for f in "$bad_dir"/good-*.yaml; do
     bad "kubernetes-validate --strict: $name"; echo "$out"
   fi
 done
+
+# ---- observability: alerts and dashboard name only exported metrics ------------
+if out=$(python3 scripts/observability-check.py); then
+  ok "alerts + dashboard: ${out##*observability-check: }"
+else
+  bad "alerts + dashboard"; echo "$out"
+fi
+# A rule naming a metric the binary does not export, or PromQL that does not
+# parse, must fail that check.
+sed 's/natter_part_failures_total/natter_part_failure_total/' "$chart/files/alerts.yaml" >"$work/alerts-wrong.yaml"
+if out=$(python3 scripts/observability-check.py "$work/alerts-wrong.yaml" 2>&1); then
+  bad "alerts naming an unknown metric passed the check"
+elif grep -q 'natter_part_failure_total is not a metric natter exports' <<<"$out"; then
+  ok "alerts naming an unknown metric fail the check"
+else
+  bad "alerts naming an unknown metric failed without naming it"; echo "$out"
+fi
+sed 's/(rate(http_requests_total/(rate(http_requests_total(/' "$chart/files/alerts.yaml" >"$work/alerts-unparsable.yaml"
+if out=$(python3 scripts/observability-check.py "$work/alerts-unparsable.yaml" 2>&1); then
+  bad "alerts with unparsable PromQL passed the check"
+elif grep -q 'PromQL does not parse' <<<"$out"; then
+  ok "alerts with unparsable PromQL fail the check"
+else
+  bad "alerts with unparsable PromQL failed for another reason"; echo "$out"
+fi
 
 # ---- 2. bad values are refused, naming the value ------------------------------
 bad_files=("$bad_dir"/bad-*.yaml)

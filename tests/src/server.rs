@@ -359,12 +359,22 @@ pub struct ProcessServer {
     data_dir: TempDir,
     port: u16,
     database_url: Option<String>,
+    extra_env: Vec<(String, String)>,
     child: Option<std::process::Child>,
 }
 
 impl ProcessServer {
     /// Starts `bin` with a fresh data dir (SQLite there unless `database_url`).
     pub async fn start(bin: PathBuf, database_url: Option<String>) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, database_url, &[]).await
+    }
+
+    /// [`ProcessServer::start`] with more environment variables.
+    pub async fn start_with_env(
+        bin: PathBuf,
+        database_url: Option<String>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -373,6 +383,10 @@ impl ProcessServer {
             data_dir: TempDir::new("natter-process"),
             port,
             database_url,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         s.spawn().await?;
@@ -399,6 +413,7 @@ impl ProcessServer {
         if let Some(url) = &self.database_url {
             cmd.env("NATTER_DATABASE__URL", url);
         }
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         self.child = Some(
             cmd.spawn()
                 .with_context(|| format!("start {}", self.bin.display()))?,
@@ -422,6 +437,11 @@ impl ProcessServer {
     /// Base URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
     }
 
     /// The SMS outbox with registration codes.

@@ -107,6 +107,16 @@ lands (docs/deploy.md lists them).
       optional: true
 {{- end }}
 {{- end }}
+{{- /* ---- auth: test numbers for `helm test` ---- */}}
+{{- if and $v.tests.enabled (has $c (list "auth" "embedded")) }}
+- name: NATTER_AUTH__TEST_NUMBERS
+  value: {{ join "," $v.tests.numbers | quote }}
+- name: NATTER_AUTH__TEST_CODE
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "natter.secret.tests" $root }}
+      key: {{ $v.tests.codeKey }}
+{{- end }}
 {{- /* ---- chat: Redis (pending), push (pending) ---- */}}
 {{- if and $distributed (has $c (list "chat" "signaling")) }}
 - name: NATTER_REDIS__URL

@@ -92,6 +92,9 @@ app.kubernetes.io/part-of: natter
 {{- define "natter.secret.sms" -}}
 {{- default (printf "%s-sms" (include "natter.fullname" .)) .Values.sms.webhook.existingSecret -}}
 {{- end -}}
+{{- define "natter.secret.tests" -}}
+{{- default (printf "%s-tests" (include "natter.fullname" .)) .Values.tests.existingSecret -}}
+{{- end -}}
 {{- define "natter.secret.push" -}}
 {{- default (printf "%s-push" (include "natter.fullname" .)) .Values.push.webhook.existingSecret -}}
 {{- end -}}
@@ -155,6 +158,10 @@ tolerations:
 {{- end }}
 {{- with .c.affinity }}
 affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $root.Values.extraInitContainers }}
+initContainers:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
@@ -239,6 +246,9 @@ annotations:
   mountPath: /etc/natter
   readOnly: true
 {{- end }}
+{{- with .root.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "natter.volumes" -}}
@@ -249,6 +259,9 @@ annotations:
 - name: config
   configMap:
     name: {{ include "natter.fullname" .root }}-config
+{{- end }}
+{{- with .root.Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
