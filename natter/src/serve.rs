@@ -19,6 +19,8 @@ use tower_http::trace::TraceLayer;
 /// How long in-flight requests get to finish after SIGTERM (the parts then get
 /// a few seconds more; the chart's grace period covers both).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(22);
+/// After TURN's drain grace period: time to close its sockets and report.
+const TURN_STOP_MARGIN: Duration = Duration::from_secs(3);
 
 /// Applies every service's migrations.
 pub(crate) async fn migrate(cfg: &Config) -> anyhow::Result<()> {
@@ -255,6 +257,9 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     let server = start_http(&cfg, app, &shutdown, &format!("{service:?}")).await?;
 
     let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
+    if service == Service::All {
+        allow_turn_drain(&supervisor, &turn);
+    }
     match tokio::time::timeout(drain, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("http drained"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server ended with an error"),
@@ -275,6 +280,18 @@ pub(crate) async fn serve(cfg: Config, service: Service) -> anyhow::Result<()> {
     parts?;
     tracing::info!("natter stopped");
     Ok(())
+}
+
+/// After SIGTERM, TURN relays live allocations for up to its grace period: the
+/// process waits for it (but not after a fatal stop: it exits promptly then).
+fn allow_turn_drain(supervisor: &Supervisor, turn: &natter_turn::TurnConfig) {
+    if !supervisor.failed() {
+        supervisor.allow_stop_until(
+            std::time::Instant::now()
+                + Duration::from_secs(turn.drain_grace_secs)
+                + TURN_STOP_MARGIN,
+        );
+    }
 }
 
 /// The TURN configuration in force: in the embedded shape (`serve all`) an
@@ -371,15 +388,23 @@ async fn serve_turn_only(cfg: Config, shutdown: natter_common::Shutdown) -> anyh
         .context("turn: cannot start")?;
     let supervisor = Supervisor::new();
     let turn = run_turn(server, shutdown.clone(), supervisor.clone());
+    // Readiness follows `shutdown` (503 from SIGTERM on), but the listener stays
+    // up until TURN has drained, so /metrics shows the live allocations going
+    // down (natter_turn_allocations, natter_turn_draining).
     let app = health::router(
         vec![supervisor.watch(turn, &shutdown)],
         shutdown.clone(),
         health::MetricsAccess::from_config(&cfg.http),
     );
-    let server = start_http(&cfg, app, &shutdown, "turn").await?;
-    let drain = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
-    let _ = tokio::time::timeout(drain, server).await;
-    supervisor.finish().await?;
+    let http_stop = natter_common::Shutdown::new();
+    let server = start_http(&cfg, app, &http_stop, "turn").await?;
+    let _ = supervisor.wait_for_stop(&shutdown, DRAIN_TIMEOUT).await;
+    allow_turn_drain(&supervisor, &cfg.turn);
+    let parts = supervisor.finish().await;
+    http_stop.cancel();
+    // Only probes and scrapes are served here: nothing long to wait for.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    parts?;
     tracing::info!("natter stopped");
     Ok(())
 }

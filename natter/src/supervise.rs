@@ -9,7 +9,7 @@ use natter_common::health::{ReadinessCheck, Vital};
 use natter_common::parts::Part;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// After a part fails: how long `/readyz` reports it before the process starts
@@ -33,6 +33,8 @@ pub(crate) struct Supervisor {
     vitals: Arc<Mutex<HashMap<&'static str, Vital>>>,
     stopped: Shutdown,
     watchers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// A part that drains (TURN) may run until then after the stop.
+    stop_deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Supervisor {
@@ -43,6 +45,7 @@ impl Supervisor {
             vitals: Arc::default(),
             stopped: Shutdown::new(),
             watchers: Arc::default(),
+            stop_deadline: Arc::default(),
         }
     }
 
@@ -125,13 +128,36 @@ impl Supervisor {
         }
     }
 
+    /// Lets the parts run until `deadline` before [`Supervisor::finish`] gives up
+    /// on them (TURN relays live calls through its drain after SIGTERM).
+    pub(crate) fn allow_stop_until(&self, deadline: Instant) {
+        let mut d = self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner());
+        *d = Some(d.map_or(deadline, |old| old.max(deadline)));
+    }
+
+    /// Whether a part has failed (the stop is then fatal, not a drain).
+    pub(crate) fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Waits (bounded) for every part to stop, then says how the process ends:
     /// an error names the failed part, or the parts that would not stop.
     pub(crate) async fn finish(&self) -> anyhow::Result<()> {
         let watchers =
             std::mem::take(&mut *self.watchers.lock().unwrap_or_else(|p| p.into_inner()));
         let all = futures_util::future::join_all(watchers);
-        let timed_out = tokio::time::timeout(PARTS_STOP_TIMEOUT, all).await.is_err();
+        let allowed = self
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+        let limit = PARTS_STOP_TIMEOUT.max(allowed);
+        let timed_out = tokio::time::timeout(limit, all).await.is_err();
         if let Some((part, reason)) = self
             .failure
             .lock()
@@ -150,7 +176,7 @@ impl Supervisor {
                 .collect();
             anyhow::bail!(
                 "parts still running {} s after the drain: {}",
-                PARTS_STOP_TIMEOUT.as_secs(),
+                limit.as_secs(),
                 still.join(", ")
             );
         }

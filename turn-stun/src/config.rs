@@ -58,8 +58,24 @@ pub struct TurnConfig {
     /// Public IPv6 advertised for `relay_ipv6` relays behind NAT (`NATTER_TURN__EXTERNAL_IPV6`).
     #[serde(deserialize_with = "opt_from_str")]
     pub external_ipv6: Option<IpAddr>,
-    /// Relay port range (`NATTER_TURN__PORT_RANGE`, default `49152-65535`).
+    /// Where to learn `external_ip` at start (`NATTER_TURN__EXTERNAL_IP_STUN_SERVER`,
+    /// `host:port`, port 3478 when omitted): a STUN Binding is sent from the relay
+    /// IP and the address the server saw is advertised. Exclusive with `external_ip`.
+    #[serde(deserialize_with = "opt_from_str")]
+    pub external_ip_stun_server: Option<String>,
+    /// How long discovery may take, retransmissions included.
+    pub external_ip_stun_timeout_secs: u64,
+    /// When discovery fails: true refuses to start (an unreachable advertised
+    /// relay address fails calls silently); false starts with the relay IP.
+    pub external_ip_stun_required: bool,
+    /// Relay port range (`NATTER_TURN__PORT_RANGE`, default `20000-29999`: outside
+    /// Linux's ephemeral range 32768-60999 and Kubernetes' NodePort range
+    /// 30000-32767).
     pub port_range: PortRange,
+    /// After SIGTERM: how long live allocations keep relaying while new ones are
+    /// refused (`NATTER_TURN__DRAIN_GRACE_SECS`); the server stops earlier once
+    /// the last one ends. 0 stops at once.
+    pub drain_grace_secs: u64,
     /// When set, new allocations are redirected there with 300 Try Alternate.
     #[serde(deserialize_with = "opt_from_str")]
     pub alternate_server: Option<SocketAddr>,
@@ -93,6 +109,19 @@ pub struct TurnConfig {
     pub max_tcp_connections: u32,
 }
 
+/// The default relay ports: below Linux's default ephemeral range (32768-60999,
+/// from which the kernel picks every outgoing connection's local port) and
+/// Kubernetes' NodePort range (30000-32767, which kube-proxy intercepts on every
+/// node), and clear of the usual host daemons' ports. 10,000 ports: one per
+/// allocation, two for an EVEN-PORT reservation.
+pub const DEFAULT_PORT_RANGE: PortRange = PortRange {
+    start: 20000,
+    end: 29999,
+};
+
+/// Longest drain the configuration accepts (a day): anything longer is a typo.
+const MAX_DRAIN_GRACE_SECS: u64 = 86_400;
+
 impl Default for TurnConfig {
     fn default() -> TurnConfig {
         let quotas = natter_turn_core::Quotas::default();
@@ -109,10 +138,11 @@ impl Default for TurnConfig {
             external_ip: None,
             relay_ipv6: None,
             external_ipv6: None,
-            port_range: PortRange {
-                start: 49152,
-                end: 65535,
-            },
+            external_ip_stun_server: None,
+            external_ip_stun_timeout_secs: 5,
+            external_ip_stun_required: true,
+            port_range: DEFAULT_PORT_RANGE,
+            drain_grace_secs: 60,
             alternate_server: None,
             tcp_relay: false,
             default_lifetime_secs: 600,
@@ -151,6 +181,28 @@ impl TurnConfig {
         }
         if start == 0 {
             return Err("turn.port_range: port 0 is not a usable relay port".to_owned());
+        }
+        if self.drain_grace_secs > MAX_DRAIN_GRACE_SECS {
+            return Err(format!(
+                "turn.drain_grace_secs: {} is longer than a day ({MAX_DRAIN_GRACE_SECS})",
+                self.drain_grace_secs
+            ));
+        }
+        if let Some(server) = &self.external_ip_stun_server {
+            if self.external_ip.is_some() {
+                return Err(
+                    "turn.external_ip_stun_server: set either it or turn.external_ip, not both"
+                        .to_owned(),
+                );
+            }
+            crate::discover::split_host_port(server)
+                .map_err(|e| format!("turn.external_ip_stun_server: {e}"))?;
+        }
+        if self.external_ip_stun_timeout_secs == 0 || self.external_ip_stun_timeout_secs > 60 {
+            return Err(format!(
+                "turn.external_ip_stun_timeout_secs: {} must be between 1 and 60",
+                self.external_ip_stun_timeout_secs
+            ));
         }
         if self.realm.is_empty() {
             return Err("turn.realm: must not be empty".to_owned());
@@ -348,7 +400,7 @@ impl<'de> Deserialize<'de> for PortRange {
         impl Visitor<'_> for V {
             type Value = PortRange;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port range like \"49152-65535\"")
+                f.write_str("a port range like \"20000-29999\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PortRange, E> {
                 v.parse()
@@ -547,10 +599,12 @@ mod tests {
         assert_eq!(
             c.port_range,
             PortRange {
-                start: 49152,
-                end: 65535
+                start: 20000,
+                end: 29999
             }
         );
+        assert_eq!(c.drain_grace_secs, 60);
+        assert_eq!(c.external_ip_stun_server, None);
         assert!(!c.tcp_relay);
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(TurnConfig::for_tests().validate(), Ok(()));
@@ -659,6 +713,22 @@ mod tests {
             "turn.port_range: start 60000 > end 50000",
         );
         check(|c| c.realm.clear(), "turn.realm");
+        check(|c| c.drain_grace_secs = 100_000, "turn.drain_grace_secs");
+        check(
+            |c| {
+                c.external_ip_stun_server = Some("stun.example.org:3478".to_owned());
+                c.external_ip = Some("192.0.2.1".parse().unwrap());
+            },
+            "turn.external_ip_stun_server: set either",
+        );
+        check(
+            |c| c.external_ip_stun_server = Some("stun.example.org:99999".to_owned()),
+            "turn.external_ip_stun_server",
+        );
+        check(
+            |c| c.external_ip_stun_timeout_secs = 0,
+            "turn.external_ip_stun_timeout_secs",
+        );
         check(|c| c.tcp_relay = true, "turn.tcp_relay");
         check(
             |c| c.tls_listen = Some("0.0.0.0:5349".parse().unwrap()),

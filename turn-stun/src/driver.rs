@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 
 use crate::udp::ClientSocket;
 use tokio::sync::mpsc;
-use tracing::{Span, debug, info, info_span, trace};
+use tracing::{Span, debug, info, info_span, trace, warn};
 
 use crate::metrics::Published;
 use crate::relay::RelayBinder;
@@ -82,7 +82,18 @@ pub(crate) struct Driver {
     relay_ready: FuturesUnordered<RelayReady>,
     conns: HashMap<FiveTuple, ConnHandle>,
     shutdown: Shutdown,
+    drain: Drain,
     published: Published,
+}
+
+/// How the server stops on request (see [`Driver::run`]).
+pub(crate) struct Drain {
+    /// Cancelled when the process is asked to stop (SIGTERM).
+    pub(crate) requested: Shutdown,
+    /// How long live allocations may keep relaying after that.
+    pub(crate) grace: Duration,
+    /// Cancelled when draining starts: the TCP and TLS accept loops stop.
+    pub(crate) accepting: Shutdown,
 }
 
 impl Driver {
@@ -92,6 +103,7 @@ impl Driver {
         binder: RelayBinder,
         own_refresh: Option<OwnAddresses>,
         shutdown: Shutdown,
+        drain: Drain,
     ) -> Driver {
         Driver {
             core,
@@ -103,11 +115,15 @@ impl Driver {
             relay_ready: FuturesUnordered::new(),
             conns: HashMap::new(),
             shutdown,
+            drain,
             published: Published::default(),
         }
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled, or, once a drain is requested, until the
+    /// last allocation ends or the grace period is over, whichever comes first.
+    /// While draining, new allocations are refused and new TCP/TLS connections
+    /// are no longer accepted; live allocations relay, refresh and bind as before.
     pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut cmsg = Vec::new();
@@ -122,6 +138,12 @@ impl Driver {
         let shutdown = self.shutdown.clone();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let drain_signal = self.drain.requested.clone();
+        let drain_requested = drain_signal.cancelled();
+        tokio::pin!(drain_requested);
+        let drain_deadline = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(drain_deadline);
+        let mut draining = false;
         let udp = self.udp.clone();
         loop {
             let deadline = self.core.poll_timeout();
@@ -134,6 +156,24 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => break,
+                _ = &mut drain_requested, if !draining => {
+                    draining = true;
+                    if self.drain.grace.is_zero() {
+                        break;
+                    }
+                    self.start_drain();
+                    drain_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.drain.grace);
+                }
+                _ = &mut drain_deadline, if draining => {
+                    warn!(
+                        allocations = self.core.allocation_count(),
+                        grace_secs = self.drain.grace.as_secs(),
+                        "TURN drain grace period over; closing the allocations still live"
+                    );
+                    break;
+                }
                 r = udp.readable() => {
                     if r.is_ok() {
                         for _ in 0..BATCH {
@@ -168,6 +208,10 @@ impl Driver {
                 _ = tick.tick() => self.housekeeping(),
             }
             self.flush().await;
+            if draining && self.core.allocation_count() == 0 && self.core.pending_count() == 0 {
+                info!("TURN drained: the last allocation has ended");
+                break;
+            }
         }
         for relay in self.relays.values() {
             relay.cancel.cancel();
@@ -179,6 +223,17 @@ impl Driver {
         info!(
             allocations = self.core.allocation_count(),
             "TURN server stopped"
+        );
+    }
+
+    fn start_drain(&mut self) {
+        self.core.set_draining(true);
+        self.drain.accepting.cancel();
+        metrics::gauge!("natter_turn_draining").set(1.0);
+        info!(
+            allocations = self.core.allocation_count(),
+            grace_secs = self.drain.grace.as_secs(),
+            "TURN draining: new allocations are refused (508), live ones keep relaying"
         );
     }
 
@@ -364,8 +419,10 @@ impl Driver {
             self.core
                 .set_own_addresses(crate::addrs::own_addresses(&own.listeners, &ips));
         }
+        // While draining, one that has none will never get one.
+        let draining = self.core.is_draining();
         for (ft, conn) in &self.conns {
-            if now.duration_since(conn.opened) > CONNECTION_ALLOCATE_TIMEOUT
+            if (draining || now.duration_since(conn.opened) > CONNECTION_ALLOCATE_TIMEOUT)
                 && self.core.allocation_for(ft).is_none()
             {
                 conn.close.cancel();
@@ -375,6 +432,7 @@ impl Driver {
             self.core.stats(),
             self.core.allocation_count(),
             self.conns.len(),
+            draining,
         );
     }
 }

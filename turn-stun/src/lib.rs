@@ -14,8 +14,10 @@
 
 mod addrs;
 mod config;
+mod discover;
 mod driver;
 mod metrics;
+mod ports;
 mod relay;
 mod stream;
 mod tls;
@@ -34,7 +36,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
-pub use config::{CidrList, PortRange, StaticUsers, TurnConfig};
+pub use config::{CidrList, DEFAULT_PORT_RANGE, PortRange, StaticUsers, TurnConfig};
 pub use natter_turn_core as core;
 pub use tls::TlsReloader;
 
@@ -57,6 +59,12 @@ pub enum TurnError {
     /// The TLS certificate or key could not be loaded.
     #[error("TURN TLS: {0}")]
     Tls(String),
+    /// `turn.external_ip_stun_server` gave no address and discovery is required.
+    #[error(
+        "turn.external_ip_stun_server: cannot discover the external IP: {0} \
+         (set turn.external_ip_stun_required=false to start with the relay IP instead)"
+    )]
+    Discovery(String),
     /// Another I/O failure.
     #[error("TURN I/O: {0}")]
     Io(#[from] io::Error),
@@ -98,8 +106,9 @@ impl TurnServer {
     /// Validates `config` and binds the listeners. With neither an auth secret nor
     /// static users the server still starts, refuses every allocation, and says so
     /// once in the log.
-    pub async fn bind(config: TurnConfig) -> Result<TurnServer, TurnError> {
+    pub async fn bind(mut config: TurnConfig) -> Result<TurnServer, TurnError> {
         config.validate().map_err(TurnError::Config)?;
+        ports::check_host(config.port_range);
         let (udp, tcp) = bind_udp_and_tcp(config.listen)?;
         let udp_addr = udp.local_addr()?;
         let tcp_addr = tcp.local_addr()?;
@@ -125,6 +134,9 @@ impl TurnServer {
         let relay_ip = config
             .relay_ip
             .unwrap_or_else(|| relay_ip_for(config.listen.ip()));
+        if let Some(server) = config.external_ip_stun_server.clone() {
+            config.external_ip = discover_external_ip(&config, &server, relay_ip).await?;
+        }
 
         let relay_ipv6 = if relay_ip.is_ipv6() {
             Some(relay_ip)
@@ -239,14 +251,18 @@ impl TurnServer {
         self.tls.as_ref().map(|(_, r)| r.clone())
     }
 
-    /// Serves until `shutdown` is cancelled, then closes every allocation's socket.
+    /// Serves until `shutdown` is cancelled, then drains: new allocations are
+    /// refused with 508 and live ones keep relaying until the last one ends or
+    /// `turn.drain_grace_secs` elapse; then every allocation's socket is closed.
     ///
     /// The server runs on a dedicated thread with a single-threaded tokio runtime:
     /// every relayed packet is handled by one task (the sans-IO core is one state
     /// machine), and keeping that task and its sockets on one thread avoids a
-    /// cross-thread wake-up per packet. Dropping the returned future also stops it.
+    /// cross-thread wake-up per packet. Dropping the returned future stops it at
+    /// once, without a drain.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), TurnError> {
-        let stop = shutdown.child_token();
+        let drain = shutdown.child_token();
+        let stop = Shutdown::new();
         let _stop_on_drop = stop.clone().drop_guard();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -256,7 +272,7 @@ impl TurnServer {
                     .enable_all()
                     .build()
                     .map_err(TurnError::Io)
-                    .and_then(|rt| rt.block_on(self.serve(stop)));
+                    .and_then(|rt| rt.block_on(self.serve(drain, stop)));
                 let _ = done_tx.send(result);
             })?;
         done_rx.await.unwrap_or_else(|_| {
@@ -266,7 +282,8 @@ impl TurnServer {
         })
     }
 
-    async fn serve(self, shutdown: Shutdown) -> Result<(), TurnError> {
+    /// Serves until `stop`, or until the drain that `drain` starts is over.
+    async fn serve(self, drain: Shutdown, shutdown: Shutdown) -> Result<(), TurnError> {
         let TurnServer {
             config,
             core,
@@ -281,6 +298,7 @@ impl TurnServer {
         info!(
             udp = %addrs.udp, tcp = %addrs.tcp, tls = ?addrs.tls, relay_ip = %relay_ip,
             external_ip = ?config.external_ip, relay_ipv6 = ?relay_ipv6, port_range = %config.port_range, realm = %config.realm,
+            drain_grace_secs = config.drain_grace_secs,
             "TURN server listening"
         );
         let udp = udp::ClientSocket::new(UdpSocket::from_std(udp)?)?;
@@ -288,11 +306,13 @@ impl TurnServer {
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let limit = Arc::new(Semaphore::new(config.max_tcp_connections as usize));
         let mut tasks = tokio::task::JoinSet::new();
+        let accepting = shutdown.child_token();
         tasks.spawn(stream::accept_loop(
             tcp,
             None,
             inbox_tx.clone(),
             limit.clone(),
+            accepting.clone(),
             shutdown.clone(),
         ));
         if let Some((listener, reloader)) = tls {
@@ -303,6 +323,7 @@ impl TurnServer {
                 Some(reloader),
                 inbox_tx.clone(),
                 limit,
+                accepting.clone(),
                 shutdown.clone(),
             ));
         }
@@ -315,8 +336,19 @@ impl TurnServer {
         );
         // The driver keeps a sender so its inbox never reports closed while it runs.
         let _inbox_keepalive = inbox_tx;
-        let driver =
-            driver::Driver::new(core, Arc::new(udp), binder, own_refresh, shutdown.clone());
+        let drain = driver::Drain {
+            requested: drain,
+            grace: std::time::Duration::from_secs(config.drain_grace_secs),
+            accepting,
+        };
+        let driver = driver::Driver::new(
+            core,
+            Arc::new(udp),
+            binder,
+            own_refresh,
+            shutdown.clone(),
+            drain,
+        );
         #[cfg(debug_assertions)]
         let fault = fault_injection::after_env_delay();
         #[cfg(not(debug_assertions))]
@@ -328,6 +360,55 @@ impl TurnServer {
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// The address `server` (`host:port`, a STUN server) sees for a UDP socket bound
+/// on `from`: what `turn.external_ip_stun_server` discovery does at start, for
+/// tools and tests. Retransmits on RFC 8489's schedule until `timeout`.
+pub async fn stun_mapped_address(
+    server: &str,
+    from: IpAddr,
+    timeout: std::time::Duration,
+) -> Result<SocketAddr, TurnError> {
+    discover::discover(server, from, timeout)
+        .await
+        .map_err(TurnError::Discovery)
+}
+
+/// `turn.external_ip_stun_server`: the external IP to advertise (`None` when the
+/// server sees the relay IP itself: there is no NAT to cross).
+async fn discover_external_ip(
+    config: &TurnConfig,
+    server: &str,
+    relay_ip: IpAddr,
+) -> Result<Option<IpAddr>, TurnError> {
+    let timeout = std::time::Duration::from_secs(config.external_ip_stun_timeout_secs);
+    match discover::discover(server, relay_ip, timeout).await {
+        Ok(mapped) if mapped.ip() == relay_ip => {
+            info!(stun_server = %server, relay_ip = %relay_ip,
+                "external IP discovery: the STUN server sees the relay IP itself (no NAT); advertising it");
+            Ok(None)
+        }
+        Ok(mapped) => {
+            let ip = mapped.ip();
+            if let Some(what) = discover::suspicious(ip) {
+                warn!(stun_server = %server, external_ip = %ip,
+                    "external IP discovery returned {what}: the STUN server is probably inside the \
+                     same private network, and peers on the Internet cannot reach relays there. \
+                     Point turn.external_ip_stun_server at a server outside it, or set turn.external_ip");
+            } else {
+                info!(stun_server = %server, external_ip = %ip, relay_ip = %relay_ip,
+                    "external IP discovered; advertised in relayed addresses");
+            }
+            Ok(Some(ip))
+        }
+        Err(e) if config.external_ip_stun_required => Err(TurnError::Discovery(e)),
+        Err(e) => {
+            warn!(stun_server = %server, error = %e, relay_ip = %relay_ip,
+                "external IP discovery failed; advertising the relay IP (turn.external_ip_stun_required=false)");
+            Ok(None)
+        }
     }
 }
 

@@ -11,9 +11,16 @@ pub(crate) struct Published {
 }
 
 impl Published {
-    pub(crate) fn publish(&mut self, stats: &Stats, allocations: usize, connections: usize) {
+    pub(crate) fn publish(
+        &mut self,
+        stats: &Stats,
+        allocations: usize,
+        connections: usize,
+        draining: bool,
+    ) {
         let last = &self.last;
         metrics::gauge!("natter_turn_allocations").set(allocations as f64);
+        metrics::gauge!("natter_turn_draining").set(if draining { 1.0 } else { 0.0 });
         metrics::gauge!("natter_turn_stream_connections").set(connections as f64);
         metrics::counter!("natter_turn_allocations_created_total")
             .increment(stats.allocations_created - last.allocations_created);

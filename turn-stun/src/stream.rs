@@ -39,6 +39,7 @@ pub(crate) async fn accept_loop(
     tls: Option<TlsReloader>,
     inbox: mpsc::Sender<Inbound>,
     limit: Arc<Semaphore>,
+    accepting: Shutdown,
     shutdown: Shutdown,
 ) {
     let transport = if tls.is_some() {
@@ -47,8 +48,10 @@ pub(crate) async fn accept_loop(
         Transport::Tcp
     };
     loop {
+        // Accepting stops when draining starts (the listener is then dropped, so
+        // new connections are refused); open connections live on until `shutdown`.
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = accepting.cancelled() => return,
             r = listener.accept() => r,
         };
         let (stream, client) = match accepted {

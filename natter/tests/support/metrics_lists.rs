@@ -191,4 +191,9 @@ pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
         Still::Zero,
         "only with turn.tls_listen and a certificate file that changes",
     ),
+    (
+        "natter_turn_draining",
+        Still::PresentZero,
+        "1 only between SIGTERM and the end of TURN's drain (tests/turn_drain.rs)",
+    ),
 ];

@@ -134,6 +134,9 @@ pub struct Server {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Set when the process is shutting down: new allocations are refused, live
+    /// ones keep relaying (see [`Server::set_draining`]).
+    draining: bool,
 }
 
 impl Server {
@@ -160,6 +163,7 @@ impl Server {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            draining: false,
         }
     }
 
@@ -185,6 +189,16 @@ impl Server {
         self.allocations.get(&allocation).map(|a| a.advertised)
     }
 
+    /// Allocate requests accepted and waiting for the driver's relay socket.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether new allocations are being refused (see [`Server::set_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -196,6 +210,15 @@ impl Server {
     /// draining this node.
     pub fn set_alternate_server(&mut self, alternate: Option<SocketAddr>) {
         self.config.alternate_server = alternate;
+    }
+
+    /// Starts (or stops) draining: a new Allocate is answered 508 Insufficient
+    /// Capacity (RFC 8656 §7.2: the server cannot provide a relayed address now),
+    /// so a client falls back to its next TURN server at once, while every live
+    /// allocation keeps being refreshed and relayed. A configured alternate server
+    /// still takes precedence (300 Try Alternate).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Replaces the addresses that are never valid peers (the server's own). A
@@ -647,3 +670,7 @@ mod tests;
 #[cfg(test)]
 #[path = "server_attack_tests.rs"]
 mod attack_tests;
+
+#[cfg(test)]
+#[path = "server_drain_tests.rs"]
+mod drain_tests;

@@ -24,15 +24,15 @@ pub(super) fn code(bytes: &[u8]) -> Option<u16> {
     }
 }
 
-fn peer(s: &str) -> SocketAddr {
+pub(super) fn peer(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn user_key() -> Vec<u8> {
+pub(super) fn user_key() -> Vec<u8> {
     long_term_key(USER, REALM, PASSWORD).0.to_vec()
 }
 
-fn permit(h: &mut Harness, ft: FiveTuple, peers: &[&str]) -> Vec<u8> {
+pub(super) fn permit(h: &mut Harness, ft: FiveTuple, peers: &[&str]) -> Vec<u8> {
     let attrs: Vec<Attribute<'_>> = peers
         .iter()
         .map(|p| Attribute::XorPeerAddress(peer(p)))
@@ -40,7 +40,7 @@ fn permit(h: &mut Harness, ft: FiveTuple, peers: &[&str]) -> Vec<u8> {
     h.auth_request(ft, Method::CREATE_PERMISSION, &attrs, USER, PASSWORD, SHA1)
 }
 
-fn bind(h: &mut Harness, ft: FiveTuple, channel: u16, p: &str) -> Vec<u8> {
+pub(super) fn bind(h: &mut Harness, ft: FiveTuple, channel: u16, p: &str) -> Vec<u8> {
     h.auth_request(
         ft,
         Method::CHANNEL_BIND,

@@ -205,9 +205,34 @@ lands (docs/deploy.md lists them).
   value: {{ include "natter.hostPort" (list $v.turn.listenHost $v.turn.port) | quote }}
 - name: NATTER_TURN__PORT_RANGE
   value: {{ printf "%d-%d" (int $v.turn.relayPorts.min) (int $v.turn.relayPorts.max) | quote }}
+{{- /* TURN drains on SIGTERM within the pod's grace period: the turn pods' is
+       derived from drainGraceSeconds; the embedded pod's is shared with the
+       HTTP drain, which runs at the same time. */}}
+- name: NATTER_TURN__DRAIN_GRACE_SECS
+  {{- if eq $c "turn" }}
+  value: {{ int $v.turn.drainGraceSeconds | quote }}
+  {{- else }}
+  value: {{ max 0 (sub (sub (int $v.embedded.terminationGracePeriodSeconds) (int $v.embedded.preStopSleepSeconds)) 10) | quote }}
+  {{- end }}
 {{- with $v.turn.externalIP }}
 - name: NATTER_TURN__EXTERNAL_IP
   value: {{ . | quote }}
+{{- end }}
+{{- $disc := $v.turn.externalIPDiscovery }}
+{{- if eq $disc.mode "stun" }}
+- name: NATTER_TURN__EXTERNAL_IP_STUN_SERVER
+  value: {{ $disc.stunServer | quote }}
+- name: NATTER_TURN__EXTERNAL_IP_STUN_REQUIRED
+  value: {{ $disc.required | quote }}
+- name: NATTER_TURN__EXTERNAL_IP_STUN_TIMEOUT_SECS
+  value: {{ int $disc.timeoutSeconds | quote }}
+{{- else if eq $disc.mode "hostIP" }}
+{{- /* The node's address from the downward API: only the public IP when the
+       kubelet registered that one (docs/turn.md). */}}
+- name: NATTER_TURN__EXTERNAL_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
 {{- end }}
 {{- if $v.turn.relayIP }}
 - name: NATTER_TURN__RELAY_IP

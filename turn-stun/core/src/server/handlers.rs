@@ -63,6 +63,13 @@ impl Server {
             });
             return;
         }
+        if self.draining {
+            // After authentication, like the redirect: an unauthenticated client
+            // gets its 401 first and then learns the server cannot serve it.
+            self.count(Refusal::Draining);
+            self.reply_error(&reply, ErrorCode::INSUFFICIENT_CAPACITY, key, |_| {});
+            return;
+        }
         match self.allocate_params(msg) {
             Err(code) => {
                 self.count(if code.code == 400 {

@@ -341,11 +341,13 @@ pub enum Refusal {
     BadRequest,
     /// Redirected with 300 Try Alternate.
     Redirected,
+    /// New allocation refused with 508 while the server drains (shutting down).
+    Draining,
 }
 
 impl Refusal {
     /// Every variant, in index order.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::PeerDenied,
         Refusal::OwnAddress,
         Refusal::UserQuota,
@@ -360,6 +362,7 @@ impl Refusal {
         Refusal::AllocationMismatch,
         Refusal::BadRequest,
         Refusal::Redirected,
+        Refusal::Draining,
     ];
 
     /// Label value.
@@ -379,6 +382,7 @@ impl Refusal {
             Refusal::AllocationMismatch => "allocation_mismatch",
             Refusal::BadRequest => "bad_request",
             Refusal::Redirected => "redirected",
+            Refusal::Draining => "draining",
         }
     }
 }
