@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts everything the test suite talks to, when it is missing:
 # PostgreSQL, Redis, openssl, coturn's client tools, an S3-compatible server
-# (s3s-fs), ffmpeg, and for calls cmake, espeak-ng, PESQ, Chromium and
-# playwright-core. Idempotent; safe to run every time.
+# (s3s-fs), ffmpeg, jq and curl (the docs' walk-throughs), and for calls
+# libopus-dev, espeak-ng, PESQ, Chromium and playwright-core. Idempotent; safe
+# to run every time.
 # Each `ensure_*` prints one line saying what it found or did.
 set -euo pipefail
 
@@ -114,13 +115,25 @@ ensure_ffmpeg() {
   echo "deps: ffmpeg present"
 }
 
-# cmake: the opus crate builds libopus from source (calls, client SDK).
-ensure_cmake() {
-  if ! command -v cmake >/dev/null; then
-    echo "deps: installing cmake"
-    apt_install cmake
+# libopus-dev and pkg-config: the opus crate (calls, natter-cli) links the
+# system's libopus when pkg-config finds it; without it, it would build libopus
+# from source with cmake.
+ensure_libopus() {
+  if ! command -v pkg-config >/dev/null || ! pkg-config --exists opus; then
+    echo "deps: installing libopus-dev and pkg-config"
+    apt_install libopus-dev pkg-config
   fi
-  echo "deps: cmake present"
+  echo "deps: libopus $(pkg-config --modversion opus) present"
+}
+
+# jq and curl: the walk-throughs in docs/ (natter/tests/doc_walkthroughs.rs)
+# run their commands as written, and those use both.
+ensure_jq() {
+  if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+    echo "deps: installing jq and curl"
+    apt_install jq curl
+  fi
+  echo "deps: jq and curl present"
 }
 
 # espeak-ng: the speech sample of the PESQ call test.
@@ -167,7 +180,8 @@ ensure_browser() {
   echo "deps: chromium and playwright-core present"
 }
 
-ensure_cmake
+ensure_libopus
+ensure_jq
 ensure_espeak
 ensure_pesq
 ensure_browser

@@ -45,6 +45,12 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
+# natter-cli is run by tests of another package (cli_call, doc_walkthroughs),
+# which build it on demand with this same command. Built here, that is a
+# no-op for them, rather than minutes of compiling inside a test's time limit
+# (alone, natter-client's dependencies resolve other features than in the
+# workspace's test build, so some compile again).
+cargo build --locked -p natter-client --bin natter-cli
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --locked --no-fail-fast
   # nextest does not run doctests.

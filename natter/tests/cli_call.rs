@@ -14,24 +14,8 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_natter");
 
-/// natter-cli from the same target directory, built (or brought up to date:
-/// a binary left by an older build would lack today's subcommands) on demand; it
-/// belongs to another package, so cargo does not hand its path to this test.
 fn natter_cli() -> PathBuf {
-    let dir = Path::new(BIN).parent().expect("target dir");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "natter-client",
-            "--bin",
-            "natter-cli",
-        ])
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building natter-cli failed");
-    dir.join("natter-cli")
+    natter_tests::walkthrough::natter_cli(Path::new(BIN))
 }
 
 fn cli(server: &str, home: &Path, args: &[&str]) -> Command {

@@ -6,6 +6,7 @@
 //! - [`server`]: where a scenario runs: in process (the binary's router on
 //!   127.0.0.1, SQLite or PostgreSQL), a real `natter` process (for SIGKILL),
 //!   or any deployment by URL (the `natter-scenarios` binary, for QA).
+//! - [`walkthrough`]: the walk-throughs in `docs/`, run as written.
 
 pub mod audio;
 pub mod cluster;
@@ -13,6 +14,7 @@ pub mod ledger;
 pub mod procstat;
 pub mod scenario;
 pub mod server;
+pub mod walkthrough;
 
 use std::path::PathBuf;
 

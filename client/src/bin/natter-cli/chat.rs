@@ -276,15 +276,51 @@ impl Run for Read {
 pub(crate) struct Status {
     /// The message id (from `sent`).
     msg_id: MsgId,
+    /// Wait until every recipient has the message in this state (receipts
+    /// are committed after the reader's frame is taken, not before it).
+    #[arg(long, value_enum)]
+    wait: Option<WaitFor>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+/// A state `status --wait` waits for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum WaitFor {
+    /// Every recipient's device stored it.
+    Delivered,
+    /// Every recipient read it.
+    Read,
+}
+
+impl WaitFor {
+    fn reached(self, s: &natter_client::MessageStatus) -> bool {
+        !s.recipients.is_empty()
+            && s.recipients.iter().all(|r| match self {
+                WaitFor::Delivered => r.delivered_at.is_some(),
+                WaitFor::Read => r.read_at.is_some(),
+            })
+    }
 }
 
 impl Run for Status {
     async fn run(self, ctx: &Ctx) -> anyhow::Result<()> {
         let account = ctx.account()?;
-        let token = account.token().await?;
-        let s = ctx.api.message_status(&token, self.msg_id).await?;
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        Ok(())
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(self.timeout);
+        loop {
+            let token = account.token().await?;
+            let s = ctx.api.message_status(&token, self.msg_id).await?;
+            let done = self.wait.is_none_or(|w| w.reached(&s));
+            if done || tokio::time::Instant::now() >= deadline {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                if !done {
+                    anyhow::bail!("not in the state waited for after {} s", self.timeout);
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
 
