@@ -383,3 +383,40 @@ async fn the_released_2003_blocked_reads() {
     drop((holder, watcher, prober));
     t.cleanup().await;
 }
+
+/// A step whose brief ACCESS EXCLUSIVE lock is not to be had (a long
+/// transaction reads the table) gives up after its lock_timeout, letting the
+/// reads queued behind it through, and tries again until it gets the lock.
+#[tokio::test]
+async fn a_step_that_cannot_lock_gives_way_and_tries_again() {
+    let (t, p) = at_2002().await;
+    seed(&p).await;
+    let mut holder = p.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT count(*) FROM chat_messages;")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let migration = tokio::spawn({
+        let store = for_db(&t.db);
+        async move { store.migrate().await }
+    });
+    let mut watcher = p.acquire().await.unwrap();
+    const WAITING: &str = "SELECT pid FROM pg_locks
+          WHERE relation = 'chat_messages'::regclass AND mode = 'AccessExclusiveLock' AND NOT granted";
+    const NOT_WAITING: &str = "SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM pg_locks
+          WHERE relation = 'chat_messages'::regclass AND mode = 'AccessExclusiveLock')";
+    // Waiting, then not (the holder still holds its lock, so the request
+    // timed out rather than succeeded), then waiting again: a retry.
+    wait_for(&mut watcher, WAITING).await;
+    wait_for(&mut watcher, NOT_WAITING).await;
+    wait_for(&mut watcher, WAITING).await;
+    assert!(!migration.is_finished());
+    sqlx::raw_sql("COMMIT").execute(&mut *holder).await.unwrap();
+    migration
+        .await
+        .unwrap()
+        .expect("completes once the lock is free");
+    drop((holder, watcher));
+    assert_migrated(&t, &p).await;
+    t.cleanup().await;
+}

@@ -29,8 +29,9 @@
 -- 200 ms: a request that waits also stops the reads queued behind it. On a
 -- timeout the runner lets those through and tries again.
 
--- step: add the column (no rewrite: the default is stored in the catalogue),
--- and a trigger that gives rows the previous release inserts from now on
+-- step: column and trigger
+-- Add the column (no rewrite: the default is stored in the catalogue), and a
+-- trigger that gives rows the previous release inserts from now on
 -- their device's generation, which the backfill below would miss.
 SET LOCAL lock_timeout = '200ms';
 ALTER TABLE chat_messages ADD COLUMN IF NOT EXISTS sender_generation BIGINT NOT NULL DEFAULT 0;
@@ -49,8 +50,8 @@ DROP TRIGGER IF EXISTS chat_messages_2004_generation ON chat_messages;
 CREATE TRIGGER chat_messages_2004_generation BEFORE INSERT ON chat_messages
     FOR EACH ROW EXECUTE FUNCTION chat_messages_2004_generation();
 
--- step: backfill the rows that existed before the trigger, 10,000 at a time in
--- msg_id order, each batch its own transaction (a top-level DO block may
+-- step: backfill
+-- The rows that existed before the trigger, 10,000 at a time in msg_id order, each batch its own transaction (a top-level DO block may
 -- commit): row locks last one batch, and no snapshot is held across the
 -- table. Rows already carrying a generation are left alone, so a rerun after
 -- the swap changes nothing that new code wrote.
@@ -77,18 +78,20 @@ BEGIN
 END
 $backfill$;
 
--- step: an earlier attempt may have left its index half built (INVALID, yet
+-- step: drop a leftover index
+-- An earlier attempt may have left its index half built (INVALID, yet
 -- maintained on every write) or built; start it over.
 DROP INDEX CONCURRENTLY IF EXISTS chat_messages_client_id_2004;
 
--- step: build the new key's index; reads and writes go on meanwhile (SHARE
+-- step: build the index
+-- The new key's index; reads and writes go on meanwhile (SHARE
 -- UPDATE EXCLUSIVE). The old constraint keeps (client_id, sender_user,
 -- sender_device) unique, so the wider key cannot find duplicates.
 CREATE UNIQUE INDEX CONCURRENTLY chat_messages_client_id_2004
     ON chat_messages (client_id, sender_user, sender_device, sender_generation);
 
--- step: swap the constraints and drop the trigger in one short transaction:
--- ACCESS EXCLUSIVE for catalogue changes only, no scan.
+-- step: swap the constraints
+-- And drop the trigger, in one short transaction: ACCESS EXCLUSIVE for catalogue changes only, no scan.
 SET LOCAL lock_timeout = '200ms';
 ALTER TABLE chat_messages DROP CONSTRAINT chat_messages_client_id;
 ALTER TABLE chat_messages

@@ -1,8 +1,9 @@
 //! How long chat's PostgreSQL migrations 2003 and 2004 block reads and
 //! writes of `chat_messages`, released text against current (docs/runbook.md
-//! "Migrations and locks").
+//! "Migrations and locks"); `--path 2002` measures migration 2002 (unchanged)
+//! from 2001 the same way.
 //!
-//! Each path gets a fresh database at version 2002 holding `--rows` messages
+//! Each path gets a fresh database at version 2002 (2001) holding `--rows` messages
 //! (made by `INSERT … SELECT generate_series`: time-ordered client ids, 10,000
 //! senders with two devices each, nine bodies in ten already cleared). While
 //! the migration runs, two probe connections act as the previous release's
@@ -33,7 +34,7 @@ struct Args {
     /// Messages in chat_messages before the migration.
     #[arg(long, default_value_t = 1_000_000)]
     rows: i64,
-    /// `released`, `current` or `both`.
+    /// `released`, `current`, `both` or `2002`.
     #[arg(long, default_value = "both")]
     path: String,
 }
@@ -65,14 +66,14 @@ fn released() -> Migrator {
     m
 }
 
-async fn prepare(rows: i64) -> anyhow::Result<(TestDb, PgPool)> {
+async fn prepare(rows: i64, at: i64) -> anyhow::Result<(TestDb, PgPool)> {
     let t = TestDb::postgres().await;
     let Db::Postgres(p) = &t.db else {
         anyhow::bail!("not PostgreSQL")
     };
     let p = p.clone();
     natter_auth::store::for_db(&t.db).migrate().await?;
-    current().run_to(2002, &p).await?;
+    current().run_to(at, &p).await?;
     let started = Instant::now();
     sqlx::raw_sql(
         "INSERT INTO accounts (user_id, number, created_at)
@@ -83,22 +84,37 @@ async fn prepare(rows: i64) -> anyhow::Result<(TestDb, PgPool)> {
     )
     .execute(&p)
     .await?;
-    sqlx::query(
+    // At 2001, 1:1 delivery state is in chat_status (migration 2002 moves it).
+    let delivered = if at == 2001 { "" } else { ", delivered_at" };
+    sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO chat_messages (sender_user, sender_device, client_id, conv_kind, conv_id, kind,
-                                    body, created_at, expires_at, delivered_at)
+                                    body, created_at, expires_at{delivered})
          SELECT 'u' || (i % 10000), 1 + (i / 10000) % 2,
                 lpad(to_hex(i), 12, '0') || '-7' || substr(md5(i::text), 1, 3) || '-' ||
                   substr(md5(i::text), 4, 4) || '-' || substr(md5(i::text), 8, 12),
                 'u', 'u' || ((i + 1) % 10000), 'text',
                 CASE WHEN i % 10 = 0 THEN decode(repeat(md5(i::text), 4), 'hex') END,
-                1700000000000 + i, 1702592000000 + i,
-                CASE WHEN i % 10 <> 0 THEN 1700000000500 + i END
+                1700000000000 + i, 1702592000000 + i
+                {}
            FROM generate_series(1, $1) i",
-    )
+        if at == 2001 {
+            ""
+        } else {
+            ", CASE WHEN i % 10 <> 0 THEN 1700000000500 + i END"
+        }
+    )))
     .bind(rows)
     .execute(&p)
     .await?;
-    sqlx::raw_sql("VACUUM ANALYZE chat_messages")
+    if at == 2001 {
+        sqlx::raw_sql(
+            "INSERT INTO chat_status (msg_id, user_id, delivered_at)
+             SELECT msg_id, conv_id, created_at + 500 FROM chat_messages WHERE msg_id % 10 <> 0",
+        )
+        .execute(&p)
+        .await?;
+    }
+    sqlx::raw_sql("VACUUM ANALYZE chat_messages, chat_status")
         .execute(&p)
         .await?;
     let size: String =
@@ -151,14 +167,16 @@ async fn probe(p: PgPool, stop: Arc<AtomicBool>, write: bool) -> anyhow::Result<
 }
 
 async fn measure(path: &str, rows: i64) -> anyhow::Result<()> {
-    let (t, p) = prepare(rows).await?;
+    let (t, p) = prepare(rows, if path == "2002" { 2001 } else { 2002 }).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(probe(p.clone(), stop.clone(), false));
     let writer = tokio::spawn(probe(p.clone(), stop.clone(), true));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let mut parts = Vec::new();
-    if path == "released" {
+    if path == "2002" {
+        current().run_to(2002, &p).await.context("2002")?;
+    } else if path == "released" {
         let m = released();
         m.run_to(2003, &p).await.context("released 2003")?;
         parts.push(format!("2003 {:.1} s", started.elapsed().as_secs_f64()));
@@ -207,7 +225,8 @@ async fn main() -> anyhow::Result<()> {
         "both" => &["released", "current"],
         "released" => &["released"],
         "current" => &["current"],
-        other => anyhow::bail!("--path {other}: expected released, current or both"),
+        "2002" => &["2002"],
+        other => anyhow::bail!("--path {other}: expected released, current, both or 2002"),
     };
     for path in paths {
         measure(path, args.rows).await?;
