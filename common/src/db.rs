@@ -363,10 +363,17 @@ impl Db {
 }
 
 /// Runs one service's embedded migrations, tolerating the other services' rows in
-/// the shared migrations table.
+/// the shared migrations table. SQLite runs them through sqlx (one process,
+/// before it serves); PostgreSQL through [`crate::migrate::run_postgres`],
+/// which can apply a migration step by step outside a transaction (concurrent
+/// index builds) and accepts the released checksums of rewritten migrations
+/// (`released: &[...]`).
 #[macro_export]
 macro_rules! run_migrations {
-    ($db:expr, $sqlite_dir:literal, $pg_dir:literal) => {{
+    ($db:expr, $sqlite_dir:literal, $pg_dir:literal) => {
+        $crate::run_migrations!($db, $sqlite_dir, $pg_dir, released: &[])
+    };
+    ($db:expr, $sqlite_dir:literal, $pg_dir:literal, released: $released:expr) => {{
         match $db {
             $crate::db::Db::Sqlite(pool) => {
                 let mut m = ::sqlx::migrate!($sqlite_dir);
@@ -374,9 +381,7 @@ macro_rules! run_migrations {
                 m.run(pool).await
             }
             $crate::db::Db::Postgres(pool) => {
-                let mut m = ::sqlx::migrate!($pg_dir);
-                m.set_ignore_missing(true);
-                m.run(pool).await
+                $crate::migrate::run_postgres(::sqlx::migrate!($pg_dir), pool, $released).await
             }
         }
     }};

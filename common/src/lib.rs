@@ -14,6 +14,7 @@ pub mod http;
 pub mod json_errors;
 pub mod listener;
 pub mod metrics;
+pub mod migrate;
 pub mod parts;
 pub mod random;
 pub mod ratelimit;

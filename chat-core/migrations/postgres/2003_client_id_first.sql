@@ -6,6 +6,13 @@
 -- per sender (one per message with random ids). Lookups bind all three
 -- columns, so any order serves them. See the SQLite migration of the same
 -- number for the figures.
-ALTER TABLE chat_messages DROP CONSTRAINT chat_messages_client_id;
-ALTER TABLE chat_messages
-    ADD CONSTRAINT chat_messages_client_id UNIQUE (client_id, sender_user, sender_device);
+--
+-- On PostgreSQL this version now changes nothing: migration 2004 replaces the
+-- same constraint with one that leads with the client id too, and builds its
+-- index without blocking reads or writes. The released text
+-- (migrations/postgres-released/) dropped and re-added the constraint, which
+-- held an ACCESS EXCLUSIVE lock, blocking reads as well as writes, for the
+-- whole index build (docs/runbook.md "Migrations and locks"). Databases that
+-- applied it keep its checksum, and so does this text when it is applied
+-- (natter_common::migrate::Released).
+SELECT 1;

@@ -24,6 +24,21 @@ use std::sync::Arc;
 
 pub use sql::{PgStore, SqliteStore};
 
+/// PostgreSQL migrations rewritten after release so that they stop blocking
+/// reads (docs/runbook.md "Migrations and locks"): their released texts,
+/// whose checksums databases recorded and still record
+/// ([`natter_common::migrate::Released`]).
+pub const RELEASED_POSTGRES_MIGRATIONS: [natter_common::migrate::Released; 2] = [
+    natter_common::migrate::Released {
+        version: 2003,
+        sql: include_str!("../../migrations/postgres-released/2003_client_id_first.sql"),
+    },
+    natter_common::migrate::Released {
+        version: 2004,
+        sql: include_str!("../../migrations/postgres-released/2004_sender_generation.sql"),
+    },
+];
+
 /// A database failure (anything that is not a domain outcome).
 #[derive(Debug, thiserror::Error)]
 #[error("chat store: {0}")]

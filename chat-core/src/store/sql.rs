@@ -1237,8 +1237,13 @@ macro_rules! sql_store {
 
             async fn migrate(&self) -> StoreResult<()> {
                 let db = Db::$variant(self.pool.clone());
-                natter_common::run_migrations!(&db, "migrations/sqlite", "migrations/postgres")
-                    .map_err(|e| StoreError(sqlx::Error::Migrate(Box::new(e))))
+                natter_common::run_migrations!(
+                    &db,
+                    "migrations/sqlite",
+                    "migrations/postgres",
+                    released: &super::RELEASED_POSTGRES_MIGRATIONS
+                )
+                .map_err(|e| StoreError(sqlx::Error::Migrate(Box::new(e))))
             }
 
             async fn commit(&self, ops: &[BatchOp], now: UnixMillis, ttl_ms: i64, _max_group: u32) -> StoreResult<Committed> {
