@@ -37,8 +37,10 @@ Base images it makes (once; re-runs reuse them):
                                           pkg-config and the host's Rust 1.95 toolchain
   localhost/natter-distroless:cc-bookworm distroless-like: glibc, libgcc, CA bundle,
                                           tzdata, passwd with nonroot (65532); no shell
-Needs root (or a user allowed to use buildah's storage). Installs buildah,
-podman and mmdebstrap with apt-get when they are missing.
+Needs root, a Debian 12 host and the host's Rust 1.95 toolchain (rustup),
+which is copied into the build base. Installs buildah, podman and mmdebstrap
+with apt-get when they are missing. Each rebuild leaves superseded layers
+behind (a few GB): `podman image prune` frees them.
 EOF
 }
 
