@@ -2,7 +2,7 @@
 # Installs and starts everything the test suite talks to, when it is missing:
 # PostgreSQL, Redis, openssl, coturn's client tools, an S3-compatible server
 # (s3s-fs), ffmpeg, jq and curl (the docs' walk-throughs), and for calls
-# libopus-dev, espeak-ng, PESQ, Chromium and playwright-core. Idempotent; safe
+# libopus-dev, libvpx-dev, espeak-ng, PESQ, Chromium and playwright-core. Idempotent; safe
 # to run every time.
 # Each `ensure_*` prints one line saying what it found or did.
 set -euo pipefail
@@ -115,15 +115,16 @@ ensure_ffmpeg() {
   echo "deps: ffmpeg present"
 }
 
-# libopus-dev and pkg-config: the opus crate (calls, natter-cli) links the
-# system's libopus when pkg-config finds it; without it, it would build libopus
-# from source with cmake.
-ensure_libopus() {
-  if ! command -v pkg-config >/dev/null || ! pkg-config --exists opus; then
-    echo "deps: installing libopus-dev and pkg-config"
-    apt_install libopus-dev pkg-config
+# libopus-dev, libvpx-dev and pkg-config: the client SDK (calls, natter-cli)
+# links the system's libopus (Opus audio) and libvpx (VP8 video) through
+# pkg-config; without libopus-dev the opus crate would build libopus from
+# source with cmake.
+ensure_codecs() {
+  if ! command -v pkg-config >/dev/null || ! pkg-config --exists opus vpx; then
+    echo "deps: installing libopus-dev, libvpx-dev and pkg-config"
+    apt_install libopus-dev libvpx-dev pkg-config
   fi
-  echo "deps: libopus $(pkg-config --modversion opus) present"
+  echo "deps: libopus $(pkg-config --modversion opus), libvpx $(pkg-config --modversion vpx) present"
 }
 
 # jq and curl: the walk-throughs in docs/ (natter/tests/doc_walkthroughs.rs)
@@ -180,7 +181,7 @@ ensure_browser() {
   echo "deps: chromium and playwright-core present"
 }
 
-ensure_libopus
+ensure_codecs
 ensure_jq
 ensure_espeak
 ensure_pesq
