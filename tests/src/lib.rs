@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod procstat;
 pub mod scenario;
 pub mod server;
+pub mod video;
 pub mod walkthrough;
 
 use std::path::PathBuf;

@@ -4,16 +4,28 @@
 //! requires. A WAV file (or silence) is the microphone; what arrives is
 //! decoded (FEC, then concealment, for lost packets) into a recording.
 //!
+//! A video call adds one VP8 track each way ([`super::video`]). Every call
+//! negotiates NACK, PLI/FIR and transport-wide congestion control feedback,
+//! and runs Google congestion control, whose estimate sets the video
+//! encoder's bitrate.
+//!
 //! webrtc-rs callbacks become channel messages here, at the driver edge.
 
+use super::video::{self, ReceiveState, SendControl, VideoOptions, VideoStats};
 use super::wav::Pcm;
 use crate::api::IceServer;
+use rtc::interceptor::{Gcc, Slot};
 use rtc::media::Sample;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -27,7 +39,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy,
     RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    StatsSelector, register_default_interceptors,
+    StatsSelector,
 };
 
 /// The call's audio rate: Opus wideband.
@@ -99,6 +111,8 @@ pub struct MediaStats {
     pub recovered: u64,
     /// Longest wait between two received packets, in milliseconds.
     pub max_gap_ms: u64,
+    /// The video figures, in a video call.
+    pub video: Option<VideoStats>,
 }
 
 /// One peer connection with its audio.
@@ -110,12 +124,23 @@ pub(crate) struct Media {
     opts: AudioOptions,
     recorder: Arc<Mutex<Recorder>>,
     frames_sent: Arc<std::sync::atomic::AtomicU64>,
+    video: Option<VideoSide>,
     stop: CancellationToken,
+}
+
+/// The video half of a video call.
+struct VideoSide {
+    opts: VideoOptions,
+    /// The camera's track, when there is a camera.
+    track: Option<(Arc<TrackLocalStaticSample>, u32)>,
+    control: Arc<SendControl>,
+    received: Arc<ReceiveState>,
 }
 
 struct Handler {
     events: mpsc::UnboundedSender<MediaEvent>,
     recorder: Arc<Mutex<Recorder>>,
+    video: Option<(VideoOptions, Arc<ReceiveState>)>,
     stop: CancellationToken,
 }
 
@@ -134,6 +159,17 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await == RtpCodecKind::Video {
+            if let Some((opts, state)) = &self.video {
+                tokio::spawn(video::receive(
+                    track,
+                    opts.clone(),
+                    state.clone(),
+                    self.stop.clone(),
+                ));
+            }
+            return;
+        }
         let recorder = self.recorder.clone();
         let stop = self.stop.clone();
         tokio::spawn(async move {
@@ -156,13 +192,15 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 impl Media {
-    /// A peer connection with the ICE servers (relay only when asked) and a
-    /// send-receive Opus track.
+    /// A peer connection with the ICE servers (relay only when asked), a
+    /// send-receive Opus track and, in a video call, a VP8 track (send-receive
+    /// with a camera, receive-only without).
     pub(crate) async fn new(
         ice: &[IceServer],
         relay_only: bool,
         bind: &str,
         opts: AudioOptions,
+        video: Option<VideoOptions>,
     ) -> Result<(Media, mpsc::UnboundedReceiver<MediaEvent>), MediaError> {
         let opus = RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
@@ -174,12 +212,39 @@ impl Media {
             },
             payload_type: OPUS_PT,
         };
+        let vp8 = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![RTCPFeedback {
+                    typ: "ccm".to_owned(),
+                    parameter: "fir".to_owned(),
+                }],
+            },
+            payload_type: video::VP8_PT,
+        };
         let mut engine = MediaEngine::default();
         engine
             .register_codec(opus.clone(), RtpCodecKind::Audio)
             .map_err(rtc_err)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?;
+        // VP8 is always on offer, so video can be added mid-call.
+        engine
+            .register_codec(vp8.clone(), RtpCodecKind::Video)
+            .map_err(rtc_err)?;
+        // NACK + PLI feedback for video, sender and receiver reports, and send-side
+        // congestion control (transport-wide feedback, GCC, a pacer).
+        let max_bps = video.as_ref().map_or(2_500_000, |v| v.max_bitrate_bps);
+        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
+        let registry = configure_congestion_control(
+            registry,
+            Gcc::new(600_000.0, 50_000.0, f64::from(max_bps) + 200_000.0),
+            CongestionFeedback::Twcc,
+            &mut engine,
+        )
+        .map_err(rtc_err)?
+        .with(Slot::from(14_000), video::KeyframeRequests::default());
         let servers = ice
             .iter()
             .map(|s| RTCIceServer {
@@ -199,9 +264,11 @@ impl Media {
         let (tx, rx) = mpsc::unbounded_channel();
         let recorder = Arc::new(Mutex::new(Recorder::new(opts.fec)?));
         let stop = CancellationToken::new();
+        let received = Arc::new(ReceiveState::default());
         let handler = Arc::new(Handler {
             events: tx,
             recorder: recorder.clone(),
+            video: video.clone().map(|v| (v, received.clone())),
             stop: stop.clone(),
         });
         let pc = PeerConnectionBuilder::new()
@@ -215,12 +282,15 @@ impl Media {
             .map_err(rtc_err)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let ssrc: u32 = rand_u32();
+        // Track ids unique to this end: webrtc-rs routes RTCP by track id,
+        // and a remote track of the same id would take our sender's PLIs.
+        let stream_id = format!("natter-{}", uuid::Uuid::new_v4().simple());
         let track = Arc::new(
             TrackLocalStaticSample::new(
                 Instant::now(),
                 MediaStreamTrack::new(
-                    "natter".to_owned(),
-                    "natter-audio".to_owned(),
+                    stream_id.clone(),
+                    format!("audio-{stream_id}"),
                     "natter-audio".to_owned(),
                     RtpCodecKind::Audio,
                     vec![RTCRtpEncodingParameters {
@@ -239,6 +309,58 @@ impl Media {
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
+        let video = match video {
+            None => None,
+            Some(vopts) => {
+                let track = match &vopts.camera {
+                    Some(_) => {
+                        let vssrc = rand_u32();
+                        let vtrack = Arc::new(
+                            TrackLocalStaticSample::new(
+                                Instant::now(),
+                                MediaStreamTrack::new(
+                                    stream_id.clone(),
+                                    format!("video-{stream_id}"),
+                                    "natter-video".to_owned(),
+                                    RtpCodecKind::Video,
+                                    vec![RTCRtpEncodingParameters {
+                                        rtp_coding_parameters: RTCRtpCodingParameters {
+                                            ssrc: Some(vssrc),
+                                            ..Default::default()
+                                        },
+                                        codec: vp8.rtp_codec.clone(),
+                                        ..Default::default()
+                                    }],
+                                ),
+                            )
+                            .map_err(rtc_err)?,
+                        );
+                        pc.add_track(vtrack.clone() as Arc<dyn TrackLocal>)
+                            .await
+                            .map_err(rtc_err)?;
+                        Some((vtrack, vssrc))
+                    }
+                    None => {
+                        pc.add_transceiver_from_kind(
+                            RtpCodecKind::Video,
+                            Some(RTCRtpTransceiverInit {
+                                direction: RTCRtpTransceiverDirection::Recvonly,
+                                ..Default::default()
+                            }),
+                        )
+                        .await
+                        .map_err(rtc_err)?;
+                        None
+                    }
+                };
+                Some(VideoSide {
+                    opts: vopts,
+                    track,
+                    control: Arc::default(),
+                    received,
+                })
+            }
+        };
         Ok((
             Media {
                 pc,
@@ -248,6 +370,7 @@ impl Media {
                 opts,
                 recorder,
                 frames_sent: Arc::default(),
+                video,
                 stop,
             },
             rx,
@@ -340,6 +463,20 @@ impl Media {
             0
         })?;
         enc.set_bitrate(opus::Bitrate::Bits(self.opts.bitrate))?;
+        if let Some(v) = &self.video
+            && let (Some((track, ssrc)), Some(camera)) = (&v.track, &v.opts.camera)
+        {
+            video::start_sending(
+                camera.clone(),
+                &v.opts,
+                track.clone(),
+                *ssrc,
+                video::VP8_PT,
+                v.control.clone(),
+                self.stop.clone(),
+            )
+            .map_err(|e| MediaError::Webrtc(format!("camera: {e}")))?;
+        }
         let samples = play.map(|p| p.resample(RATE).samples).unwrap_or_default();
         let track = self.track.clone();
         let ssrc = self.ssrc;
@@ -430,6 +567,7 @@ impl Media {
         {
             *remote = signalled;
         }
+        let video = self.video_stats();
         let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         MediaStats {
             selected_pair,
@@ -438,6 +576,7 @@ impl Media {
             lost: r.lost,
             recovered: r.recovered,
             max_gap_ms: r.max_gap.as_millis() as u64,
+            video,
         }
     }
 
@@ -478,10 +617,43 @@ impl Media {
         }
     }
 
-    /// Stops sending and closes the connection.
+    /// Feeds the bandwidth estimate to the video encoder: the estimate less
+    /// what audio and packet overhead take.
+    pub(crate) async fn follow_bandwidth_estimate(&self) {
+        let Some(v) = &self.video else { return };
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let estimate = report
+            .iter()
+            .filter_map(|e| match e {
+                RTCStatsReportEntry::OutboundRtp(o) if o.target_bitrate > 0.0 => {
+                    Some(o.target_bitrate)
+                }
+                _ => None,
+            })
+            .fold(0.0f64, f64::max);
+        if estimate > 0.0 {
+            let audio = f64::from(self.opts.bitrate) + 16_000.0;
+            let share = ((estimate - audio) * 0.9).max(0.0) as u32;
+            v.control
+                .set_bitrate(share.clamp(v.opts.min_bitrate_bps, v.opts.max_bitrate_bps));
+        }
+    }
+
+    /// The video figures (final once [`close`](Self::close) has returned).
+    pub(crate) fn video_stats(&self) -> Option<VideoStats> {
+        self.video
+            .as_ref()
+            .map(|v| v.received.stats(Some(&v.control)))
+    }
+
+    /// Stops sending and closes the connection; waits (briefly) for the
+    /// video recording to be written out.
     pub(crate) async fn close(&self) {
         self.stop.cancel();
         let _ = self.pc.close().await;
+        if let Some(v) = &self.video {
+            v.received.finished(Duration::from_secs(10)).await;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Audio calls: signaling over the chat socket (`call.*` frames) and media
-//! with webrtc-rs and Opus ([`media`]). A headless peer can use a WAV file
-//! as its microphone and record what it receives ([`wav`]).
+//! Voice and video calls: signaling over the chat socket (`call.*` frames)
+//! and media with webrtc-rs, Opus ([`media`]) and VP8 ([`video`]). A headless
+//! peer can use a WAV file as its microphone and a Y4M file as its camera,
+//! and record what it receives ([`wav`], [`natter_video::y4m`]).
 //!
 //! ```no_run
 //! # async fn demo(account: natter_client::Account) -> Result<(), natter_client::call::CallError> {
@@ -14,6 +15,7 @@
 //! ```
 
 pub mod media;
+pub mod video;
 pub mod wav;
 
 use crate::{Account, Chat, Event, Events};
@@ -29,6 +31,7 @@ use wav::Pcm;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 pub use media::AudioOptions;
+pub use video::{VideoOptions, VideoStats};
 
 /// How to run a call.
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct CallOptions {
     pub audio: AudioOptions,
     /// The microphone: played once, then silence. `None`: silence.
     pub play: Option<Pcm>,
+    /// A video call (`None`: voice only).
+    pub video: Option<VideoOptions>,
     /// Only relay (TURN) candidates, as a privacy-minded app would (and as the
     /// tests force, to check the relay path).
     pub relay_only: bool,
@@ -57,6 +62,7 @@ impl Default for CallOptions {
         Self {
             audio: AudioOptions::default(),
             play: None,
+            video: None,
             relay_only: false,
             hangup_after: None,
             setup_timeout: Duration::from_secs(75),
@@ -120,15 +126,25 @@ pub async fn place(
 ) -> Result<CallReport, CallError> {
     let token = account.token().await?;
     let ice = account.api().ice_servers(&token).await?;
-    let (media, media_events) =
-        Media::new(&ice.ice_servers, opts.relay_only, &opts.bind, opts.audio).await?;
+    let (media, media_events) = Media::new(
+        &ice.ice_servers,
+        opts.relay_only,
+        &opts.bind,
+        opts.audio,
+        opts.video.clone(),
+    )
+    .await?;
     let call_id = CallId::new(uuid::Uuid::new_v4().simple().to_string());
     let sdp = media.offer().await?;
     let started = Instant::now();
     chat.call_frame(CallClientFrame::Offer(CallOffer {
         call_id: call_id.clone(),
         to: to.clone(),
-        media: CallMedia::Audio,
+        media: if opts.video.is_some() {
+            CallMedia::Video
+        } else {
+            CallMedia::Audio
+        },
         sdp,
     }));
     let span = tracing::info_span!("call", call_id = %call_id, peer = %to);
@@ -172,8 +188,14 @@ pub async fn answer(
     let started = Instant::now();
     let token = account.token().await?;
     let ice = account.api().ice_servers(&token).await?;
-    let (media, media_events) =
-        Media::new(&ice.ice_servers, opts.relay_only, &opts.bind, opts.audio).await?;
+    let (media, media_events) = Media::new(
+        &ice.ice_servers,
+        opts.relay_only,
+        &opts.bind,
+        opts.audio,
+        opts.video.clone(),
+    )
+    .await?;
     let sdp = media.answer(&incoming.sdp).await?;
     chat.call_frame(CallClientFrame::Answer(CallAnswer {
         call_id: incoming.call_id.clone(),
@@ -220,6 +242,8 @@ async fn run(
     // Only the caller starts renegotiations, so two offers never cross.
     let mut restart_at = None;
     let never = || Instant::now() + Duration::from_secs(86_400);
+    // The bandwidth estimate reaches the video encoder twice a second.
+    let mut estimate_tick = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
         let hangup_at = match (connected_at, opts.hangup_after) {
             (Some(c), Some(after)) => c + after,
@@ -227,6 +251,9 @@ async fn run(
             _ => Instant::now() + Duration::from_secs(86_400),
         };
         tokio::select! {
+            _ = estimate_tick.tick(), if connected_at.is_some() => {
+                media.follow_bandwidth_estimate().await;
+            }
             _ = tokio::time::sleep_until(pair_check_at.unwrap_or_else(never)), if pair_check_at.is_some() => {
                 first_pair = media.stats().await.selected_pair;
                 pair_check_at = first_pair
@@ -326,6 +353,10 @@ async fn run(
     }
     let recording = media.recording();
     media.close().await;
+    // The video recording is complete only once the connection is closed.
+    if stats.video.is_some() {
+        stats.video = media.video_stats();
+    }
     result?;
     Ok(CallReport {
         call_id,

@@ -1,9 +1,9 @@
-//! `call`, `answer`, `calls` (the call log), `ice-servers`.
+//! `call`, `answer`, `calls` (the call log), `ice-servers`, `test-card`.
 
 use crate::{Ctx, Run};
 use clap::Args;
 use natter_client::call::wav::Pcm;
-use natter_client::call::{AudioOptions, CallOptions, CallReport};
+use natter_client::call::{AudioOptions, CallOptions, CallReport, VideoOptions};
 use natter_client::{Chat, ConnectOptions, Event, Events};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +34,21 @@ pub(crate) struct MediaArgs {
     /// Local UDP address for media.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: String,
+    /// Make it a video call with this Y4M file (4:2:0) as the camera, played
+    /// in a loop; `natter-cli test-card` writes one.
+    #[arg(long, value_name = "IN.y4m")]
+    video: Option<PathBuf>,
+    /// Write the video the other side sends to this Y4M file (a video call
+    /// even without --video: receive only).
+    #[arg(long, value_name = "OUT.y4m")]
+    record_video: Option<PathBuf>,
+    /// Start with the camera off (black pictures; no renegotiation).
+    #[arg(long)]
+    camera_off: bool,
+    /// Most bits per second the video encoder may use (the bandwidth
+    /// estimate sets it below this).
+    #[arg(long, default_value_t = 2_500_000)]
+    max_video_bitrate: u32,
 }
 
 impl MediaArgs {
@@ -51,7 +66,19 @@ impl MediaArgs {
             )),
             (None, None) => None,
         };
+        let video = (self.video.is_some() || self.record_video.is_some()).then(|| VideoOptions {
+            camera: self.video.clone(),
+            record: self.record_video.clone(),
+            start_muted: self.camera_off,
+            max_bitrate_bps: self.max_video_bitrate.max(100_000),
+            ..VideoOptions::default()
+        });
+        if let Some(camera) = &self.video {
+            natter_client::call::video::check_camera(camera)
+                .map_err(|e| anyhow::anyhow!("--video {e}"))?;
+        }
         Ok(CallOptions {
+            video,
             audio: AudioOptions {
                 fec: !self.no_fec,
                 bitrate: self.bitrate,
@@ -92,6 +119,26 @@ impl MediaArgs {
                 .map(|p| format!(" -> {}", p.display()))
                 .unwrap_or_default(),
         );
+        if let Some(v) = &r.stats.video {
+            println!(
+                "video: sent {} frames ({} keyframes, {} asked for), encoder at {} kbit/s at the end; received {} frames ({} keyframes), {} packets lost, {} frames skipped, {} keyframe requests; {} pictures shown, longest freeze {} ms{}",
+                v.frames_sent,
+                v.keyframes_sent,
+                v.keyframe_requests_received,
+                v.bitrate_log.last().map_or(0, |b| b.1 / 1000),
+                v.frames_received,
+                v.keyframes_received,
+                v.packets_lost,
+                v.frames_skipped,
+                v.keyframe_requests_sent,
+                v.render.pictures,
+                v.render.longest_freeze_ms,
+                self.record_video
+                    .as_ref()
+                    .map(|p| format!(" -> {}", p.display()))
+                    .unwrap_or_default(),
+            );
+        }
         Ok(())
     }
 }
@@ -226,5 +273,65 @@ async fn wait_connected(events: &mut natter_client::Events) -> anyhow::Result<()
             Ok(None) => anyhow::bail!("connection closed"),
             Err(_) => anyhow::bail!("could not connect within 30 s"),
         }
+    }
+}
+
+/// Writes a moving test card whose pictures carry their frame number, to use
+/// as a camera (`call --video`) or a browser's fake camera.
+#[derive(Args)]
+pub(crate) struct TestCardCmd {
+    /// Where to write the Y4M file.
+    out: PathBuf,
+    /// Picture size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x480")]
+    size: String,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Length in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+}
+
+impl Run for TestCardCmd {
+    async fn run(self, _ctx: &Ctx) -> anyhow::Result<()> {
+        let (w, h) = self
+            .size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .filter(|&(w, h)| {
+                (16..=natter_video::MAX_DIMENSION).contains(&w)
+                    && (16..=natter_video::MAX_DIMENSION).contains(&h)
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--size {}: want WIDTHxHEIGHT, 16 to {} each",
+                    self.size,
+                    natter_video::MAX_DIMENSION
+                )
+            })?;
+        anyhow::ensure!((1..=120).contains(&self.fps), "--fps must be 1 to 120");
+        anyhow::ensure!(
+            self.seconds > 0.0 && self.seconds <= 3600.0,
+            "--seconds must be above 0 and at most 3600"
+        );
+        let frames = (self.seconds * f64::from(self.fps)).round() as u32;
+        let file = std::fs::File::create(&self.out)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.out.display()))?;
+        let mut writer = natter_video::Y4mWriter::new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            natter_video::Y4mHeader::new(w, h, self.fps),
+        )?;
+        for n in 0..frames {
+            writer.write_frame(&natter_video::card::test_card(w, h, n))?;
+        }
+        writer.finish()?;
+        println!(
+            "{} frames of {w}x{h} at {} fps -> {}",
+            frames,
+            self.fps,
+            self.out.display()
+        );
+        Ok(())
     }
 }

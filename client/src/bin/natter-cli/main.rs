@@ -97,14 +97,18 @@ commands! {
     Upload => media::Upload,
     /// Download media by hash through its signed URL (resumes, verifies SHA-256).
     Download => media::Download,
-    /// Call a user (audio): `call +1415… --play in.wav --record out.wav`.
+    /// Call a user: `call +1415… --play in.wav --record out.wav`; add
+    /// `--video in.y4m --record-video out.y4m` for video.
     Call => call::CallCmd,
-    /// Wait for a call and answer it: `answer --play in.wav --record out.wav`.
+    /// Wait for a call and answer it: `answer --play in.wav --record out.wav
+    /// [--video in.y4m --record-video out.y4m]`.
     Answer => call::AnswerCmd,
     /// Your call log.
     Calls => call::CallLogCmd,
     /// STUN/TURN servers with fresh TURN credentials.
     IceServers => call::IceServersCmd,
+    /// Write a moving test card (Y4M) whose pictures carry their frame number.
+    TestCard => call::TestCardCmd,
     /// End-to-end-encryption keys: generate, publish, count, fetch bundles.
     #[command(subcommand)]
     Keys => keys::KeysCmd,

@@ -1,0 +1,527 @@
+//! Video in calls: VP8 (libvpx) over the call's peer connection.
+//!
+//! - **Sending**: a Y4M file is the camera (played in a loop, as a webcam
+//!   never ends). A thread reads and encodes one picture per frame interval;
+//!   a keyframe goes out when the receiver asks (PLI/FIR) and at the start;
+//!   the encoder's bitrate follows the connection's bandwidth estimate
+//!   (Google congestion control over transport-wide feedback), so it falls
+//!   under loss or a narrow path and climbs back after. Muting the camera
+//!   sends black pictures without renegotiating, as a browser does for a
+//!   disabled track.
+//! - **Receiving**: packets are reassembled into frames ([`assemble`]),
+//!   retransmissions (NACK, answered by the sender's interceptor) are waited
+//!   for, a loss that is not recovered stops the picture until a keyframe,
+//!   which is asked for with a PLI; decoded pictures go to a constant-rate
+//!   recording ([`render`]).
+
+pub(crate) mod assemble;
+pub mod render;
+
+use assemble::Assembler;
+use natter_video::{Decoded, EncoderSettings, I420Frame, Vp8Decoder, Vp8Encoder, Y4mReader};
+use render::{RenderStats, Renderer};
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+/// VP8's RTP payload type in our offers (what browsers use).
+pub(crate) const VP8_PT: u8 = 96;
+/// How long a gap in the received packets is waited for (a retransmission
+/// needs one round trip after the NACK).
+const PATIENCE: Duration = Duration::from_millis(250);
+/// Fewest milliseconds between two keyframe requests (PLI) from a receiver,
+/// and between two keyframes a sender makes on request.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Video settings of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoOptions {
+    /// The camera: a Y4M file (4:2:0), played in a loop. `None`: no camera,
+    /// receive only.
+    pub camera: Option<PathBuf>,
+    /// Where to write the received video (Y4M, constant rate).
+    pub record: Option<PathBuf>,
+    /// Frames per second of the recording.
+    pub record_fps: u32,
+    /// The encoder's bitrate never goes below this, bits per second.
+    pub min_bitrate_bps: u32,
+    /// …nor above this.
+    pub max_bitrate_bps: u32,
+    /// Start with the camera off (black pictures).
+    pub start_muted: bool,
+}
+
+impl Default for VideoOptions {
+    fn default() -> Self {
+        Self {
+            camera: None,
+            record: None,
+            record_fps: 30,
+            min_bitrate_bps: 100_000,
+            max_bitrate_bps: 2_500_000,
+            start_muted: false,
+        }
+    }
+}
+
+/// Figures about a call's video.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VideoStats {
+    /// Pictures encoded and sent.
+    pub frames_sent: u64,
+    /// Of those, keyframes.
+    pub keyframes_sent: u64,
+    /// Keyframe requests (PLI/FIR) received.
+    pub keyframe_requests_received: u64,
+    /// Encoder bitrate over the call: (milliseconds since sending began, bit/s),
+    /// one entry per change.
+    pub bitrate_log: Vec<(u64, u32)>,
+    /// Mean encode time per picture, microseconds.
+    pub encode_us_per_frame: u64,
+    /// Whole frames received.
+    pub frames_received: u64,
+    /// Of those, keyframes.
+    pub keyframes_received: u64,
+    /// Packets given up on after waiting for a retransmission.
+    pub packets_lost: u64,
+    /// Frames dropped because an earlier loss left them undecodable.
+    pub frames_skipped: u64,
+    /// Keyframe requests (PLI) sent.
+    pub keyframe_requests_sent: u64,
+    /// Mean decode time per picture, microseconds.
+    pub decode_us_per_frame: u64,
+    /// What was shown.
+    pub render: RenderStats,
+}
+
+/// What the sending side shares with the call: requests in, figures out.
+#[derive(Default)]
+pub(crate) struct SendControl {
+    keyframe: AtomicBool,
+    bitrate: AtomicU32,
+    muted: AtomicBool,
+    frames: AtomicU64,
+    keyframes: AtomicU64,
+    requests: AtomicU64,
+    encode_us: AtomicU64,
+    log: Mutex<Vec<(u64, u32)>>,
+}
+
+impl SendControl {
+    /// Mutes or unmutes the camera (black pictures, no renegotiation).
+    pub(crate) fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// The bandwidth estimate moved: the share left for video, in bit/s.
+    pub(crate) fn set_bitrate(&self, bps: u32) {
+        self.bitrate.store(bps, Ordering::Relaxed);
+    }
+
+    fn fill(&self, stats: &mut VideoStats) {
+        stats.frames_sent = self.frames.load(Ordering::Relaxed);
+        stats.keyframes_sent = self.keyframes.load(Ordering::Relaxed);
+        stats.keyframe_requests_received = self.requests.load(Ordering::Relaxed);
+        stats.encode_us_per_frame = self
+            .encode_us
+            .load(Ordering::Relaxed)
+            .checked_div(stats.frames_sent)
+            .unwrap_or(0);
+        stats.bitrate_log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    }
+}
+
+/// Opens the camera file; its header gives the size and rate the track sends.
+pub(crate) fn open_camera(
+    path: &std::path::Path,
+) -> Result<Y4mReader<std::io::BufReader<std::fs::File>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Y4mReader::new(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Starts the camera: a thread reads and encodes, a task writes the frames
+/// to the track and listens for keyframe requests.
+pub(crate) fn start_sending(
+    camera: PathBuf,
+    opts: &VideoOptions,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+    control: Arc<SendControl>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut reader = open_camera(&camera)?;
+    let header = reader.header();
+    let fps = (header.fps().round() as u32).clamp(1, 120);
+    let mut settings = EncoderSettings::for_call(header.width, header.height, fps);
+    settings.bitrate_bps = settings
+        .bitrate_bps
+        .clamp(opts.min_bitrate_bps, opts.max_bitrate_bps);
+    let mut encoder = Vp8Encoder::new(settings).map_err(|e| e.to_string())?;
+    control.set_muted(opts.start_muted);
+    control.set_bitrate(settings.bitrate_bps);
+    let (min_bps, max_bps) = (opts.min_bitrate_bps, opts.max_bitrate_bps);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Instant)>(4);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(fps));
+    let thread_control = control.clone();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("natter-camera".into())
+        .spawn(move || {
+            let control = thread_control;
+            let began = Instant::now();
+            let black = I420Frame::black(header.width, header.height);
+            let mut last_key: Option<Instant> = None;
+            let mut bitrate = settings.bitrate_bps;
+            for k in 0u64.. {
+                if thread_stop.is_cancelled() {
+                    break;
+                }
+                let due = began + interval.mul_f64(k as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let picture = match reader.next_frame() {
+                    Ok(Some(p)) => p,
+                    // The end of the file: play it again, as a camera never stops.
+                    Ok(None) => match open_camera(&camera).and_then(|mut r| {
+                        r.next_frame()
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| "empty camera file".to_owned())
+                            .map(|p| (r, p))
+                    }) {
+                        Ok((r, p)) => {
+                            reader = r;
+                            p
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "camera stopped");
+                            break;
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "camera stopped");
+                        break;
+                    }
+                };
+                let wanted = control
+                    .bitrate
+                    .load(Ordering::Relaxed)
+                    .clamp(min_bps, max_bps);
+                if wanted != bitrate && encoder.set_bitrate(wanted).is_ok() {
+                    bitrate = wanted;
+                    control
+                        .log
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((began.elapsed().as_millis() as u64, wanted));
+                }
+                let now = Instant::now();
+                let may_key = last_key.is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL);
+                let keyframe = last_key.is_none()
+                    || (may_key && control.keyframe.swap(false, Ordering::Relaxed));
+                let shown = if control.muted.load(Ordering::Relaxed) {
+                    &black
+                } else {
+                    &picture
+                };
+                let started = Instant::now();
+                let encoded = match encoder.encode(shown, keyframe) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "encoder failed");
+                        break;
+                    }
+                };
+                control
+                    .encode_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                if encoded.keyframe {
+                    last_key = Some(now);
+                    control.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                control.frames.fetch_add(1, Ordering::Relaxed);
+                if encoded.data.is_empty() {
+                    continue;
+                }
+                if tx.blocking_send((encoded.data, due)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("camera thread: {e}"))?;
+    // Frames to the track.
+    let writer_track = track.clone();
+    let writer_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (data, captured) = tokio::select! {
+                _ = writer_stop.cancelled() => break,
+                f = rx.recv() => match f { Some(f) => f, None => break },
+            };
+            let sample = rtc::media::Sample {
+                data: bytes::Bytes::from(data),
+                duration: interval,
+                ..rtc::media::Sample::new(captured)
+            };
+            if writer_track
+                .sample_writer(ssrc, payload_type)
+                .write_sample(&sample)
+                .await
+                .is_err()
+            {
+                tracing::debug!("video track closed");
+                break;
+            }
+        }
+    });
+    // Keyframe requests from the receiver.
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = track.poll() => ev,
+            };
+            match ev {
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                    let asks = packets.iter().any(|p| {
+                        p.as_any().is::<PictureLossIndication>()
+                            || p.as_any().is::<FullIntraRequest>()
+                    });
+                    if asks {
+                        control.requests.fetch_add(1, Ordering::Relaxed);
+                        control.keyframe.store(true, Ordering::Relaxed);
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The receiving side's figures, shared with the call.
+#[derive(Default)]
+pub(crate) struct ReceiveState {
+    stats: Mutex<VideoStats>,
+    done: tokio::sync::Notify,
+    finished: AtomicBool,
+}
+
+/// Receives one remote video track until it ends or `stop`.
+pub(crate) async fn receive(
+    track: Arc<dyn TrackRemote>,
+    opts: VideoOptions,
+    state: Arc<ReceiveState>,
+    stop: CancellationToken,
+) {
+    let sink = match opts.record.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f.map(|f| std::io::BufWriter::with_capacity(1 << 20, f)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the video recording");
+            None
+        }
+    };
+    // Decoding and writing run on a thread: a 720p picture is 1.4 MB to write.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Instant)>(64);
+    let (fail_tx, mut fail_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let fps = opts.record_fps;
+    let worker = std::thread::Builder::new()
+        .name("natter-screen".into())
+        .spawn(move || {
+            let mut renderer = Renderer::new(sink, fps);
+            let mut decoder = Vp8Decoder::new().ok();
+            let (mut decoded, mut decode_us) = (0u64, 0u64);
+            while let Ok((data, at)) = rx.recv() {
+                let Some(dec) = decoder.as_mut() else { break };
+                let started = Instant::now();
+                match dec.decode(&data) {
+                    Ok(Decoded::Picture(p)) => {
+                        decode_us += started.elapsed().as_micros() as u64;
+                        decoded += 1;
+                        if let Err(e) = renderer.show(p, at) {
+                            tracing::warn!(error = %e, "video recording failed");
+                        }
+                    }
+                    Ok(Decoded::Nothing) => {}
+                    Ok(Decoded::Corrupt) | Err(_) => {
+                        let _ = fail_tx.send(());
+                    }
+                }
+            }
+            let stats = renderer
+                .finish(Instant::now())
+                .map(|(s, _)| s)
+                .unwrap_or_default();
+            (stats, decode_us.checked_div(decoded).unwrap_or(0))
+        });
+    let Ok(worker) = worker else {
+        return;
+    };
+    let mut assembler = Assembler::new(PATIENCE);
+    let mut last_pli: Option<Instant> = None;
+    let mut plis = 0u64;
+    let mut media_ssrc = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let frames = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => assembler.poll(Instant::now()),
+            Some(()) = fail_rx.recv() => {
+                assembler.decoder_failed();
+                Vec::new()
+            }
+            ev = track.poll() => match ev {
+                Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    media_ssrc = p.header.ssrc;
+                    assembler.push(
+                        p.header.sequence_number,
+                        p.header.timestamp,
+                        p.header.marker,
+                        &p.payload,
+                        Instant::now(),
+                    )
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => Vec::new(),
+            },
+        };
+        let now = Instant::now();
+        for f in frames {
+            if tx.try_send((f.data, now)).is_err() {
+                // The screen thread is behind: this frame is lost to it, and
+                // the ones after it need a keyframe.
+                assembler.decoder_failed();
+            }
+        }
+        if assembler.needs_keyframe()
+            && media_ssrc != 0
+            && last_pli.is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
+        {
+            last_pli = Some(now);
+            plis += 1;
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                tracing::warn!(error = %e, "keyframe request not sent");
+            }
+        }
+        let a = assembler.stats();
+        let mut s = state.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.frames_received = a.frames;
+        s.keyframes_received = a.keyframes;
+        s.packets_lost = a.packets_lost;
+        s.frames_skipped = a.frames_skipped;
+        s.keyframe_requests_sent = plis;
+    }
+    drop(tx);
+    let joined = tokio::task::spawn_blocking(move || worker.join()).await;
+    if let Ok(Ok((render, decode_us))) = joined {
+        let mut s = state.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.render = render;
+        s.decode_us_per_frame = decode_us;
+    }
+    state.finished.store(true, Ordering::Relaxed);
+    state.done.notify_waiters();
+}
+
+impl ReceiveState {
+    /// Waits (up to `limit`) for the receiver to finish its recording.
+    pub(crate) async fn finished(&self, limit: Duration) {
+        let wait = self.done.notified();
+        if self.finished.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// The call's video figures, with the sender's.
+    pub(crate) fn stats(&self, send: Option<&SendControl>) -> VideoStats {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(c) = send {
+            c.fill(&mut s);
+        }
+        s
+    }
+}
+
+/// Lets keyframe requests (PLI, FIR) through to the sending track: the
+/// interceptor chain otherwise keeps inbound RTCP to itself.
+#[derive(Default)]
+pub(crate) struct KeyframeRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| {
+                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+            })
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Checks that `path` is a Y4M file a camera can play (before a call starts).
+pub fn check_camera(path: &std::path::Path) -> Result<natter_video::Y4mHeader, String> {
+    let mut reader = open_camera(path)?;
+    let header = reader.header();
+    match reader.next_frame() {
+        Ok(Some(_)) => Ok(header),
+        Ok(None) => Err(format!("{}: no pictures", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
