@@ -3,9 +3,9 @@
 # ($CARGO_HOME/bin, on PATH after a rustup install), or into PREFIX/bin.
 # One cargo build for both, so the dependencies they share compile once
 # (two `cargo install --path` runs would compile them twice).
-# natter-cli links the system's libopus when pkg-config finds it
-# (Debian/Ubuntu: apt-get install pkg-config libopus-dev); otherwise the
-# opus crate builds libopus from source, which needs cmake.
+# natter-cli links the system's libvpx (VP8 video) and libopus through
+# pkg-config (Debian/Ubuntu: apt-get install pkg-config libvpx-dev libopus-dev);
+# without libopus-dev the opus crate builds libopus from source, which needs cmake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,10 @@ fi
 prefix=${1:-${CARGO_HOME:-$HOME/.cargo}}
 target=${CARGO_TARGET_DIR:-target}
 
+if ! pkg-config --exists vpx 2>/dev/null; then
+  echo "natter-cli needs libvpx: apt-get install pkg-config libvpx-dev" >&2
+  exit 1
+fi
 if ! pkg-config --exists opus 2>/dev/null && ! command -v cmake >/dev/null; then
   echo "natter-cli needs libopus: apt-get install pkg-config libopus-dev (or cmake, to build it from source)" >&2
   exit 1

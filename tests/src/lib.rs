@@ -10,6 +10,7 @@
 
 pub mod audio;
 pub mod cluster;
+pub mod impair;
 pub mod ledger;
 pub mod procstat;
 pub mod scenario;

@@ -28,6 +28,9 @@ pub struct Analysis {
     pub longest_freeze_ms: u64,
     /// Where that run began, in milliseconds from the start of the recording.
     pub longest_freeze_at_ms: u64,
+    /// Every run of one picture longer than 300 ms: (start, length) in
+    /// milliseconds from the start of the recording.
+    pub freezes: Vec<(u64, u64)>,
     /// PSNR of each distinct picture against its source, dB.
     pub psnr: Vec<f64>,
 }
@@ -46,11 +49,11 @@ impl Analysis {
         self.psnr.iter().copied().fold(f64::INFINITY, f64::min)
     }
 
-    /// Freezes (runs of one picture) longer than `ms`, as (start ms, length ms).
+    /// One line for the test log.
     pub fn summary(&self) -> String {
         format!(
             "{} slots at {} fps, {} readable, frames {:?}..{:?} ({} distinct, {} backwards), \
-             longest freeze {} ms at {} ms, PSNR mean {:.1} dB min {:.1} dB",
+             longest freeze {} ms at {} ms, freezes over 300 ms {:?}, PSNR mean {:.1} dB min {:.1} dB",
             self.slots,
             self.fps,
             self.readable,
@@ -60,6 +63,7 @@ impl Analysis {
             self.backwards,
             self.longest_freeze_ms,
             self.longest_freeze_at_ms,
+            self.freezes,
             self.mean_psnr(),
             self.min_psnr()
         )
@@ -93,6 +97,9 @@ pub fn analyse(path: &Path, source_size: (u32, u32)) -> anyhow::Result<Analysis>
         }
         // A new picture: the previous one's run ends here.
         let run = ((index - run_start) as f64 * slot_ms) as u64;
+        if current.is_some() && run > 300 {
+            a.freezes.push(((run_start as f64 * slot_ms) as u64, run));
+        }
         if current.is_some() && run > a.longest_freeze_ms {
             a.longest_freeze_ms = run;
             a.longest_freeze_at_ms = (run_start as f64 * slot_ms) as u64;

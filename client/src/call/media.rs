@@ -14,10 +14,10 @@
 use super::video::{self, ReceiveState, SendControl, VideoOptions, VideoStats};
 use super::wav::Pcm;
 use crate::api::IceServer;
-use rtc::interceptor::{Gcc, Slot};
+use rtc::interceptor::{Gcc, NackGeneratorBuilder, NackResponderBuilder, Slot};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    CongestionFeedback, configure_congestion_control, configure_rtcp_reports,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
@@ -236,10 +236,34 @@ impl Media {
         // NACK + PLI feedback for video, sender and receiver reports, and send-side
         // congestion control (transport-wide feedback, GCC, a pacer).
         let max_bps = video.as_ref().map_or(2_500_000, |v| v.max_bitrate_bps);
-        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
+        for parameter in ["", "pli"] {
+            engine.register_feedback(
+                RTCPFeedback {
+                    typ: "nack".to_owned(),
+                    parameter: parameter.to_owned(),
+                },
+                RtpCodecKind::Video,
+            );
+        }
+        // NACKs go out every 40 ms (webrtc-rs's default is 100 ms): on a
+        // lossy mobile path a retransmission must land well inside the
+        // receiver's patience, sometimes after a second NACK.
+        let registry = configure_rtcp_reports(
+            Registry::new()
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new()
+                        .with_interval(Duration::from_millis(40))
+                        .build(),
+                ),
+        );
         let registry = configure_congestion_control(
             registry,
-            Gcc::new(600_000.0, 50_000.0, f64::from(max_bps) + 200_000.0),
+            // The floor keeps the pacer above what audio and the video
+            // encoder's own floor send: an estimate below it would only queue
+            // packets until they are too late to show.
+            Gcc::new(800_000.0, 250_000.0, f64::from(max_bps) + 200_000.0),
             CongestionFeedback::Twcc,
             &mut engine,
         )

@@ -36,11 +36,15 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 /// VP8's RTP payload type in our offers (what browsers use).
 pub(crate) const VP8_PT: u8 = 96;
-/// How long a gap in the received packets is waited for (a retransmission
-/// needs one round trip after the NACK).
-const PATIENCE: Duration = Duration::from_millis(250);
-/// Fewest milliseconds between two keyframe requests (PLI) from a receiver,
-/// and between two keyframes a sender makes on request.
+/// How long a gap in the received packets is waited for: a retransmission
+/// needs the NACK interval plus a round trip, and on a lossy path sometimes
+/// a second NACK. Longer than this and the wait itself is a visible freeze.
+const PATIENCE: Duration = Duration::from_millis(500);
+/// Fewest milliseconds between two keyframe requests (PLI) from a receiver:
+/// a keyframe needs a round trip and its own packets to arrive, and asking
+/// again before then only makes the sender spend bandwidth on another one.
+const PLI_RETRY: Duration = Duration::from_millis(700);
+/// Fewest milliseconds between two keyframes a sender makes on request.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Video settings of a call.
@@ -408,7 +412,7 @@ pub(crate) async fn receive(
         }
         if assembler.needs_keyframe()
             && media_ssrc != 0
-            && last_pli.is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
+            && last_pli.is_none_or(|t| now.duration_since(t) >= PLI_RETRY)
         {
             last_pli = Some(now);
             plis += 1;
