@@ -8,9 +8,7 @@
 //! cargo bench -p natter-video --bench codec
 
 use natter_video::card::test_card;
-use natter_video::{
-    Decoded, EncoderSettings, Vp8Decoder, Vp8Encoder, Y4mHeader, Y4mWriter, psnr,
-};
+use natter_video::{Decoded, EncoderSettings, Vp8Decoder, Vp8Encoder, Y4mHeader, Y4mWriter, psnr};
 use std::process::Command;
 
 const FPS: u32 = 30;
@@ -66,8 +64,7 @@ fn main() {
         let n = frames.len() as f64;
         let kbps = bytes as f64 * 8.0 / f64::from(SECONDS) / 1000.0;
         println!(
-            "| {w}×{h} | natter-video (libvpx {}) | {} | {:.2} | {:.2} | {:.0} ({}) | {:.2} |",
-            "1.12",
+            "| {w}×{h} | natter-video (libvpx) | {} | {:.2} | {:.2} | {:.0} ({}) | {:.2} |",
             settings.threads,
             enc_ns as f64 / n / 1e6,
             dec_ns as f64 / n / 1e6,
@@ -86,7 +83,8 @@ fn ffmpeg_reference(w: u32, h: u32, frames: &[natter_video::I420Frame], s: Encod
     let src = dir.join("card.y4m");
     let out = dir.join("out.ivf");
     let file = std::fs::File::create(&src).expect("card");
-    let mut wr = Y4mWriter::new(std::io::BufWriter::new(file), Y4mHeader::new(w, h, FPS)).expect("y4m");
+    let mut wr =
+        Y4mWriter::new(std::io::BufWriter::new(file), Y4mHeader::new(w, h, FPS)).expect("y4m");
     for f in frames {
         wr.write_frame(f).expect("write");
     }
@@ -96,11 +94,39 @@ fn ffmpeg_reference(w: u32, h: u32, frames: &[natter_video::I420Frame], s: Encod
         .args(["-hide_banner", "-nostats", "-benchmark", "-y", "-i"])
         .arg(&src)
         .args([
-            "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", &kbps,
-            "-minrate", &kbps, "-maxrate", &kbps, "-bufsize", &kbps, "-undershoot-pct", "100",
-            "-overshoot-pct", "15", "-qmin", "2", "-qmax", "56", "-lag-in-frames", "0",
-            "-error-resilient", "1", "-static-thresh", "1", "-noise-sensitivity", "0",
-            "-g", "3000", "-threads",
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-b:v",
+            &kbps,
+            "-minrate",
+            &kbps,
+            "-maxrate",
+            &kbps,
+            "-bufsize",
+            &kbps,
+            "-undershoot-pct",
+            "100",
+            "-overshoot-pct",
+            "15",
+            "-qmin",
+            "2",
+            "-qmax",
+            "56",
+            "-lag-in-frames",
+            "0",
+            "-error-resilient",
+            "1",
+            "-static-thresh",
+            "1",
+            "-noise-sensitivity",
+            "0",
+            "-g",
+            "3000",
+            "-threads",
         ])
         .arg(s.threads.to_string())
         .arg(&out)
@@ -114,7 +140,14 @@ fn ffmpeg_reference(w: u32, h: u32, frames: &[natter_video::I420Frame], s: Encod
     // (reading the file and writing IVF are small beside encoding).
     let utime = err
         .lines()
-        .find_map(|l| l.split("utime=").nth(1)?.split('s').next()?.parse::<f64>().ok())
+        .find_map(|l| {
+            l.split("utime=")
+                .nth(1)?
+                .split('s')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(f64::NAN);
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     let psnr_run = Command::new("ffmpeg")
@@ -128,7 +161,14 @@ fn ffmpeg_reference(w: u32, h: u32, frames: &[natter_video::I420Frame], s: Encod
     let perr = String::from_utf8_lossy(&psnr_run.stderr);
     let avg = perr
         .lines()
-        .find_map(|l| l.split("average:").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+        .find_map(|l| {
+            l.split("average:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or(f64::NAN);
     println!(
         "| {w}×{h} | ffmpeg libvpx (same settings) | {} | {:.2} (whole run) | – | {:.0} ({}) | {:.2} |",
