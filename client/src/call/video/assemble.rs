@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 /// Packets held at most while waiting for a gap to fill (about 1.5 s of
 /// 2.5 Mbit/s video); beyond it the oldest are written off.
 pub(crate) const MAX_HELD_PACKETS: usize = 512;
+/// The RTP clock of video (RFC 7741: 90 kHz).
+const VIDEO_CLOCK_HZ: u32 = 90_000;
 /// Largest frame assembled (a 4K keyframe at high quality is well under it).
 pub(crate) const MAX_FRAME_BYTES: usize = 4 << 20;
 
@@ -63,6 +65,8 @@ pub(crate) struct Assembler {
     need_keyframe: bool,
     /// A frame came out or a gap was written off: `next` no longer moves back.
     started: bool,
+    /// RTP timestamp of the last frame that came out.
+    last_timestamp: Option<u32>,
     patience: Duration,
     stats: AssemblyStats,
 }
@@ -78,6 +82,7 @@ impl Assembler {
             gap_since: None,
             need_keyframe: true,
             started: false,
+            last_timestamp: None,
             patience,
             stats: AssemblyStats::default(),
         }
@@ -171,7 +176,7 @@ impl Assembler {
                 break;
             }
             let since = *self.gap_since.get_or_insert(now);
-            if now.duration_since(since) < self.patience {
+            if now.duration_since(since) < self.patience && !self.gap_outlived_patience() {
                 break;
             }
             self.give_up(next);
@@ -197,6 +202,21 @@ impl Assembler {
                 seq < last
             }
         }
+    }
+
+    /// Whether the media waiting after the gap was captured more than
+    /// `patience` after the last frame that came out: the path was down
+    /// (an outage), the missing packets were due long ago, and a keyframe
+    /// will come sooner than their retransmissions would be worth showing.
+    fn gap_outlived_patience(&self) -> bool {
+        let (Some(last), Some(waiting)) = (self.last_timestamp, self.held.values().next_back())
+        else {
+            return false;
+        };
+        let ticks = waiting.timestamp.wrapping_sub(last);
+        // A timestamp "behind" the last frame wraps to a huge number: not a jump.
+        ticks < u32::MAX / 2
+            && u128::from(ticks) * 1000 / u128::from(VIDEO_CLOCK_HZ) > self.patience.as_millis()
     }
 
     /// Writes off everything from `next` up to the next frame start after it.
@@ -265,6 +285,7 @@ impl Assembler {
         self.next = Some(end + 1);
         self.gap_since = None;
         self.started = true;
+        self.last_timestamp = Some(timestamp);
         // VP8 frame tag: bit 0 of the first byte is 0 on a keyframe.
         let keyframe = data.first().is_some_and(|b| b & 1 == 0);
         Some(Frame {
@@ -425,6 +446,26 @@ mod tests {
         assert!(out[0].keyframe);
         assert_eq!(feed(&mut a, &f4, t + Duration::from_millis(330)).len(), 1);
         assert!(!a.needs_keyframe());
+    }
+
+    #[test]
+    fn after_an_outage_the_gap_is_given_up_at_once() {
+        let t = Instant::now();
+        let mut a = Assembler::new(Duration::from_millis(500));
+        let mut s = Stream { seq: 500, ts: 1 };
+        feed(&mut a, &s.send(&frame(0, true, 500), 1), t);
+        // Two seconds of frames (60 at 3000 ticks each) never arrive…
+        for n in 0..60 {
+            drop(s.send(&frame(n, false, 500), 1));
+        }
+        // …then the path is back: the first packet after it is 2 s of media
+        // later, so waiting for retransmissions is pointless.
+        let f = s.send(&frame(61, false, 500), 1);
+        assert!(feed(&mut a, &f, t + Duration::from_secs(2)).is_empty());
+        assert!(a.needs_keyframe(), "given up without waiting 500 ms");
+        assert_eq!(a.stats().packets_lost, 60);
+        let k = s.send(&frame(62, true, 500), 1);
+        assert_eq!(feed(&mut a, &k, t + Duration::from_millis(2100)).len(), 1);
     }
 
     #[test]

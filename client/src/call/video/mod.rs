@@ -90,6 +90,9 @@ pub struct VideoStats {
     /// Encoder bitrate over the call: (milliseconds since sending began, bit/s),
     /// one entry per change.
     pub bitrate_log: Vec<(u64, u32)>,
+    /// The connection's bandwidth estimate, twice a second: (milliseconds
+    /// since sending began, bit/s).
+    pub estimate_log: Vec<(u64, u32)>,
     /// Mean encode time per picture, microseconds.
     pub encode_us_per_frame: u64,
     /// Whole frames received.
@@ -104,6 +107,12 @@ pub struct VideoStats {
     pub keyframe_requests_sent: u64,
     /// Mean decode time per picture, microseconds.
     pub decode_us_per_frame: u64,
+    /// NACKs this side sent for missing video packets.
+    pub nacks_sent: u64,
+    /// NACKs the other side sent about our video.
+    pub nacks_received: u64,
+    /// Video packets sent again in answer to NACKs.
+    pub retransmitted: u64,
     /// What was shown.
     pub render: RenderStats,
 }
@@ -119,6 +128,17 @@ pub(crate) struct SendControl {
     requests: AtomicU64,
     encode_us: AtomicU64,
     log: Mutex<Vec<(u64, u32)>>,
+    estimates: Mutex<Vec<(u64, u32)>>,
+    began: Mutex<Option<Instant>>,
+    counters: Mutex<TransportCounters>,
+}
+
+/// Retransmission figures read from the peer connection's statistics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TransportCounters {
+    pub(crate) nacks_sent: u64,
+    pub(crate) nacks_received: u64,
+    pub(crate) retransmitted: u64,
 }
 
 impl SendControl {
@@ -132,7 +152,28 @@ impl SendControl {
         self.bitrate.store(bps, Ordering::Relaxed);
     }
 
+    /// Records the connection's estimate (for the call's figures).
+    pub(crate) fn record_estimate(&self, bps: f64) {
+        let Some(began) = *self.began.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        self.estimates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((began.elapsed().as_millis() as u64, bps as u32));
+    }
+
+    /// The latest retransmission figures (they are kept after the
+    /// connection closes, when its statistics are gone).
+    pub(crate) fn set_counters(&self, c: TransportCounters) {
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
     fn fill(&self, stats: &mut VideoStats) {
+        let c = *self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        stats.nacks_sent = c.nacks_sent;
+        stats.nacks_received = c.nacks_received;
+        stats.retransmitted = c.retransmitted;
         stats.frames_sent = self.frames.load(Ordering::Relaxed);
         stats.keyframes_sent = self.keyframes.load(Ordering::Relaxed);
         stats.keyframe_requests_received = self.requests.load(Ordering::Relaxed);
@@ -142,6 +183,11 @@ impl SendControl {
             .checked_div(stats.frames_sent)
             .unwrap_or(0);
         stats.bitrate_log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        stats.estimate_log = self
+            .estimates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
     }
 }
 
@@ -185,6 +231,7 @@ pub(crate) fn start_sending(
         .spawn(move || {
             let control = thread_control;
             let began = Instant::now();
+            *control.began.lock().unwrap_or_else(|e| e.into_inner()) = Some(began);
             let black = I420Frame::black(header.width, header.height);
             let mut last_key: Option<Instant> = None;
             let mut bitrate = settings.bitrate_bps;
