@@ -7,6 +7,7 @@
 
 use natter_client::call::wav::Pcm;
 use natter_tests::audio;
+use natter_tests::cli::{register, spawn_callee, user_id};
 use natter_tests::cluster::{LocalCluster, test_redis_url};
 use natter_tests::server::ProcessServer;
 use std::path::{Path, PathBuf};
@@ -14,22 +15,8 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_natter");
 
-fn natter_cli() -> PathBuf {
-    natter_tests::walkthrough::natter_cli(Path::new(BIN))
-}
-
 fn cli(server: &str, home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(natter_cli());
-    c.env("NATTER_SERVER", server)
-        .env("NATTER_CLI_HOME", home)
-        .args(args);
-    c
-}
-
-fn user_id(home: &Path) -> String {
-    let text = std::fs::read_to_string(home.join("default.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["credentials"]["user_id"].as_str().unwrap().to_owned()
+    natter_tests::cli::cli(Path::new(BIN), server, home, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,26 +56,14 @@ fn call_and_record(ends: [(&String, &PathBuf); 2]) {
         (&ha, "+14155550301", ends[0]),
         (&hb, "+14155550302", ends[1]),
     ] {
-        let out = cli(
-            server,
-            home,
-            &["register", "--number", number, "--sms-outbox"],
-        )
-        .arg(outbox)
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        register(Path::new(BIN), server, home, number, outbox);
     }
     let (a_in, b_in) = (work.path().join("a.wav"), work.path().join("b.wav"));
     Pcm::tone(16_000, 440.0, 2.5, 0.5).write(&a_in).unwrap();
     Pcm::tone(48_000, 1000.0, 2.5, 0.5).write(&b_in).unwrap();
     let (a_out, b_out) = (work.path().join("a-got.wav"), work.path().join("b-got.wav"));
     let bob = user_id(&hb);
-    let answer = cli(
+    let mut answer = cli(
         sb,
         &hb,
         &[
@@ -100,34 +75,9 @@ fn call_and_record(ends: [(&String, &PathBuf); 2]) {
             "60",
             "--play",
         ],
-    )
-    .arg(&b_in)
-    .arg("--record")
-    .arg(&b_out)
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    // Call once the callee's socket is up: it says so on stderr (the rest of
-    // its stderr is passed through for the test log).
-    let mut answer = answer;
-    let callee_log = answer.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(callee_log)
-            .lines()
-            .map_while(Result::ok)
-        {
-            eprintln!("callee: {line}");
-            if line.contains("waiting for a call") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the callee connects and waits for a call");
+    );
+    answer.arg(&b_in).arg("--record").arg(&b_out);
+    let answer = spawn_callee(answer);
     let call = cli(
         sa,
         &ha,

@@ -6,6 +6,7 @@
 //! they advance without a long freeze, and PSNR against the source card says
 //! how well. And the same across two cluster nodes.
 
+use natter_tests::cli::{register, spawn_callee, user_id};
 use natter_tests::cluster::{LocalCluster, test_redis_url};
 use natter_tests::server::ProcessServer;
 use natter_tests::video::analyse;
@@ -16,22 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_natter");
 const SIZE: (u32, u32) = (640, 480);
 const CALL_SECS: u32 = 20;
 
-fn natter_cli() -> PathBuf {
-    natter_tests::walkthrough::natter_cli(Path::new(BIN))
-}
-
 fn cli(server: &str, home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(natter_cli());
-    c.env("NATTER_SERVER", server)
-        .env("NATTER_CLI_HOME", home)
-        .args(args);
-    c
-}
-
-fn user_id(home: &Path) -> String {
-    let text = std::fs::read_to_string(home.join("default.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["credentials"]["user_id"].as_str().unwrap().to_owned()
+    natter_tests::cli::cli(Path::new(BIN), server, home, args)
 }
 
 /// The number before `word` in the CLI's `video:` line (`sent 600 frames`).
@@ -82,19 +69,7 @@ fn video_call(ends: [(&String, &PathBuf); 2], numbers: &str) {
         (&ha, format!("{numbers}1"), ends[0]),
         (&hb, format!("{numbers}2"), ends[1]),
     ] {
-        let out = cli(
-            server,
-            home,
-            &["register", "--number", &number, "--sms-outbox"],
-        )
-        .arg(outbox)
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        register(Path::new(BIN), server, home, &number, outbox);
     }
     // The camera: a little longer than the call, so it does not loop.
     let card = work.path().join("card.y4m");
@@ -126,31 +101,9 @@ fn video_call(ends: [(&String, &PathBuf); 2], numbers: &str) {
             "60",
             "--video",
         ],
-    )
-    .arg(&card)
-    .arg("--record-video")
-    .arg(&b_out)
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let callee_log = answer.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(callee_log)
-            .lines()
-            .map_while(Result::ok)
-        {
-            eprintln!("callee: {line}");
-            if line.contains("waiting for a call") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the callee connects and waits for a call");
+    );
+    answer.arg(&card).arg("--record-video").arg(&b_out);
+    let answer = spawn_callee(answer);
     let call = cli(
         sa,
         &ha,

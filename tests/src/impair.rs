@@ -193,6 +193,15 @@ impl Drop for ImpairedPath {
     }
 }
 
+/// The address of the first `turn:` URL over UDP among `servers` (where an
+/// impairment relay forwards to).
+pub fn turn_udp_addr(servers: &[natter_client::IceServer]) -> Option<SocketAddr> {
+    servers.iter().flat_map(|s| s.urls.iter()).find_map(|u| {
+        let host = u.strip_prefix("turn:")?.split('?').next()?;
+        (!u.contains("transport=tcp")).then(|| host.parse().ok())?
+    })
+}
+
 /// The ICE servers a client would get, with every `turn:` URL over UDP
 /// pointed at `via` instead (and no other URLs), so all its media crosses
 /// the impaired path.

@@ -9,12 +9,14 @@
 //! - [`walkthrough`]: the walk-throughs in `docs/`, run as written.
 
 pub mod audio;
+pub mod cli;
 pub mod cluster;
 pub mod impair;
 pub mod ledger;
 pub mod procstat;
 pub mod scenario;
 pub mod server;
+pub mod speech;
 pub mod video;
 pub mod walkthrough;
 

@@ -8,7 +8,7 @@
 
 use natter_client::call::{CallOptions, CallReport, VideoOptions, answer, place};
 use natter_client::{Api, Chat, ConnectOptions};
-use natter_tests::impair::{ImpairedPath, Impairment, through};
+use natter_tests::impair::{ImpairedPath, Impairment, through, turn_udp_addr};
 use natter_tests::server::{InProcess, synced};
 use natter_tests::video::analyse;
 use natter_video::card::test_card;
@@ -36,18 +36,6 @@ fn write_card(path: &Path, seconds: u32) {
     w.finish().unwrap();
 }
 
-fn turn_udp_addr(servers: &[natter_client::IceServer]) -> std::net::SocketAddr {
-    servers
-        .iter()
-        .flat_map(|s| s.urls.iter())
-        .find_map(|u| {
-            let rest = u.strip_prefix("turn:")?;
-            let host = rest.split('?').next()?;
-            (!u.contains("transport=tcp")).then(|| host.parse().ok())?
-        })
-        .expect("a turn: URL over UDP")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_survives_loss_jitter_and_an_outage() {
     let _ = tracing_subscriber::fmt()
@@ -72,7 +60,7 @@ async fn video_survives_loss_jitter_and_an_outage() {
         .await
         .unwrap();
     let path = ImpairedPath::start(
-        turn_udp_addr(&ice.ice_servers),
+        turn_udp_addr(&ice.ice_servers).expect("a turn: URL over UDP"),
         Impairment {
             loss: 0.05,
             delay: Duration::from_millis(40),

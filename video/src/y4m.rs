@@ -14,7 +14,7 @@
 //! ([`MAX_HEADER`], [`crate::MAX_DIMENSION`]) before anything is allocated.
 
 use crate::frame::{I420Frame, MAX_DIMENSION, i420_len};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 /// Longest stream or frame header line accepted, in bytes.
 pub const MAX_HEADER: usize = 512;
@@ -243,18 +243,16 @@ impl<R: BufRead> Y4mReader<R> {
             });
         }
         let want = self.header.frame_len();
-        let mut data = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            let n = self.inner.read(&mut data[got..])?;
-            if n == 0 {
-                return Err(Y4mError::Truncated {
-                    index: self.index,
-                    got,
-                    want,
-                });
-            }
-            got += n;
+        // Read what arrives rather than allocating what the header claims: a
+        // stream that promises 3840x3840 and ends costs only what it sent.
+        let mut data = Vec::with_capacity(want.min(1 << 20));
+        (&mut self.inner).take(want as u64).read_to_end(&mut data)?;
+        if data.len() < want {
+            return Err(Y4mError::Truncated {
+                index: self.index,
+                got: data.len(),
+                want,
+            });
         }
         self.index += 1;
         Ok(I420Frame::from_packed(

@@ -11,6 +11,7 @@
 //!
 //! webrtc-rs callbacks become channel messages here, at the driver edge.
 
+use super::playout::Recorder;
 use super::video::{self, ReceiveState, SendControl, VideoOptions, VideoStats};
 use super::wav::Pcm;
 use crate::api::IceServer;
@@ -47,7 +48,7 @@ use webrtc::peer_connection::{
 pub const RATE: u32 = 16_000;
 /// Samples in one 20 ms frame at [`RATE`].
 pub const FRAME: usize = (RATE / 50) as usize;
-const FRAME_TIME: Duration = Duration::from_millis(20);
+pub(crate) const FRAME_TIME: Duration = Duration::from_millis(20);
 /// Opus's RTP payload type in our offers (any dynamic type works; 111 is what browsers use).
 const OPUS_PT: u8 = 111;
 
@@ -662,7 +663,8 @@ impl Media {
 
     /// What was received so far, 16 kHz mono.
     pub(crate) fn recording(&self) -> Pcm {
-        let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        r.flush();
         Pcm {
             rate: RATE,
             samples: r.pcm.clone(),
@@ -732,75 +734,6 @@ impl Media {
     }
 }
 
-/// Decodes received packets in order, rebuilding lost frames.
-struct Recorder {
-    dec: opus::Decoder,
-    fec: bool,
-    last_seq: Option<u16>,
-    last_arrival: Option<Instant>,
-    pcm: Vec<i16>,
-    packets: u64,
-    lost: u64,
-    recovered: u64,
-    max_gap: Duration,
-}
-
-/// Most frames rebuilt for one hole; a longer outage is left out of the
-/// recording (the sender's timeline is not worth seconds of concealment).
-const MAX_CONCEAL: u16 = 50;
-
-impl Recorder {
-    fn new(fec: bool) -> Result<Self, MediaError> {
-        Ok(Self {
-            dec: opus::Decoder::new(RATE, opus::Channels::Mono)?,
-            fec,
-            last_seq: None,
-            last_arrival: None,
-            pcm: Vec::new(),
-            packets: 0,
-            lost: 0,
-            recovered: 0,
-            max_gap: Duration::ZERO,
-        })
-    }
-
-    fn push(&mut self, seq: u16, payload: &[u8], now: Instant) {
-        if let Some(last) = self.last_seq {
-            let ahead = seq.wrapping_sub(last);
-            if ahead == 0 || ahead > 0x8000 {
-                return; // duplicate or late: already concealed
-            }
-            let missing = ahead - 1;
-            self.lost += u64::from(missing);
-            for i in 0..missing.min(MAX_CONCEAL) {
-                let mut out = [0i16; FRAME];
-                // The last missing frame can be rebuilt from this packet's FEC data.
-                let last = i + 1 == missing.min(MAX_CONCEAL);
-                let n = if last && self.fec {
-                    self.dec.decode(payload, &mut out, true).ok()
-                } else {
-                    self.dec.decode(&[], &mut out, false).ok()
-                };
-                if last && self.fec && n.is_some() {
-                    self.recovered += 1;
-                }
-                self.pcm
-                    .extend_from_slice(&out[..n.unwrap_or(FRAME).min(FRAME)]);
-            }
-        }
-        if let Some(prev) = self.last_arrival {
-            self.max_gap = self.max_gap.max(now - prev);
-        }
-        self.last_arrival = Some(now);
-        self.last_seq = Some(seq);
-        self.packets += 1;
-        let mut out = vec![0i16; FRAME * 6];
-        if let Ok(n) = self.dec.decode(payload, &mut out, false) {
-            self.pcm.extend_from_slice(&out[..n]);
-        }
-    }
-}
-
 /// Whether stats entry `entry_id` is the object `id`.
 fn names(entry_id: &str, id: &str) -> bool {
     entry_id == id || entry_id.strip_suffix(id).is_some_and(|p| p.ends_with('_'))
@@ -810,48 +743,4 @@ fn rand_u32() -> u32 {
     let b = uuid::Uuid::new_v4();
     let b = b.as_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn packets(fec: bool, n: usize) -> Vec<Vec<u8>> {
-        let mut enc =
-            opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        enc.set_inband_fec(fec).unwrap();
-        enc.set_packet_loss_perc(if fec { 20 } else { 0 }).unwrap();
-        let tone = Pcm::tone(RATE, 440.0, n as f64 * 0.02, 0.5);
-        tone.samples
-            .chunks_exact(FRAME)
-            .map(|f| enc.encode_vec(f, 1500).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn lost_frames_are_rebuilt_from_fec_and_the_timeline_kept() {
-        let p = packets(true, 50);
-        let mut r = Recorder::new(true).unwrap();
-        let t = Instant::now();
-        for (i, pkt) in p.iter().enumerate() {
-            if i == 10 || i == 20 || i == 21 {
-                continue; // lost
-            }
-            r.push(1000 + i as u16, pkt, t + FRAME_TIME * i as u32);
-        }
-        assert_eq!(r.lost, 3);
-        assert_eq!(
-            r.recovered, 2,
-            "one per hole: the frame just before a packet"
-        );
-        assert_eq!(
-            r.pcm.len(),
-            50 * FRAME,
-            "lost frames are concealed in place"
-        );
-        assert_eq!(r.max_gap, FRAME_TIME * 3);
-        // Duplicates and late packets change nothing.
-        r.push(1000 + 5, &p[5], t);
-        assert_eq!(r.pcm.len(), 50 * FRAME);
-    }
 }

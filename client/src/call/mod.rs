@@ -15,6 +15,7 @@
 //! ```
 
 pub mod media;
+mod playout;
 pub mod video;
 pub mod wav;
 

@@ -8,16 +8,15 @@
 //!   under loss or a narrow path and climbs back after. Muting the camera
 //!   sends black pictures without renegotiating, as a browser does for a
 //!   disabled track.
-//! - **Receiving**: packets are reassembled into frames ([`assemble`]),
+//! - **Receiving**: packets are reassembled into frames ([`natter_video::rtp`]),
 //!   retransmissions (NACK, answered by the sender's interceptor) are waited
 //!   for, a loss that is not recovered stops the picture until a keyframe,
 //!   which is asked for with a PLI; decoded pictures go to a constant-rate
 //!   recording ([`render`]).
 
-pub(crate) mod assemble;
 pub mod render;
 
-use assemble::Assembler;
+use natter_video::rtp::Assembler;
 use natter_video::{Decoded, EncoderSettings, I420Frame, Vp8Decoder, Vp8Encoder, Y4mReader};
 use render::{RenderStats, Renderer};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -346,11 +345,7 @@ pub(crate) fn start_sending(
             };
             match ev {
                 Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                    let asks = packets.iter().any(|p| {
-                        p.as_any().is::<PictureLossIndication>()
-                            || p.as_any().is::<FullIntraRequest>()
-                    });
-                    if asks {
+                    if asks_for_keyframe(&packets) {
                         control.requests.fetch_add(1, Ordering::Relaxed);
                         control.keyframe.store(true, Ordering::Relaxed);
                     }
@@ -510,6 +505,13 @@ impl ReceiveState {
     }
 }
 
+/// Whether an RTCP compound packet asks for a keyframe (PLI or FIR).
+fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets
+        .iter()
+        .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+}
+
 /// Lets keyframe requests (PLI, FIR) through to the sending track: the
 /// interceptor chain otherwise keeps inbound RTCP to itself.
 #[derive(Default)]
@@ -527,9 +529,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| {
-                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-            })
+            && asks_for_keyframe(packets)
         {
             msg.message.add(Attribute::DeliverToApplication);
         }

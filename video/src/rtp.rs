@@ -10,25 +10,28 @@
 //! let through until one arrives — and the caller is told to ask for one.
 
 use bytes::Bytes;
-use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp::packetizer::Depacketizer;
+use rtc_rtp::codec::vp8::Vp8Packet;
+use rtc_rtp::packetizer::Depacketizer;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Packets held at most while waiting for a gap to fill (about 1.5 s of
 /// 2.5 Mbit/s video); beyond it the oldest are written off.
-pub(crate) const MAX_HELD_PACKETS: usize = 512;
+pub const MAX_HELD_PACKETS: usize = 512;
 /// The RTP clock of video (RFC 7741: 90 kHz).
 const VIDEO_CLOCK_HZ: u32 = 90_000;
 /// Largest frame assembled (a 4K keyframe at high quality is well under it).
-pub(crate) const MAX_FRAME_BYTES: usize = 4 << 20;
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
 
 /// One whole compressed frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Frame {
-    pub(crate) data: Vec<u8>,
-    pub(crate) keyframe: bool,
-    pub(crate) rtp_timestamp: u32,
+pub struct Frame {
+    /// The VP8 frame, payload descriptors removed.
+    pub data: Vec<u8>,
+    /// An intra frame (decodes without earlier ones).
+    pub keyframe: bool,
+    /// Its RTP timestamp (90 kHz).
+    pub rtp_timestamp: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -42,19 +45,21 @@ struct Held {
 
 /// Figures about what arrived.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct AssemblyStats {
-    pub(crate) frames: u64,
-    pub(crate) keyframes: u64,
+pub struct AssemblyStats {
+    /// Whole frames that came out.
+    pub frames: u64,
+    /// Of those, keyframes.
+    pub keyframes: u64,
     /// Packets written off after waiting.
-    pub(crate) packets_lost: u64,
+    pub packets_lost: u64,
     /// Whole frames dropped because an earlier loss left them undecodable.
-    pub(crate) frames_skipped: u64,
+    pub frames_skipped: u64,
     /// Packets that were not VP8.
-    pub(crate) malformed: u64,
+    pub malformed: u64,
 }
 
 /// The reassembly state of one video stream.
-pub(crate) struct Assembler {
+pub struct Assembler {
     held: BTreeMap<u64, Held>,
     /// Extended sequence number of the next packet wanted in order.
     next: Option<u64>,
@@ -74,7 +79,7 @@ pub(crate) struct Assembler {
 impl Assembler {
     /// `patience`: how long a gap may stay open for a retransmission
     /// (a few round trips; NACK needs one).
-    pub(crate) fn new(patience: Duration) -> Self {
+    pub fn new(patience: Duration) -> Self {
         Self {
             held: BTreeMap::new(),
             next: None,
@@ -88,18 +93,18 @@ impl Assembler {
         }
     }
 
-    pub(crate) fn stats(&self) -> AssemblyStats {
+    pub fn stats(&self) -> AssemblyStats {
         self.stats
     }
 
     /// Waiting for a keyframe (the caller should have asked for one).
-    pub(crate) fn needs_keyframe(&self) -> bool {
+    pub fn needs_keyframe(&self) -> bool {
         self.need_keyframe
     }
 
     /// Tells the assembler the decoder could not use a frame it passed: the
     /// stream is broken until the next keyframe.
-    pub(crate) fn decoder_failed(&mut self) {
+    pub fn decoder_failed(&mut self) {
         self.need_keyframe = true;
     }
 
@@ -119,7 +124,7 @@ impl Assembler {
 
     /// One received packet (RTP sequence number, timestamp, marker, payload).
     /// Returns the frames it completed, in order.
-    pub(crate) fn push(
+    pub fn push(
         &mut self,
         seq: u16,
         timestamp: u32,
@@ -162,7 +167,7 @@ impl Assembler {
 
     /// Frames that became ready by waiting (a gap given up on); call on a
     /// timer as well as after [`push`](Self::push).
-    pub(crate) fn poll(&mut self, now: Instant) -> Vec<Frame> {
+    pub fn poll(&mut self, now: Instant) -> Vec<Frame> {
         let mut out = Vec::new();
         loop {
             while let Some(frame) = self.take_next_frame() {
