@@ -75,6 +75,8 @@ pub struct SpeechScore {
     pub lost: u64,
     /// Of those, rebuilt from in-band FEC.
     pub recovered: u64,
+    /// The loss the talker's encoder last planned FEC for, percent.
+    pub fec_planned: i32,
 }
 
 static NUMBERS: AtomicU32 = AtomicU32::new(0);
@@ -133,7 +135,7 @@ pub async fn speech_call(
         place(&ac, &mut ae, &alice, bob_id, talk),
         answer(&bc, &mut be, &bob, None, listen, Duration::from_secs(30)),
     );
-    a?;
+    let a = a?;
     let b = b?;
     ac.close();
     bc.close();
@@ -152,5 +154,6 @@ pub async fn speech_call(
         packets: b.stats.packets_received,
         lost: b.stats.lost,
         recovered: b.stats.recovered,
+        fec_planned: a.stats.fec_planned_percent,
     })
 }

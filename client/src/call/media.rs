@@ -11,6 +11,7 @@
 //!
 //! webrtc-rs callbacks become channel messages here, at the driver edge.
 
+use super::feedback::{FecPlan, FeedbackTap, ReportedLoss};
 use super::playout::Recorder;
 use super::video::{self, ReceiveState, SendControl, VideoOptions, VideoStats};
 use super::wav::Pcm;
@@ -60,7 +61,8 @@ pub struct AudioOptions {
     pub fec: bool,
     /// Encoder bitrate, bits per second.
     pub bitrate: i32,
-    /// Loss the encoder plans FEC for, in percent.
+    /// Loss the encoder plans FEC for at first, in percent; from the first
+    /// receiver report on, the plan follows the loss the other side reports.
     pub expected_loss_percent: i32,
 }
 
@@ -113,6 +115,9 @@ pub struct MediaStats {
     pub recovered: u64,
     /// Longest wait between two received packets, in milliseconds.
     pub max_gap_ms: u64,
+    /// The loss (percent) our encoder last planned its FEC for, from what the
+    /// other side reported.
+    pub fec_planned_percent: i32,
     /// The video figures, in a video call.
     pub video: Option<VideoStats>,
 }
@@ -126,6 +131,9 @@ pub(crate) struct Media {
     opts: AudioOptions,
     recorder: Arc<Mutex<Recorder>>,
     frames_sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Loss the other side reports about our streams.
+    reported_loss: Arc<ReportedLoss>,
+    fec_planned: Arc<std::sync::atomic::AtomicI32>,
     video: Option<VideoSide>,
     stop: CancellationToken,
 }
@@ -214,6 +222,7 @@ impl Media {
             },
             payload_type: OPUS_PT,
         };
+        let reported_loss = Arc::new(ReportedLoss::default());
         let vp8 = RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
                 mime_type: MIME_TYPE_VP8.to_owned(),
@@ -297,7 +306,7 @@ impl Media {
             )
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
-            .with(Slot::from(14_000), video::KeyframeRequests::default());
+            .with(Slot::from(14_000), FeedbackTap::new(reported_loss.clone()));
         let servers = ice
             .iter()
             .map(|s| RTCIceServer {
@@ -423,6 +432,12 @@ impl Media {
                 opts,
                 recorder,
                 frames_sent: Arc::default(),
+                reported_loss,
+                fec_planned: Arc::new(std::sync::atomic::AtomicI32::new(if opts.fec {
+                    opts.expected_loss_percent
+                } else {
+                    0
+                })),
                 video,
                 stop,
             },
@@ -535,6 +550,10 @@ impl Media {
         let ssrc = self.ssrc;
         let stop = self.stop.clone();
         let sent = self.frames_sent.clone();
+        let reported = self.reported_loss.clone();
+        let mut fec_plan = FecPlan::new(self.opts.expected_loss_percent);
+        let fec = self.opts.fec;
+        let fec_planned = self.fec_planned.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FRAME_TIME);
             let mut pos = 0;
@@ -543,6 +562,15 @@ impl Media {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
+                }
+                // Once a second, plan FEC for the loss the receiver reports.
+                if fec && sent.load(std::sync::atomic::Ordering::Relaxed) % 50 == 49 {
+                    let before = fec_plan.planned();
+                    let now = fec_plan.update(reported.percent(ssrc));
+                    if now != before && enc.set_packet_loss_perc(now).is_ok() {
+                        tracing::debug!(planned = now, "FEC planned for {now} % loss");
+                        fec_planned.store(now, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 let mut frame = [0i16; FRAME];
                 if pos < samples.len() {
@@ -629,6 +657,7 @@ impl Media {
             lost: r.lost,
             recovered: r.recovered,
             max_gap_ms: r.max_gap.as_millis() as u64,
+            fec_planned_percent: self.fec_planned.load(std::sync::atomic::Ordering::Relaxed),
             video,
         }
     }

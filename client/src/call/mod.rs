@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod feedback;
 pub mod media;
 mod playout;
 pub mod video;

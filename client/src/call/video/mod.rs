@@ -19,11 +19,7 @@ pub mod render;
 use natter_video::rtp::Assembler;
 use natter_video::{Decoded, EncoderSettings, I420Frame, Vp8Decoder, Vp8Encoder, Y4mReader};
 use render::{RenderStats, Renderer};
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::sansio::Protocol;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -345,7 +341,7 @@ pub(crate) fn start_sending(
             };
             match ev {
                 Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                    if asks_for_keyframe(&packets) {
+                    if super::feedback::asks_for_keyframe(&packets) {
                         control.requests.fetch_add(1, Ordering::Relaxed);
                         control.keyframe.store(true, Ordering::Relaxed);
                     }
@@ -503,67 +499,6 @@ impl ReceiveState {
         }
         s
     }
-}
-
-/// Whether an RTCP compound packet asks for a keyframe (PLI or FIR).
-fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
-    packets
-        .iter()
-        .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
-}
-
-/// Lets keyframe requests (PLI, FIR) through to the sending track: the
-/// interceptor chain otherwise keeps inbound RTCP to itself.
-#[derive(Default)]
-pub(crate) struct KeyframeRequests {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && asks_for_keyframe(packets)
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for KeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Checks that `path` is a Y4M file a camera can play (before a call starts).
