@@ -187,3 +187,81 @@ async fn video_survives_loss_jitter_and_an_outage() {
     bob_chat.close();
     server.stop().await;
 }
+
+/// A voice call that turns into a video call and back: the caller adds its
+/// camera 2 s in (a `call.update` renegotiation), turns it off for 2 s (black
+/// pictures, no renegotiation), and takes video out again at 10 s; the callee
+/// records what it receives. Audio flows throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_is_added_turned_off_and_removed_mid_call() {
+    use natter_client::call::VideoAction;
+    let work = natter_common::testing::TempDir::new("natter-video-midcall");
+    let card = work.path().join("card.y4m");
+    write_card(&card, 12);
+    let server = InProcess::start("sqlite").await.unwrap();
+    let api = Api::new(&server.url()).unwrap();
+    let alice = server.registered(&api, "+14155550641", "video-test").await;
+    let bob = server.registered(&api, "+14155550642", "video-test").await;
+    let bob_id = bob.credentials().user();
+    let (alice_chat, mut alice_ev) = Chat::connect(alice.clone(), ConnectOptions::default());
+    let (bob_chat, mut bob_ev) = Chat::connect(bob.clone(), ConnectOptions::default());
+    synced(&mut alice_ev).await;
+    synced(&mut bob_ev).await;
+    let secs = Duration::from_secs;
+    let caller = CallOptions {
+        relay_only: true,
+        hangup_after: Some(secs(13)),
+        setup_timeout: secs(20),
+        bind: "127.0.0.1:0".into(),
+        video_actions: vec![
+            (secs(2), VideoAction::Start(card.clone())),
+            (secs(5), VideoAction::CameraOff),
+            (secs(7), VideoAction::CameraOn),
+            (secs(10), VideoAction::Stop),
+        ],
+        ..CallOptions::default()
+    };
+    let recording = work.path().join("bob-got.y4m");
+    let callee = CallOptions {
+        hangup_after: None,
+        video_actions: Vec::new(),
+        // Receive only: Bob has no camera, and records what comes.
+        video: Some(VideoOptions {
+            record: Some(recording.clone()),
+            ..VideoOptions::default()
+        }),
+        ..caller.clone()
+    };
+    let (a, b) = tokio::join!(
+        place(&alice_chat, &mut alice_ev, &alice, bob_id, caller),
+        answer(&bob_chat, &mut bob_ev, &bob, None, callee, secs(20)),
+    );
+    let (a, b) = (a.expect("caller"), b.expect("callee"));
+    let sent = a.stats.video.clone().expect("the caller's video figures");
+    let got = b.stats.video.clone().expect("the callee's video figures");
+    let an = analyse(&recording, SIZE).unwrap();
+    eprintln!(
+        "caller: {sent:?}\ncallee: {got:?}\ncallee saw: {}",
+        an.summary()
+    );
+    // The camera ran from 2 s to 10 s: about 240 pictures, not 13 s worth.
+    assert!(
+        (180..=300).contains(&sent.frames_sent),
+        "the caller sent {} pictures",
+        sent.frames_sent
+    );
+    assert!(got.frames_received >= 150, "{got:?}");
+    // Two seconds of the camera off: black pictures, which carry no stamp.
+    let black = an.slots - an.readable;
+    assert!(
+        (30..=100).contains(&black),
+        "{black} unstamped (black) pictures"
+    );
+    assert!(an.distinct >= 100, "{}", an.summary());
+    assert_eq!(an.backwards, 0);
+    // Audio went on throughout: 13 s of 20 ms packets.
+    assert!(b.stats.packets_received >= 550, "{:?}", b.stats);
+    alice_chat.close();
+    bob_chat.close();
+    server.stop().await;
+}

@@ -14,6 +14,8 @@
 use super::feedback::{FecPlan, FeedbackTap, ReportedLoss};
 use super::playout::Recorder;
 use super::video::{self, ReceiveState, SendControl, VideoOptions, VideoStats};
+
+mod camera;
 use super::wav::Pcm;
 use crate::api::IceServer;
 use rtc::interceptor::{
@@ -134,15 +136,21 @@ pub(crate) struct Media {
     /// Loss the other side reports about our streams.
     reported_loss: Arc<ReportedLoss>,
     fec_planned: Arc<std::sync::atomic::AtomicI32>,
-    video: Option<VideoSide>,
+    /// Video: settings, the camera (when one is on), what was received.
+    video: VideoSide,
     stop: CancellationToken,
 }
 
-/// The video half of a video call.
+/// The video half of a call (idle in a voice call until video is added or
+/// arrives).
 struct VideoSide {
     opts: VideoOptions,
-    /// The camera's track, when there is a camera.
-    track: Option<(Arc<TrackLocalStaticSample>, u32)>,
+    /// Video was part of the call at some point (its figures are reported).
+    used: std::sync::atomic::AtomicBool,
+    /// The camera's track while it is on.
+    camera: Mutex<Option<camera::Camera>>,
+    codec: RTCRtpCodec,
+    stream_id: String,
     control: Arc<SendControl>,
     received: Arc<ReceiveState>,
 }
@@ -150,7 +158,7 @@ struct VideoSide {
 struct Handler {
     events: mpsc::UnboundedSender<MediaEvent>,
     recorder: Arc<Mutex<Recorder>>,
-    video: Option<(VideoOptions, Arc<ReceiveState>)>,
+    video: (VideoOptions, Arc<ReceiveState>),
     stop: CancellationToken,
 }
 
@@ -170,14 +178,13 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         if track.kind().await == RtpCodecKind::Video {
-            if let Some((opts, state)) = &self.video {
-                tokio::spawn(video::receive(
-                    track,
-                    opts.clone(),
-                    state.clone(),
-                    self.stop.clone(),
-                ));
-            }
+            let (opts, state) = &self.video;
+            tokio::spawn(video::receive(
+                track,
+                opts.clone(),
+                state.clone(),
+                self.stop.clone(),
+            ));
             return;
         }
         let recorder = self.recorder.clone();
@@ -330,7 +337,7 @@ impl Media {
         let handler = Arc::new(Handler {
             events: tx,
             recorder: recorder.clone(),
-            video: video.clone().map(|v| (v, received.clone())),
+            video: (video.clone().unwrap_or_default(), received.clone()),
             stop: stop.clone(),
         });
         let pc = PeerConnectionBuilder::new()
@@ -371,58 +378,34 @@ impl Media {
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(rtc_err)?;
-        let video = match video {
-            None => None,
-            Some(vopts) => {
-                let track = match &vopts.camera {
-                    Some(_) => {
-                        let vssrc = rand_u32();
-                        let vtrack = Arc::new(
-                            TrackLocalStaticSample::new(
-                                Instant::now(),
-                                MediaStreamTrack::new(
-                                    stream_id.clone(),
-                                    format!("video-{stream_id}"),
-                                    "natter-video".to_owned(),
-                                    RtpCodecKind::Video,
-                                    vec![RTCRtpEncodingParameters {
-                                        rtp_coding_parameters: RTCRtpCodingParameters {
-                                            ssrc: Some(vssrc),
-                                            ..Default::default()
-                                        },
-                                        codec: vp8.rtp_codec.clone(),
-                                        ..Default::default()
-                                    }],
-                                ),
-                            )
-                            .map_err(rtc_err)?,
-                        );
-                        pc.add_track(vtrack.clone() as Arc<dyn TrackLocal>)
-                            .await
-                            .map_err(rtc_err)?;
-                        Some((vtrack, vssrc))
-                    }
-                    None => {
-                        pc.add_transceiver_from_kind(
-                            RtpCodecKind::Video,
-                            Some(RTCRtpTransceiverInit {
-                                direction: RTCRtpTransceiverDirection::Recvonly,
-                                ..Default::default()
-                            }),
-                        )
-                        .await
-                        .map_err(rtc_err)?;
-                        None
-                    }
-                };
-                Some(VideoSide {
-                    opts: vopts,
-                    track,
-                    control: Arc::default(),
-                    received,
-                })
-            }
+        let video_side = VideoSide {
+            used: (video.is_some()).into(),
+            opts: video.clone().unwrap_or_default(),
+            camera: Mutex::new(None),
+            codec: vp8.rtp_codec.clone(),
+            stream_id: stream_id.clone(),
+            control: Arc::default(),
+            received,
         };
+        match &video {
+            Some(v) if v.camera.is_some() => {
+                let cam = camera::Camera::add(&pc, &video_side.codec, &stream_id).await?;
+                *video_side.camera.lock().unwrap_or_else(|e| e.into_inner()) = Some(cam);
+            }
+            // Receive only: offer (or accept) video without sending any.
+            Some(_) => {
+                pc.add_transceiver_from_kind(
+                    RtpCodecKind::Video,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(rtc_err)?;
+            }
+            None => {}
+        }
         Ok((
             Media {
                 pc,
@@ -438,7 +421,7 @@ impl Media {
                 } else {
                     0
                 })),
-                video,
+                video: video_side,
                 stop,
             },
             rx,
@@ -531,19 +514,8 @@ impl Media {
             0
         })?;
         enc.set_bitrate(opus::Bitrate::Bits(self.opts.bitrate))?;
-        if let Some(v) = &self.video
-            && let (Some((track, ssrc)), Some(camera)) = (&v.track, &v.opts.camera)
-        {
-            video::start_sending(
-                camera.clone(),
-                &v.opts,
-                track.clone(),
-                *ssrc,
-                video::VP8_PT,
-                v.control.clone(),
-                self.stop.clone(),
-            )
-            .map_err(|e| MediaError::Webrtc(format!("camera: {e}")))?;
+        if let Some(file) = self.video.opts.camera.clone() {
+            self.start_camera(file)?;
         }
         let samples = play.map(|p| p.resample(RATE).samples).unwrap_or_default();
         let track = self.track.clone();
@@ -703,7 +675,10 @@ impl Media {
     /// Feeds the bandwidth estimate to the video encoder: the estimate less
     /// what audio and packet overhead take.
     pub(crate) async fn follow_bandwidth_estimate(&self) {
-        let Some(v) = &self.video else { return };
+        let v = &self.video;
+        if !v.used.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
         let estimate = report
             .iter()
@@ -747,9 +722,9 @@ impl Media {
 
     /// The video figures (final once [`close`](Self::close) has returned).
     pub(crate) fn video_stats(&self) -> Option<VideoStats> {
-        self.video
-            .as_ref()
-            .map(|v| v.received.stats(Some(&v.control)))
+        let v = &self.video;
+        (v.used.load(std::sync::atomic::Ordering::Relaxed) || v.received.started())
+            .then(|| v.received.stats(Some(&v.control)))
     }
 
     /// Stops sending and closes the connection; waits (briefly) for the
@@ -757,9 +732,7 @@ impl Media {
     pub(crate) async fn close(&self) {
         self.stop.cancel();
         let _ = self.pc.close().await;
-        if let Some(v) = &self.video {
-            v.received.finished(Duration::from_secs(10)).await;
-        }
+        self.video.received.finished(Duration::from_secs(10)).await;
     }
 }
 

@@ -47,6 +47,9 @@ pub struct CallOptions {
     /// STUN/TURN servers to use instead of asking the server for them (an
     /// app with its own TURN, or a test routing media through a bad path).
     pub ice_servers: Option<Vec<crate::IceServer>>,
+    /// Things to do to the video during the call, each this long after
+    /// media connected (a headless client's script of what a user taps).
+    pub video_actions: Vec<(Duration, VideoAction)>,
     /// Only relay (TURN) candidates, as a privacy-minded app would (and as the
     /// tests force, to check the relay path).
     pub relay_only: bool,
@@ -69,6 +72,7 @@ impl Default for CallOptions {
             play: None,
             video: None,
             ice_servers: None,
+            video_actions: Vec::new(),
             relay_only: false,
             hangup_after: None,
             setup_timeout: Duration::from_secs(75),
@@ -76,6 +80,21 @@ impl Default for CallOptions {
             ice_restart_after: None,
         }
     }
+}
+
+/// Something done to the video during a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoAction {
+    /// Camera off: black pictures, no renegotiation (as a browser sends for
+    /// a disabled track).
+    CameraOff,
+    /// Camera back on.
+    CameraOn,
+    /// Add video, with this Y4M file as the camera (a renegotiation; the
+    /// caller's side only, so two offers never cross).
+    Start(std::path::PathBuf),
+    /// Take video out of the call (a renegotiation; the caller's side only).
+    Stop,
 }
 
 /// How a call went.
@@ -260,15 +279,43 @@ async fn run(
     let never = || Instant::now() + Duration::from_secs(86_400);
     // The bandwidth estimate reaches the video encoder twice a second.
     let mut estimate_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut actions = opts.video_actions.clone();
+    actions.sort_by_key(|a| a.0);
+    let mut actions = std::collections::VecDeque::from(actions);
     let result = loop {
         let hangup_at = match (connected_at, opts.hangup_after) {
             (Some(c), Some(after)) => c + after,
             (None, _) => setup_deadline,
             _ => Instant::now() + Duration::from_secs(86_400),
         };
+        let action_at = match (connected_at, actions.front()) {
+            (Some(c), Some((after, _))) => Some(c + *after),
+            _ => None,
+        };
         tokio::select! {
             _ = estimate_tick.tick(), if connected_at.is_some() => {
                 media.follow_bandwidth_estimate().await;
+            }
+            _ = tokio::time::sleep_until(action_at.unwrap_or_else(never)), if action_at.is_some() => {
+                let Some((_, action)) = actions.pop_front() else { continue };
+                tracing::info!(?action, "video action");
+                let offer = match action {
+                    VideoAction::CameraOff => { media.set_camera_muted(true); None }
+                    VideoAction::CameraOn => { media.set_camera_muted(false); None }
+                    VideoAction::Start(_) | VideoAction::Stop if !caller => {
+                        tracing::warn!("only the caller adds or removes video");
+                        None
+                    }
+                    VideoAction::Start(file) => Some(media.add_video(file).await?),
+                    VideoAction::Stop => Some(media.remove_video().await?),
+                };
+                if let Some(sdp) = offer {
+                    chat.call_frame(CallClientFrame::Update(CallUpdate {
+                        call_id: call_id.clone(),
+                        kind: SdpKind::Offer,
+                        sdp,
+                    }));
+                }
             }
             _ = tokio::time::sleep_until(pair_check_at.unwrap_or_else(never)), if pair_check_at.is_some() => {
                 first_pair = media.stats().await.selected_pair;

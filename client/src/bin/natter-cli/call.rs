@@ -3,7 +3,7 @@
 use crate::{Ctx, Run};
 use clap::Args;
 use natter_client::call::wav::Pcm;
-use natter_client::call::{AudioOptions, CallOptions, CallReport, VideoOptions};
+use natter_client::call::{AudioOptions, CallOptions, CallReport, VideoAction, VideoOptions};
 use natter_client::{Chat, ConnectOptions, Event, Events};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +49,12 @@ pub(crate) struct MediaArgs {
     /// estimate sets it below this).
     #[arg(long, default_value_t = 2_500_000)]
     max_video_bitrate: u32,
+    /// Do something to the video SECS after the call connects:
+    /// `camera-off`, `camera-on`, `video-on` (adds video with the --video
+    /// file; caller only) or `video-off` (caller only). Repeatable, e.g.
+    /// `--at 5:video-on --at 20:camera-off`.
+    #[arg(long, value_name = "SECS:ACTION")]
+    at: Vec<String>,
 }
 
 impl MediaArgs {
@@ -66,8 +72,42 @@ impl MediaArgs {
             )),
             (None, None) => None,
         };
-        let video = (self.video.is_some() || self.record_video.is_some()).then(|| VideoOptions {
-            camera: self.video.clone(),
+        let mut video_actions = Vec::new();
+        for a in &self.at {
+            let (secs, action) = a
+                .split_once(':')
+                .and_then(|(t, act)| {
+                    Some((
+                        t.parse::<f64>()
+                            .ok()
+                            .filter(|t| (0.0..=86_400.0).contains(t))?,
+                        act,
+                    ))
+                })
+                .ok_or_else(|| anyhow::anyhow!("--at {a}: want SECS:ACTION"))?;
+            let action = match action {
+                "camera-off" => VideoAction::CameraOff,
+                "camera-on" => VideoAction::CameraOn,
+                "video-off" => VideoAction::Stop,
+                "video-on" => VideoAction::Start(
+                    self.video
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("--at {a}: video-on needs --video"))?,
+                ),
+                other => anyhow::bail!(
+                    "--at {a}: unknown action {other:?} (camera-off, camera-on, video-on, video-off)"
+                ),
+            };
+            video_actions.push((Duration::from_secs_f64(secs), action));
+        }
+        // With a scheduled video-on, the call starts as voice and the camera
+        // comes later.
+        let starts_with_video = !video_actions
+            .iter()
+            .any(|(_, a)| matches!(a, VideoAction::Start(_)));
+        let camera = self.video.clone().filter(|_| starts_with_video);
+        let video = (camera.is_some() || self.record_video.is_some()).then(|| VideoOptions {
+            camera,
             record: self.record_video.clone(),
             start_muted: self.camera_off,
             max_bitrate_bps: self.max_video_bitrate.max(100_000),
@@ -79,6 +119,7 @@ impl MediaArgs {
         }
         Ok(CallOptions {
             video,
+            video_actions,
             audio: AudioOptions {
                 fec: !self.no_fec,
                 bitrate: self.bitrate,

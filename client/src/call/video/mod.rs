@@ -357,6 +357,8 @@ pub(crate) fn start_sending(
 /// The receiving side's figures, shared with the call.
 #[derive(Default)]
 pub(crate) struct ReceiveState {
+    /// A remote video track arrived.
+    started: AtomicBool,
     stats: Mutex<VideoStats>,
     done: tokio::sync::Notify,
     finished: AtomicBool,
@@ -369,6 +371,15 @@ pub(crate) async fn receive(
     state: Arc<ReceiveState>,
     stop: CancellationToken,
 ) {
+    if state.started.swap(true, Ordering::Relaxed) {
+        // A second remote video track (video removed and added again): the
+        // recording belongs to the first; this one is read and not shown.
+        while tokio::select! {
+            _ = stop.cancelled() => false,
+            ev = track.poll() => !matches!(ev, Some(TrackRemoteEvent::OnEnded) | None),
+        } {}
+        return;
+    }
     let sink = match opts.record.as_ref().map(std::fs::File::create).transpose() {
         Ok(f) => f.map(|f| std::io::BufWriter::with_capacity(1 << 20, f)),
         Err(e) => {
@@ -482,10 +493,15 @@ pub(crate) async fn receive(
 }
 
 impl ReceiveState {
+    /// Whether a remote video track arrived.
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     /// Waits (up to `limit`) for the receiver to finish its recording.
     pub(crate) async fn finished(&self, limit: Duration) {
         let wait = self.done.notified();
-        if self.finished.load(Ordering::Relaxed) {
+        if !self.started() || self.finished.load(Ordering::Relaxed) {
             return;
         }
         let _ = tokio::time::timeout(limit, wait).await;
