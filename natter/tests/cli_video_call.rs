@@ -167,6 +167,13 @@ fn video_call(ends: [(&String, &PathBuf); 2], numbers: &str) {
             span >= (CALL_SECS - 2) * 30,
             "{who}: frame numbers only advanced by {span}"
         );
+        // A/V sync: video arrives within 100 ms of the audio captured with it.
+        let offset: i64 = said_me
+            .split("A/V offset ")
+            .nth(1)
+            .and_then(|r| r.split(" ms").next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{who}: no A/V offset in {said_me}"));
+        assert!(offset.abs() <= 100, "{who}: A/V offset {offset} ms");
         assert!(
             a.mean_psnr() >= 32.0,
             "{who}: mean PSNR {:.1} dB < 32 dB",

@@ -723,8 +723,13 @@ impl Media {
     /// The video figures (final once [`close`](Self::close) has returned).
     pub(crate) fn video_stats(&self) -> Option<VideoStats> {
         let v = &self.video;
-        (v.used.load(std::sync::atomic::Ordering::Relaxed) || v.received.started())
-            .then(|| v.received.stats(Some(&v.control)))
+        let used = v.used.load(std::sync::atomic::Ordering::Relaxed) || v.received.started();
+        used.then(|| {
+            let mut s = v.received.stats(Some(&v.control));
+            let r = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+            s.av_offset_ms = v.received.av_offset_ms(&r.timeline);
+            s
+        })
     }
 
     /// Stops sending and closes the connection; waits (briefly) for the

@@ -36,7 +36,14 @@ pub(crate) struct Recorder {
     pub(crate) lost: u64,
     pub(crate) recovered: u64,
     pub(crate) max_gap: Duration,
+    /// When media reached us: (milliseconds of the sender's audio, arrival),
+    /// twice a second — to compare with video's (A/V sync).
+    pub(crate) timeline: Vec<(u64, Instant)>,
+    first: Option<u64>,
 }
+
+/// Most timeline entries kept (over an hour at two a second).
+pub(crate) const MAX_TIMELINE: usize = 8_000;
 
 impl Recorder {
     pub(crate) fn new(fec: bool) -> Result<Self, MediaError> {
@@ -53,6 +60,8 @@ impl Recorder {
             lost: 0,
             recovered: 0,
             max_gap: Duration::ZERO,
+            timeline: Vec::new(),
+            first: None,
         })
     }
 
@@ -89,6 +98,10 @@ impl Recorder {
         self.packets += 1;
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.next.get_or_insert(ext);
+        let first = *self.first.get_or_insert(ext);
+        if ext >= first && (ext - first) % 25 == 0 && self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push(((ext - first) * 20, now));
+        }
         self.held.insert(ext, (payload.to_vec(), now));
         self.play(now);
     }

@@ -162,7 +162,7 @@ impl MediaArgs {
         );
         if let Some(v) = &r.stats.video {
             println!(
-                "video: sent {} frames ({} keyframes, {} asked for), encoder at {} kbit/s at the end; received {} frames ({} keyframes), {} packets lost, {} frames skipped, {} keyframe requests; {} pictures shown, longest freeze {} ms{}",
+                "video: sent {} frames ({} keyframes, {} asked for), encoder at {} kbit/s at the end; received {} frames ({} keyframes), {} packets lost, {} frames skipped, {} keyframe requests; {} pictures shown, longest freeze {} ms; A/V offset {}{}",
                 v.frames_sent,
                 v.keyframes_sent,
                 v.keyframe_requests_received,
@@ -174,6 +174,8 @@ impl MediaArgs {
                 v.keyframe_requests_sent,
                 v.render.pictures,
                 v.render.longest_freeze_ms,
+                v.av_offset_ms
+                    .map_or("not measured".to_owned(), |o| format!("{o} ms")),
                 self.record_video
                     .as_ref()
                     .map(|p| format!(" -> {}", p.display()))

@@ -108,6 +108,11 @@ pub struct VideoStats {
     pub nacks_received: u64,
     /// Video packets sent again in answer to NACKs.
     pub retransmitted: u64,
+    /// A/V sync: how much later video arrived than the audio captured at the
+    /// same moment, in milliseconds (median over the call; negative: video
+    /// first). Measured from the RTP timestamps of each stream, counted from
+    /// its first packet, against arrival times at this end.
+    pub av_offset_ms: Option<i64>,
     /// What was shown.
     pub render: RenderStats,
 }
@@ -359,6 +364,8 @@ pub(crate) fn start_sending(
 pub(crate) struct ReceiveState {
     /// A remote video track arrived.
     started: AtomicBool,
+    /// (milliseconds of the sender's video, arrival), twice a second.
+    timeline: Mutex<Timeline>,
     stats: Mutex<VideoStats>,
     done: tokio::sync::Notify,
     finished: AtomicBool,
@@ -439,6 +446,7 @@ pub(crate) async fn receive(
             ev = track.poll() => match ev {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
                     media_ssrc = p.header.ssrc;
+                    state.note_arrival(p.header.timestamp, Instant::now());
                     assembler.push(
                         p.header.sequence_number,
                         p.header.timestamp,
@@ -492,7 +500,58 @@ pub(crate) async fn receive(
     state.done.notify_waiters();
 }
 
+#[derive(Default)]
+struct Timeline {
+    first_ts: Option<u32>,
+    last_ms: Option<u64>,
+    points: Vec<(u64, Instant)>,
+}
+
 impl ReceiveState {
+    /// A video packet with RTP timestamp `ts` (90 kHz) arrived at `now`.
+    fn note_arrival(&self, ts: u32, now: Instant) {
+        let mut t = self.timeline.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *t.first_ts.get_or_insert(ts);
+        let ms = u64::from(ts.wrapping_sub(first)) / 90;
+        // Twice a second of media; a timestamp before the first (reordered)
+        // wraps to a huge value and is skipped.
+        if ms < 1 << 31
+            && t.last_ms.is_none_or(|l| ms >= l + 500)
+            && t.points.len() < crate::call::playout::MAX_TIMELINE
+        {
+            t.last_ms = Some(ms);
+            t.points.push((ms, now));
+        }
+    }
+
+    /// How much later video arrives than audio captured at the same moment,
+    /// in milliseconds (median over the call; negative: video first). Both
+    /// timelines start at the sender's first packet, which it sends for
+    /// both streams when media connects.
+    pub(crate) fn av_offset_ms(&self, audio: &[(u64, Instant)]) -> Option<i64> {
+        let t = self.timeline.lock().unwrap_or_else(|e| e.into_inner());
+        let mut diffs: Vec<i64> = t
+            .points
+            .iter()
+            .filter_map(|&(ms, tv)| {
+                // Audio's arrival for the same media time, interpolated.
+                let i = audio.partition_point(|&(am, _)| am <= ms);
+                let (&(m0, t0), &(m1, t1)) = (audio.get(i.checked_sub(1)?)?, audio.get(i)?);
+                let frac = (ms - m0) as f64 / (m1 - m0).max(1) as f64;
+                let span = t1.checked_duration_since(t0)?.as_secs_f64();
+                let ta = t0 + Duration::from_secs_f64(span * frac);
+                let d = if tv >= ta {
+                    tv.duration_since(ta).as_millis() as i64
+                } else {
+                    -(ta.duration_since(tv).as_millis() as i64)
+                };
+                Some(d)
+            })
+            .collect();
+        diffs.sort_unstable();
+        diffs.get(diffs.len() / 2).copied()
+    }
+
     /// Whether a remote video track arrived.
     pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
@@ -525,5 +584,32 @@ pub fn check_camera(path: &std::path::Path) -> Result<natter_video::Y4mHeader, S
         Ok(Some(_)) => Ok(header),
         Ok(None) => Err(format!("{}: no pictures", path.display())),
         Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn av_offset_is_video_arrival_minus_audio_arrival_at_the_same_media_time() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let state = ReceiveState::default();
+        // Video timestamps at 90 kHz from a random base: media time 0, 0.5 s, 1 s…
+        let base = u32::MAX - 20_000;
+        for k in 0..5u32 {
+            // Each picture arrives 60 ms after audio of the same moment.
+            state.note_arrival(
+                base.wrapping_add(k * 45_000),
+                t + ms(u64::from(k) * 500 + 60),
+            );
+        }
+        let audio: Vec<_> = (0..6).map(|k| (k * 500, t + ms(k * 500))).collect();
+        assert_eq!(state.av_offset_ms(&audio), Some(60));
+        // Video ahead of audio gives a negative offset.
+        let late_audio: Vec<_> = (0..6).map(|k| (k * 500, t + ms(k * 500 + 100))).collect();
+        assert_eq!(state.av_offset_ms(&late_audio), Some(-40));
+        assert_eq!(state.av_offset_ms(&[]), None);
     }
 }
