@@ -99,7 +99,7 @@ impl Recorder {
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
         self.next.get_or_insert(ext);
         let first = *self.first.get_or_insert(ext);
-        if ext >= first && (ext - first) % 25 == 0 && self.timeline.len() < MAX_TIMELINE {
+        if ext >= first && (ext - first).is_multiple_of(25) && self.timeline.len() < MAX_TIMELINE {
             self.timeline.push(((ext - first) * 20, now));
         }
         self.held.insert(ext, (payload.to_vec(), now));
