@@ -526,6 +526,7 @@ impl Media {
         let mut fec_plan = FecPlan::new(self.opts.expected_loss_percent);
         let fec = self.opts.fec;
         let fec_planned = self.fec_planned.clone();
+        let base_bitrate = self.opts.bitrate;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FRAME_TIME);
             let mut pos = 0;
@@ -542,6 +543,15 @@ impl Media {
                     if now != before && enc.set_packet_loss_perc(now).is_ok() {
                         tracing::debug!(planned = now, "FEC planned for {now} % loss");
                         fec_planned.store(now, std::sync::atomic::Ordering::Relaxed);
+                        // FEC's redundant copy comes out of the bitrate; on a
+                        // lossy path give it a quarter more so the main signal
+                        // keeps its quality.
+                        let bps = if now > 0 {
+                            base_bitrate + base_bitrate / 4
+                        } else {
+                            base_bitrate
+                        };
+                        let _ = enc.set_bitrate(opus::Bitrate::Bits(bps));
                     }
                 }
                 let mut frame = [0i16; FRAME];

@@ -141,16 +141,28 @@ pub enum CallError {
     Closed,
 }
 
-/// The ICE servers for a call: the caller's own, or fresh ones from the server.
-async fn ice_servers(
+/// The call's peer connection, with the caller's own ICE servers or fresh
+/// ones from the server.
+async fn open_media(
     account: &Account,
     opts: &CallOptions,
-) -> Result<Vec<crate::IceServer>, CallError> {
-    if let Some(s) = &opts.ice_servers {
-        return Ok(s.clone());
-    }
-    let token = account.token().await?;
-    Ok(account.api().ice_servers(&token).await?.ice_servers)
+) -> Result<(Media, tokio::sync::mpsc::UnboundedReceiver<MediaEvent>), CallError> {
+    let ice = match &opts.ice_servers {
+        Some(s) => s.clone(),
+        None => {
+            let token = account.token().await?;
+            account.api().ice_servers(&token).await?.ice_servers
+        }
+    };
+    let media = Media::new(
+        &ice,
+        opts.relay_only,
+        &opts.bind,
+        opts.audio,
+        opts.video.clone(),
+    )
+    .await?;
+    Ok(media)
 }
 
 /// Calls `to` and runs the call until either side hangs up.
@@ -161,15 +173,7 @@ pub async fn place(
     to: UserId,
     opts: CallOptions,
 ) -> Result<CallReport, CallError> {
-    let ice = ice_servers(account, &opts).await?;
-    let (media, media_events) = Media::new(
-        &ice,
-        opts.relay_only,
-        &opts.bind,
-        opts.audio,
-        opts.video.clone(),
-    )
-    .await?;
+    let (media, media_events) = open_media(account, &opts).await?;
     let call_id = CallId::new(uuid::Uuid::new_v4().simple().to_string());
     let sdp = media.offer().await?;
     let started = Instant::now();
@@ -222,15 +226,7 @@ pub async fn answer(
         }
     };
     let started = Instant::now();
-    let ice = ice_servers(account, &opts).await?;
-    let (media, media_events) = Media::new(
-        &ice,
-        opts.relay_only,
-        &opts.bind,
-        opts.audio,
-        opts.video.clone(),
-    )
-    .await?;
+    let (media, media_events) = open_media(account, &opts).await?;
     let sdp = media.answer(&incoming.sdp).await?;
     chat.call_frame(CallClientFrame::Answer(CallAnswer {
         call_id: incoming.call_id.clone(),
