@@ -197,7 +197,7 @@ impl AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmsConfig {
-    /// `outbox` (append to `<data-dir>/outbox/sms.jsonl`) or `webhook`.
+    /// `outbox` (append to `<data-dir>/outbox/sms.jsonl`), `webhook` or `twilio`.
     pub backend: SmsBackend,
     /// Webhook URL (POST).
     pub webhook_url: String,
@@ -214,6 +214,8 @@ pub struct SmsConfig {
     pub webhook_attempts: u32,
     /// Per-attempt timeout.
     pub webhook_timeout_ms: u64,
+    /// `[auth.sms.twilio]`: the `twilio` backend's account and numbers.
+    pub twilio: natter_providers::twilio::TwilioConfig,
 }
 
 /// SMS sender choice.
@@ -224,6 +226,8 @@ pub enum SmsBackend {
     Outbox,
     /// An HTTP provider.
     Webhook,
+    /// Twilio's Messages (SMS) and Calls (voice) APIs.
+    Twilio,
 }
 
 impl Default for SmsConfig {
@@ -238,6 +242,7 @@ impl Default for SmsConfig {
             text_template: "Your Natter code is {code}. Do not share it.".into(),
             webhook_attempts: 3,
             webhook_timeout_ms: 5_000,
+            twilio: Default::default(),
         }
     }
 }
@@ -253,6 +258,9 @@ impl SmsConfig {
             if self.webhook_attempts == 0 {
                 return Err("auth.sms.webhook_attempts: must be at least 1".into());
             }
+        }
+        if self.backend == SmsBackend::Twilio {
+            self.twilio.validate("auth.sms.twilio")?;
         }
         if !self.text_template.contains("{code}") {
             return Err("auth.sms.text_template: must contain {code}".into());

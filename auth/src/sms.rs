@@ -1,6 +1,7 @@
 //! Sending one-time codes. The outbox (default) appends JSON lines to a file that
-//! people and QA read; the webhook posts to an SMS/voice provider with retries.
-//! Neither logs the code.
+//! people and QA read; the webhook posts to an SMS/voice provider with retries;
+//! `twilio` sends through Twilio's Messages and Calls APIs. None logs the code.
+//! Every send is counted in `auth_sms_provider_total{provider,result}`.
 
 use crate::config::{SmsBackend, SmsConfig};
 use crate::phone::E164;
@@ -53,6 +54,19 @@ pub enum SmsError {
     /// The provider refused or never answered.
     #[error("sms webhook: {0}")]
     Webhook(String),
+    /// The provider will not deliver to this number by this transport (not a
+    /// mobile number, a blocked destination): retrying will not help; the
+    /// other transport may.
+    #[error("sms provider refused the number: {0}")]
+    Undeliverable(String),
+    /// The provider failed (credentials refused, errors past the retries).
+    #[error("sms provider: {0}")]
+    Provider(String),
+}
+
+fn count(provider: &'static str, result: &'static str) {
+    metrics::counter!("auth_sms_provider_total", "provider" => provider, "result" => result)
+        .increment(1);
 }
 
 /// Delivers one-time codes.
@@ -73,6 +87,7 @@ pub fn from_config(
             cfg.text_template.clone(),
         )),
         SmsBackend::Webhook => std::sync::Arc::new(WebhookSms::new(cfg.clone())?),
+        SmsBackend::Twilio => std::sync::Arc::new(TwilioSms::new(cfg)?),
     })
 }
 
@@ -157,6 +172,7 @@ impl SmsSender for OutboxSms {
             .await?;
         f.write_all(&bytes).await?;
         f.flush().await?;
+        count("outbox", "ok");
         tracing::info!(session_id = %msg.session_id, transport = msg.transport.as_str(), "code written to the sms outbox");
         Ok(())
     }
@@ -222,6 +238,7 @@ impl SmsSender for WebhookSms {
             }
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
+                    count("webhook", "ok");
                     tracing::info!(session_id = %msg.session_id, attempt, "code handed to the sms provider");
                     return Ok(());
                 }
@@ -240,7 +257,59 @@ impl SmsSender for WebhookSms {
                 tokio::time::sleep(Duration::from_millis(250 << (attempt - 1).min(5))).await;
             }
         }
+        count("webhook", "failed");
         Err(SmsError::Webhook(last_error))
+    }
+}
+
+/// Sends codes through Twilio: SMS by the Messages API, voice by the Calls
+/// API with inline TwiML that reads the code twice.
+pub struct TwilioSms {
+    client: natter_providers::twilio::TwilioClient,
+    text_template: String,
+}
+
+impl TwilioSms {
+    /// Reads the credentials (start-up fails on a missing or unreadable token).
+    pub fn new(cfg: &SmsConfig) -> Result<Self, String> {
+        Ok(Self {
+            client: natter_providers::twilio::TwilioClient::new(&cfg.twilio, "auth.sms.twilio")?,
+            text_template: cfg.text_template.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl SmsSender for TwilioSms {
+    async fn send(&self, msg: &CodeMessage) -> Result<(), SmsError> {
+        use natter_providers::{Delivery, twilio::Channel};
+        let text = self.text_template.replace("{code}", &msg.code);
+        let channel = match msg.transport {
+            Transport::Sms => Channel::Sms,
+            Transport::Voice => Channel::Voice,
+        };
+        let report = self.client.send(msg.to.as_str(), &text, channel).await;
+        count("twilio", report.delivery.label());
+        let transport = msg.transport.as_str();
+        match report.delivery {
+            Delivery::Delivered => {
+                tracing::info!(session_id = %msg.session_id, transport, attempts = report.attempts, "code handed to twilio");
+                Ok(())
+            }
+            Delivery::Rejected(why) => {
+                tracing::warn!(session_id = %msg.session_id, transport, reason = %why, "twilio refused the number");
+                Err(SmsError::Undeliverable(why))
+            }
+            Delivery::AuthFailed(why) => {
+                tracing::error!(session_id = %msg.session_id, reason = %why, "twilio refused our credentials: check [auth.sms.twilio]");
+                Err(SmsError::Provider(why))
+            }
+            Delivery::Unregistered => Err(SmsError::Provider("unexpected answer".into())),
+            Delivery::Failed(why) => {
+                tracing::warn!(session_id = %msg.session_id, transport, attempts = report.attempts, reason = %why, "twilio failed");
+                Err(SmsError::Provider(why))
+            }
+        }
     }
 }
 

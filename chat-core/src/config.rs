@@ -207,7 +207,8 @@ impl ChatConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
-    /// `outbox` (JSON lines in `<data-dir>/outbox/push.jsonl`) or `webhook`.
+    /// `outbox` (JSON lines in `<data-dir>/outbox/push.jsonl`), `webhook`, or
+    /// `providers` (FCM and APNs, configured below).
     pub backend: PushBackend,
     /// Webhook URL (POST, JSON), for an FCM/APNs-style gateway.
     pub webhook_url: String,
@@ -222,6 +223,13 @@ pub struct PushConfig {
     pub min_interval_secs: u32,
     /// Notifications buffered for the sender; more are dropped (and counted).
     pub queue: usize,
+    /// `providers` backend: pushes in flight at once (over one HTTP/2
+    /// connection per provider); past it the sender waits, and the queue fills.
+    pub max_in_flight: usize,
+    /// `[chat.push.fcm]`: Firebase Cloud Messaging, for `fcm` tokens.
+    pub fcm: natter_providers::fcm::FcmConfig,
+    /// `[chat.push.apns]`: Apple Push Notification service, for `apns` tokens.
+    pub apns: natter_providers::apns::ApnsConfig,
 }
 
 /// Push sender choice.
@@ -232,6 +240,8 @@ pub enum PushBackend {
     Outbox,
     /// HTTP gateway.
     Webhook,
+    /// FCM and APNs directly, with the providers' own credentials.
+    Providers,
 }
 
 impl Default for PushConfig {
@@ -244,6 +254,9 @@ impl Default for PushConfig {
             webhook_timeout_ms: 5_000,
             min_interval_secs: 60,
             queue: 4096,
+            max_in_flight: 256,
+            fcm: Default::default(),
+            apns: Default::default(),
         }
     }
 }
@@ -262,6 +275,20 @@ impl PushConfig {
         }
         if self.queue == 0 {
             return Err("chat.push.queue: must be at least 1".into());
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 10_000 {
+            return Err("chat.push.max_in_flight: 1 to 10000".into());
+        }
+        if self.backend == PushBackend::Providers {
+            if !self.fcm.is_configured() && !self.apns.is_configured() {
+                return Err("chat.push: backend = \"providers\" needs [chat.push.fcm] (service_account_file) or [chat.push.apns] (key_file), or both".into());
+            }
+            if self.fcm.is_configured() {
+                self.fcm.validate("chat.push.fcm")?;
+            }
+            if self.apns.is_configured() {
+                self.apns.validate("chat.push.apns")?;
+            }
         }
         Ok(())
     }

@@ -162,7 +162,15 @@ impl ChatService {
         ));
         tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
         // The push task ends when its senders (the writer, the bus dispatcher) are gone.
-        tasks.push(Part::spawn("push", crate::push::run(p.push_rx, p.sender)));
+        tasks.push(Part::spawn(
+            "push",
+            crate::push::run(
+                p.push_rx,
+                p.sender,
+                inner.cluster.clone(),
+                i64::from(inner.cfg.push.min_interval_secs) * 1000,
+            ),
+        ));
         tasks.push(Part::spawn("chat-purge", purge_loop(self.state.clone())));
         tasks.push(Part::spawn(
             "chat-device-check",

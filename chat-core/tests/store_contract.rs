@@ -813,6 +813,7 @@ async fn presence_contacts_push_tokens(engine: &str) {
     let tok = PushToken {
         platform: "fcm".into(),
         token: "t1".into(),
+        voip_token: None,
     };
     s.set_push_token(&dev("alice", 1, 11), &tok, 1)
         .await
@@ -841,12 +842,44 @@ async fn presence_contacts_push_tokens(engine: &str) {
             dev("alice", 1, 11),
             PushToken {
                 platform: "fcm".into(),
-                token: "t2".into()
+                token: "t2".into(),
+                voip_token: None,
             }
         )]
     );
     assert!(s.delete_push_token(&alice, 1).await.unwrap());
     assert!(!s.delete_push_token(&alice, 1).await.unwrap());
+
+    // An iOS device: an APNs token and a PushKit token. A dead VoIP token
+    // goes alone; a dead device token takes the registration; a token the
+    // device already replaced is left alone.
+    let ios = PushToken {
+        platform: "apns".into(),
+        token: "a1".into(),
+        voip_token: Some("v1".into()),
+    };
+    s.set_push_token(&dev("alice", 2, 12), &ios, 3)
+        .await
+        .unwrap();
+    let tokens_of_2 = || async { s.push_tokens(&[dev("alice", 2, 12)]).await.unwrap() };
+    assert_eq!(
+        tokens_of_2().await,
+        vec![(dev("alice", 2, 12), ios.clone())]
+    );
+    assert!(!s.forget_dead_push_token(&alice, 2, "old").await.unwrap());
+    assert!(s.forget_dead_push_token(&alice, 2, "v1").await.unwrap());
+    assert_eq!(
+        tokens_of_2().await,
+        vec![(
+            dev("alice", 2, 12),
+            PushToken {
+                voip_token: None,
+                ..ios.clone()
+            }
+        )]
+    );
+    assert!(s.forget_dead_push_token(&alice, 2, "a1").await.unwrap());
+    assert!(tokens_of_2().await.is_empty());
     t.cleanup().await;
 }
 

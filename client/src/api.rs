@@ -594,19 +594,37 @@ impl Api {
         Ok(())
     }
 
-    /// Registers this device's push token.
+    /// Registers this device's push token (`fcm` or `apns`, or a name the
+    /// server's webhook gateway knows).
     pub async fn set_push_token(
         &self,
         token: &str,
         platform: &str,
         push_token: &str,
     ) -> Result<(), Error> {
+        self.set_push_tokens(token, platform, push_token, None)
+            .await
+    }
+
+    /// Registers this device's push token and, on iOS, its PushKit token
+    /// (`voip_token`, for calls).
+    pub async fn set_push_tokens(
+        &self,
+        token: &str,
+        platform: &str,
+        push_token: &str,
+        voip_token: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut body = json!({ "platform": platform, "token": push_token });
+        if let Some(v) = voip_token {
+            body["voip_token"] = json!(v);
+        }
         let _: serde_json::Value = self
             .call(
                 reqwest::Method::PUT,
                 "/v1/push/token",
                 Some(token),
-                Some(json!({ "platform": platform, "token": push_token })),
+                Some(body),
             )
             .await?;
         Ok(())

@@ -106,6 +106,36 @@ pub fn env_var_name(path: &[String]) -> String {
     format!("NATTER_{}", parts.join("__"))
 }
 
+/// A string setting that the environment may have turned into a number or a
+/// boolean (`NATTER_…=1234567890` arrives as an integer): taken back as text.
+pub fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Str(String),
+        Int(i128),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Str(s) => s,
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
+}
+
+/// An E.164 number setting: `+15550100` may arrive from the environment as
+/// the integer 15550100; its `+` is put back.
+pub fn e164_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = scalar_string(d)?;
+    Ok(if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("+{s}")
+    } else {
+        s
+    })
+}
+
 /// Deserializes a list from either a list or a comma-separated string (the form
 /// environment variables take).
 pub fn comma_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>

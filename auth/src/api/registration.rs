@@ -130,6 +130,20 @@ async fn send_code(
     }
     if let Err(e) = state.0.sms.send(&msg).await {
         tracing::error!(session_id = %session.id, error = %e, "code could not be sent");
+        if let crate::sms::SmsError::Undeliverable(_) = e {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "code_undeliverable",
+                match transport {
+                    Transport::Sms => {
+                        "the code could not be sent: this number cannot receive it by SMS; ask for a voice call"
+                    }
+                    Transport::Voice => {
+                        "the code could not be sent: this number cannot take the call"
+                    }
+                },
+            ));
+        }
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "sms_unavailable",
@@ -148,7 +162,8 @@ async fn send_code(
         (status = 201, description = "Session created, code sent", body = SessionResponse),
         (status = 400, description = "Not a valid phone number", body = ErrorResponse),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorResponse),
-        (status = 502, description = "The SMS provider failed", body = ErrorResponse),
+        (status = 422, description = "The provider cannot deliver a code to this number by SMS (`code_undeliverable`): ask for a voice call", body = ErrorResponse),
+        (status = 502, description = "The SMS provider failed (`sms_unavailable`)", body = ErrorResponse),
     )
 )]
 pub(super) async fn create_session(
@@ -216,6 +231,8 @@ pub(super) async fn get_session(
         (status = 409, description = "Already verified", body = ErrorResponse),
         (status = 410, description = "Expired", body = ErrorResponse),
         (status = 429, description = "Too soon or too many (see Retry-After)", body = ErrorResponse),
+        (status = 422, description = "The provider cannot deliver a code to this number by this transport (`code_undeliverable`)", body = ErrorResponse),
+        (status = 502, description = "The SMS/voice provider failed (`sms_unavailable`)", body = ErrorResponse),
     )
 )]
 pub(super) async fn resend_code(

@@ -182,10 +182,22 @@ pub(super) async fn set_contacts(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushTokenBody {
-    /// `fcm`, `apns`, … (passed to the gateway).
+    /// `fcm` (Android), `apns` (iOS), or with the webhook backend any name its
+    /// gateway knows (`a-z 0-9 _`).
     pub platform: String,
-    /// The provider's device token.
+    /// The provider's device token (for `apns`, the hex device token).
     pub token: String,
+    /// `apns` only: the device's PushKit token, for VoIP pushes (calls). Without
+    /// it a call is announced with an alert push to `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voip_token: Option<String>,
+}
+
+/// An APNs token: hex (32 bytes today; Apple says it may grow).
+fn apns_token_ok(t: &str) -> bool {
+    (64..=200).contains(&t.len())
+        && t.len().is_multiple_of(2)
+        && t.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Register this device's push token (FCM, APNs, ...): messages and calls wake it when it is offline.
@@ -194,7 +206,7 @@ pub struct PushTokenBody {
     request_body = PushTokenBody,
     responses(
         (status = 204, description = "Stored"),
-        (status = 422, description = "A bad platform or token", body = ErrorResponse),
+        (status = 422, description = "A bad platform or token, or a platform this server has no provider for (`unsupported_platform`)", body = ErrorResponse),
         (status = 401, body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -224,9 +236,51 @@ pub(super) async fn set_push_token(
             "token: 1 to 4096 printable characters",
         ));
     }
+    let bad = |msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", msg);
+    if req.platform == "apns" {
+        if !apns_token_ok(&req.token) {
+            return Err(bad(
+                "token: an APNs device token is 64 to 200 hex digits".into()
+            ));
+        }
+        if req.voip_token.as_deref().is_some_and(|v| !apns_token_ok(v)) {
+            return Err(bad(
+                "voip_token: a PushKit token is 64 to 200 hex digits".into()
+            ));
+        }
+    } else if req.voip_token.is_some() {
+        return Err(bad("voip_token: only for platform apns".into()));
+    }
+    let push = &st.0.cfg.push;
+    if push.backend == crate::config::PushBackend::Providers {
+        let served = match req.platform.as_str() {
+            "fcm" => push.fcm.is_configured(),
+            "apns" => push.apns.is_configured(),
+            _ => false,
+        };
+        if !served {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsupported_platform",
+                format!(
+                    "platform: this server pushes to {}",
+                    crate::push::providers::PLATFORMS
+                        .iter()
+                        .filter(|p| match **p {
+                            "fcm" => push.fcm.is_configured(),
+                            _ => push.apns.is_configured(),
+                        })
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            ));
+        }
+    }
     let token = PushToken {
         platform: req.platform,
         token: req.token,
+        voip_token: req.voip_token,
     };
     st.0.store
         .set_push_token(&dev, &token, st.0.clock.now_ms())

@@ -80,6 +80,11 @@ pub(crate) trait Cluster: Send + Sync {
 
     /// Starts the background tasks (bus subscriber, heartbeat, dispatcher).
     fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part>;
+
+    /// Which of `notices` may go out: a message wake-up goes once per device
+    /// per `window_ms` across the cluster (each node's hub already holds it
+    /// back locally; this stops two nodes from both pushing). Calls always go.
+    async fn claim_push_windows(&self, notices: &[PushNotice], window_ms: i64) -> Vec<bool>;
 }
 
 /// One process, no Redis: everything is in the hub.
@@ -128,6 +133,11 @@ impl Cluster for Embedded {
 
     fn spawn(self: Arc<Self>, _st: ChatState, _push: mpsc::Sender<PushNotice>) -> Vec<Part> {
         Vec::new()
+    }
+
+    async fn claim_push_windows(&self, notices: &[PushNotice], _window_ms: i64) -> Vec<bool> {
+        // One node: the hub's own window is the whole truth.
+        vec![true; notices.len()]
     }
 }
 

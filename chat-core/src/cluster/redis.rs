@@ -213,6 +213,11 @@ impl RedisCluster {
         self.key(&format!("u:{user}"))
     }
 
+    /// Set while a device's message wake-up window is open.
+    fn push_window_key(&self, user: &UserId, device: DeviceId) -> String {
+        self.key(&format!("pw:{user}:{device}"))
+    }
+
     fn node_channel(&self, node: &str) -> String {
         self.key(&format!("n:{node}"))
     }
@@ -753,6 +758,14 @@ impl Cluster for RedisCluster {
             .await;
         match r {
             Ok((old, all)) => {
+                // Connected: its next offline message wakes it again.
+                let reset: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(self.push_window_key(&conn.user, conn.device))
+                    .query_async(&mut self.conn.clone())
+                    .await;
+                if let Err(e) = reset {
+                    self.failed("push window reset", &e);
+                }
                 if let Some(old) = Entry::parse(&old)
                     && old.node != self.node
                 {
@@ -885,6 +898,38 @@ impl Cluster for RedisCluster {
     fn frame(&self, to: &UserId, device: Option<DeviceId>, json: Arc<str>) {
         self.jobs
             .push(Job::Frame(to.clone(), device, json), Weight::Ephemeral);
+    }
+
+    async fn claim_push_windows(&self, notices: &[PushNotice], window_ms: i64) -> Vec<bool> {
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, n) in notices.iter().enumerate() {
+            if n.reason == crate::push::PushReason::Message && window_ms > 0 {
+                pipe.cmd("SET")
+                    .arg(self.push_window_key(&n.user, n.device))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(window_ms);
+                asked.push(i);
+            }
+        }
+        let mut out = vec![true; notices.len()];
+        if asked.is_empty() {
+            return out;
+        }
+        let r: redis::RedisResult<Vec<Option<String>>> =
+            pipe.query_async(&mut self.conn.clone()).await;
+        match r {
+            Ok(set) => {
+                for (i, ok) in asked.into_iter().zip(set) {
+                    out[i] = ok.is_some();
+                }
+            }
+            // Redis away: a second wake-up beats none.
+            Err(e) => self.failed("push windows", &e),
+        }
+        out
     }
 
     fn presence(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>) {

@@ -341,6 +341,8 @@ pub struct PushToken {
     pub platform: String,
     /// The provider token.
     pub token: String,
+    /// An iOS device's PushKit token, for VoIP pushes (calls).
+    pub voip_token: Option<String>,
 }
 
 /// Rows removed by a purge.
@@ -427,6 +429,16 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Removes a device's push token.
     async fn delete_push_token(&self, user: &UserId, device: DeviceId) -> StoreResult<bool>;
+
+    /// Forgets a token the provider called dead: the whole registration when
+    /// `token` is the device's token, only the VoIP token when it is that.
+    /// A token the device replaced meanwhile stays.
+    async fn forget_dead_push_token(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        token: &str,
+    ) -> StoreResult<bool>;
     /// Push tokens of these devices (those at the current generation that have one).
     async fn push_tokens(&self, devices: &[DeviceRef]) -> StoreResult<Vec<(DeviceRef, PushToken)>>;
 

@@ -1702,15 +1702,17 @@ macro_rules! sql_store {
 
             async fn set_push_token(&self, dev: &DeviceRef, token: &PushToken, now: UnixMillis) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO chat_push_tokens (user_id, device_id, generation, platform, token, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO chat_push_tokens (user_id, device_id, generation, platform, token, voip_token, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (user_id, device_id) DO UPDATE SET generation = excluded.generation, platform = excluded.platform,
-                     token = excluded.token, updated_at = excluded.updated_at",
+                     token = excluded.token, voip_token = excluded.voip_token, updated_at = excluded.updated_at",
                 )
                 .bind(dev.user.as_str())
                 .bind(i64::from(dev.device))
                 .bind(dev.generation)
                 .bind(&token.platform)
                 .bind(&token.token)
+                .bind(token.voip_token.as_deref())
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
@@ -1727,17 +1729,41 @@ macro_rules! sql_store {
                 Ok(n > 0)
             }
 
+            async fn forget_dead_push_token(&self, user: &UserId, device: DeviceId, token: &str) -> StoreResult<bool> {
+                let whole = sqlx::query("DELETE FROM chat_push_tokens WHERE user_id = $1 AND device_id = $2 AND token = $3")
+                    .bind(user.as_str())
+                    .bind(i64::from(device))
+                    .bind(token)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if whole > 0 {
+                    return Ok(true);
+                }
+                let voip = sqlx::query(
+                    "UPDATE chat_push_tokens SET voip_token = NULL WHERE user_id = $1 AND device_id = $2 AND voip_token = $3",
+                )
+                .bind(user.as_str())
+                .bind(i64::from(device))
+                .bind(token)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(voip > 0)
+            }
+
             async fn push_tokens(&self, devs: &[DeviceRef]) -> StoreResult<Vec<(DeviceRef, PushToken)>> {
                 let mut out = Vec::new();
                 for chunk in pieces(&devs) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT user_id, device_id, generation, platform, token FROM chat_push_tokens WHERE ",
+                        "SELECT user_id, device_id, generation, platform, token, voip_token FROM chat_push_tokens WHERE ",
                     );
                     push_or_rows!(qb, chunk, |d| "user_id" = d.user.as_str(), "device_id" = i64::from(d.device),
                         "generation" = d.generation);
-                    let rows: Vec<(String, i64, i64, String, String)> = qb.build_query_as().fetch_all(&self.pool).await?;
-                    out.extend(rows.into_iter().map(|(u, d, g, platform, token)| {
-                        (DeviceRef { user: UserId(u), device: d as DeviceId, generation: g }, PushToken { platform, token })
+                    let rows: Vec<(String, i64, i64, String, String, Option<String>)> =
+                        qb.build_query_as().fetch_all(&self.pool).await?;
+                    out.extend(rows.into_iter().map(|(u, d, g, platform, token, voip_token)| {
+                        (DeviceRef { user: UserId(u), device: d as DeviceId, generation: g }, PushToken { platform, token, voip_token })
                     }));
                 }
                 Ok(out)

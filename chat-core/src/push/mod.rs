@@ -1,0 +1,130 @@
+//! Waking offline devices. A [`PushSender`] gets batches of notices (who to
+//! wake, never what was said). Backends: the outbox (default) appends JSON
+//! lines to `<data-dir>/outbox/push.jsonl`; the webhook posts the devices'
+//! tokens to a gateway the operator runs; `providers` talks to FCM and APNs
+//! itself ([`providers`]).
+
+mod outbox;
+pub mod providers;
+mod webhook;
+
+pub use outbox::OutboxPush;
+pub use providers::ProviderPush;
+pub use webhook::WebhookPush;
+
+use crate::config::{PushBackend, PushConfig};
+use crate::store::MessageStore;
+use async_trait::async_trait;
+use natter_common::UnixMillis;
+use natter_proto::{DeviceId, UserId};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Wake this device: it has messages waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushNotice {
+    /// Account.
+    pub user: UserId,
+    /// Device.
+    pub device: DeviceId,
+    /// Its credential generation.
+    pub generation: i64,
+    /// When the message (or call) that triggered it happened.
+    pub at: UnixMillis,
+    /// Why the device is woken.
+    pub reason: PushReason,
+}
+
+/// Why a device is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushReason {
+    /// Messages are waiting.
+    Message,
+    /// A call is ringing (a VoIP push: the app should connect and fetch the offer).
+    Call,
+}
+
+impl PushReason {
+    /// As written in the outbox and the webhook body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushReason::Message => "message",
+            PushReason::Call => "call",
+        }
+    }
+}
+
+/// Why a push batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// Writing the outbox failed.
+    #[error("push outbox: {0}")]
+    Outbox(#[from] std::io::Error),
+    /// The gateway refused or never answered.
+    #[error("push webhook: {0}")]
+    Webhook(String),
+    /// The device tokens could not be read.
+    #[error("push tokens: {0}")]
+    Store(String),
+}
+
+/// Delivers push notices.
+#[async_trait]
+pub trait PushSender: Send + Sync + 'static {
+    /// Sends one batch.
+    async fn send(&self, batch: &[PushNotice]) -> Result<(), PushError>;
+}
+
+/// Builds the sender the config asks for.
+pub fn from_config(
+    cfg: &PushConfig,
+    data_dir: &Path,
+    store: Arc<dyn MessageStore>,
+) -> Result<Arc<dyn PushSender>, String> {
+    Ok(match cfg.backend {
+        PushBackend::Outbox => {
+            Arc::new(OutboxPush::new(data_dir.join("outbox").join("push.jsonl")))
+        }
+        PushBackend::Webhook => Arc::new(WebhookPush::new(cfg, store)?),
+        PushBackend::Providers => Arc::new(ProviderPush::new(cfg, store)?),
+    })
+}
+
+/// Most notices sent in one batch.
+const MAX_BATCH: usize = 256;
+
+/// Sends queued notices until the channel closes. Message wake-ups pass the
+/// cluster-wide window first (`window_ms`, the `min_interval_secs`).
+pub(crate) async fn run(
+    mut rx: mpsc::Receiver<PushNotice>,
+    sender: Arc<dyn PushSender>,
+    cluster: Arc<dyn crate::cluster::Cluster>,
+    window_ms: i64,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let open = cluster.claim_push_windows(&batch, window_ms).await;
+        let before = batch.len();
+        let mut open = open.into_iter();
+        batch.retain(|_| open.next().unwrap_or(true));
+        if batch.len() < before {
+            metrics::counter!("chat_push_total", "result" => "coalesced")
+                .increment((before - batch.len()) as u64);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match sender.send(&batch).await {
+            Ok(()) => {
+                metrics::counter!("chat_push_total", "result" => "ok").increment(batch.len() as u64)
+            }
+            Err(e) => {
+                metrics::counter!("chat_push_total", "result" => "error")
+                    .increment(batch.len() as u64);
+                tracing::warn!(error = %e, notices = batch.len(), "push failed");
+            }
+        }
+        batch.clear();
+    }
+}
