@@ -273,6 +273,11 @@ fn expectations(sz: &Sizes) -> Vec<Check> {
         // auth: alice, bob, carol, dave, dave again.
         check("auth_codes_sent_total", &[("transport", "sms")], Delta(5.0)),
         check(
+            "auth_sms_provider_total",
+            &[("provider", "outbox"), ("result", "ok")],
+            Delta(5.0),
+        ),
+        check(
             "auth_code_checks_total",
             &[("outcome", "right")],
             Delta(5.0),

@@ -11,6 +11,7 @@ pub(crate) const MOVED: &[&str] = &[
     "http_request_duration_seconds",
     // auth
     "auth_codes_sent_total",
+    "auth_sms_provider_total",
     "auth_code_checks_total",
     "auth_registrations_total",
     "auth_token_refreshes_total",
@@ -190,6 +191,16 @@ pub(crate) const NOT_MOVABLE: &[(&str, Still, &str)] = &[
         "natter_turn_tls_reloads_total",
         Still::Zero,
         "only with turn.tls_listen and a certificate file that changes",
+    ),
+    (
+        "chat_push_provider_total",
+        Still::Zero,
+        "only with chat.push.backend = \"providers\" (natter/tests/push_providers.rs moves it against FCM and APNs fakes)",
+    ),
+    (
+        "chat_push_provider_retries_total",
+        Still::Zero,
+        "only with chat.push.backend = \"providers\" and a provider answering 429 or 5xx (natter/tests/push_providers.rs)",
     ),
     (
         "natter_turn_draining",
