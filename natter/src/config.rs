@@ -253,6 +253,43 @@ mod tests {
     }
 
     #[test]
+    fn provider_settings_come_from_the_environment_as_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NATTER_CHAT__PUSH__BACKEND", "providers");
+            jail.set_env("NATTER_CHAT__PUSH__APNS__KEY_FILE", "/etc/natter/AuthKey.p8");
+            // All digits: the environment hands these over as integers.
+            jail.set_env("NATTER_CHAT__PUSH__APNS__KEY_ID", "1234567890");
+            jail.set_env("NATTER_CHAT__PUSH__APNS__TEAM_ID", "DEF456GHIJ");
+            jail.set_env("NATTER_CHAT__PUSH__APNS__BUNDLE_ID", "org.example.natter");
+            jail.set_env("NATTER_CHAT__PUSH__FCM__HTTP__CA_FILE", "/etc/ssl/proxy.pem");
+            jail.set_env("NATTER_AUTH__SMS__BACKEND", "twilio");
+            jail.set_env("NATTER_AUTH__SMS__TWILIO__ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef");
+            jail.set_env("NATTER_AUTH__SMS__TWILIO__FROM", "+15005550006");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.chat.push.apns.key_id, "1234567890");
+            assert_eq!(c.chat.push.apns.team_id, "DEF456GHIJ");
+            assert_eq!(c.chat.push.fcm.http.ca_file, "/etc/ssl/proxy.pem");
+            assert_eq!(c.auth.sms.twilio.from, "+15005550006");
+            jail.set_env("NATTER_CHAT__PUSH__APNS__TOKEN_REFRESH_SECS", "7200");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("chat.push.apns.token_refresh_secs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_production_file_in_the_docs_is_valid() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("## A production file, one box").unwrap();
+        let block = &doc[start..];
+        let toml_start = block.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml_end = block[toml_start..].find("```").unwrap();
+        let c = Config::from_toml_str(&block[toml_start..toml_start + toml_end]).unwrap();
+        assert_eq!(c.chat.push.apns.bundle_id, "org.example.natter");
+        assert_eq!(c.auth.sms.twilio.from, "+15550100");
+    }
+
+    #[test]
     fn media_section_is_read_and_checked() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("NATTER_MEDIA__MAX_UPLOAD_BYTES", "1048576");
