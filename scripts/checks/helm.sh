@@ -3,8 +3,10 @@
 #   1. `helm lint --strict` and `helm template` for the default values and every
 #      documented profile, each rendering validated against the Kubernetes
 #      schemas (kubernetes-validate --strict) for the oldest supported and a
-#      current Kubernetes version; likewise deploy/helm/tests/good-*.yaml;
-#   2. every deploy/helm/tests/bad-*.yaml must make `helm template` (so also
+#      current Kubernetes version; likewise deploy/helm/tests/good-*.yaml and
+#      scripts/checks/helm-cases/good-*.yaml, whose `# renders:` lines say what
+#      env and Secret mounts given pods get (scripts/checks/helm-renders.py);
+#   2. every bad-*.yaml there must make `helm template` (so also
 #      `helm install`) fail with a message naming the value (its `# expect:`
 #      line), and `helm lint --strict` fail too (schema rules);
 #   3. a chart with a broken template, or one rendering an invalid object, must
@@ -24,6 +26,8 @@ cd "$(dirname "$0")/../.."
 chart=deploy/helm/natter
 profiles=$chart/profiles
 bad_dir=deploy/helm/tests
+# More cases, in the same form (the provider backends' values).
+case_dir=scripts/checks/helm-cases
 # The chart's kubeVersion floor, and a current release.
 kube_versions=(${HELM_CHECK_KUBE_VERSIONS:-1.30.0 1.35.0})
 # name|values files (space-separated, relative to the repository root)
@@ -218,7 +222,7 @@ fi
 # Feature combinations no profile covers (deploy/helm/tests/good-*.yaml), against
 # the oldest supported Kubernetes.
 shopt -s nullglob
-for f in "$bad_dir"/good-*.yaml; do
+for f in "$bad_dir"/good-*.yaml "$case_dir"/good-*.yaml; do
   name=$(basename "$f" .yaml)
   rendered=$work/$name.yaml
   if ! out=$(helm lint --strict "$chart" -f "$f" 2>&1); then
@@ -231,6 +235,13 @@ for f in "$bad_dir"/good-*.yaml; do
     ok "lint + template + kubernetes-validate --strict: $name ($(grep -c '^kind:' "$rendered") objects)"
   else
     bad "kubernetes-validate --strict: $name"; echo "$out"
+  fi
+  if grep -q '^# renders: ' "$f"; then
+    if out=$(python3 scripts/checks/helm-renders.py "$f" "$rendered"); then
+      ok "renders: $name (${out##*helm-renders: })"
+    else
+      bad "renders: $name"; echo "$out"
+    fi
   fi
 done
 
@@ -260,7 +271,7 @@ else
 fi
 
 # ---- 2. bad values are refused, naming the value ------------------------------
-bad_files=("$bad_dir"/bad-*.yaml)
+bad_files=("$bad_dir"/bad-*.yaml "$case_dir"/bad-*.yaml)
 ((${#bad_files[@]} > 0)) || { bad "no negative cases in $bad_dir"; }
 for f in "${bad_files[@]}"; do
   expect=$(sed -n 's/^# expect: //p' "$f" | head -1)

@@ -105,6 +105,25 @@ lands (docs/deploy.md lists them).
       name: {{ include "natter.secret.sms" $root }}
       key: {{ $v.sms.webhook.authorizationKey }}
       optional: true
+{{- else if eq $v.sms.backend "twilio" }}
+{{- $tw := $v.sms.twilio }}
+- name: NATTER_AUTH__SMS__TWILIO__ACCOUNT_SID
+  value: {{ $tw.accountSid | quote }}
+- name: NATTER_AUTH__SMS__TWILIO__AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "natter.secret.twilio" $root }}
+      key: {{ $tw.authTokenKey }}
+- name: NATTER_AUTH__SMS__TWILIO__FROM
+  value: {{ $tw.from | quote }}
+{{- with $tw.messagingServiceSid }}
+- name: NATTER_AUTH__SMS__TWILIO__MESSAGING_SERVICE_SID
+  value: {{ . | quote }}
+{{- end }}
+{{- with $tw.voiceLanguage }}
+- name: NATTER_AUTH__SMS__TWILIO__VOICE_LANGUAGE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- /* ---- auth: test numbers for `helm test` ---- */}}
@@ -117,7 +136,7 @@ lands (docs/deploy.md lists them).
       name: {{ include "natter.secret.tests" $root }}
       key: {{ $v.tests.codeKey }}
 {{- end }}
-{{- /* ---- chat: Redis (pending), push (pending) ---- */}}
+{{- /* ---- chat: Redis, push ---- */}}
 {{- if and $distributed (has $c (list "chat" "signaling")) }}
 - name: NATTER_REDIS__URL
   valueFrom:
@@ -125,17 +144,56 @@ lands (docs/deploy.md lists them).
       name: {{ include "natter.secret.redis" $root }}
       key: {{ $v.redis.urlKey }}
 {{- end }}
-{{- if and (has $c (list "chat" "embedded")) (eq $v.push.backend "webhook") }}
+{{- if has $c (list "chat" "embedded") }}
+{{- $p := $v.push }}
 - name: NATTER_CHAT__PUSH__BACKEND
-  value: "webhook"
+  value: {{ $p.backend | quote }}
+{{- if eq $p.backend "webhook" }}
 - name: NATTER_CHAT__PUSH__WEBHOOK_URL
-  value: {{ $v.push.webhook.url | quote }}
+  value: {{ $p.webhook.url | quote }}
 - name: NATTER_CHAT__PUSH__WEBHOOK_AUTHORIZATION
   valueFrom:
     secretKeyRef:
       name: {{ include "natter.secret.push" $root }}
-      key: {{ $v.push.webhook.authorizationKey }}
+      key: {{ $p.webhook.authorizationKey }}
       optional: true
+{{- end }}
+{{- /* providers: credentials are files from Secrets mounted by natter.volumeMounts. */}}
+{{- $push := include "natter.pushProviders" $root | fromJson }}
+{{- if $push.fcm }}
+- name: NATTER_CHAT__PUSH__FCM__SERVICE_ACCOUNT_FILE
+  value: {{ printf "/etc/natter/push/fcm/%s" $p.fcm.serviceAccountKey | quote }}
+{{- with $p.fcm.endpoint }}
+- name: NATTER_CHAT__PUSH__FCM__ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: NATTER_CHAT__PUSH__FCM__MESSAGE_TTL_SECS
+  value: {{ int $p.fcm.messageTtlSecs | quote }}
+- name: NATTER_CHAT__PUSH__FCM__CALL_TTL_SECS
+  value: {{ int $p.fcm.callTtlSecs | quote }}
+{{- if $push.ca }}
+- name: NATTER_CHAT__PUSH__FCM__HTTP__CA_FILE
+  value: {{ printf "/etc/natter/push/ca/%s" $p.caBundle.key | quote }}
+{{- end }}
+{{- end }}
+{{- if $push.apns }}
+- name: NATTER_CHAT__PUSH__APNS__KEY_FILE
+  value: {{ printf "/etc/natter/push/apns/%s" $p.apns.keyKey | quote }}
+- name: NATTER_CHAT__PUSH__APNS__KEY_ID
+  value: {{ $p.apns.keyId | quote }}
+- name: NATTER_CHAT__PUSH__APNS__TEAM_ID
+  value: {{ $p.apns.teamId | quote }}
+- name: NATTER_CHAT__PUSH__APNS__BUNDLE_ID
+  value: {{ $p.apns.bundleId | quote }}
+- name: NATTER_CHAT__PUSH__APNS__ENVIRONMENT
+  value: {{ $p.apns.environment | quote }}
+- name: NATTER_CHAT__PUSH__APNS__MESSAGE_PUSH_TYPE
+  value: {{ $p.apns.messagePushType | quote }}
+{{- if $push.ca }}
+- name: NATTER_CHAT__PUSH__APNS__HTTP__CA_FILE
+  value: {{ printf "/etc/natter/push/ca/%s" $p.caBundle.key | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- /* ---- media: URL signing key, S3 (pending); the filesystem backend is <data dir>/media ---- */}}
 {{- if has $c (list "media" "embedded") }}

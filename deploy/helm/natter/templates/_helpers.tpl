@@ -98,6 +98,26 @@ app.kubernetes.io/part-of: natter
 {{- define "natter.secret.push" -}}
 {{- default (printf "%s-push" (include "natter.fullname" .)) .Values.push.webhook.existingSecret -}}
 {{- end -}}
+{{- define "natter.secret.twilio" -}}
+{{- default (printf "%s-twilio" (include "natter.fullname" .)) .Values.sms.twilio.existingSecret -}}
+{{- end -}}
+{{- define "natter.secret.fcm" -}}
+{{- default (printf "%s-fcm" (include "natter.fullname" .)) .Values.push.fcm.existingSecret -}}
+{{- end -}}
+{{- define "natter.secret.apns" -}}
+{{- default (printf "%s-apns" (include "natter.fullname" .)) .Values.push.apns.existingSecret -}}
+{{- end -}}
+
+{{/* Push providers in use: (dict "fcm" BOOL "apns" BOOL "ca" BOOL), all false
+unless push.backend is providers. Their credentials are files mounted from
+Secrets under /etc/natter/push/ in the pods that run chat. */}}
+{{- define "natter.pushProviders" -}}
+{{- $p := .Values.push -}}
+{{- $on := eq $p.backend "providers" -}}
+{{- $fcm := and $on $p.fcm.enabled -}}
+{{- $apns := and $on $p.apns.enabled -}}
+{{- toJson (dict "fcm" $fcm "apns" $apns "ca" (and (or $fcm $apns) (ne $p.caBundle.secretName ""))) -}}
+{{- end -}}
 
 {{/* NATTER_HTTP__PUBLIC_URL: explicit, else derived from the first ingress host. */}}
 {{- define "natter.publicUrl" -}}
@@ -235,7 +255,9 @@ annotations:
 {{- .Values.configToml -}}
 {{- end -}}
 
-{{/* Volumes every natter pod has: the data dir (unless given), /tmp, the config file. */}}
+{{/* Volumes every natter pod has: the data dir (unless given), /tmp, the config
+file; and the push providers' credentials in pods that run chat. Takes
+(dict "root" $ "component" NAME). */}}
 {{- define "natter.volumeMounts" -}}
 - name: data
   mountPath: {{ .root.Values.dataDir.mountPath }}
@@ -245,6 +267,24 @@ annotations:
 - name: config
   mountPath: /etc/natter
   readOnly: true
+{{- end }}
+{{- if has .component (list "chat" "embedded") }}
+{{- $push := include "natter.pushProviders" .root | fromJson }}
+{{- if $push.fcm }}
+- name: push-fcm
+  mountPath: /etc/natter/push/fcm
+  readOnly: true
+{{- end }}
+{{- if $push.apns }}
+- name: push-apns
+  mountPath: /etc/natter/push/apns
+  readOnly: true
+{{- end }}
+{{- if $push.ca }}
+- name: push-ca
+  mountPath: /etc/natter/push/ca
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- with .root.Values.extraVolumeMounts }}
 {{ toYaml . }}
@@ -259,6 +299,40 @@ annotations:
 - name: config
   configMap:
     name: {{ include "natter.fullname" .root }}-config
+{{- end }}
+{{- if has .component (list "chat" "embedded") }}
+{{- $p := .root.Values.push }}
+{{- $push := include "natter.pushProviders" .root | fromJson }}
+{{- /* Readable by natter only: 0440 with the pod's fsGroup as the files' group,
+       0444 when the pod sets none (the files are root's then). */}}
+{{- $mode := ternary "0440" "0444" (hasKey .root.Values.podSecurityContext "fsGroup") }}
+{{- if $push.fcm }}
+- name: push-fcm
+  secret:
+    secretName: {{ include "natter.secret.fcm" .root }}
+    defaultMode: {{ $mode }}
+    items:
+      - key: {{ $p.fcm.serviceAccountKey }}
+        path: {{ $p.fcm.serviceAccountKey }}
+{{- end }}
+{{- if $push.apns }}
+- name: push-apns
+  secret:
+    secretName: {{ include "natter.secret.apns" .root }}
+    defaultMode: {{ $mode }}
+    items:
+      - key: {{ $p.apns.keyKey }}
+        path: {{ $p.apns.keyKey }}
+{{- end }}
+{{- if $push.ca }}
+- name: push-ca
+  secret:
+    secretName: {{ $p.caBundle.secretName }}
+    defaultMode: {{ $mode }}
+    items:
+      - key: {{ $p.caBundle.key }}
+        path: {{ $p.caBundle.key }}
+{{- end }}
 {{- end }}
 {{- with .root.Values.extraVolumes }}
 {{ toYaml . }}
@@ -306,4 +380,31 @@ annotations:
     - port: {{ $turn.relayPorts.min }}
       endPort: {{ $turn.relayPorts.max }}
       protocol: UDP
+{{- end -}}
+
+{{/* NOTES lines for the providers' Secrets (Twilio, FCM, APNs, their CA) this
+release reads, each with the command that creates it. */}}
+{{- define "natter.providerSecretNotes" -}}
+{{- $v := .Values -}}
+{{- $ns := .Release.Namespace -}}
+{{- $embedded := eq $v.mode "embedded" -}}
+{{- if and (eq $v.sms.backend "twilio") (or $embedded $v.auth.enabled) }}
+  {{ include "natter.secret.twilio" . }}  key {{ $v.sms.twilio.authTokenKey }}: the Twilio account's auth token
+    kubectl -n {{ $ns }} create secret generic {{ include "natter.secret.twilio" . }} --from-literal={{ $v.sms.twilio.authTokenKey }}=AUTH-TOKEN
+{{- end }}
+{{- if or $embedded $v.chat.enabled }}
+{{- $push := include "natter.pushProviders" . | fromJson }}
+{{- if $push.fcm }}
+  {{ include "natter.secret.fcm" . }}  key {{ $v.push.fcm.serviceAccountKey }}: the Firebase service-account JSON
+    kubectl -n {{ $ns }} create secret generic {{ include "natter.secret.fcm" . }} --from-file={{ $v.push.fcm.serviceAccountKey }}=./service-account.json
+{{- end }}
+{{- if $push.apns }}
+  {{ include "natter.secret.apns" . }}  key {{ $v.push.apns.keyKey }}: the APNs .p8 signing key ({{ $v.push.apns.keyId }})
+    kubectl -n {{ $ns }} create secret generic {{ include "natter.secret.apns" . }} --from-file={{ $v.push.apns.keyKey }}=./AuthKey_{{ $v.push.apns.keyId }}.p8
+{{- end }}
+{{- if $push.ca }}
+  {{ $v.push.caBundle.secretName }}  key {{ $v.push.caBundle.key }}: extra root certificates (PEM) for FCM and APNs
+    kubectl -n {{ $ns }} create secret generic {{ $v.push.caBundle.secretName }} --from-file={{ $v.push.caBundle.key }}=./ca.pem
+{{- end }}
+{{- end }}
 {{- end -}}
