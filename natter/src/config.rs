@@ -256,14 +256,23 @@ mod tests {
     fn provider_settings_come_from_the_environment_as_text() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("NATTER_CHAT__PUSH__BACKEND", "providers");
-            jail.set_env("NATTER_CHAT__PUSH__APNS__KEY_FILE", "/etc/natter/AuthKey.p8");
+            jail.set_env(
+                "NATTER_CHAT__PUSH__APNS__KEY_FILE",
+                "/etc/natter/AuthKey.p8",
+            );
             // All digits: the environment hands these over as integers.
             jail.set_env("NATTER_CHAT__PUSH__APNS__KEY_ID", "1234567890");
             jail.set_env("NATTER_CHAT__PUSH__APNS__TEAM_ID", "DEF456GHIJ");
             jail.set_env("NATTER_CHAT__PUSH__APNS__BUNDLE_ID", "org.example.natter");
-            jail.set_env("NATTER_CHAT__PUSH__FCM__HTTP__CA_FILE", "/etc/ssl/proxy.pem");
+            jail.set_env(
+                "NATTER_CHAT__PUSH__FCM__HTTP__CA_FILE",
+                "/etc/ssl/proxy.pem",
+            );
             jail.set_env("NATTER_AUTH__SMS__BACKEND", "twilio");
-            jail.set_env("NATTER_AUTH__SMS__TWILIO__ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef");
+            jail.set_env(
+                "NATTER_AUTH__SMS__TWILIO__ACCOUNT_SID",
+                "AC0123456789abcdef0123456789abcdef",
+            );
             jail.set_env("NATTER_AUTH__SMS__TWILIO__FROM", "+15005550006");
             let c = Config::load(None).unwrap();
             assert_eq!(c.chat.push.apns.key_id, "1234567890");

@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 /// CPU time this thread has used (scheduler accounting, nanoseconds).
 fn thread_cpu() -> Duration {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let ns = text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     Duration::from_nanos(ns)
 }
 
@@ -72,7 +76,8 @@ where
 fn report(name: &str, r: &Run) {
     let per_s = r.pushes as f64 / r.wall.as_secs_f64();
     let cpu_us = r.sender_cpu.as_secs_f64() * 1e6 / r.pushes as f64;
-    let fake_us = (r.process_cpu.saturating_sub(r.sender_cpu)).as_secs_f64() * 1e6 / r.pushes as f64;
+    let fake_us =
+        (r.process_cpu.saturating_sub(r.sender_cpu)).as_secs_f64() * 1e6 / r.pushes as f64;
     println!(
         "{name}: {} pushes in {:.2} s = {per_s:.0} pushes/s over {} connection(s); sender CPU {cpu_us:.1} µs/push ({:.2} s); fake CPU ~{fake_us:.1} µs/push",
         r.pushes,
@@ -105,7 +110,10 @@ fn main() {
         ca_file: ca_file.to_str().unwrap().to_owned(),
         ..HttpConfig::default()
     };
-    let sender = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sender = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("{pushes} pushes each, {concurrency} in flight, sender on one thread");
     sender.block_on(async {
         let fcm_client = FcmClient::new(
@@ -118,14 +126,22 @@ fn main() {
             "bench.fcm",
         )
         .unwrap();
-        let tokens: Vec<String> = (0..1000).map(|i| format!("bench-token-{i:08}-abcdefghijkl")).collect();
+        let tokens: Vec<String> = (0..1000)
+            .map(|i| format!("bench-token-{i:08}-abcdefghijkl"))
+            .collect();
         let send = |i: usize| fcm_client.send(&tokens[i % tokens.len()], PushKind::Message);
         let send = |i: usize| async move { send(i).await.delivery };
         drive(500, concurrency, send).await; // warm: connection, access token
         let (wall, sender_cpu, process_cpu) = drive(pushes, concurrency, send).await;
         report(
             "FCM",
-            &Run { pushes, wall, sender_cpu, process_cpu, connections: fcm.connections() },
+            &Run {
+                pushes,
+                wall,
+                sender_cpu,
+                process_cpu,
+                connections: fcm.connections(),
+            },
         );
 
         let apns_client = ApnsClient::new(
@@ -142,13 +158,20 @@ fn main() {
         )
         .unwrap();
         let tokens: Vec<String> = (0..1000).map(|i| format!("{i:064x}")).collect();
-        let send = |i: usize| apns_client.send(&tokens[i % tokens.len()], PushKind::Message, Route::Alert);
+        let send =
+            |i: usize| apns_client.send(&tokens[i % tokens.len()], PushKind::Message, Route::Alert);
         let send = |i: usize| async move { send(i).await.delivery };
         drive(500, concurrency, send).await;
         let (wall, sender_cpu, process_cpu) = drive(pushes, concurrency, send).await;
         report(
             "APNs",
-            &Run { pushes, wall, sender_cpu, process_cpu, connections: apns.connections() },
+            &Run {
+                pushes,
+                wall,
+                sender_cpu,
+                process_cpu,
+                connections: apns.connections(),
+            },
         );
     });
     let _ = std::fs::remove_dir_all(&dir);
