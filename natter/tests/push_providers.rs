@@ -389,6 +389,29 @@ async fn offline_android_and_ios_devices_are_woken_once_per_window_and_calls_rin
         carol_push.payload
     );
 
+    // Dave logs his Android out: his token goes with that device generation,
+    // and a message for him wakes nothing.
+    let dave = p.register(&api).await;
+    let dave_fcm = fcm_token();
+    let dave_at = dave.token().await.unwrap();
+    api.set_push_tokens(&dave_at, "fcm", &dave_fcm, None)
+        .await
+        .unwrap();
+    let out = reqwest::Client::new()
+        .post(format!("{}/v1/tokens/logout", natter.url()))
+        .bearer_auth(&dave_at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 204);
+    send(
+        &c.ann,
+        &mut c.ann_ev,
+        &dave.credentials().user(),
+        "after logout",
+    )
+    .await;
+
     // A call rings Carol's iPhone through PushKit, and Bob's Android by FCM.
     ring(&c.ann, &c.carol, "call-carol");
     let voip = wait_for("carol's VoIP push", || {
@@ -422,6 +445,10 @@ async fn offline_android_and_ios_devices_are_woken_once_per_window_and_calls_rin
     .await;
     assert_eq!(call.token, c.bob_fcm);
     hang_up(&c.ann, "call-bob");
+    assert!(
+        !p.fcm.attempts().iter().any(|a| a.target == dave_fcm),
+        "nothing for a logged-out device"
+    );
     // One HTTP/2 connection per provider carried all of it.
     assert_eq!((p.fcm.connections(), p.apns.connections()), (1, 1));
     wait_counter(
