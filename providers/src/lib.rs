@@ -10,6 +10,8 @@
 
 pub mod apns;
 pub mod fcm;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod http;
 pub mod jwt;
 pub mod pem;
