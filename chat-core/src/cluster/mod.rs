@@ -25,7 +25,7 @@ pub(crate) use redis::RedisCluster;
 
 use crate::calls::CallEvent;
 use crate::hub::{Hub, LocalConn};
-use crate::push::PushNotice;
+use crate::push::{PushNotice, PushWindows};
 use crate::state::ChatState;
 use crate::store::Queued;
 use async_trait::async_trait;
@@ -37,7 +37,9 @@ use tokio::sync::mpsc;
 
 /// The cluster-wide part of routing (see the module docs).
 #[async_trait]
-pub(crate) trait Cluster: Send + Sync {
+/// The push window half ([`PushWindows`]) lets the push sender use a cluster
+/// without the push module knowing about clusters.
+pub(crate) trait Cluster: PushWindows + Send + Sync {
     /// This node now holds `conn`: make it findable, and close an older socket
     /// of the same device on another node (4000). Returns whether no other
     /// device of the user is connected on another node.
@@ -80,11 +82,6 @@ pub(crate) trait Cluster: Send + Sync {
 
     /// Starts the background tasks (bus subscriber, heartbeat, dispatcher).
     fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part>;
-
-    /// Which of `notices` may go out: a message wake-up goes once per device
-    /// per `window_ms` across the cluster (each node's hub already holds it
-    /// back locally; this stops two nodes from both pushing). Calls always go.
-    async fn claim_push_windows(&self, notices: &[PushNotice], window_ms: i64) -> Vec<bool>;
 }
 
 /// One process, no Redis: everything is in the hub.
@@ -134,7 +131,10 @@ impl Cluster for Embedded {
     fn spawn(self: Arc<Self>, _st: ChatState, _push: mpsc::Sender<PushNotice>) -> Vec<Part> {
         Vec::new()
     }
+}
 
+#[async_trait]
+impl PushWindows for Embedded {
     async fn claim_push_windows(&self, notices: &[PushNotice], _window_ms: i64) -> Vec<bool> {
         // One node: the hub's own window is the whole truth.
         vec![true; notices.len()]

@@ -33,7 +33,7 @@ use crate::account_limits;
 use crate::calls::CallEvent;
 use crate::hub::{Hub, LocalConn};
 use crate::pipeline::ItemRef;
-use crate::push::PushNotice;
+use crate::push::{PushNotice, PushWindows};
 use crate::state::ChatState;
 use crate::store::{Queued, QueuedFrame};
 use async_trait::async_trait;
@@ -900,38 +900,6 @@ impl Cluster for RedisCluster {
             .push(Job::Frame(to.clone(), device, json), Weight::Ephemeral);
     }
 
-    async fn claim_push_windows(&self, notices: &[PushNotice], window_ms: i64) -> Vec<bool> {
-        let mut pipe = redis::pipe();
-        let mut asked = Vec::new();
-        for (i, n) in notices.iter().enumerate() {
-            if n.reason == crate::push::PushReason::Message && window_ms > 0 {
-                pipe.cmd("SET")
-                    .arg(self.push_window_key(&n.user, n.device))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(window_ms);
-                asked.push(i);
-            }
-        }
-        let mut out = vec![true; notices.len()];
-        if asked.is_empty() {
-            return out;
-        }
-        let r: redis::RedisResult<Vec<Option<String>>> =
-            pipe.query_async(&mut self.conn.clone()).await;
-        match r {
-            Ok(set) => {
-                for (i, ok) in asked.into_iter().zip(set) {
-                    out[i] = ok.is_some();
-                }
-            }
-            // Redis away: a second wake-up beats none.
-            Err(e) => self.failed("push windows", &e),
-        }
-        out
-    }
-
     fn presence(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>) {
         let mut payload = String::new();
         let h = Header::Presence {
@@ -966,6 +934,41 @@ impl Cluster for RedisCluster {
             Part::spawn("bus-limits", self.clone().limits_loop(st.clone())),
             Part::spawn("bus", self.bus_loop(st)),
         ]
+    }
+}
+
+#[async_trait]
+impl PushWindows for RedisCluster {
+    async fn claim_push_windows(&self, notices: &[PushNotice], window_ms: i64) -> Vec<bool> {
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, n) in notices.iter().enumerate() {
+            if n.reason == crate::push::PushReason::Message && window_ms > 0 {
+                pipe.cmd("SET")
+                    .arg(self.push_window_key(&n.user, n.device))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(window_ms);
+                asked.push(i);
+            }
+        }
+        let mut out = vec![true; notices.len()];
+        if asked.is_empty() {
+            return out;
+        }
+        let r: redis::RedisResult<Vec<Option<String>>> =
+            pipe.query_async(&mut self.conn.clone()).await;
+        match r {
+            Ok(set) => {
+                for (i, ok) in asked.into_iter().zip(set) {
+                    out[i] = ok.is_some();
+                }
+            }
+            // Redis away: a second wake-up beats none.
+            Err(e) => self.failed("push windows", &e),
+        }
+        out
     }
 }
 

@@ -69,6 +69,16 @@ pub enum PushError {
     Store(String),
 }
 
+/// Which message wake-ups may go out when several nodes push (the cluster
+/// implements it: a per-device window in Redis).
+#[async_trait]
+pub(crate) trait PushWindows: Send + Sync {
+    /// Which of `notices` may go out: a message wake-up goes once per device
+    /// per `window_ms` across the cluster (each node's hub already holds it
+    /// back locally; this stops two nodes from both pushing). Calls always go.
+    async fn claim_push_windows(&self, notices: &[PushNotice], window_ms: i64) -> Vec<bool>;
+}
+
 /// Delivers push notices.
 #[async_trait]
 pub trait PushSender: Send + Sync + 'static {
@@ -99,12 +109,12 @@ const MAX_BATCH: usize = 256;
 pub(crate) async fn run(
     mut rx: mpsc::Receiver<PushNotice>,
     sender: Arc<dyn PushSender>,
-    cluster: Arc<dyn crate::cluster::Cluster>,
+    windows: Arc<dyn PushWindows>,
     window_ms: i64,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let open = cluster.claim_push_windows(&batch, window_ms).await;
+        let open = windows.claim_push_windows(&batch, window_ms).await;
         let before = batch.len();
         let mut open = open.into_iter();
         batch.retain(|_| open.next().unwrap_or(true));
