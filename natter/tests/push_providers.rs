@@ -479,6 +479,13 @@ async fn dead_tokens_are_forgotten_rate_limits_are_honoured_and_expired_tokens_r
         .await;
     let api = Api::new(&natter.url()).unwrap();
     let mut c = cast(&p, &api, None).await;
+    // Eve's app registered something FCM calls malformed: refused (400), not
+    // retried, kept (a later window tries again), logged once.
+    let eve = p.register(&api).await;
+    api.set_push_tokens(&eve.token().await.unwrap(), "fcm", "not a token", None)
+        .await
+        .unwrap();
+    let eve = eve.credentials().user();
 
     // 429 with Retry-After: 2 from FCM, 503 from APNs: both retried, then delivered.
     p.fcm.fail_next(Failure::status(429).with_retry_after(2));
@@ -520,12 +527,23 @@ async fn dead_tokens_are_forgotten_rate_limits_are_honoured_and_expired_tokens_r
         .collect();
     assert_eq!(tries, vec![503, 200]);
 
+    // (After the scripted failures, so that they hit Bob's and Carol's pushes.)
+    send(&c.ann, &mut c.ann_ev, &eve, "one").await;
+    wait_for("eve's refused push", || {
+        p.fcm
+            .attempts()
+            .into_iter()
+            .find(|a| a.target == "not a token")
+    })
+    .await;
+
     // After the tokens' lifetimes: FCM's cached access token is replaced, and
     // APNs' "ExpiredProviderToken" makes natter sign a new provider token.
     let (grants, signed) = (p.fcm.token_grants(), p.apns.provider_tokens_accepted());
     tokio::time::sleep(Duration::from_secs(4)).await;
     send(&c.ann, &mut c.ann_ev, &c.bob, "two").await;
     send(&c.ann, &mut c.ann_ev, &c.carol, "two").await;
+    send(&c.ann, &mut c.ann_ev, &eve, "two").await;
     wait_for("bob's second push", || {
         (p.fcm
             .messages()
@@ -598,6 +616,27 @@ async fn dead_tokens_are_forgotten_rate_limits_are_honoured_and_expired_tokens_r
         (p.fcm.attempts().len(), p.apns.attempts().len()),
         (fcm_before, apns_before),
         "nothing sent to forgotten tokens (Carol's PushKit token went with her device token)"
+    );
+    let eve_tries: Vec<u16> = p
+        .fcm
+        .attempts()
+        .into_iter()
+        .filter(|a| a.target == "not a token")
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(
+        eve_tries,
+        vec![400, 400],
+        "one try per window, none retried"
+    );
+    assert_eq!(
+        counter(
+            &natter.url(),
+            "chat_push_provider_total",
+            &[("provider", "fcm"), ("result", "rejected")]
+        )
+        .await,
+        2.0
     );
 }
 
