@@ -230,3 +230,56 @@ async fn webhook_gets_one_push_per_burst_with_the_token_and_no_content() {
     );
     s.stop().await;
 }
+
+/// A batch may hold a message and a call for the same device: each is sent
+/// (a call must not be swallowed by a message wake-up queued just before it).
+#[tokio::test]
+async fn a_message_and_a_call_for_one_device_in_one_batch_both_go() {
+    use natter_chat::push::{PushNotice, PushReason, PushSender, WebhookPush};
+    use natter_chat::store::{DeviceRef, PushToken};
+    let t = common::fresh("sqlite").await;
+    common::add_user(&t.db, "dana", &[(1, 41)]).await;
+    let store = natter_chat::store::for_db(&t.db);
+    let dev = DeviceRef {
+        user: UserId::new("dana"),
+        device: 1,
+        generation: 41,
+    };
+    let token = PushToken {
+        platform: "apns".into(),
+        token: "ab".repeat(32),
+        voip_token: Some("cd".repeat(32)),
+    };
+    store.set_push_token(&dev, &token, 1).await.unwrap();
+    let (url, sink) = start_sink(vec![]).await;
+    let cfg = PushConfig {
+        backend: PushBackend::Webhook,
+        webhook_url: url,
+        ..PushConfig::default()
+    };
+    let push = WebhookPush::new(&cfg, store).unwrap();
+    let notice = |reason, at| PushNotice {
+        user: dev.user.clone(),
+        device: 1,
+        generation: 41,
+        at,
+        reason,
+    };
+    push.send(&[
+        notice(PushReason::Message, 10),
+        notice(PushReason::Message, 11),
+        notice(PushReason::Call, 12),
+    ])
+    .await
+    .unwrap();
+    let reqs = sink.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 1, "one batch");
+    let items = reqs[0].1["notifications"].as_array().unwrap().clone();
+    let reasons: Vec<&str> = items
+        .iter()
+        .map(|i| i["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, vec!["message", "call"], "{items:?}");
+    assert_eq!(items[1]["voip_token"], "cd".repeat(32));
+    assert_eq!(items[1]["at"], 12);
+}

@@ -231,14 +231,22 @@ impl PushSender for ProviderPush {
             .push_tokens(&devices)
             .await
             .map_err(|e| PushError::Store(e.to_string()))?;
-        for (dev, token) in &tokens {
-            let kind = batch
-                .iter()
-                .find(|n| n.user == dev.user && n.device == dev.device)
-                .map_or(PushKind::Message, |n| match n.reason {
-                    PushReason::Message => PushKind::Message,
-                    PushReason::Call => PushKind::Call,
-                });
+        // One push per device and reason: a device may be in the batch for a
+        // message and for a call, and each wakes it differently.
+        let mut wanted: Vec<(&DeviceRef, PushKind)> = Vec::new();
+        for (n, d) in batch.iter().zip(&devices) {
+            let kind = match n.reason {
+                PushReason::Message => PushKind::Message,
+                PushReason::Call => PushKind::Call,
+            };
+            if !wanted.iter().any(|(w, k)| *w == d && *k == kind) {
+                wanted.push((d, kind));
+            }
+        }
+        for (dev, kind) in wanted {
+            let Some((_, token)) = tokens.iter().find(|(t, _)| t == dev) else {
+                continue; // no registration for this device (generation)
+            };
             let Some(job) = job_for(dev, token, kind) else {
                 metrics::counter!("chat_push_provider_total", "provider" => "none", "result" => "no_provider")
                     .increment(1);

@@ -73,32 +73,30 @@ impl PushSender for WebhookPush {
         if tokens.is_empty() {
             return Ok(());
         }
-        let at_of = |d: &DeviceRef| {
-            batch
-                .iter()
-                .find(|n| n.user == d.user && n.device == d.device)
-                .map(|n| n.at)
-                .unwrap_or_default()
-        };
-        let reason_of = |d: &DeviceRef| {
-            batch
-                .iter()
-                .find(|n| n.user == d.user && n.device == d.device)
-                .map_or("message", |n| n.reason.as_str())
-        };
-        let body = WebhookBody {
-            notifications: tokens
-                .iter()
-                .map(|(d, t)| WebhookItem {
+        // One item per device and reason (a device may be in the batch for a
+        // message and for a call); devices without a registration are skipped.
+        let mut items: Vec<WebhookItem<'_>> = Vec::new();
+        for (n, d) in batch.iter().zip(&devices) {
+            let reason = n.reason.as_str();
+            if items.iter().any(|i| {
+                i.user_id == d.user.as_str() && i.device_id == d.device && i.reason == reason
+            }) {
+                continue;
+            }
+            if let Some((_, t)) = tokens.iter().find(|(td, _)| td == d) {
+                items.push(WebhookItem {
                     user_id: d.user.as_str(),
                     device_id: d.device,
                     platform: &t.platform,
                     token: &t.token,
                     voip_token: t.voip_token.as_deref(),
-                    reason: reason_of(d),
-                    at: at_of(d),
-                })
-                .collect(),
+                    reason,
+                    at: n.at,
+                });
+            }
+        }
+        let body = WebhookBody {
+            notifications: items,
         };
         let mut last = String::new();
         for attempt in 0..self.attempts {
