@@ -1,8 +1,6 @@
 //! The HTTP listener every service uses: settings, the client address, and a
 //! server that drains in-flight requests on shutdown.
 
-use crate::Shutdown;
-use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
@@ -172,18 +170,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         let forwarded = (!joined.is_empty()).then(|| joined.join(","));
         Ok(ClientIp(policy.client(peer, forwarded.as_deref())))
     }
-}
-
-/// Serves `router` on `listener` with the default [`ListenerLimits`] until
-/// `shutdown`, then lets in-flight requests finish before returning.
-///
-/// [`ListenerLimits`]: crate::listener::ListenerLimits
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    crate::listener::serve_with_limits(listener, router, shutdown, Default::default()).await
 }
 
 #[cfg(test)]

@@ -367,6 +367,16 @@ impl HttpBody for StallLimitedBody {
     }
 }
 
+/// Serves `router` on `listener` with the default [`ListenerLimits`] until
+/// `shutdown`, then lets in-flight requests finish before returning.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    serve_with_limits(listener, router, shutdown, Default::default()).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,8 @@
 //! opaque strings between the caller's device and the callee device that
 //! answered. `docs/protocol.md` ("Calls") describes the flow.
 
-use crate::frames::{From as Party, Millis};
 use crate::ids::{DeviceId, UserId};
+use crate::ids::{From as Party, Millis};
 use serde::{Deserialize, Serialize};
 
 /// Longest SDP accepted in a frame (a video offer with many codecs is ~10 KiB).

@@ -7,11 +7,8 @@ use crate::call::{
     CallUpdate,
 };
 use crate::codes::ErrorCode;
-use crate::ids::{ClientMsgId, DeviceId, GroupId, Kind, MsgId, ReceiptId, UserId};
+use crate::ids::{ClientMsgId, DeviceId, From, GroupId, Kind, Millis, MsgId, ReceiptId, UserId};
 use serde::{Deserialize, Serialize};
-
-/// Unix time in milliseconds.
-pub type Millis = i64;
 
 /// Most ids in one `delivered`, `read` or `ack` frame.
 pub const MAX_IDS_PER_FRAME: usize = 1000;
@@ -311,15 +308,6 @@ pub struct Sent {
     /// True when this id was sent before: nothing new was stored.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dup: bool,
-}
-
-/// The sending side of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct From {
-    /// Account.
-    pub user: UserId,
-    /// Device (0 for messages the server writes).
-    pub device: DeviceId,
 }
 
 /// `msg`.

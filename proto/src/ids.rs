@@ -145,6 +145,18 @@ impl std::fmt::Display for ClientMsgId {
     }
 }
 
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// The sending side of a message (or a call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct From {
+    /// Account.
+    pub user: UserId,
+    /// Device (0 for messages the server writes).
+    pub device: DeviceId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,8 +34,8 @@ pub use codes::{CloseCode, ErrorCode};
 pub use decode::{DecodeError, decode_client_frame, decode_server_frame, describe_frame};
 pub use frames::*;
 pub use ids::{
-    ClientMsgId, DeviceId, GroupId, Kind, MAX_CLIENT_MSG_ID_LEN, MAX_ID_LEN, MAX_KIND_LEN, MsgId,
-    ReceiptId, UserId,
+    ClientMsgId, DeviceId, From, GroupId, Kind, MAX_CLIENT_MSG_ID_LEN, MAX_ID_LEN, MAX_KIND_LEN,
+    Millis, MsgId, ReceiptId, UserId,
 };
 
 /// The protocol version spoken by this crate (`hello.v`).

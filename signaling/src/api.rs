@@ -5,7 +5,7 @@
 
 use crate::call::CallRecord;
 use crate::ice::{IceServers, ice_servers};
-use crate::service::SignalingState;
+use crate::state::SignalingState;
 use axum::extract::{Query, State};
 use axum::{Json, Router};
 use natter_common::{ApiError, Authed};

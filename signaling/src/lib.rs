@@ -13,8 +13,10 @@ pub mod config;
 pub mod driver;
 pub mod ice;
 pub mod service;
+pub mod state;
 pub mod store;
 
 pub use api::openapi;
 pub use config::SignalingConfig;
-pub use service::{SignalingService, SignalingState};
+pub use service::SignalingService;
+pub use state::SignalingState;

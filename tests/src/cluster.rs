@@ -67,7 +67,7 @@ impl LocalCluster {
         redis_url: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let database_url = crate::server::create_postgres_database().await?;
+        let database_url = crate::db::create_postgres_database().await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut c = Self {
             bin,
@@ -267,7 +267,7 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Drops a database made by [`crate::server::create_postgres_database`] (best
+/// Drops a database made by [`crate::db::create_postgres_database`] (best
 /// effort). On its own thread: `Drop` may run inside a tokio runtime.
 fn drop_database(url: &str) {
     let Some(name) = url.rsplit('/').next().map(str::to_owned) else {

@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod cli;
 pub mod cluster;
+pub mod db;
 pub mod impair;
 pub mod ledger;
 pub mod procstat;

@@ -2,6 +2,7 @@
 //! on 127.0.0.1 (SQLite or PostgreSQL); a real `natter` process (for SIGKILL);
 //! or any deployment by URL (QA).
 
+pub use crate::db::create_postgres_database;
 use anyhow::{Context, bail};
 use natter_auth::AuthConfig;
 use natter_auth::service::AuthService;
@@ -346,7 +347,7 @@ async fn serve(
         }));
     }
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = natter_common::http::serve(listener, router, shutdown).await {
+        if let Err(e) = natter_common::listener::serve(listener, router, shutdown).await {
             tracing::error!(error = %e, "scenario server failed");
         }
     }));
@@ -477,24 +478,6 @@ impl Drop for ProcessServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A fresh PostgreSQL database for a child process; returns its URL.
-pub async fn create_postgres_database() -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let admin = natter_common::testing::postgres_admin_url();
-    let mut conn = sqlx::postgres::PgConnection::connect(&admin)
-        .await
-        .with_context(|| {
-            format!("PostgreSQL is required and not reachable at {admin}; run scripts/test-deps.sh")
-        })?;
-    let name = format!("natter_test_{}", uuid::Uuid::new_v4().simple());
-    // The name is our own hex, never input.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await?;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    Ok(format!("{base}/{name}"))
 }
 
 impl InProcess {

@@ -137,7 +137,7 @@ mod connection_lost {
             let addr = listener.local_addr().unwrap();
             let sd = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                natter_common::http::serve(listener, router, sd)
+                natter_common::listener::serve(listener, router, sd)
                     .await
                     .unwrap();
             }));

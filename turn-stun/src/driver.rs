@@ -29,7 +29,7 @@ use tracing::{Span, debug, info, info_span, trace, warn};
 
 use crate::metrics::Published;
 use crate::relay::RelayBinder;
-use crate::stream::ConnHandle;
+use crate::stream::{ConnHandle, Inbound};
 
 /// Inputs handled per wake-up before outputs are flushed and other sources polled.
 pub(crate) const BATCH: usize = 256;
@@ -46,16 +46,6 @@ const OWN_ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 const CONNECTION_ALLOCATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest datagram we receive (and so relay).
 const MAX_DATAGRAM: usize = 65_536;
-
-/// Messages from the stream connection tasks to the core task.
-pub(crate) enum Inbound {
-    /// A frame from a stream client.
-    Client { ft: FiveTuple, data: Vec<u8> },
-    /// A stream connection is ready.
-    Opened { ft: FiveTuple, conn: ConnHandle },
-    /// A stream connection ended.
-    Closed { ft: FiveTuple },
-}
 
 /// What a wildcard listener needs to recompute its own addresses.
 pub(crate) struct OwnAddresses {

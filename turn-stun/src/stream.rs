@@ -12,8 +12,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, warn};
 
-use crate::driver::Inbound;
 use crate::tls::TlsReloader;
+
+/// Messages from the stream connection tasks to the core task.
+pub(crate) enum Inbound {
+    /// A frame from a stream client.
+    Client { ft: FiveTuple, data: Vec<u8> },
+    /// A stream connection is ready.
+    Opened { ft: FiveTuple, conn: ConnHandle },
+    /// A stream connection ended.
+    Closed { ft: FiveTuple },
+}
 
 /// Frames queued for one connection before further frames are dropped: a client
 /// that does not read cannot make the server buffer without bound.

@@ -137,7 +137,7 @@ impl Server {
         let router = svc.router();
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            natter_common::http::serve(listener, router, sd)
+            natter_common::listener::serve(listener, router, sd)
                 .await
                 .unwrap();
         }));

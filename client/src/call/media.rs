@@ -11,6 +11,7 @@
 //!
 //! webrtc-rs callbacks become channel messages here, at the driver edge.
 
+pub use super::audio::{FRAME, MediaError, RATE};
 use super::feedback::{FecPlan, FeedbackTap, ReportedLoss};
 use super::playout::Recorder;
 use super::video::{self, ReceiveState, SendControl, VideoOptions, VideoStats};
@@ -47,10 +48,6 @@ use webrtc::peer_connection::{
     StatsSelector,
 };
 
-/// The call's audio rate: Opus wideband.
-pub const RATE: u32 = 16_000;
-/// Samples in one 20 ms frame at [`RATE`].
-pub const FRAME: usize = (RATE / 50) as usize;
 pub(crate) const FRAME_TIME: Duration = Duration::from_millis(20);
 /// Opus's RTP payload type in our offers (any dynamic type works; 111 is what browsers use).
 const OPUS_PT: u8 = 111;
@@ -76,17 +73,6 @@ impl Default for AudioOptions {
             expected_loss_percent: 10,
         }
     }
-}
-
-/// Why media failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MediaError {
-    /// webrtc-rs refused.
-    #[error("webrtc: {0}")]
-    Webrtc(String),
-    /// Opus refused.
-    #[error("opus: {0}")]
-    Opus(#[from] opus::Error),
 }
 
 fn rtc_err(e: impl std::fmt::Display) -> MediaError {

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audio;
 mod feedback;
 pub mod media;
 mod playout;

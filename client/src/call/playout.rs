@@ -5,7 +5,7 @@
 //! frames are rebuilt — the last one from the next packet's in-band FEC, the
 //! others by Opus's concealment — so the timeline is kept.
 
-use super::media::{FRAME, MediaError, RATE};
+use super::audio::{FRAME, MediaError, RATE};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

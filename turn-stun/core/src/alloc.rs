@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::LongTermKey;
 use crate::codec::{Family, TransactionId};
-use crate::server::{AllocationId, FiveTuple};
+use crate::server::types::{AllocationId, FiveTuple};
 
 /// RFC 8656 §9: permissions last 300 s and cannot be given another lifetime.
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -255,7 +255,7 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Transport;
+    use crate::server::types::Transport;
 
     fn alloc(now: Instant) -> Allocation {
         let ft = FiveTuple {

@@ -36,7 +36,7 @@ use crate::policy::PeerRefusal;
 
 mod authn;
 mod handlers;
-mod types;
+pub(crate) mod types;
 
 pub use types::{
     AllocationId, AuthFailure, CloseReason, Destination, Event, FiveTuple, InputError, PortRequest,

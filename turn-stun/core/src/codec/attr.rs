@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::message::{MAGIC_COOKIE, TransactionId};
+use super::txid::{MAGIC_COOKIE, TransactionId};
 
 /// RFC 8489 §14.12 PASSWORD-ALGORITHM value for MD5.
 pub const PASSWORD_ALGORITHM_MD5: u16 = 0x0001;

@@ -6,9 +6,8 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::attr::{Attribute, AttributeType, AttributeValueError};
+pub use super::txid::{MAGIC_COOKIE, TransactionId};
 
-/// RFC 8489 §5: the fixed value in bytes 4..8 of every STUN message.
-pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// Length of the STUN header.
 pub const HEADER_LEN: usize = 20;
 /// We stop decoding messages with more attributes than this: no legitimate STUN or
@@ -16,10 +15,6 @@ pub const HEADER_LEN: usize = 20;
 pub const MAX_ATTRIBUTES: usize = 48;
 /// RFC 8489 §14.8: FINGERPRINT is the CRC-32 of the message XORed with this value.
 const FINGERPRINT_XOR: u32 = 0x5354_554E;
-
-/// The 96-bit transaction id of a STUN message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransactionId(pub [u8; 12]);
 
 /// STUN message class (RFC 8489 §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

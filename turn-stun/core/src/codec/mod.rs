@@ -7,6 +7,7 @@
 mod attr;
 mod channel;
 mod message;
+mod txid;
 
 pub use attr::{
     Attribute, AttributeType, ErrorCode, Family, PASSWORD_ALGORITHM_MD5, PASSWORD_ALGORITHM_SHA256,
