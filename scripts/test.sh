@@ -44,6 +44,11 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "module circles"
+# No file of a crate may reach another that reaches it back through imports
+# (issue 23); the script prints the circle it finds.
+python3 scripts/checks/module-cycles.py
+
 step "tests"
 # natter-cli is run by tests of another package (cli_call, doc_walkthroughs),
 # which build it on demand with this same command. Built here, that is a

@@ -17,7 +17,7 @@
 //! replays the checked-in seeds.
 
 use crate::account_limits::decode_report;
-use crate::calls::CallEvent;
+use crate::call_event::CallEvent;
 use crate::cluster::wire::{Header, push_record, records};
 
 /// Feeds `data` to every bus decoder.

@@ -7,57 +7,12 @@
 //! call rules hold exactly as on one node. Every other node forwards its
 //! devices' call frames, connects and disconnects to it over the bus.
 
+pub(crate) use crate::call_event::CallEvent;
 use crate::push::{PushNotice, PushReason};
 use crate::state::ChatState;
 use natter_common::calls::{BoxFuture, CallFrames, DeviceGen, DeviceLink, Devices};
-use natter_proto::{CallClientFrame, CallId, DeviceId, ServerFrame, UserId};
+use natter_proto::{CallId, DeviceId, ServerFrame, UserId};
 use std::sync::Arc;
-
-/// A device's call event, for the call driver.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum CallEvent {
-    /// A `call.*` frame it sent.
-    Frame(CallClientFrame),
-    /// Its socket is registered.
-    Connected,
-    /// Its socket closed (and it has none on another node).
-    Disconnected,
-}
-
-impl CallEvent {
-    /// The bus name of the event (`frame`, `connected`, `disconnected`).
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            CallEvent::Frame(_) => "frame",
-            CallEvent::Connected => "connected",
-            CallEvent::Disconnected => "disconnected",
-        }
-    }
-
-    /// The event from its bus name and, for a frame, the frame's JSON.
-    pub(crate) fn from_bus(kind: &str, frame: &str) -> Option<Self> {
-        match kind {
-            "frame" => serde_json::from_str::<natter_proto::ClientFrame>(frame)
-                .ok()?
-                .into_call()
-                .ok()
-                .map(CallEvent::Frame),
-            "connected" => Some(CallEvent::Connected),
-            "disconnected" => Some(CallEvent::Disconnected),
-            _ => None,
-        }
-    }
-
-    /// The frame's JSON, for the bus.
-    pub(crate) fn frame_json(&self) -> Option<String> {
-        match self {
-            CallEvent::Frame(f) => {
-                serde_json::to_string(&natter_proto::ClientFrame::from(f.clone())).ok()
-            }
-            _ => None,
-        }
-    }
-}
 
 impl ChatState {
     /// Installs call signaling. Returns false if one was installed already.
@@ -183,7 +138,7 @@ impl DeviceLink for ChatState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natter_proto::{CallIce, CallMedia, CallOffer};
+    use natter_proto::{CallClientFrame, CallIce, CallMedia, CallOffer};
 
     #[test]
     fn call_events_cross_the_bus_unchanged_and_garbage_is_refused() {

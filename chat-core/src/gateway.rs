@@ -3,7 +3,7 @@
 //! deliveries, the writer's answers, queue pages and the session's timer,
 //! feeding each input to the sans-IO [`Session`] and carrying out its effects.
 
-use crate::calls::CallEvent;
+use crate::call_event::CallEvent;
 use crate::hub::{Closer, LocalConn, Outbound};
 use crate::pipeline::{Delivery, Effect, Persist, Session};
 use crate::state::ChatState;
@@ -19,8 +19,8 @@ use natter_common::http::ClientIp;
 use natter_common::listener::AddressSlot;
 use natter_common::token::TokenError;
 use natter_proto::{
-    ClientFrame, CloseCode, ErrorCode, ErrorFrame, Hello, Limits, PROTOCOL_VERSION, Presence,
-    PresenceState, ServerFrame, Target, TypingEvent, TypingSend, UserId,
+    ClientFrame, CloseCode, ErrorCode, ErrorFrame, Hello, Limits, PROTOCOL_VERSION, ServerFrame,
+    Target, TypingEvent, TypingSend, UserId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -492,7 +492,7 @@ impl Ctx<'_> {
                             Ok(q) => {
                                 let mut cache = HashMap::new();
                                 Ok(q.iter()
-                                    .map(|e| crate::writer::delivery_of(e, &mut cache))
+                                    .map(|e| crate::hub::delivery_of(e, &mut cache))
                                     .collect())
                             }
                             Err(e) => {
@@ -620,22 +620,6 @@ impl Ctx<'_> {
             }
         });
     }
-}
-
-/// Presence frame for a user as `viewer` may see it.
-pub(crate) fn presence_frame(
-    user: &UserId,
-    state: PresenceState,
-    last_seen: Option<i64>,
-) -> Arc<str> {
-    Arc::from(
-        ServerFrame::Presence(Presence {
-            user: user.clone(),
-            state,
-            last_seen,
-        })
-        .to_json(),
-    )
 }
 
 fn read_error_code(e: &axum::Error) -> CloseCode {

@@ -8,10 +8,11 @@
 //! reading) costs a fetch, never a close. A device that does not read at all
 //! is closed by the gateway's write-stall timeout (4006), not here.
 
-use crate::pipeline::Delivery;
 use crate::pipeline::limits::PushPolicy;
+use crate::pipeline::{Delivery, ItemRef};
+use crate::store::{Queued, QueuedFrame};
 use natter_common::UnixMillis;
-use natter_proto::{CloseCode, DeviceId, UserId};
+use natter_proto::{CloseCode, DeviceId, MsgId, ServerFrame, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -481,6 +482,30 @@ impl Hub {
         for c in conns.values().flatten() {
             c.closer.close(code);
         }
+    }
+}
+
+/// A queue entry as a socket writes it (messages serialised once per fan-out).
+pub(crate) fn delivery_of(q: &Queued, cache: &mut HashMap<MsgId, Arc<str>>) -> Delivery {
+    match &q.frame {
+        QueuedFrame::Msg(m) => {
+            let json = cache
+                .entry(m.msg_id)
+                .or_insert_with(|| Arc::from(ServerFrame::Msg((**m).clone()).to_json()))
+                .clone();
+            Delivery {
+                seq: q.seq,
+                prev: q.prev,
+                item: ItemRef::Msg(m.msg_id),
+                json,
+            }
+        }
+        QueuedFrame::Receipt(r) => Delivery {
+            seq: q.seq,
+            prev: q.prev,
+            item: ItemRef::Receipt(r.receipt_id),
+            json: Arc::from(ServerFrame::Receipt(r.clone()).to_json()),
+        },
     }
 }
 

@@ -9,11 +9,13 @@
 pub mod account_limits;
 pub mod api;
 pub mod bus_fuzz;
+mod call_event;
 mod calls;
 mod cluster;
 pub mod config;
 mod gateway;
 pub use gateway::MAX_FRAMES_BEFORE_AUTH;
+mod host;
 mod hub;
 pub mod pipeline;
 pub mod presence;

@@ -5,7 +5,8 @@ use crate::hub::Outbound;
 use crate::state::ChatState;
 use crate::store::MessageStore;
 use natter_common::UnixMillis;
-use natter_proto::{PresencePrivacy, PresenceState, UserId};
+use natter_proto::{Presence, PresencePrivacy, PresenceState, ServerFrame, UserId};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The privacy rule: may `viewer` see `user`'s presence?
@@ -88,8 +89,7 @@ pub(crate) fn announce_local(
         } else {
             PresenceState::Offline
         };
-        let json =
-            crate::gateway::presence_frame(&user, state, if online { None } else { last_seen });
+        let json = presence_frame(&user, state, if online { None } else { last_seen });
         for (viewer, tx) in subscribers {
             if may_see(&*st.0.store, privacy, &user, &viewer).await {
                 let _ = tx.try_send(Outbound::Frame(json.clone()));
@@ -111,14 +111,28 @@ pub(crate) fn snapshot(
         for u in users {
             match current(&st, &u, &viewer).await {
                 Ok((state, seen)) => {
-                    let _ = tx.try_send(Outbound::Frame(crate::gateway::presence_frame(
-                        &u, state, seen,
-                    )));
+                    let _ = tx.try_send(Outbound::Frame(presence_frame(&u, state, seen)));
                 }
                 Err(e) => tracing::warn!(error = %e, "presence snapshot failed"),
             }
         }
     });
+}
+
+/// Presence frame for a user as `viewer` may see it.
+pub(crate) fn presence_frame(
+    user: &UserId,
+    state: PresenceState,
+    last_seen: Option<i64>,
+) -> Arc<str> {
+    Arc::from(
+        ServerFrame::Presence(Presence {
+            user: user.clone(),
+            state,
+            last_seen,
+        })
+        .to_json(),
+    )
 }
 
 #[cfg(test)]

@@ -160,7 +160,12 @@ impl ChatService {
             "chat-writer",
             writer.spawn(p.writer_rx, inner.shutdown.clone()),
         ));
-        tasks.extend(inner.cluster.clone().spawn(self.state.clone(), p.push_tx));
+        tasks.extend(
+            inner
+                .cluster
+                .clone()
+                .spawn(Arc::new(self.state.clone()), p.push_tx),
+        );
         // The push task ends when its senders (the writer, the bus dispatcher) are gone.
         tasks.push(Part::spawn(
             "push",

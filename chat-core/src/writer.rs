@@ -7,13 +7,12 @@
 //! each device in commit order).
 
 use crate::hub::Hub;
-use crate::pipeline::{Delivery, ItemRef};
 use crate::push::PushNotice;
 use crate::store::{
-    BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, Queued, QueuedFrame, StoreError,
+    BatchOp, GroupChange, GroupOutcome, MessageStore, OpOutcome, Queued, StoreError,
 };
 use natter_common::{SharedClock, UnixMillis};
-use natter_proto::{MsgId, ServerFrame};
+use natter_proto::MsgId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -282,38 +281,14 @@ impl WriterTask {
         let n = queued.len();
         let mut elsewhere = Vec::new();
         for q in queued {
-            let d = delivery_of(&q, &mut json_cache);
+            let d = crate::hub::delivery_of(&q, &mut json_cache);
             if !self.hub.deliver(&q.user, q.device, q.generation, d) {
                 elsewhere.push(q);
             }
         }
         for q in self.cluster.forward(elsewhere, now) {
-            crate::cluster::push_if_due(&self.hub, &self.push, &q, now);
+            crate::push::push_if_due(&self.hub, &self.push, &q, now);
         }
         metrics::counter!("chat_queue_entries_total").increment(n as u64);
-    }
-}
-
-/// A queue entry as a socket writes it (messages serialised once per fan-out).
-pub(crate) fn delivery_of(q: &Queued, cache: &mut HashMap<MsgId, Arc<str>>) -> Delivery {
-    match &q.frame {
-        QueuedFrame::Msg(m) => {
-            let json = cache
-                .entry(m.msg_id)
-                .or_insert_with(|| Arc::from(ServerFrame::Msg((**m).clone()).to_json()))
-                .clone();
-            Delivery {
-                seq: q.seq,
-                prev: q.prev,
-                item: ItemRef::Msg(m.msg_id),
-                json,
-            }
-        }
-        QueuedFrame::Receipt(r) => Delivery {
-            seq: q.seq,
-            prev: q.prev,
-            item: ItemRef::Receipt(r.receipt_id),
-            json: Arc::from(ServerFrame::Receipt(r.clone()).to_json()),
-        },
     }
 }

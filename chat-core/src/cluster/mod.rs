@@ -23,10 +23,9 @@ pub(crate) mod wire;
 pub use config::RedisConfig;
 pub(crate) use redis::RedisCluster;
 
-use crate::calls::CallEvent;
-use crate::hub::{Hub, LocalConn};
+use crate::call_event::CallEvent;
+use crate::hub::LocalConn;
 use crate::push::{PushNotice, PushWindows};
-use crate::state::ChatState;
 use crate::store::Queued;
 use async_trait::async_trait;
 use natter_common::UnixMillis;
@@ -34,6 +33,27 @@ use natter_common::parts::Part;
 use natter_proto::{DeviceId, UserId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// What the cluster's background tasks need from the chat service they serve
+/// (the chat state implements it, in `host.rs`): the cluster never reaches
+/// into the state itself.
+pub(crate) trait ClusterHost: Send + Sync + 'static {
+    /// This node's sockets.
+    fn hub(&self) -> &Arc<crate::hub::Hub>;
+    /// Cancelled when the service stops.
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
+    /// The per-account limit shared between nodes under `name` (`sends`,
+    /// `group_writes`).
+    fn account_limit(&self, name: &str) -> Option<&Arc<crate::account_limits::AccountLimit>>;
+    /// Every shared per-account limit.
+    fn account_limits(&self) -> Vec<Arc<crate::account_limits::AccountLimit>>;
+    /// A call event another node forwarded for a device here (or for the
+    /// calls leader, when this node is it).
+    fn call_event_from_bus(&self, user: &UserId, device: DeviceId, ev: CallEvent);
+    /// Another node's device came online or went offline: tell the
+    /// subscribers here.
+    fn announce_local(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>);
+}
 
 /// The cluster-wide part of routing (see the module docs).
 #[async_trait]
@@ -81,7 +101,11 @@ pub(crate) trait Cluster: PushWindows + Send + Sync {
     fn presence(&self, user: &UserId, online: bool, last_seen: Option<UnixMillis>);
 
     /// Starts the background tasks (bus subscriber, heartbeat, dispatcher).
-    fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part>;
+    fn spawn(
+        self: Arc<Self>,
+        host: Arc<dyn ClusterHost>,
+        push: mpsc::Sender<PushNotice>,
+    ) -> Vec<Part>;
 }
 
 /// One process, no Redis: everything is in the hub.
@@ -128,7 +152,11 @@ impl Cluster for Embedded {
 
     fn presence(&self, _user: &UserId, _online: bool, _last_seen: Option<UnixMillis>) {}
 
-    fn spawn(self: Arc<Self>, _st: ChatState, _push: mpsc::Sender<PushNotice>) -> Vec<Part> {
+    fn spawn(
+        self: Arc<Self>,
+        _host: Arc<dyn ClusterHost>,
+        _push: mpsc::Sender<PushNotice>,
+    ) -> Vec<Part> {
         Vec::new()
     }
 }
@@ -138,22 +166,5 @@ impl PushWindows for Embedded {
     async fn claim_push_windows(&self, notices: &[PushNotice], _window_ms: i64) -> Vec<bool> {
         // One node: the hub's own window is the whole truth.
         vec![true; notices.len()]
-    }
-}
-
-/// Wakes an offline device with a push, unless one went out recently.
-pub(crate) fn push_if_due(hub: &Hub, push: &mpsc::Sender<PushNotice>, q: &Queued, now: UnixMillis) {
-    let is_msg = matches!(q.frame, crate::store::QueuedFrame::Msg(_));
-    if is_msg && hub.should_push(&q.user, q.device, now) {
-        let notice = PushNotice {
-            user: q.user.clone(),
-            device: q.device,
-            generation: q.generation,
-            at: now,
-            reason: crate::push::PushReason::Message,
-        };
-        if push.try_send(notice).is_err() {
-            metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
-        }
     }
 }

@@ -28,13 +28,13 @@
 
 use super::jobs::{JobQueue, JobReceiver, Weight, job_queue};
 use super::wire::{self, Header};
-use super::{Cluster, RedisConfig, push_if_due};
+use super::{Cluster, ClusterHost, RedisConfig};
 use crate::account_limits;
-use crate::calls::CallEvent;
+use crate::call_event::CallEvent;
 use crate::hub::{Hub, LocalConn};
 use crate::pipeline::ItemRef;
+use crate::push::push_if_due;
 use crate::push::{PushNotice, PushWindows};
-use crate::state::ChatState;
 use crate::store::{Queued, QueuedFrame};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -345,14 +345,13 @@ impl RedisCluster {
         Ok(())
     }
 
-    async fn heartbeat_loop(self: Arc<Self>, st: ChatState) {
-        let inner = &st.0;
+    async fn heartbeat_loop(self: Arc<Self>, st: Arc<dyn ClusterHost>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.heartbeat_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rebuild = Instant::now();
         loop {
             tokio::select! {
-                _ = inner.shutdown.cancelled() => break,
+                _ = st.shutdown().cancelled() => break,
                 _ = tick.tick() => {}
             }
             let forgotten = match self.beat().await {
@@ -368,7 +367,7 @@ impl RedisCluster {
             let dirty = self.dirty.swap(false, Ordering::SeqCst);
             let due = last_rebuild.elapsed() >= Duration::from_secs(self.cfg.rebuild_secs);
             if forgotten || dirty || due {
-                match self.rebuild(&inner.hub).await {
+                match self.rebuild(st.hub()).await {
                     Ok(()) => last_rebuild = Instant::now(),
                     Err(e) => {
                         self.failed("rebuild", &e);
@@ -377,7 +376,7 @@ impl RedisCluster {
                 }
                 if forgotten || dirty {
                     // Deliveries routed while the registry was wrong went nowhere.
-                    inner.hub.resync_all();
+                    st.hub().resync_all();
                 }
             }
         }
@@ -395,8 +394,7 @@ impl RedisCluster {
             .await;
     }
 
-    async fn bus_loop(self: Arc<Self>, st: ChatState) {
-        let inner = &st.0;
+    async fn bus_loop(self: Arc<Self>, st: Arc<dyn ClusterHost>) {
         let mine = self.node_channel(&self.node);
         let presence = self.key("presence");
         let limits = self.key("limits");
@@ -411,14 +409,14 @@ impl RedisCluster {
                 Ok::<_, redis::RedisError>(ps)
             };
             let ps = tokio::select! {
-                _ = inner.shutdown.cancelled() => return,
+                _ = st.shutdown().cancelled() => return,
                 r = sub => r,
             };
             match ps {
                 Ok(ps) => {
                     if !first {
                         tracing::info!("chat: bus subscription restored");
-                        inner.hub.resync_all();
+                        st.hub().resync_all();
                         self.dirty.store(true, Ordering::SeqCst);
                     }
                     first = false;
@@ -426,15 +424,15 @@ impl RedisCluster {
                     let mut stream = ps.into_on_message();
                     loop {
                         let msg = tokio::select! {
-                            _ = inner.shutdown.cancelled() => return,
+                            _ = st.shutdown().cancelled() => return,
                             m = stream.next() => m,
                         };
                         let Some(msg) = msg else { break };
                         match msg.get_payload::<String>() {
                             Ok(p) if msg.get_channel_name() == limits => {
-                                self.handle_limits(&st, &p)
+                                self.handle_limits(&*st, &p)
                             }
-                            Ok(p) => self.handle_bus(&st, &p),
+                            Ok(p) => self.handle_bus(&*st, &p),
                             Err(e) => tracing::warn!(error = %e, "chat: unreadable bus message"),
                         }
                     }
@@ -444,7 +442,7 @@ impl RedisCluster {
                 Err(e) => self.failed("subscribe", &e),
             }
             tokio::select! {
-                _ = inner.shutdown.cancelled() => return,
+                _ = st.shutdown().cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -452,7 +450,7 @@ impl RedisCluster {
     }
 
     /// Another node's report of the per-account events it let through.
-    fn handle_limits(&self, st: &ChatState, payload: &str) {
+    fn handle_limits(&self, st: &dyn ClusterHost, payload: &str) {
         let Some(report) = account_limits::decode_report(payload) else {
             tracing::warn!("chat: skipped a malformed limits report");
             return;
@@ -460,11 +458,8 @@ impl RedisCluster {
         if report.node == self.node {
             return;
         }
-        let inner = &st.0;
-        let target = match report.limit {
-            "sends" => &inner.user_sends,
-            "group_writes" => &inner.group_writes,
-            _ => return,
+        let Some(target) = st.account_limit(report.limit) else {
+            return;
         };
         let now = self.clock.now_ms();
         for (account, n) in report.counts {
@@ -475,9 +470,8 @@ impl RedisCluster {
     /// Reports what this node let through of the per-account limits, every
     /// [`account_limits::SYNC_INTERVAL`]. Best effort: a failed publish loses
     /// those charges (the limits stay enforced on each node).
-    async fn limits_loop(self: Arc<Self>, st: ChatState) {
-        let inner = &st.0;
-        let limits = [inner.user_sends.clone(), inner.group_writes.clone()];
+    async fn limits_loop(self: Arc<Self>, st: Arc<dyn ClusterHost>) {
+        let limits = st.account_limits();
         for l in &limits {
             l.share();
         }
@@ -486,7 +480,7 @@ impl RedisCluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = inner.shutdown.cancelled() => break,
+                _ = st.shutdown().cancelled() => break,
                 _ = tick.tick() => {}
             }
             for l in &limits {
@@ -508,8 +502,8 @@ impl RedisCluster {
         }
     }
 
-    fn handle_bus(&self, st: &ChatState, payload: &str) {
-        let hub = &st.0.hub;
+    fn handle_bus(&self, st: &dyn ClusterHost, payload: &str) {
+        let hub = st.hub();
         for r in wire::records(payload) {
             let (h, frame) = match r {
                 Ok(r) => r,
@@ -561,7 +555,7 @@ impl RedisCluster {
                     if let Some(t) = seen {
                         hub.note_seen(&u, t);
                     }
-                    crate::presence::announce_local(st, &u, online, seen);
+                    st.announce_local(&u, online, seen);
                 }
             }
         }
@@ -678,7 +672,7 @@ impl RedisCluster {
                             QueuedFrame::Msg(m) => (Some(m.msg_id), None),
                             QueuedFrame::Receipt(r) => (None, Some(r.receipt_id)),
                         };
-                        let d = crate::writer::delivery_of(q, &mut json_cache);
+                        let d = crate::hub::delivery_of(q, &mut json_cache);
                         let h = Header::Deliver {
                             u: q.user.clone(),
                             d: q.device,
@@ -914,7 +908,11 @@ impl Cluster for RedisCluster {
         );
     }
 
-    fn spawn(self: Arc<Self>, st: ChatState, push: mpsc::Sender<PushNotice>) -> Vec<Part> {
+    fn spawn(
+        self: Arc<Self>,
+        st: Arc<dyn ClusterHost>,
+        push: mpsc::Sender<PushNotice>,
+    ) -> Vec<Part> {
         let Some(rx) = self
             .jobs_rx
             .lock()
@@ -923,12 +921,12 @@ impl Cluster for RedisCluster {
         else {
             return Vec::new();
         };
-        let hub = st.0.hub.clone();
+        let hub = st.hub().clone();
         vec![
             Part::spawn(
                 "bus-dispatch",
                 self.clone()
-                    .dispatch_loop(rx, hub, push, st.0.shutdown.clone()),
+                    .dispatch_loop(rx, hub, push, st.shutdown().clone()),
             ),
             Part::spawn("bus-heartbeat", self.clone().heartbeat_loop(st.clone())),
             Part::spawn("bus-limits", self.clone().limits_loop(st.clone())),

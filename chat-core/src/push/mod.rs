@@ -13,7 +13,8 @@ pub use providers::ProviderPush;
 pub use webhook::WebhookPush;
 
 use crate::config::{PushBackend, PushConfig};
-use crate::store::MessageStore;
+use crate::hub::Hub;
+use crate::store::{MessageStore, Queued};
 use async_trait::async_trait;
 use natter_common::UnixMillis;
 use natter_proto::{DeviceId, UserId};
@@ -136,5 +137,22 @@ pub(crate) async fn run(
             }
         }
         batch.clear();
+    }
+}
+
+/// Wakes an offline device with a push, unless one went out recently.
+pub(crate) fn push_if_due(hub: &Hub, push: &mpsc::Sender<PushNotice>, q: &Queued, now: UnixMillis) {
+    let is_msg = matches!(q.frame, crate::store::QueuedFrame::Msg(_));
+    if is_msg && hub.should_push(&q.user, q.device, now) {
+        let notice = PushNotice {
+            user: q.user.clone(),
+            device: q.device,
+            generation: q.generation,
+            at: now,
+            reason: PushReason::Message,
+        };
+        if push.try_send(notice).is_err() {
+            metrics::counter!("chat_push_total", "result" => "dropped").increment(1);
+        }
     }
 }
