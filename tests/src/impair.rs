@@ -47,10 +47,19 @@ pub struct PathStats {
     pub cut: u64,
 }
 
+/// Per SSRC its first sequence number; every (SSRC, sequence number) seen.
+type SeenRtp = (HashMap<u32, u16>, std::collections::HashSet<(u32, u16)>);
+
 struct Shared {
     settings: Mutex<Impairment>,
     down: AtomicBool,
     rng: AtomicU64,
+    /// Decides the fate of RTP packets by their place in their stream (below).
+    seed: u64,
+    /// The first sequence number seen of each SSRC (both are random per call),
+    /// and every (SSRC, sequence number) seen: a retransmission (same number)
+    /// draws afresh, or a lost packet would be lost every time it is resent.
+    first_seq: Mutex<SeenRtp>,
     forwarded: AtomicU64,
     lost: AtomicU64,
     cut: AtomicU64,
@@ -67,14 +76,37 @@ impl Shared {
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// `None`: drop the packet; otherwise how long to hold it.
-    fn fate(&self) -> Option<Duration> {
+    /// `None`: drop `packet`; otherwise how long to hold it. Whether an RTP
+    /// packet is lost depends only on the seed, its payload type and its place
+    /// in its stream (sequence number minus the stream's first), not on what
+    /// else crossed the relay before it (ICE checks, DTLS, RTCP, the other
+    /// direction) nor on the random SSRC and first sequence number of the
+    /// call: so every run loses the same media packets, and a quality figure
+    /// measured through the relay is repeatable. Other packets draw from the
+    /// running generator.
+    fn fate(&self, packet: &[u8]) -> Option<Duration> {
         if self.down.load(Ordering::Relaxed) {
             self.cut.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let s = *self.settings.lock().unwrap_or_else(|e| e.into_inner());
-        if self.random() < s.loss {
+        let draw = match rtp_header(packet) {
+            Some((pt, seq, ssrc)) => {
+                let (first, again) = {
+                    let mut g = self.first_seq.lock().unwrap_or_else(|e| e.into_inner());
+                    let first = *g.0.entry(ssrc).or_insert(seq);
+                    (first, !g.1.insert((ssrc, seq)))
+                };
+                if again {
+                    self.random()
+                } else {
+                    let place = u64::from(seq.wrapping_sub(first));
+                    unit(splitmix(self.seed ^ (u64::from(pt) << 16 | place)))
+                }
+            }
+            None => self.random(),
+        };
+        if draw < s.loss {
             self.lost.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -84,6 +116,36 @@ impl Shared {
             (s.delay.as_secs_f64() + spread).max(0.0),
         ))
     }
+}
+
+/// Payload type, sequence number and SSRC of the RTP packet inside a TURN
+/// ChannelData message (channel numbers 0x4000–0x4FFF); `None` for anything
+/// else (STUN, RTCP, DTLS). SRTP leaves the RTP header in clear.
+fn rtp_header(packet: &[u8]) -> Option<(u8, u16, u32)> {
+    if packet.len() < 4 + 12 || !(0x40..=0x4F).contains(&packet[0]) {
+        return None;
+    }
+    let rtp = &packet[4..];
+    // RTCP shares the version bits; its packet types are 200–206 in byte 1.
+    if rtp[0] >> 6 != 2 || (200..=206).contains(&rtp[1]) {
+        return None;
+    }
+    let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+    let ssrc = u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]);
+    Some((rtp[1] & 0x7f, seq, ssrc))
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A hash as a number in [0, 1).
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A running impairment relay in front of `upstream`.
@@ -117,6 +179,8 @@ impl ImpairedPath {
             settings: Mutex::new(impairment),
             down: AtomicBool::new(false),
             rng: AtomicU64::new(seed | 1),
+            seed,
+            first_seq: Mutex::new((HashMap::new(), std::collections::HashSet::new())),
             forwarded: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             cut: AtomicU64::new(0),
@@ -142,7 +206,7 @@ impl ImpairedPath {
                         tokio::spawn(async move {
                             let mut buf = vec![0u8; 65_536];
                             while let Ok((n, _)) = b2.recv_from(&mut buf).await {
-                                if let Some(after) = s2.fate() {
+                                if let Some(after) = s2.fate(&buf[..n]) {
                                     send_later(f2.clone(), client, buf[..n].to_vec(), after).await;
                                 }
                             }
@@ -150,7 +214,7 @@ impl ImpairedPath {
                         b
                     }
                 };
-                if let Some(after) = s.fate() {
+                if let Some(after) = s.fate(&buf[..n]) {
                     send_later(back, upstream, buf[..n].to_vec(), after).await;
                 }
             }
@@ -229,6 +293,61 @@ pub fn through(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn channel_rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x40, 0x01, 0, 32, 0x80, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xaa; 20]);
+        p
+    }
+
+    #[test]
+    fn rtp_packets_are_lost_by_their_place_in_the_stream() {
+        assert_eq!(
+            rtp_header(&channel_rtp(111, 7, 0x1234)),
+            Some((111, 7, 0x1234))
+        );
+        assert_eq!(rtp_header(&channel_rtp(200, 7, 0x1234)), None, "RTCP");
+        assert_eq!(
+            rtp_header(&[0x00, 0x01, 0, 8, 0x21, 0x12, 0xa4, 0x42]),
+            None,
+            "STUN"
+        );
+        let lost = |noise: usize, first: u16, ssrc: u32| {
+            let shared = Shared {
+                settings: Mutex::new(Impairment {
+                    loss: 0.2,
+                    delay: Duration::ZERO,
+                    jitter: Duration::ZERO,
+                }),
+                down: AtomicBool::new(false),
+                rng: AtomicU64::new(99),
+                seed: 0x5eed,
+                first_seq: Mutex::new((HashMap::new(), std::collections::HashSet::new())),
+                forwarded: AtomicU64::new(0),
+                lost: AtomicU64::new(0),
+                cut: AtomicU64::new(0),
+            };
+            for _ in 0..noise {
+                shared.fate(b"not rtp");
+            }
+            (0..500u16)
+                .filter(|&i| {
+                    let seq = first.wrapping_add(i);
+                    shared.fate(&channel_rtp(111, seq, ssrc)).is_none()
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = lost(0, 0, 0xbeef);
+        assert_eq!(
+            a,
+            lost(37, 65_000, 0x1234_5678),
+            "neither other traffic nor the call's random SSRC and first sequence number move the losses"
+        );
+        assert!((70..=130).contains(&a.len()), "about 20 %: {}", a.len());
+    }
 
     #[tokio::test]
     async fn the_relay_drops_delays_and_cuts() {
