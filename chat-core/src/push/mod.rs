@@ -37,6 +37,17 @@ pub struct PushNotice {
     pub reason: PushReason,
 }
 
+impl PushNotice {
+    /// The device (at its generation) to look the push registration up for.
+    pub fn device(&self) -> crate::store::DeviceRef {
+        crate::store::DeviceRef {
+            user: self.user.clone(),
+            device: self.device,
+            generation: self.generation,
+        }
+    }
+}
+
 /// Why a device is woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushReason {

@@ -217,14 +217,7 @@ impl Inner {
 #[async_trait]
 impl PushSender for ProviderPush {
     async fn send(&self, batch: &[PushNotice]) -> Result<(), PushError> {
-        let devices: Vec<DeviceRef> = batch
-            .iter()
-            .map(|n| DeviceRef {
-                user: n.user.clone(),
-                device: n.device,
-                generation: n.generation,
-            })
-            .collect();
+        let devices: Vec<DeviceRef> = batch.iter().map(PushNotice::device).collect();
         let tokens = self
             .inner
             .store

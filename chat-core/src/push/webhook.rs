@@ -57,14 +57,7 @@ impl WebhookPush {
 #[async_trait]
 impl PushSender for WebhookPush {
     async fn send(&self, batch: &[PushNotice]) -> Result<(), PushError> {
-        let devices: Vec<DeviceRef> = batch
-            .iter()
-            .map(|n| DeviceRef {
-                user: n.user.clone(),
-                device: n.device,
-                generation: n.generation,
-            })
-            .collect();
+        let devices: Vec<DeviceRef> = batch.iter().map(PushNotice::device).collect();
         let tokens = self
             .store
             .push_tokens(&devices)
